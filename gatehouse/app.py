@@ -1,0 +1,138 @@
+"""The ASGI app: mounts each service under its prefix and renders errors in each client's shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import Scope
+
+from gatehouse.auth import api as auth_api
+from gatehouse.auth.errors import render_auth_error
+from gatehouse.core import logs
+from gatehouse.core.config import ConfigError, Settings, load_settings
+from gatehouse.core.db import Database
+from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
+from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
+from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
+
+log = logging.getLogger("gatehouse.app")
+
+#: Prefixes whose callers must present an API key.
+API_PREFIXES = ("/auth/v1/", "/rest/v1/", "/storage/v1/")
+
+CORS_ALLOW_HEADERS = [
+    "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
+    "accept-profile", "content-profile", "x-upsert", "cache-control", "x-metadata", "x-request-id",
+]
+CORS_EXPOSE_HEADERS = ["Content-Range", "X-Total-Count", "Link", "X-Supabase-Api-Version", "X-Request-Id"]
+
+
+def _render_plain(scope: Scope, error: GatehouseError) -> Response:
+    return JSONResponse({"code": error.code, "message": error.message, **error.extra}, status_code=error.status)
+
+
+#: Which wire shape each path prefix gets; the first match wins.
+RENDERERS: list[tuple[str, ErrorRenderer]] = [
+    ("/auth/v1", render_auth_error),
+]
+
+
+def render_error(scope: Scope, error: GatehouseError) -> Response:
+    path: str = scope.get("path", "")
+    for prefix, renderer in RENDERERS:
+        if path == prefix or path.startswith(prefix + "/"):
+            return renderer(scope, error)
+    return _render_plain(scope, error)
+
+
+async def _on_gatehouse_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatehouseError)
+    return render_error(request.scope, exc)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = render_error(request.scope, from_status(exc.status_code, exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = GatehouseError("unexpected_failure", "Unexpected failure; the server log has the details", status=500)
+    return render_error(request.scope, error)
+
+
+def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
+    """Build the app. The database must already be prepared (``gatehouse serve`` does that)."""
+    if not settings.database_url:
+        raise ConfigError("create_app needs GATEHOUSE_DATABASE_URL; `gatehouse serve` sets it for you")
+    keys = keys or load_keys(settings)
+    verifier = JWTVerifier(keys)
+    database = Database(settings.database_url, keys, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await database.open()
+        try:
+            yield
+        finally:
+            await database.close()
+
+    body_limit = settings.max_body_bytes
+
+    app = Starlette(
+        routes=[Mount("/auth/v1", routes=auth_api.routes)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                max_age=3600,
+            ),
+            Middleware(
+                ApiKeyMiddleware,
+                keys=keys,
+                verifier=verifier,
+                renderer=render_error,
+                protected_prefixes=API_PREFIXES,
+                open_paths=auth_api.OPEN_PATHS,
+            ),
+            Middleware(
+                BodyLimitMiddleware,
+                limit_for=lambda path: None if path.startswith("/storage/v1/") else body_limit,
+                renderer=render_error,
+            ),
+        ],
+        exception_handlers={
+            GatehouseError: _on_gatehouse_error,
+            HTTPException: _on_http_exception,
+            Exception: _on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.verifier = verifier
+    app.state.database = database
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ASGI servers' worker processes: settings from the environment."""
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,237 @@
+"""The ``gatehouse`` command: serve, migrate, keys, psql."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from gatehouse import __version__
+from gatehouse.core import logs
+from gatehouse.core.config import ConfigError, Settings, load_settings
+from gatehouse.core.db import database_server, prepare
+from gatehouse.core.embedded import EmbeddedPostgresError, bin_dir, port_is_free
+from gatehouse.core.keys import KeySet, load_keys
+from gatehouse.core.migrate import MigrationError
+
+DESCRIPTION = """\
+Gatehouse: self-hosted user management (auth, data API, storage) that the
+Supabase clients can talk to.
+
+With no GATEHOUSE_DATABASE_URL, Gatehouse runs its own PostgreSQL in the data
+folder (./.gatehouse by default), so `gatehouse serve` is all you need.
+Settings come from GATEHOUSE_* environment variables and a .env file; the
+README lists them all.
+"""
+
+
+class CLIError(Exception):
+    """Printed as one line, without a traceback, and exits with status 1."""
+
+
+def _graceful_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that `finally` blocks (stopping PostgreSQL) run."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "workers": getattr(args, "workers", None),
+        "migrations_dir": getattr(args, "dir", None),
+    }
+    settings = load_settings(**overrides)
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
+    try:
+        return asyncio.run(prepare(url, keys, settings))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        where = urlsplit(url)
+        raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    if not port_is_free(settings.port, settings.host):
+        raise CLIError(
+            f"port {settings.port} on {settings.host} is already in use; "
+            "stop what uses it or choose another with --port (or GATEHOUSE_PORT)"
+        )
+    keys = load_keys(settings)
+    with database_server(settings) as server:
+        applied = _prepare(server.url, keys, settings)
+        # Worker processes build the app from the environment: hand them what we resolved.
+        os.environ["GATEHOUSE_DATABASE_URL"] = server.url
+        os.environ["GATEHOUSE_DATA_DIR"] = str(settings.data_dir.expanduser().resolve())
+        os.environ["GATEHOUSE_HOST"] = settings.host
+        os.environ["GATEHOUSE_PORT"] = str(settings.port)
+        if settings.migrations_dir:
+            os.environ["GATEHOUSE_MIGRATIONS_DIR"] = str(settings.migrations_dir.resolve())
+        database = "embedded PostgreSQL in " + str(settings.data_dir) if server.embedded else "external PostgreSQL"
+        print(
+            f"\nGatehouse {__version__} ({settings.environment}) on {database}"
+            + (f", {len(applied)} migrations applied" if applied else "")
+            + f"\n  URL              {settings.public_site_url}"
+            + f"\n  API URL          {settings.public_api_url}"
+            + f"\n  Publishable key  {keys.publishable_key}"
+            + f"\n  Secret key       {keys.secret_key}"
+            + "\n  (keep the secret key on servers; `gatehouse keys` prints all keys)\n",
+            flush=True,
+        )
+        uvicorn.run(
+            "gatehouse.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.worker_count,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=10,
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _graceful_sigterm()
+    keys = load_keys(settings)
+    with database_server(settings) as server:
+        applied = _prepare(server.url, keys, settings)
+    if applied:
+        for label in applied:
+            print(f"applied {label}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    keys = load_keys(settings)
+    values = [
+        ("GATEHOUSE_PUBLISHABLE_KEY", keys.publishable_key),
+        ("GATEHOUSE_SECRET_KEY", keys.secret_key),
+        ("GATEHOUSE_ANON_KEY", keys.anon_key),
+        ("GATEHOUSE_SERVICE_ROLE_KEY", keys.service_role_key),
+    ]
+    for name, value in values:
+        print(f"{name}={value}" if args.env else value)
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _graceful_sigterm()
+    with database_server(settings) as server:
+        parts = urlsplit(server.url)
+        env = {**os.environ}
+        if parts.password:
+            env["PGPASSWORD"] = unquote(parts.password)
+        command = [
+            str(bin_dir() / "psql"),
+            "-h", parts.hostname or "127.0.0.1",
+            "-p", str(parts.port or 5432),
+            "-U", unquote(parts.username or "postgres"),
+            "-d", parts.path.lstrip("/") or "postgres",
+            *args.psql_args,
+        ]
+        # Ctrl-C belongs to psql (it cancels the running query), not to us.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return subprocess.call(command, env=env)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatehouse", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"gatehouse {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def data_dir_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--data-dir", type=Path, metavar="DIR",
+            help="data folder for the embedded database, keys and files (default ./.gatehouse, or GATEHOUSE_DATA_DIR)",
+        )
+
+    serve = commands.add_parser(
+        "serve", help="start the HTTP server (and the embedded PostgreSQL when no database URL is set)",
+        description="Apply migrations, then serve the auth API on /auth/v1. Stops cleanly on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("--host", metavar="H", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, metavar="P", help="port to listen on (default 8000)")
+    data_dir_option(serve)
+    serve.add_argument("--workers", type=int, metavar="N", help="worker processes (default: the number of CPU cores)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply pending database migrations and exit",
+        description="Apply Gatehouse's built-in migrations, then your own .sql files (in name order) from --dir.",
+    )
+    data_dir_option(migrate)
+    migrate.add_argument("--dir", type=Path, metavar="DIR", help="folder of your own .sql migrations (or GATEHOUSE_MIGRATIONS_DIR)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = commands.add_parser(
+        "keys", help="print the API keys (creating them on first use)",
+        description="Print the publishable key, the secret key, and the legacy anon and service_role JWTs, one per line.",
+    )
+    data_dir_option(keys)
+    keys.add_argument("--env", action="store_true", help="print NAME=value lines, ready for a .env file")
+    keys.set_defaults(func=cmd_keys)
+
+    psql = commands.add_parser(
+        "psql", help="open a psql shell on Gatehouse's database",
+        description="Run the embedded PostgreSQL's own psql against the database (arguments after -- go to psql).",
+    )
+    data_dir_option(psql)
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    psql.set_defaults(func=cmd_psql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "psql_args", None) and args.psql_args[0] == "--":
+        args.psql_args = args.psql_args[1:]
+    try:
+        return int(args.func(args))
+    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError) as exc:
+        print(f"gatehouse: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno == 98:  # EADDRINUSE from the HTTP server's bind
+            print(f"gatehouse: error: the HTTP port is already in use ({exc.strerror})", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

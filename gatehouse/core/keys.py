@@ -1,0 +1,215 @@
+"""Signing key, API keys and the one JWT verifier.
+
+On first start the keys are generated into ``DATA_DIR/keys.json`` (mode 0600); each value can
+instead come from its ``GATEHOUSE_*`` variable, so that several processes on several machines
+share them. Access tokens are ES256 only: the verifier's algorithm allow-list has one entry,
+so neither ``none`` nor an HS256 token "signed" with the public key can pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gatehouse.core.config import ConfigError, Settings
+
+ALGORITHM = "ES256"
+LEGACY_KEY_LIFETIME = 10 * 365 * 24 * 3600
+API_KEY_ROLES = ("anon", "service_role")
+
+
+class InvalidToken(Exception):
+    """A JWT failed verification; the message says why (expired, bad signature, ...)."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    numbers = public_key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64url(numbers.x.to_bytes(32, "big")),
+        "y": _b64url(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def _thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 thumbprint: a stable key id derived from the public key alone."""
+    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass(frozen=True)
+class KeySet:
+    private_key: ec.EllipticCurvePrivateKey
+    publishable_key: str
+    secret_key: str
+    anon_key: str
+    service_role_key: str
+    authenticator_password: str
+    kid: str = field(init=False)
+    public_jwk: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        jwk = _public_jwk(self.private_key.public_key())
+        object.__setattr__(self, "kid", _thumbprint(jwk))
+        object.__setattr__(self, "public_jwk", {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig", "key_ops": ["verify"]})
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        return {"keys": [dict(self.public_jwk)]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def role_for_api_key(self, key: str) -> str | None:
+        """The base role an ``sb_`` API key grants, compared in constant time; None if unknown."""
+        if hmac.compare_digest(key.encode(), self.publishable_key.encode()):
+            return "anon"
+        if hmac.compare_digest(key.encode(), self.secret_key.encode()):
+            return "service_role"
+        return None
+
+
+class JWTVerifier:
+    """Checks signature, algorithm, ``exp`` and, when present, ``aud`` and ``kid``."""
+
+    def __init__(self, keys: KeySet, audiences: frozenset[str] = frozenset({"authenticated"}), leeway: int = 0) -> None:
+        self._public_key = keys.private_key.public_key()
+        self._kid = keys.kid
+        self._audiences = audiences
+        self._leeway = leeway
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken(f"signing method {header.get('alg')!r} is not allowed")
+        if "kid" in header and header["kid"] != self._kid:
+            raise InvalidToken("token was signed by an unknown key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp"], "verify_aud": False},
+                leeway=self._leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token is expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from None
+        aud = claims.get("aud")
+        if aud is not None:
+            given = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+            if not given & self._audiences:
+                raise InvalidToken("token audience is not accepted")
+        role = claims.get("role")
+        if role is not None and not isinstance(role, str):
+            raise InvalidToken("token role claim must be a string")
+        return claims
+
+
+def _legacy_key(private_key: ec.EllipticCurvePrivateKey, role: str) -> str:
+    now = int(time.time())
+    claims = {"iss": "gatehouse", "role": role, "iat": now, "exp": now + LEGACY_KEY_LIFETIME}
+    kid = _thumbprint(_public_jwk(private_key.public_key()))
+    return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def _generate() -> dict[str, str]:
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "jwt_private_key": pem,
+        "publishable_key": "sb_publishable_" + secrets.token_urlsafe(24),
+        "secret_key": "sb_secret_" + secrets.token_urlsafe(24),
+        "anon_key": _legacy_key(private_key, "anon"),
+        "service_role_key": _legacy_key(private_key, "service_role"),
+        "authenticator_password": secrets.token_urlsafe(32),
+    }
+
+
+def _read_or_create(path: Path) -> dict[str, str]:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".keys.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_generate(), handle, indent=2)
+        try:
+            os.link(tmp, path)  # atomic; if another process won the race, we read its keys
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the keys file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the keys file {path} is damaged: expected a JSON object")
+    return data
+
+
+def load_keys(settings: Settings) -> KeySet:
+    """Keys from the environment where given, else from (a new) ``DATA_DIR/keys.json``."""
+    from_env = {
+        "jwt_private_key": settings.jwt_private_key,
+        "publishable_key": settings.publishable_key,
+        "secret_key": settings.secret_key,
+        "anon_key": settings.anon_key,
+        "service_role_key": settings.service_role_key,
+        "authenticator_password": settings.authenticator_password,
+    }
+    stored: dict[str, str] = {}
+    if any(value is None for value in from_env.values()):
+        stored = _read_or_create(settings.data_dir.expanduser().resolve() / "keys.json")
+    values = {name: env if env is not None else stored.get(name) for name, env in from_env.items()}
+
+    pem = values["jwt_private_key"]
+    if not pem:
+        raise ConfigError("no JWT signing key: set GATEHOUSE_JWT_PRIVATE_KEY or remove the damaged keys.json")
+    try:
+        private_key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"GATEHOUSE_JWT_PRIVATE_KEY is not a usable PEM private key: {exc}") from None
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != "secp256r1":
+        raise ConfigError("GATEHOUSE_JWT_PRIVATE_KEY must be an EC P-256 key (for ES256)")
+
+    for name, prefix in (("publishable_key", "sb_publishable_"), ("secret_key", "sb_secret_")):
+        value = values[name]
+        if not value or not value.startswith(prefix) or len(value) < len(prefix) + 16:
+            raise ConfigError(f"GATEHOUSE_{name.upper()} must start with {prefix} followed by at least 16 characters")
+    if values["publishable_key"] == values["secret_key"]:
+        raise ConfigError("the publishable and secret keys must differ")
+    password = values["authenticator_password"]
+    if not password or len(password) < 16:
+        raise ConfigError("GATEHOUSE_AUTHENTICATOR_PASSWORD must be at least 16 characters")
+
+    return KeySet(
+        private_key=private_key,
+        publishable_key=values["publishable_key"],  # type: ignore[arg-type]
+        secret_key=values["secret_key"],  # type: ignore[arg-type]
+        anon_key=values["anon_key"] or _legacy_key(private_key, "anon"),
+        service_role_key=values["service_role_key"] or _legacy_key(private_key, "service_role"),
+        authenticator_password=password,
+    )
