@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: a real Gatehouse server in a subprocess, free ports, waiting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from gatehouse.core.embedded import free_port
+from gatehouse.core.keys import KeySet
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    log_path: Path
+    keys: KeySet
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, *, apikey: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"apikey": apikey or self.keys.publishable_key}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def gatehouse_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gatehouse", *args]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gatehouse exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/auth/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gatehouse did not become healthy in {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def start_server(
+    data_dir: Path,
+    keys: KeySet,
+    *,
+    database_url: str | None,
+    env: dict[str, str] | None = None,
+    keys_file: Path | None = None,
+    workers: int = 1,
+) -> RunningServer:
+    """Start ``gatehouse serve`` on a free loopback port and wait until it answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if keys_file is not None and not (data_dir / "keys.json").exists():
+        shutil.copy(keys_file, data_dir / "keys.json")
+    port = free_port()
+    full_env = {
+        key: value for key, value in os.environ.items() if not key.startswith("GATEHOUSE_")
+    } | {"GATEHOUSE_LOG_FORMAT": "json", "GATEHOUSE_LOG_LEVEL": "info", **(env or {})}
+    if database_url:
+        full_env["GATEHOUSE_DATABASE_URL"] = database_url
+    log_path = data_dir / f"server-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            gatehouse_command(
+                "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+                "--workers", str(workers),
+            ),
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(url, process, log_path)
+    return RunningServer(url, process, data_dir, log_path, keys, full_env)
