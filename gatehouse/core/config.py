@@ -75,6 +75,50 @@ class Settings(BaseSettings):
 
     # Tokens
     jwt_expiry: int = Field(3600, ge=1, description="Access-token lifetime in seconds.")
+    refresh_token_reuse_interval: int = Field(
+        10, ge=0, description="Seconds a just-rotated refresh token may still be used (returns the same successor)."
+    )
+    otp_expiry: int = Field(86400, ge=60, description="Lifetime of email links and codes in seconds.")
+
+    # Sign-up and passwords
+    disable_signup: bool = Field(False, description="Refuse new sign-ups (admins can still create users).")
+    mailer_autoconfirm: bool = Field(False, description="Sign users in at sign-up without email confirmation.")
+    secure_email_change: bool = Field(True, description="An email change must be confirmed from both addresses.")
+    redirect_allow_list: str = Field(
+        "", description="Comma-separated URLs (glob * allowed) that redirect_to may name, besides the site URL."
+    )
+    password_min_length: int = Field(8, ge=6, le=72, description="Shortest password accepted.")
+    password_required_characters: str = Field(
+        "",
+        description="Character sets a password must each draw from, separated by ':' "
+        "(e.g. abcdefghijklmnopqrstuvwxyz:ABCDEFGHIJKLMNOPQRSTUVWXYZ:0123456789).",
+    )
+    password_check_common: bool = Field(True, description="Refuse common and leaked passwords (offline list).")
+    argon2_memory_kib: int = Field(19456, ge=19456, description="Argon2id memory cost in KiB (OWASP minimum 19456).")
+    argon2_time_cost: int = Field(2, ge=2, description="Argon2id iterations (OWASP minimum 2).")
+    argon2_parallelism: int = Field(1, ge=1, description="Argon2id lanes.")
+
+    # Rate limits: "N/S" = at most N requests per S seconds, counted in PostgreSQL
+    rate_limits_enabled: bool = Field(True, description="Turn every rate limit on or off (off only for benchmarks).")
+    rate_limit_signup: str = Field("30/300", description="Sign-ups per IP address.")
+    rate_limit_token: str = Field("150/300", description="Log-ins and refreshes per IP address.")
+    rate_limit_verify: str = Field("30/300", description="Verifications per IP address.")
+    rate_limit_email: str = Field("30/300", description="Recover, OTP and resend requests per IP address.")
+    rate_limit_email_address: str = Field("1/60", description="Emails to one address (sign-up, recover, OTP, ...).")
+    rate_limit_password_attempts: str = Field("10/300", description="Failed log-ins per email address.")
+
+    # Mail
+    smtp_host: str | None = Field(None, description="SMTP server. Unset: mail stays in the outbox (/_inbox in development).")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    smtp_user: str | None = Field(None, description="SMTP user name.")
+    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_tls: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (upgrade), tls (implicit TLS, port 465) or none."
+    )
+    smtp_sender_email: str = Field("noreply@localhost", description="From address of emails.")
+    smtp_sender_name: str = Field("Gatehouse", description="From name of emails.")
+    mail_templates_dir: Path | None = Field(None, description="Folder of Jinja templates overriding the built-in ones.")
+    mail_max_attempts: int = Field(8, ge=1, description="SMTP delivery attempts before a message is given up.")
 
     # Requests and logs
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body in bytes.")
@@ -98,6 +142,17 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator(
+        "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
+        "rate_limit_email_address", "rate_limit_password_attempts",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        count, _, seconds = value.partition("/")
+        if not (count.strip().isdigit() and seconds.strip().isdigit() and int(seconds) > 0):
+            raise ValueError("must look like N/S: at most N requests per S seconds, for example 30/300")
+        return value.replace(" ", "")
 
     @property
     def is_loopback(self) -> bool:
