@@ -4,7 +4,8 @@ Layout under the data folder::
 
     postgres/        PGDATA (owned by the ``gatehouse-pg`` system user when run as root)
     postgres.json    superuser password (mode 0600)
-    postgres.lock    every Gatehouse process using the server holds a shared flock on it
+    postgres.lock    held (flock) while a process decides to start or stop the server
+    postgres.users.lock  every Gatehouse process using the server holds a shared flock on it
 
 The server listens on 127.0.0.1 only, with password (SCRAM) authentication and no Unix socket.
 Several Gatehouse processes may share one data folder: the first starts the server, the last
@@ -24,6 +25,8 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -131,7 +134,7 @@ class EmbeddedPostgres:
         self.data_dir = data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "postgres"
         self.requested_port = port
-        self._lock_file: int | None = None
+        self._users_lock: int | None = None
         self._url: str | None = None
 
     # -- public surface -------------------------------------------------------------------
@@ -146,9 +149,7 @@ class EmbeddedPostgres:
         """Make sure the server runs and the ``gatehouse`` database exists; return its URL."""
         self._prepare_data_dir()
         account = _Account.for_current_process()
-        lock = os.open(self.data_dir / "postgres.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time decides whether to start it
-        try:
+        with self._startup_lock():
             password = self._password()
             port = self._running_port(account)
             if port is None:
@@ -156,35 +157,45 @@ class EmbeddedPostgres:
                 port = self._launch(account, timeout)
             self._url = self._make_url(password, port, SUPERUSER)
             self._ensure_database(password, port)
-            fcntl.flock(lock, fcntl.LOCK_SH)  # we use it; downgrade so others may join
-        except BaseException:
-            os.close(lock)
-            raise
-        self._lock_file = lock
+            users = os.open(self.data_dir / "postgres.users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(users, fcntl.LOCK_SH)  # "I use it": held until stop() or this process dies
+            self._users_lock = users
         return self.url
 
     def stop(self) -> bool:
         """Leave the server; stop it when no other Gatehouse process uses it. True if stopped."""
-        if self._lock_file is None:
+        if self._users_lock is None:
             return False
-        lock, self._lock_file = self._lock_file, None
-        try:
+        with self._startup_lock():
+            users, self._users_lock = self._users_lock, None
+            fcntl.flock(users, fcntl.LOCK_UN)
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("embedded PostgreSQL left running: another Gatehouse process uses it")
-                return False
-            account = _Account.for_current_process()
-            if self._running_port(account) is None:
-                return False
-            result = account.run(self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60"))
-            if result.returncode != 0:
-                log.error("pg_ctl stop failed: %s", result.stderr.strip())
-                return False
-            log.info("embedded PostgreSQL stopped")
-            return True
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("embedded PostgreSQL left running: another Gatehouse process uses it")
+                    return False
+                account = _Account.for_current_process()
+                if self._running_port(account) is None:
+                    return False
+                result = account.run(self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60"))
+                if result.returncode != 0:
+                    log.error("pg_ctl stop failed: %s", result.stderr.strip())
+                    return False
+                log.info("embedded PostgreSQL stopped")
+                return True
+            finally:
+                os.close(users)
+
+    @contextmanager
+    def _startup_lock(self) -> Iterator[None]:
+        """Serialises the decision to start or stop the server between processes."""
+        fd = os.open(self.data_dir / "postgres.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
         finally:
-            os.close(lock)
+            os.close(fd)
 
     def database_url(self, database: str = DATABASE, user: str = SUPERUSER) -> str:
         port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
@@ -367,7 +378,7 @@ log_min_error_statement = panic
 
 def _write_private(path: Path, text: str) -> None:
     """Write a secret file with mode 0600; never replace an existing one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)

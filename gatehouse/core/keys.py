@@ -151,7 +151,7 @@ def _generate() -> dict[str, str]:
 def _read_or_create(path: Path) -> dict[str, str]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".keys.{os.getpid()}.tmp")
+        tmp = path.with_name(f".keys.{secrets.token_hex(8)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(_generate(), handle, indent=2)
@@ -181,8 +181,12 @@ def load_keys(settings: Settings) -> KeySet:
         "authenticator_password": settings.authenticator_password,
     }
     stored: dict[str, str] = {}
-    if any(value is None for value in from_env.values()):
+    derivable = ("anon_key", "service_role_key")
+    if any(value is None for name, value in from_env.items() if name not in derivable):
         stored = _read_or_create(settings.data_dir.expanduser().resolve() / "keys.json")
+    if settings.jwt_private_key is not None:
+        # Stored legacy JWTs were signed by the stored key, not by the one given: mint new ones.
+        stored = {name: value for name, value in stored.items() if name not in derivable}
     values = {name: env if env is not None else stored.get(name) for name, env in from_env.items()}
 
     pem = values["jwt_private_key"]

@@ -1,0 +1,121 @@
+"""The app shell over real HTTP: health, JWKS, API keys, error shapes, request ids, body limits."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+
+from tests.support import RunningServer
+
+VERSIONED = {"X-Supabase-Api-Version": "2024-01-01"}
+
+
+def test_health_needs_no_key(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/auth/v1/health")
+    assert response.status_code == 200
+    assert response.json()["name"] == "GoTrue"
+
+
+def test_jwks_serves_the_public_key(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/auth/v1/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=600"
+    (jwk,) = response.json()["keys"]
+    assert jwk["kid"] == server.keys.kid and "d" not in jwk
+    token = server.keys.sign({"sub": "x", "exp": int(time.time()) + 60})
+    assert jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["ES256"])["sub"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "no_api_key"),
+        ({"apikey": "sb_publishable_wrong"}, 401, "invalid_api_key"),
+        ({"apikey": "eyJhbGciOiJub25lIn0.e30."}, 401, "invalid_api_key"),
+        ({"Authorization": "Bearer sb_publishable_wrong"}, 401, "invalid_api_key"),
+    ],
+)
+def test_api_paths_need_a_valid_key(server: RunningServer, headers: dict[str, str], status: int, code: str) -> None:
+    response = httpx.get(f"{server.url}/auth/v1/settings", headers=headers | VERSIONED)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+    assert response.json()["message"]
+
+
+@pytest.mark.parametrize("key_name", ["publishable_key", "secret_key", "anon_key", "service_role_key"])
+def test_each_key_is_accepted(server: RunningServer, key_name: str) -> None:
+    key = getattr(server.keys, key_name)
+    response = httpx.get(f"{server.url}/auth/v1/no-such-route", headers={"apikey": key} | VERSIONED)
+    assert response.status_code == 404  # past the key check, to the router
+    assert response.json()["code"] == "not_found"
+
+
+def test_key_may_come_as_bearer(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.keys.publishable_key}"}
+    assert httpx.get(f"{server.url}/auth/v1/no-such-route", headers=headers).status_code == 404
+
+
+def test_secret_key_from_a_browser_is_refused(server: RunningServer) -> None:
+    headers = {
+        "apikey": server.keys.secret_key,
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0",
+        "Sec-Fetch-Mode": "cors",
+    }
+    response = httpx.get(f"{server.url}/auth/v1/no-such-route", headers=headers | VERSIONED)
+    assert response.status_code == 401
+    assert response.json()["code"] == "forbidden_secret_key"
+
+
+def test_auth_errors_have_the_legacy_shape_without_api_version(server: RunningServer) -> None:
+    body = httpx.get(f"{server.url}/auth/v1/settings").json()
+    assert body["code"] == 401 and body["error_code"] == "no_api_key" and body["msg"]
+
+
+def test_auth_errors_have_the_new_shape_with_api_version(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/auth/v1/settings", headers=VERSIONED)
+    assert response.headers["x-supabase-api-version"] == "2024-01-01"
+    assert response.json()["code"] == "no_api_key"
+
+
+def test_request_ids(server: RunningServer) -> None:
+    given = httpx.get(f"{server.url}/auth/v1/health", headers={"X-Request-Id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    hostile = httpx.get(f"{server.url}/auth/v1/health", headers={"X-Request-Id": "a b;<script>"})
+    assert len(hostile.headers["x-request-id"]) == 32 and hostile.headers["x-request-id"].isalnum()
+    assert '"request_id":"abc-123"' in server.log()
+
+
+def test_oversized_body_is_refused_up_front(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post("/auth/v1/no-such-route", content=b"x" * 2_000_000, headers=VERSIONED)
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
+
+
+def test_bad_content_length_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post("/auth/v1/no-such-route", content=b"{}", headers={"Content-Length": "2"} | VERSIONED)
+    assert response.status_code == 404
+
+
+def test_cors_preflight(server: RunningServer) -> None:
+    response = httpx.options(
+        f"{server.url}/auth/v1/settings",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "apikey, authorization, x-client-info, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "apikey" in response.headers["access-control-allow-headers"]
+
+
+def test_unknown_top_level_path_is_a_json_404(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/no/such/page")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"

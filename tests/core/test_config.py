@@ -1,0 +1,84 @@
+"""Settings come from GATEHOUSE_* variables and .env, and bad values are named clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatehouse.core.config import ConfigError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("GATEHOUSE_PORT", "GATEHOUSE_HOST", "GATEHOUSE_SITE_URL", "GATEHOUSE_ENV", "GATEHOUSE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_are_local_and_safe() -> None:
+    settings = load_settings()
+    assert settings.host == "127.0.0.1" and settings.port == 8000
+    assert settings.data_dir == Path(".gatehouse")
+    assert settings.database_url is None
+    assert settings.environment == "development"
+    assert settings.public_site_url == "http://127.0.0.1:8000"
+    assert settings.jwt_issuer == "http://127.0.0.1:8000/auth/v1"
+    assert settings.rate_limits_enabled and settings.argon2_memory_kib >= 19456
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEHOUSE_PORT", "9001")
+    monkeypatch.setenv("GATEHOUSE_SITE_URL", "https://app.example.com/")
+    assert load_settings().port == 9001
+    assert load_settings().site_url == "https://app.example.com"
+    assert load_settings().jwt_issuer == "https://app.example.com/auth/v1"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("GATEHOUSE_PORT=9002\nGATEHOUSE_ENV=production\n")
+    settings = load_settings()
+    assert settings.port == 9002 and settings.environment == "production"
+
+
+def test_cli_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEHOUSE_PORT", "9001")
+    assert load_settings(port=9100).port == 9100
+    assert load_settings(port=None).port == 9001  # an absent flag does not override
+
+
+@pytest.mark.parametrize(("host", "environment"), [("127.0.0.1", "development"), ("::1", "development"),
+                                                   ("localhost", "development"), ("0.0.0.0", "production")])
+def test_environment_follows_the_bind_address(host: str, environment: str) -> None:
+    assert load_settings(host=host).environment == environment
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GATEHOUSE_PORT", "eighty", "GATEHOUSE_PORT"),
+        ("GATEHOUSE_PORT", "70000", "less than or equal to 65535"),
+        ("GATEHOUSE_DATABASE_URL", "mysql://x", "must start with postgresql://"),
+        ("GATEHOUSE_SITE_URL", "example.com", "must start with http:// or https://"),
+        ("GATEHOUSE_ENV", "staging", "GATEHOUSE_ENV"),
+        ("GATEHOUSE_RATE_LIMIT_TOKEN", "lots", "must look like N/S"),
+        ("GATEHOUSE_ARGON2_MEMORY_KIB", "1024", "GATEHOUSE_ARGON2_MEMORY_KIB"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        settings.port = 1  # type: ignore[misc]
+    assert isinstance(settings, Settings)
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [f"GATEHOUSE_{name.upper()}" for name in Settings.model_fields if f"GATEHOUSE_{name.upper()}" not in readme]
+    assert not missing, f"README.md lacks {missing}"
