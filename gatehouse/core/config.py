@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     smtp_sender_email: str = Field("noreply@localhost", description="From address of emails.")
     smtp_sender_name: str = Field("Gatehouse", description="From name of emails.")
     mail_templates_dir: Path | None = Field(None, description="Folder of Jinja templates overriding the built-in ones.")
-    mail_max_attempts: int = Field(8, ge=1, description="SMTP delivery attempts before a message is given up.")
+    mail_max_attempts: int = Field(
+        8, ge=1, description="Refusals by the SMTP server before a message is given up (an unreachable server never counts)."
+    )
 
     # Requests and logs
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body in bytes.")
