@@ -12,10 +12,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
 from gatehouse.auth import api as auth_api
+from gatehouse.auth.admin import AdminService
+from gatehouse.auth.service import AuthService
 from gatehouse.auth.errors import render_auth_error
 from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
@@ -23,6 +25,10 @@ from gatehouse.core.db import Database
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
+from gatehouse.mail import inbox as mail_inbox
+from gatehouse.mail.outbox import OutboxSender
+from gatehouse.mail.render import Templates
+from gatehouse.mail.smtp import SMTPMailer
 
 log = logging.getLogger("gatehouse.app")
 
@@ -80,19 +86,33 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     keys = keys or load_keys(settings)
     verifier = JWTVerifier(keys)
     database = Database(settings.database_url, keys, settings)
+    auth = AuthService(database, settings, keys, Templates(settings))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
+        sender: OutboxSender | None = None
+        if settings.smtp_host:
+            sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
+            await sender.start()
+        elif settings.environment == "production":
+            log.warning("GATEHOUSE_SMTP_HOST is not set: emails wait in gatehouse.mail_outbox, undelivered")
         try:
             yield
         finally:
+            if sender is not None:
+                await sender.stop()  # before the pool closes: it holds a LISTEN connection
             await database.close()
+            auth.close()
 
     body_limit = settings.max_body_bytes
 
+    routes: list[BaseRoute] = [Mount("/auth/v1", routes=auth_api.routes)]
+    if settings.environment == "development":
+        routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
+
     app = Starlette(
-        routes=[Mount("/auth/v1", routes=auth_api.routes)],
+        routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(
@@ -128,6 +148,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     app.state.keys = keys
     app.state.verifier = verifier
     app.state.database = database
+    app.state.auth = auth
+    app.state.auth_admin = AdminService(auth)
     return app
 
 

@@ -1,34 +1,288 @@
-"""HTTP handlers of ``/auth/v1``: parse, call, render."""
+"""HTTP handlers of ``/auth/v1``: parse, call the service, render. GoTrue's routes and shapes."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gatehouse import __version__
-from gatehouse.core.http import JSONResponse
+from gatehouse.auth import forms
+from gatehouse.auth.admin import AdminService
+from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.errors import GatehouseError
+from gatehouse.core.http import JSONResponse, bearer_token, state
+from gatehouse.core.keys import InvalidToken
+
+ADMIN_ROLES = ("service_role", "supabase_admin")
+
+
+def _auth(request: Request) -> AuthService:
+    return request.app.state.auth  # type: ignore[no-any-return]
+
+
+def _admin(request: Request) -> AdminService:
+    return request.app.state.auth_admin  # type: ignore[no-any-return]
+
+
+def _client(request: Request) -> Client:
+    return Client(ip=request.client.host if request.client else "", user_agent=request.headers.get("user-agent", ""))
+
+
+def _redirect_to(request: Request) -> str | None:
+    return request.query_params.get("redirect_to") or None
+
+
+def user_claims(request: Request) -> dict[str, Any]:
+    """The verified claims of the Bearer access token, or GoTrue's 401/403."""
+    token = bearer_token(request.headers)
+    if token is None or token.startswith("sb_"):
+        raise GatehouseError("no_authorization", "This endpoint requires a Bearer token", status=401)
+    try:
+        claims = request.app.state.verifier.verify(token)
+    except InvalidToken as exc:
+        raise GatehouseError("bad_jwt", f"invalid JWT: unable to parse or verify signature, {exc}", status=403) from None
+    state(request.scope)["user_id"] = claims.get("sub")
+    return claims  # type: ignore[no-any-return]
+
+
+def require_admin(request: Request) -> None:
+    """Admin routes take the secret key (as apikey or Bearer) or a service_role JWT."""
+    token = bearer_token(request.headers)
+    if token is not None and not token.startswith("sb_"):
+        try:
+            role = request.app.state.verifier.verify(token).get("role")
+        except InvalidToken as exc:
+            raise GatehouseError("bad_jwt", f"invalid JWT: {exc}", status=403) from None
+    else:
+        role = state(request.scope).get("api_role")
+    if role not in ADMIN_ROLES:
+        raise GatehouseError("not_admin", "User not allowed", status=403)
+
+
+# -- public endpoints -------------------------------------------------------------------------
 
 
 async def health(request: Request) -> Response:
     return JSONResponse(
-        {
-            "version": __version__,
-            "name": "GoTrue",
-            "description": "Gatehouse auth: a GoTrue-compatible user management API",
-        }
+        {"version": __version__, "name": "GoTrue", "description": "Gatehouse auth: a GoTrue-compatible user management API"}
     )
 
 
 async def jwks(request: Request) -> Response:
-    keys = request.app.state.keys
-    return JSONResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=600"})
+    return JSONResponse(request.app.state.keys.jwks(), headers={"Cache-Control": "public, max-age=600"})
+
+
+async def settings(request: Request) -> Response:
+    config = _auth(request).settings
+    return JSONResponse(
+        {
+            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "disable_signup": config.disable_signup,
+            "mailer_autoconfirm": config.mailer_autoconfirm,
+            "phone_autoconfirm": False,
+            "sms_provider": "",
+            "saml_enabled": False,
+        }
+    )
+
+
+async def signup(request: Request) -> Response:
+    form = await forms.read_form(request, forms.SignupForm)
+    return JSONResponse(await _auth(request).sign_up(form, _client(request), _redirect_to(request)))
+
+
+async def token(request: Request) -> Response:
+    grant = request.query_params.get("grant_type", "")
+    service = _auth(request)
+    data = await forms.read_json(request)
+    if grant == "password":
+        session = await service.sign_in_password(forms.parse(forms.PasswordGrant, data), _client(request))
+    elif grant == "refresh_token":
+        session = await service.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))
+    elif grant == "pkce":
+        session = await service.exchange_code(forms.parse(forms.PKCEGrant, data), _client(request))
+    else:
+        raise GatehouseError(
+            "unsupported_grant_type", "grant_type must be password, refresh_token or pkce", status=400
+        )
+    return JSONResponse(session)
+
+
+async def verify_post(request: Request) -> Response:
+    form = await forms.read_form(request, forms.VerifyForm)
+    return JSONResponse(await _auth(request).verify(form, _client(request)))
+
+
+async def verify_get(request: Request) -> Response:
+    """The link in GoTrue-style emails: verify, then 303 to ``redirect_to`` with the outcome."""
+    service = _auth(request)
+    params = request.query_params
+    target = service.redirects.allowed(params.get("redirect_to"))
+    link_type = params.get("type", "")
+    try:
+        link = params.get("token", "")
+        if not link:
+            raise GatehouseError("validation_failed", "Verify requires a token", status=400)
+        outcome, value = await service.verify_link(link, link_type, _client(request))
+    except GatehouseError as error:
+        fragment = {"error": "access_denied" if error.status < 500 else "server_error",
+                    "error_code": error.code, "error_description": error.message}
+        pkce = params.get("token", "").startswith("pkce_")
+        return RedirectResponse(_with(target, fragment=fragment, query=fragment if pkce else None), status_code=303)
+    if outcome == "code":
+        return RedirectResponse(_with(target, query={"code": value}), status_code=303)
+    if outcome == "accepted":
+        return RedirectResponse(_with(target, fragment={"message": value, "sb": ""}), status_code=303)
+    session: dict[str, Any] = value  # type: ignore[assignment]
+    fragment = {
+        "access_token": session["access_token"],
+        "expires_at": session["expires_at"],
+        "expires_in": session["expires_in"],
+        "refresh_token": session["refresh_token"],
+        "token_type": "bearer",
+        "type": link_type,
+        "sb": "",
+    }
+    return RedirectResponse(_with(target, fragment=fragment), status_code=303)
+
+
+def _with(url: str, *, fragment: dict[str, Any] | None = None, query: dict[str, Any] | None = None) -> str:
+    parts = urlsplit(url)
+    new_query = parts.query
+    if query:
+        new_query = "&".join(filter(None, [parts.query, urlencode(query)]))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, new_query, urlencode(fragment) if fragment else parts.fragment))
+
+
+async def otp(request: Request) -> Response:
+    form = await forms.read_form(request, forms.OtpForm)
+    await _auth(request).send_otp(form, _client(request), _redirect_to(request))
+    return JSONResponse({})
+
+
+async def recover(request: Request) -> Response:
+    form = await forms.read_form(request, forms.RecoverForm)
+    await _auth(request).recover(form, _client(request), _redirect_to(request))
+    return JSONResponse({})
+
+
+async def resend(request: Request) -> Response:
+    form = await forms.read_form(request, forms.ResendForm)
+    await _auth(request).resend(form, _client(request), _redirect_to(request))
+    return JSONResponse({})
+
+
+async def get_user(request: Request) -> Response:
+    from gatehouse.auth.users import user_json
+
+    return JSONResponse(user_json(await _auth(request).current_user(user_claims(request))))
+
+
+async def put_user(request: Request) -> Response:
+    claims = user_claims(request)
+    form = await forms.read_form(request, forms.UserUpdateForm)
+    return JSONResponse(await _auth(request).update_user(claims, form, _client(request), _redirect_to(request)))
+
+
+async def logout(request: Request) -> Response:
+    claims = user_claims(request)
+    await _auth(request).logout(claims, request.query_params.get("scope", "global"), _client(request))
+    return Response(status_code=204)
+
+
+# -- admin ------------------------------------------------------------------------------------
+
+
+def _page(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name) or ""
+    if not value:
+        return default
+    if not value.isdigit():
+        raise GatehouseError("validation_failed", f"{name} must be a positive number", status=400)
+    return int(value)
+
+
+async def admin_list_users(request: Request) -> Response:
+    require_admin(request)
+    page, per_page = _page(request, "page", 1), _page(request, "per_page", 50)
+    found, total = await _admin(request).list_users(page, per_page)
+    per_page = max(1, min(per_page, 1000))
+    last = max(1, -(-total // per_page))
+    links = []
+    if page < last:
+        links.append(f'</admin/users?page={page + 1}&per_page={per_page}>; rel="next"')
+    links.append(f'</admin/users?page={last}&per_page={per_page}>; rel="last"')
+    return JSONResponse(
+        {"users": found, "aud": "authenticated"}, headers={"X-Total-Count": str(total), "Link": ", ".join(links)}
+    )
+
+
+def _user_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["user_id"])
+    except ValueError:
+        raise GatehouseError("validation_failed", "user_id must be a UUID", status=400) from None
+
+
+async def admin_create_user(request: Request) -> Response:
+    require_admin(request)
+    form = await forms.read_form(request, forms.AdminUserForm)
+    return JSONResponse(await _admin(request).create_user(form, _client(request)))
+
+
+async def admin_user(request: Request) -> Response:
+    require_admin(request)
+    user_id = _user_id(request)
+    service = _admin(request)
+    if request.method == "GET":
+        return JSONResponse(await service.get_user(user_id))
+    if request.method == "PUT":
+        form = await forms.read_form(request, forms.AdminUserForm)
+        return JSONResponse(await service.update_user(user_id, form, _client(request)))
+    delete = await forms.read_form(request, forms.DeleteUserForm)
+    await service.delete_user(user_id, soft=delete.should_soft_delete, client=_client(request))
+    return JSONResponse({})
+
+
+async def admin_generate_link(request: Request) -> Response:
+    require_admin(request)
+    form = await forms.read_form(request, forms.GenerateLinkForm)
+    return JSONResponse(await _admin(request).generate_link(form, _client(request), _redirect_to(request)))
+
+
+async def invite(request: Request) -> Response:
+    require_admin(request)
+    form = await forms.read_form(request, forms.InviteForm)
+    return JSONResponse(await _admin(request).invite(form, _client(request), _redirect_to(request)))
 
 
 routes = [
     Route("/health", health, methods=["GET", "HEAD"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET", "HEAD"]),
+    Route("/settings", settings, methods=["GET"]),
+    Route("/signup", signup, methods=["POST"]),
+    Route("/token", token, methods=["POST"]),
+    Route("/verify", verify_post, methods=["POST"]),
+    Route("/verify", verify_get, methods=["GET"]),
+    Route("/otp", otp, methods=["POST"]),
+    Route("/magiclink", otp, methods=["POST"]),
+    Route("/recover", recover, methods=["POST"]),
+    Route("/resend", resend, methods=["POST"]),
+    Route("/user", get_user, methods=["GET"]),
+    Route("/user", put_user, methods=["PUT"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/invite", invite, methods=["POST"]),
+    Route("/admin/users", admin_list_users, methods=["GET"]),
+    Route("/admin/users", admin_create_user, methods=["POST"]),
+    Route("/admin/users/{user_id}", admin_user, methods=["GET", "PUT", "DELETE"]),
+    Route("/admin/generate_link", admin_generate_link, methods=["POST"]),
 ]
 
-#: Paths under /auth/v1 that need no API key, as on Supabase's gateway.
-OPEN_PATHS = frozenset({"/auth/v1/health", "/auth/v1/.well-known/jwks.json"})
+#: Paths under /auth/v1 that need no API key, as on Supabase's gateway: health, the public
+#: key set, and the link people open from their email.
+OPEN_PATHS = frozenset({"/auth/v1/health", "/auth/v1/.well-known/jwks.json", "/auth/v1/verify"})

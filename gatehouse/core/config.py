@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         description="Character sets a password must each draw from, separated by ':' "
         "(e.g. abcdefghijklmnopqrstuvwxyz:ABCDEFGHIJKLMNOPQRSTUVWXYZ:0123456789).",
     )
+    password_change_window: int = Field(
+        86400, ge=0, description="Seconds after signing in during which a session may change its password "
+        "without sending the current one."
+    )
     password_check_common: bool = Field(True, description="Refuse common and leaked passwords (offline list).")
     argon2_memory_kib: int = Field(19456, ge=19456, description="Argon2id memory cost in KiB (OWASP minimum 19456).")
     argon2_time_cost: int = Field(2, ge=2, description="Argon2id iterations (OWASP minimum 2).")

@@ -79,7 +79,7 @@ class RequestContextMiddleware:
             )
 
 
-def _bearer(headers: Headers) -> str | None:
+def bearer_token(headers: Headers) -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -124,7 +124,7 @@ class ApiKeyMiddleware:
         headers = Headers(scope=scope)
         key = headers.get("apikey")
         if not key:
-            bearer = _bearer(headers)
+            bearer = bearer_token(headers)
             key = bearer if bearer and bearer.startswith("sb_") else None
         if not key:
             error = GatehouseError(

@@ -1,0 +1,243 @@
+"""Admin flows (secret key / service_role only): manage users, invite, generate links.
+
+Admins act on ``auth.*`` directly: no password-strength check on passwords they set (as in
+GoTrue), and ``generate_link`` returns the link instead of mailing it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+
+from gatehouse.auth import links, users
+from gatehouse.auth.forms import AdminUserForm, GenerateLinkForm, InviteForm, normalize_email
+from gatehouse.auth.passwords import check_max_length
+from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.errors import GatehouseError
+
+MAX_PER_PAGE = 1000
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_HASH_PREFIXES = ("$argon2id$", "$argon2i$", "$2a$", "$2b$", "$2y$")
+
+
+def user_not_found() -> GatehouseError:
+    return GatehouseError("user_not_found", "User not found", status=404)
+
+
+def email_exists() -> GatehouseError:
+    return GatehouseError("email_exists", "A user with this email address has already been registered", status=422)
+
+
+def parse_ban_duration(value: str) -> datetime | None:
+    """Go's duration syntax as GoTrue takes it ("24h", "1h30m", "none" to lift a ban)."""
+    if value == "none":
+        return None
+    parts = _DURATION.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise GatehouseError("validation_failed", f"ban_duration {value!r} is not a duration like 24h or 90m", status=400)
+    seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+class AdminService:
+    def __init__(self, auth: AuthService) -> None:
+        self.auth = auth
+        self.db = auth.db
+
+    async def list_users(self, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+        per_page = max(1, min(per_page, MAX_PER_PAGE))
+        page = max(1, page)
+        async with self.db.admin.acquire() as conn:
+            total = await conn.fetchval("SELECT count(*) FROM auth.users WHERE deleted_at IS NULL")
+            ids = await conn.fetch(
+                "SELECT id FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT $1 OFFSET $2",
+                per_page,
+                (page - 1) * per_page,
+            )
+            rows = [await users.by_id(conn, row["id"]) for row in ids]
+        return [users.user_json(row) for row in rows if row is not None], int(total)
+
+    async def get_user(self, user_id: uuid.UUID) -> dict[str, Any]:
+        row = await users.by_id(self.db.admin, user_id)  # type: ignore[arg-type]
+        if row is None:
+            raise user_not_found()
+        return users.user_json(row)
+
+    async def create_user(self, form: AdminUserForm, client: Client) -> dict[str, Any]:
+        if form.phone and not form.email:
+            raise GatehouseError("phone_provider_disabled", "Phone users are not available on this server", status=422)
+        email = normalize_email(form.email)
+        assert email is not None
+        password_hash = await self._password_hash(form)
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            if await users.by_email(conn, email) is not None:
+                raise email_exists()
+            if form.id is not None and await users.by_id(conn, form.id) is not None:
+                raise GatehouseError("user_already_exists", "A user with this id already exists", status=422)
+            user = await users.create(
+                conn,
+                email=email,
+                password_hash=password_hash,
+                user_metadata=form.user_metadata or {},
+                app_metadata=form.app_metadata,
+                confirmed=bool(form.email_confirm),
+                user_id=form.id,
+                role=form.role or "authenticated",
+            )
+            if form.ban_duration:
+                await self._ban(conn, user["id"], form.ban_duration)
+            await users.audit(conn, "user_signedup", actor=None, ip=client.ip, traits={"user_id": str(user["id"]), "by": "admin"})
+            fresh = await users.by_id(conn, user["id"])
+        assert fresh is not None
+        return users.user_json(fresh)
+
+    async def update_user(self, user_id: uuid.UUID, form: AdminUserForm, client: Client) -> dict[str, Any]:
+        password_hash = await self._password_hash(form)
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            user = await users.by_id(conn, user_id, for_update=True)
+            if user is None:
+                raise user_not_found()
+            if form.email is not None:
+                email = normalize_email(form.email)
+                other = await users.by_email(conn, email) if email else None
+                if other is not None and other["id"] != user_id:
+                    raise email_exists()
+                if email != user["email"]:
+                    await users.change_email(conn, user_id, email)  # type: ignore[arg-type]
+            if password_hash is not None:
+                await users.set_password(conn, user_id, password_hash)
+            if form.email_confirm:
+                await users.mark_email_confirmed(conn, user_id)
+            if form.user_metadata is not None:
+                merged = {**(user["raw_user_meta_data"] or {}), **form.user_metadata}
+                await conn.execute("UPDATE auth.users SET raw_user_meta_data = $2 WHERE id = $1", user_id,
+                                   {k: v for k, v in merged.items() if v is not None})
+            if form.app_metadata is not None:
+                merged = {**(user["raw_app_meta_data"] or {}), **form.app_metadata}
+                await conn.execute("UPDATE auth.users SET raw_app_meta_data = $2 WHERE id = $1", user_id,
+                                   {k: v for k, v in merged.items() if v is not None})
+            if form.role is not None:
+                await conn.execute("UPDATE auth.users SET role = $2 WHERE id = $1", user_id, form.role)
+            if form.ban_duration:
+                await self._ban(conn, user_id, form.ban_duration)
+            await conn.execute("UPDATE auth.users SET updated_at = now() WHERE id = $1", user_id)
+            await users.audit(conn, "user_modified", actor=None, ip=client.ip, traits={"user_id": str(user_id), "by": "admin"})
+            fresh = await users.by_id(conn, user_id)
+        assert fresh is not None
+        return users.user_json(fresh)
+
+    async def delete_user(self, user_id: uuid.UUID, *, soft: bool, client: Client) -> None:
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            user = await users.by_id(conn, user_id, for_update=True)
+            if user is None:
+                raise user_not_found()
+            if soft:
+                # Keep the row (for references and the audit trail) but free the address and end access.
+                await conn.execute(
+                    "UPDATE auth.users SET deleted_at = now(), email = NULL, phone = NULL, encrypted_password = NULL, "
+                    "updated_at = now() WHERE id = $1",
+                    user_id,
+                )
+                await conn.execute("DELETE FROM auth.identities WHERE user_id = $1", user_id)
+                await conn.execute("DELETE FROM auth.sessions WHERE user_id = $1", user_id)
+            else:
+                await conn.execute("DELETE FROM auth.users WHERE id = $1", user_id)
+            await users.audit(conn, "user_deleted", actor=None, ip=client.ip, traits={"user_id": str(user_id), "soft": soft})
+
+    async def invite(self, form: InviteForm, client: Client, redirect_to: str | None) -> dict[str, Any]:
+        email = normalize_email(form.email)
+        assert email is not None
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            user = await users.by_email(conn, email, for_update=True)
+            if user is not None and user["email_confirmed_at"] is not None:
+                raise email_exists()
+            if user is None:
+                user = await users.create(
+                    conn, email=email, password_hash=None, user_metadata=form.data or {}, confirmed=False, invited=True
+                )
+            await self.auth._send(  # noqa: SLF001 - the same mail path as every flow
+                conn, user, kind="invite", token_type="confirmation_token", verify_type="invite",
+                to=email, redirect_to=redirect_to,
+            )
+            await conn.execute("UPDATE auth.users SET invited_at = coalesce(invited_at, now()) WHERE id = $1", user["id"])
+            await users.audit(conn, "user_invited", actor=None, ip=client.ip, traits={"user_email": email})
+            fresh = await users.by_id(conn, user["id"])
+        assert fresh is not None
+        return users.user_json(fresh)
+
+    async def generate_link(self, form: GenerateLinkForm, client: Client, redirect_to: str | None) -> dict[str, Any]:
+        """Make the link (and code) an email would carry, without sending it."""
+        email = normalize_email(form.email)
+        assert email is not None
+        redirect = self.auth.redirects.allowed(redirect_to or form.redirect_to)
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            user = await users.by_email(conn, email, for_update=True)
+            link_type = form.type
+            if link_type == "magiclink" and user is None:
+                link_type = "signup"
+            if user is None:
+                if link_type == "recovery" or link_type.startswith("email_change"):
+                    raise user_not_found()
+                password_hash = await self._password_hash(AdminUserForm(password=form.password)) if form.password else None
+                user = await users.create(
+                    conn, email=email, password_hash=password_hash, user_metadata=form.data or {},
+                    confirmed=False, invited=link_type == "invite",
+                )
+            elif link_type in ("signup", "invite") and user["email_confirmed_at"] is not None:
+                raise email_exists()
+            token_type, verify_type, address = {
+                "signup": ("confirmation_token", "signup", email),
+                "invite": ("confirmation_token", "invite", email),
+                "magiclink": ("recovery_token", "magiclink", email),
+                "recovery": ("recovery_token", "recovery", email),
+                "email_change_current": ("email_change_token_current", "email_change", email),
+                "email_change_new": ("email_change_token_new", "email_change", form.new_email or ""),
+            }[link_type]
+            if link_type.startswith("email_change"):
+                new_email = normalize_email(form.new_email)
+                assert new_email is not None
+                if await users.by_email(conn, new_email) is not None:
+                    raise email_exists()
+                address = new_email if link_type == "email_change_new" else email
+                await conn.execute(
+                    "UPDATE auth.users SET email_change = $2, email_change_sent_at = now() WHERE id = $1",
+                    user["id"], new_email,
+                )
+            otp, link_token = await links.issue(
+                conn, user_id=user["id"], token_type=token_type, address=address, expires_in=self.auth.settings.otp_expiry
+            )
+            fresh = await users.by_id(conn, user["id"])
+        assert fresh is not None
+        query = urlencode({"token": link_token, "type": verify_type, "redirect_to": redirect})
+        return {
+            **users.user_json(fresh),
+            "action_link": f"{self.auth.settings.public_api_url}/auth/v1/verify?{query}",
+            "email_otp": otp,
+            "hashed_token": link_token,
+            "verification_type": verify_type,
+            "redirect_to": redirect,
+        }
+
+    async def _password_hash(self, form: AdminUserForm) -> str | None:
+        if form.password_hash is not None:
+            if not form.password_hash.startswith(_HASH_PREFIXES):
+                raise GatehouseError("validation_failed", "password_hash must be an argon2 or bcrypt hash", status=400)
+            return form.password_hash
+        if form.password is None:
+            return None
+        check_max_length(form.password)
+        if not form.password:
+            raise GatehouseError("validation_failed", "password must not be empty", status=400)
+        return await self.auth.hasher.hash_async(form.password)
+
+    async def _ban(self, conn: asyncpg.Connection, user_id: uuid.UUID, duration: str) -> None:
+        until = parse_ban_duration(duration)
+        await conn.execute("UPDATE auth.users SET banned_until = $2 WHERE id = $1", user_id, until)
+        if until is not None:
+            await conn.execute("DELETE FROM auth.sessions WHERE user_id = $1", user_id)

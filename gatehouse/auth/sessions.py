@@ -1,0 +1,153 @@
+"""Sessions: created at log-in, kept alive by rotating refresh tokens, ended by sign-out.
+
+A session row is the server-side truth: an access token names its ``session_id``, and a
+request that needs the user checks the session still exists, so signing out ends it
+everywhere at once even though access tokens are stateless.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gatehouse.auth import users
+from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex
+from gatehouse.core.errors import GatehouseError
+
+#: How many times a retried refresh may walk forward along a token chain rotated meanwhile.
+_MAX_ADVANCE = 5
+
+_CREATE = """
+WITH s AS (
+    INSERT INTO auth.sessions (user_id, aal, ip, user_agent, refreshed_at)
+    VALUES ($1, 'aal1', $2::inet, $3, now()::timestamp)
+    RETURNING id
+), amr AS (
+    INSERT INTO auth.mfa_amr_claims (session_id, authentication_method) SELECT id, $5 FROM s
+)
+INSERT INTO auth.refresh_tokens (token, user_id, session_id, revoked)
+SELECT $4, $1::text, id, false FROM s
+RETURNING session_id
+"""
+
+_USER_WITH_AMR = """
+SELECT u.*,
+       coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
+                '[]'::jsonb) AS identities,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+                                                     'timestamp', extract(epoch FROM c.created_at)::bigint)
+                                  ORDER BY c.created_at DESC)
+                 FROM auth.mfa_amr_claims c WHERE c.session_id = $2), '[]'::jsonb) AS amr
+FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL
+"""
+
+
+def _inet(ip: str | None) -> str | None:
+    if not ip:
+        return None
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
+
+
+class Sessions:
+    def __init__(self, access: AccessTokens, refresh: RefreshTokens, reuse_interval: int) -> None:
+        self._access = access
+        self._refresh = refresh
+        self._reuse_interval = reuse_interval
+
+    def response(self, user: asyncpg.Record, session_id: uuid.UUID, refresh_token: str, amr: list[dict[str, Any]]) -> dict[str, Any]:
+        """The Session body the clients parse (access token, refresh token, user)."""
+        body = users.user_json(user)
+        access = self._access.issue(body, session_id, amr=amr)
+        return {
+            "access_token": access.token,
+            "token_type": "bearer",
+            "expires_in": access.expires_in,
+            "expires_at": access.expires_at,
+            "refresh_token": refresh_token,
+            "user": body,
+        }
+
+    async def create(
+        self, conn: asyncpg.Connection, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None
+    ) -> dict[str, Any]:
+        """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...)."""
+        token = self._refresh.new()
+        session_id = await conn.fetchval(
+            _CREATE, user["id"], _inet(ip), (user_agent or "")[:512], sha256_hex(token), method
+        )
+        await users.signed_in(conn, user["id"])
+        fresh = await users.by_id(conn, user["id"])
+        assert fresh is not None
+        return self.response(fresh, session_id, token, [{"method": method, "timestamp": int(time.time())}])
+
+    async def refresh(self, pool: asyncpg.Pool, token: str) -> tuple[dict[str, Any], asyncpg.Record]:
+        """Rotate ``token``; return the new Session and the user. Raises GoTrue's refresh errors."""
+        presented = token
+        for _ in range(_MAX_ADVANCE):
+            successor = self._refresh.successor(presented)
+            row = await pool.fetchrow(
+                "SELECT * FROM auth.rotate_refresh_token($1, $2, $3)",
+                sha256_hex(presented),
+                sha256_hex(successor),
+                self._reuse_interval,
+            )
+            outcome = row["outcome"]
+            if outcome in ("rotated", "reused"):
+                user = await pool.fetchrow(_USER_WITH_AMR, row["user_id"], row["session_id"])
+                if user is None:
+                    raise GatehouseError("user_not_found", "User from the refresh token no longer exists", status=400)
+                if users.is_banned(user, datetime.now(UTC)):
+                    raise GatehouseError("user_banned", "User is banned", status=400)
+                return self.response(user, row["session_id"], successor, list(user["amr"])), user
+            if outcome == "advanced":
+                presented = successor
+                continue
+            raise refresh_error(outcome)
+        raise refresh_error("already_used")
+
+    @staticmethod
+    async def is_active(conn: asyncpg.Connection | asyncpg.Pool, session_id: str | None, user_id: str | None) -> bool:
+        if not session_id or not user_id:
+            return False
+        try:
+            sid, uid = uuid.UUID(session_id), uuid.UUID(user_id)
+        except ValueError:
+            return False
+        found = await conn.fetchval(
+            "SELECT true FROM auth.sessions WHERE id = $1 AND user_id = $2 AND (not_after IS NULL OR not_after > now())",
+            sid,
+            uid,
+        )
+        return bool(found)
+
+    @staticmethod
+    async def end(conn: asyncpg.Connection, user_id: uuid.UUID, session_id: uuid.UUID, scope: str) -> int:
+        """Sign out: ``local`` ends this session, ``others`` every other one, ``global`` all."""
+        if scope == "local":
+            status = await conn.execute("DELETE FROM auth.sessions WHERE id = $1 AND user_id = $2", session_id, user_id)
+        elif scope == "others":
+            status = await conn.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id <> $2", user_id, session_id)
+        else:
+            status = await conn.execute("DELETE FROM auth.sessions WHERE user_id = $1", user_id)
+        return int(status.split()[-1])
+
+
+_REFRESH_ERRORS = {
+    "not_found": ("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"),
+    "already_used": ("refresh_token_already_used", "Invalid Refresh Token: Already Used"),
+    "session_not_found": ("session_not_found", "Invalid Refresh Token: the session has ended; sign in again"),
+    "session_expired": ("session_expired", "Invalid Refresh Token: Session Expired"),
+}
+
+
+def refresh_error(outcome: str) -> GatehouseError:
+    code, message = _REFRESH_ERRORS[outcome]
+    return GatehouseError(code, message, status=400)

@@ -1,0 +1,119 @@
+"""Token material: access JWTs, refresh tokens, one-time codes, PKCE.
+
+Nothing here touches the database. Every secret the server keeps is a hash:
+
+* **One-time tokens.** An email carries a 6-digit code and a link with
+  ``token_hash = hex(SHA-224(email + code))`` (GoTrue's format, so links made for Supabase
+  clients keep working). The table stores ``SHA-256(token_hash)``: reading the table gives
+  neither the code nor a working link.
+* **Refresh tokens.** Opaque random strings; the table stores their SHA-256. A token's
+  successor is ``HMAC(secret, token)``, so a client that retries a refresh within the reuse
+  interval gets the same successor back although the server never stored it.
+* **PKCE auth codes** are random and stored as SHA-256 too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from gatehouse.core.config import Settings
+from gatehouse.core.keys import KeySet
+
+PKCE_PREFIX = "pkce_"
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_otp() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def token_hash(address: str, otp: str) -> str:
+    """GoTrue's link token: hex SHA-224 of the address and the code."""
+    return hashlib.sha224((address + otp).encode()).hexdigest()
+
+
+def stored_hash(link_token: str) -> str:
+    """What the table keeps for a link token (with or without the ``pkce_`` prefix)."""
+    return sha256_hex(link_token.removeprefix(PKCE_PREFIX))
+
+
+def verify_pkce(challenge: str, method: str, verifier: str) -> bool:
+    if method == "plain":
+        return hmac.compare_digest(challenge, verifier)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return hmac.compare_digest(challenge, digest)
+
+
+class RefreshTokens:
+    """Makes refresh tokens and derives each one's successor."""
+
+    def __init__(self, keys: KeySet) -> None:
+        material = keys.private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self._secret = hmac.new(material, b"gatehouse refresh-token successor", hashlib.sha256).digest()
+
+    @staticmethod
+    def new() -> str:
+        return secrets.token_urlsafe(32)
+
+    def successor(self, token: str) -> str:
+        digest = hmac.new(self._secret, token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_in: int
+    expires_at: int
+
+
+class AccessTokens:
+    """Issues access JWTs with the claims Supabase puts in them."""
+
+    def __init__(self, keys: KeySet, settings: Settings) -> None:
+        self._keys = keys
+        self._issuer = settings.jwt_issuer
+        self._lifetime = settings.jwt_expiry
+
+    def issue(
+        self,
+        user: dict[str, Any],
+        session_id: uuid.UUID,
+        *,
+        amr: list[dict[str, Any]],
+        aal: str = "aal1",
+        now: int | None = None,
+    ) -> AccessToken:
+        issued = int(time.time()) if now is None else now
+        expires = issued + self._lifetime
+        claims = {
+            "iss": self._issuer,
+            "sub": str(user["id"]),
+            "aud": "authenticated",
+            "exp": expires,
+            "iat": issued,
+            "email": user.get("email") or "",
+            "phone": user.get("phone") or "",
+            "app_metadata": user.get("app_metadata") or {},
+            "user_metadata": user.get("user_metadata") or {},
+            "role": user.get("role") or "authenticated",
+            "aal": aal,
+            "amr": amr,
+            "session_id": str(session_id),
+            "is_anonymous": bool(user.get("is_anonymous")),
+        }
+        return AccessToken(self._keys.sign(claims), self._lifetime, expires)

@@ -1,0 +1,209 @@
+"""Users and identities: the SQL, and the JSON shape GoTrue gives them.
+
+All functions take a connection from the admin pool: ``auth.*`` is the auth service's own data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+#: One user row plus its identities as a JSON array: one round trip per user read.
+_SELECT = """
+SELECT u.*,
+       coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
+                '[]'::jsonb) AS identities
+FROM auth.users u
+"""
+
+APP_METADATA_EMAIL = {"provider": "email", "providers": ["email"]}
+
+_OPTIONAL_TIMES = (
+    "email_confirmed_at", "phone_confirmed_at", "confirmed_at", "confirmation_sent_at", "recovery_sent_at",
+    "email_change_sent_at", "invited_at", "last_sign_in_at", "banned_until", "deleted_at",
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def identity_json(identity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "identity_id": identity["id"],
+        "id": identity["provider_id"],
+        "user_id": identity["user_id"],
+        "identity_data": identity.get("identity_data") or {},
+        "provider": identity["provider"],
+        "last_sign_in_at": identity.get("last_sign_in_at"),
+        "created_at": identity.get("created_at"),
+        "updated_at": identity.get("updated_at"),
+        "email": identity.get("email"),
+    }
+
+
+def user_json(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """The user as GoTrue returns it: null timestamps are left out, strings are never null."""
+    body: dict[str, Any] = {
+        "id": str(row["id"]),
+        "aud": row["aud"] or "",
+        "role": row["role"] or "",
+        "email": row["email"] or "",
+        "phone": row["phone"] or "",
+        "app_metadata": row["raw_app_meta_data"] or {},
+        "user_metadata": row["raw_user_meta_data"] or {},
+        "identities": [identity_json(identity) for identity in (row["identities"] or [])],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "is_anonymous": bool(row["is_anonymous"]),
+    }
+    for name in _OPTIONAL_TIMES:
+        if row[name] is not None:
+            body[name] = _iso(row[name])
+    if row["email_change"]:
+        body["new_email"] = row["email_change"]
+    return body
+
+
+def is_banned(row: asyncpg.Record, now: datetime) -> bool:
+    return row["banned_until"] is not None and row["banned_until"] > now
+
+
+async def by_id(conn: asyncpg.Connection, user_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF u" if for_update else ""
+    return await conn.fetchrow(_SELECT + " WHERE u.id = $1 AND u.deleted_at IS NULL" + lock, user_id)
+
+
+async def by_email(conn: asyncpg.Connection, email: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF u" if for_update else ""
+    return await conn.fetchrow(
+        _SELECT + " WHERE u.email = $1 AND u.is_sso_user = false AND u.deleted_at IS NULL" + lock, email
+    )
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    email: str,
+    password_hash: str | None,
+    user_metadata: dict[str, Any],
+    app_metadata: dict[str, Any] | None = None,
+    confirmed: bool,
+    invited: bool = False,
+    user_id: uuid.UUID | None = None,
+    role: str = "authenticated",
+) -> asyncpg.Record:
+    """Insert a user and their email identity (the sign-up trigger adds the profile)."""
+    user_id = user_id or uuid.uuid4()
+    app = {**APP_METADATA_EMAIL, **(app_metadata or {})}
+    await conn.execute(
+        """
+        WITH new_user AS (
+            INSERT INTO auth.users (id, aud, role, email, encrypted_password, email_confirmed_at, invited_at,
+                                    raw_app_meta_data, raw_user_meta_data, is_super_admin)
+            VALUES ($1, 'authenticated', $7, $2, $3, CASE WHEN $4 THEN now() END, CASE WHEN $8 THEN now() END,
+                    $5, $6, false)
+            RETURNING id
+        )
+        INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at)
+        SELECT id::text, id, $9, 'email', now() FROM new_user
+        """,
+        user_id,
+        email,
+        password_hash,
+        confirmed,
+        app,
+        user_metadata,
+        role,
+        invited,
+        {"sub": str(user_id), "email": email, "email_verified": confirmed, "phone_verified": False},
+    )
+    row = await by_id(conn, user_id)
+    assert row is not None
+    return row
+
+
+async def mark_email_confirmed(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        """
+        WITH confirmed AS (
+            UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), updated_at = now()
+            WHERE id = $1 RETURNING id
+        )
+        UPDATE auth.identities SET identity_data = identity_data || '{"email_verified": true}', updated_at = now()
+        WHERE user_id IN (SELECT id FROM confirmed) AND provider = 'email'
+        """,
+        user_id,
+    )
+
+
+async def set_password(conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str) -> None:
+    await conn.execute(
+        "UPDATE auth.users SET encrypted_password = $2, updated_at = now() WHERE id = $1", user_id, password_hash
+    )
+
+
+async def signed_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        """
+        WITH u AS (UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1 RETURNING id)
+        UPDATE auth.identities SET last_sign_in_at = now() WHERE user_id IN (SELECT id FROM u)
+        """,
+        user_id,
+    )
+
+
+async def change_email(conn: asyncpg.Connection, user_id: uuid.UUID, new_email: str) -> None:
+    """Apply a confirmed email change to the user and their email identity."""
+    await conn.execute(
+        """
+        WITH changed AS (
+            UPDATE auth.users
+            SET email = $2, email_change = '', email_change_token_new = '', email_change_token_current = '',
+                email_change_confirm_status = 0, email_confirmed_at = coalesce(email_confirmed_at, now()),
+                updated_at = now()
+            WHERE id = $1 RETURNING id
+        )
+        UPDATE auth.identities
+        SET identity_data = identity_data || jsonb_build_object('email', $2::text, 'email_verified', true),
+            updated_at = now()
+        WHERE user_id IN (SELECT id FROM changed) AND provider = 'email'
+        """,
+        user_id,
+        new_email,
+    )
+
+
+async def audit(
+    conn: asyncpg.Connection, action: str, *, actor: asyncpg.Record | None, ip: str, traits: dict[str, Any] | None = None
+) -> None:
+    """Record an auth event in ``auth.audit_log_entries`` (GoTrue's payload shape)."""
+    payload = {
+        "action": action,
+        "actor_id": str(actor["id"]) if actor is not None else "",
+        "actor_username": (actor["email"] or "") if actor is not None else "",
+        "actor_via_sso": False,
+        "log_type": _LOG_TYPES.get(action, "account"),
+        "traits": traits or {},
+    }
+    await conn.execute(
+        "INSERT INTO auth.audit_log_entries (payload, ip_address) VALUES ($1::json, $2)", payload, ip[:64]
+    )
+
+
+_LOG_TYPES = {
+    "login": "account",
+    "logout": "account",
+    "token_refreshed": "token",
+    "token_revoked": "token",
+    "user_signedup": "team",
+    "user_confirmation_requested": "user",
+    "user_recovery_requested": "user",
+    "user_updated_password": "user",
+    "user_modified": "user",
+    "user_deleted": "team",
+    "user_invited": "team",
+}
