@@ -11,6 +11,7 @@ import itertools
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import asyncpg
@@ -18,8 +19,9 @@ import pytest
 
 from gatehouse.core.config import Settings, load_settings
 from gatehouse.core.db import Database, prepare
-from gatehouse.core.embedded import EmbeddedPostgres
+from gatehouse.core.embedded import EmbeddedPostgres, free_port
 from gatehouse.core.keys import KeySet, load_keys
+from tests.smtp import SMTPServer
 from tests.support import RunningServer, start_server
 
 TEMPLATE = "gatehouse_template"
@@ -141,3 +143,24 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., SMTPServer]]:
+    """Start SMTP servers (``port=`` to reuse one, extra aiosmtpd options); all stop at the end."""
+    started: list[SMTPServer] = []
+
+    def start(port: int | None = None, **options: Any) -> SMTPServer:
+        server = SMTPServer(port or free_port(), **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: Callable[..., SMTPServer]) -> SMTPServer:
+    """A plain SMTP server (no TLS, no login)."""
+    return smtp_server()
