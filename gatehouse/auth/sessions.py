@@ -8,7 +8,6 @@ everywhere at once even though access tokens are stateless.
 from __future__ import annotations
 
 import ipaddress
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,7 @@ WITH s AS (
 )
 INSERT INTO auth.refresh_tokens (token, user_id, session_id, revoked)
 SELECT $4, $1::text, id, false FROM s
-RETURNING session_id
+RETURNING session_id, floor(extract(epoch FROM now()))::bigint AS authenticated_at
 """
 
 _USER_WITH_AMR = """
@@ -40,7 +39,7 @@ SELECT u.*,
        coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
                 '[]'::jsonb) AS identities,
        coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
-                                                     'timestamp', extract(epoch FROM c.created_at)::bigint)
+                                                     'timestamp', floor(extract(epoch FROM c.created_at))::bigint)
                                   ORDER BY c.created_at DESC)
                  FROM auth.mfa_amr_claims c WHERE c.session_id = $2), '[]'::jsonb) AS amr
 FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL
@@ -80,13 +79,14 @@ class Sessions:
     ) -> dict[str, Any]:
         """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...)."""
         token = self._refresh.new()
-        session_id = await conn.fetchval(
+        created = await conn.fetchrow(
             _CREATE, user["id"], _inet(ip), (user_agent or "")[:512], sha256_hex(token), method
         )
         await users.signed_in(conn, user["id"])
         fresh = await users.by_id(conn, user["id"])
         assert fresh is not None
-        return self.response(fresh, session_id, token, [{"method": method, "timestamp": int(time.time())}])
+        amr = [{"method": method, "timestamp": created["authenticated_at"]}]
+        return self.response(fresh, created["session_id"], token, amr)
 
     async def refresh(self, pool: asyncpg.Pool, token: str) -> tuple[dict[str, Any], asyncpg.Record]:
         """Rotate ``token``; return the new Session and the user. Raises GoTrue's refresh errors."""

@@ -1,0 +1,115 @@
+"""The official supabase-js client, unmodified, against a real Gatehouse.
+
+``tests/clients/js/auth_flow.mjs`` runs the tutorial's auth flow with ``@supabase/supabase-js``
+(the exact version pinned in ``package.json``/``package-lock.json``) and exits non-zero on the
+first broken expectation. Without node or npm the test is skipped, except under CI (``CI``
+set), where a skip would hide a missing toolchain: there it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support import RunningServer
+
+JS_DIR = Path(__file__).parent / "js"
+SCRIPT = JS_DIR / "auth_flow.mjs"
+NPM_TIMEOUT = 300
+FLOW_TIMEOUT = 120
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        reason = f"{tool} is not on PATH: the supabase-js compatibility test needs Node.js (node and npm)"
+        if _in_ci():
+            pytest.fail(f"{reason}; CI is set, so this test must run, not skip", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def _output(result: subprocess.CompletedProcess[str] | subprocess.TimeoutExpired) -> str:
+    def text(value: str | bytes | None) -> str:
+        return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+    return f"--- stdout ---\n{text(result.stdout)}\n--- stderr ---\n{text(result.stderr)}"
+
+
+def _installed_at() -> float | None:
+    """When node_modules was last installed (npm writes node_modules/.package-lock.json), or None."""
+    modules = JS_DIR / "node_modules"
+    if not (modules / "@supabase" / "supabase-js").is_dir():
+        return None
+    stamps = [modules.stat().st_mtime]
+    hidden_lock = modules / ".package-lock.json"
+    if hidden_lock.exists():
+        stamps.append(hidden_lock.stat().st_mtime)
+    return max(stamps)
+
+
+@pytest.fixture(scope="session")
+def node() -> list[str]:
+    """The command that starts node, with a global WebSocket on Node 20.
+
+    supabase-js 2.110+ declares ``engines.node >= 22`` and its realtime client, built by
+    ``createClient``, throws on a Node without a global ``WebSocket``. Node 20 has one behind
+    ``--experimental-websocket`` (20.10+); Node 22+ has it by default. The auth flow never
+    opens a socket: the flag only lets the unmodified client be constructed.
+    """
+    path = _require("node")
+    version = subprocess.run(
+        [path, "-p", "process.versions.node"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    major = int(version.split(".")[0])
+    return [path, "--experimental-websocket"] if major < 22 else [path]
+
+
+@pytest.fixture(scope="session")
+def js_client(node: list[str]) -> Path:
+    """tests/clients/js with its node_modules installed from package-lock.json (``npm ci``)."""
+    npm = _require("npm")
+    installed = _installed_at()
+    if installed is None or installed < (JS_DIR / "package-lock.json").stat().st_mtime:
+        command = [npm, "ci", "--no-audit", "--no-fund"]
+        try:
+            result = subprocess.run(
+                command, cwd=JS_DIR, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"`{' '.join(command)}` timed out after {NPM_TIMEOUT}s\n{_output(exc)}", pytrace=False)
+        if result.returncode != 0:
+            pytest.fail(f"`{' '.join(command)}` exited with {result.returncode}\n{_output(result)}", pytrace=False)
+    return JS_DIR
+
+
+def test_supabase_js_auth_flow(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    command = [*node, str(SCRIPT), server.url, server.keys.publishable_key]
+    env = os.environ | {"NO_COLOR": "1"}
+    try:
+        result = subprocess.run(
+            command, cwd=js_client, env=env, capture_output=True, text=True, timeout=FLOW_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"auth_flow.mjs timed out after {FLOW_TIMEOUT}s\n{_output(exc)}\n--- server log ---\n{server.log()}",
+            pytrace=False,
+        )
+    print(result.stdout)  # the steps, one JSON line each: shown with -rP or -s
+    assert result.returncode == 0, (
+        f"supabase-js auth flow failed (exit {result.returncode})\n{_output(result)}"
+        f"\n--- server log ---\n{server.log()}"
+    )
+    assert '"step":"done"' in result.stdout, f"auth_flow.mjs did not finish\n{_output(result)}"
