@@ -19,6 +19,7 @@ from gatehouse import __version__
 from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
+from gatehouse.core.errors import GatehouseError
 from gatehouse.core.embedded import EmbeddedPostgresError, bin_dir, port_is_free
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
@@ -166,6 +167,26 @@ def cmd_psql(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from gatehouse.auth import cli as users_cli
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    keys = load_keys(settings)
+    with database_server(settings) as server:
+        _prepare(server.url, keys, settings)
+        return users_cli.run(args, server.url, keys, settings)
+
+
+def cmd_mail(args: argparse.Namespace) -> int:
+    from gatehouse.mail.service import send_test_message
+
+    settings = _settings(args)
+    answer = asyncio.run(send_test_message(settings, args.address))
+    print(f"sent; the SMTP server answered: {answer}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatehouse", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_option(psql)
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     psql.set_defaults(func=cmd_psql)
+
+    from gatehouse.auth import cli as users_cli
+
+    users_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_users)
+
+    mail = commands.add_parser("mail", help="check the email set-up", description="Email tools.")
+    mail_commands = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
+    mail_test = mail_commands.add_parser(
+        "test", help="send a test message over SMTP now and print the server's answer",
+        description="Send a test email through GATEHOUSE_SMTP_* (not through the outbox) and report the answer.",
+    )
+    mail_test.add_argument("address", help="where to send the test message")
+    mail_test.set_defaults(func=cmd_mail)
     return parser
 
 
@@ -223,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError) as exc:
         print(f"gatehouse: error: {exc}", file=sys.stderr)
+        return 1
+    except GatehouseError as exc:
+        print(f"gatehouse: error: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
         if exc.errno == 98:  # EADDRINUSE from the HTTP server's bind

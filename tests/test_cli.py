@@ -129,3 +129,50 @@ def test_migrate_applies_a_user_folder_once(tmp_path: Path) -> None:
     second = run("migrate", "--data-dir", str(tmp_path / "data"), "--dir", str(migrations), env=env)
     assert second.stdout.strip() == "database is up to date"
     assert not _postgres_running(tmp_path / "data")  # migrate started it, so it stopped it
+
+
+def test_users_commands(database_url: str, keys_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(keys_dir / "keys.json", tmp_path / "keys.json")
+    env = {"GATEHOUSE_DATABASE_URL": database_url, "GATEHOUSE_DATA_DIR": str(tmp_path)}
+    created = run("users", "create", "cli@example.com", "--password", "a cli passphrase", "--confirm", env=env)
+    assert created.returncode == 0, created.stderr
+    user_id = created.stdout.strip()
+    assert len(user_id) == 36
+    piped = subprocess.run(
+        gatehouse_command("users", "create", "piped@example.com", "--password-stdin"),
+        input="another passphrase\n", capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | env,
+    )
+    assert piped.returncode == 0, piped.stderr
+    listed = run("users", "list", env=env).stdout
+    assert "cli@example.com" in listed and "piped@example.com" in listed
+    assert [line.split()[2] for line in listed.splitlines() if "piped@" in line] == ["no"]
+    assert run("users", "confirm", "piped@example.com", env=env).returncode == 0
+    assert [line.split()[2] for line in run("users", "list", env=env).stdout.splitlines() if "piped@" in line] == ["yes"]
+    assert run("users", "delete", user_id, env=env).returncode == 0
+    assert "cli@example.com" not in run("users", "list", env=env).stdout
+    missing = run("users", "delete", "nobody@example.com", env=env)
+    assert missing.returncode == 1 and "no user with the email nobody@example.com" in missing.stderr
+    duplicate = run("users", "create", "piped@example.com", "--password", "x passphrase long", env=env)
+    assert duplicate.returncode == 1 and "already been registered" in duplicate.stderr
+
+
+def test_mail_test_reports_the_servers_answer(tmp_path: Path) -> None:
+    from tests.smtp import SMTPServer
+
+    smtp = SMTPServer(free_port())
+    try:
+        env = {"GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(smtp.port), "GATEHOUSE_SMTP_TLS": "none"}
+        result = run("mail", "test", "me@example.com", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "the SMTP server answered: 250" in result.stdout
+        assert smtp.received[0].recipients == ["me@example.com"]
+    finally:
+        smtp.stop()
+    unconfigured = run("mail", "test", "me@example.com")
+    assert unconfigured.returncode == 1 and "GATEHOUSE_SMTP_HOST" in unconfigured.stderr
+    down = run("mail", "test", "me@example.com", env={"GATEHOUSE_SMTP_HOST": "127.0.0.1",
+                                                       "GATEHOUSE_SMTP_PORT": str(free_port()), "GATEHOUSE_SMTP_TLS": "none"})
+    assert down.returncode == 1 and "Traceback" not in down.stderr
