@@ -462,6 +462,7 @@ class AuthService:
                 await conn.execute(
                     "UPDATE auth.users SET raw_user_meta_data = $2, updated_at = now() WHERE id = $1", user["id"], merged
                 )
+                await users.audit(conn, "user_modified", actor=locked, ip=client.ip, traits={"user_metadata": True})
             if new_hash is not None:
                 await users.set_password(conn, user["id"], new_hash)
                 await Sessions.end(conn, user["id"], uuid.UUID(str(claims["session_id"])), "others")

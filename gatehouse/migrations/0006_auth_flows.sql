@@ -62,6 +62,9 @@ BEGIN
         INSERT INTO auth.refresh_tokens (token, user_id, parent, session_id, revoked)
             VALUES (new_hash, current.user_id, old_hash, current.session_id, false);
         UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = current.session_id;
+        INSERT INTO auth.audit_log_entries (payload)
+            VALUES (json_build_object('action', 'token_refreshed', 'actor_id', current.user_id, 'log_type', 'token',
+                                      'traits', json_build_object('session_id', current.session_id)));
         RETURN QUERY SELECT 'rotated'::text, current.session_id, current.user_id::uuid;
         RETURN;
     END IF;
@@ -80,6 +83,9 @@ BEGIN
 
     -- A token rotated long ago came back: someone kept a copy. End the session for everyone.
     DELETE FROM auth.sessions s WHERE s.id = current.session_id;
+    INSERT INTO auth.audit_log_entries (payload)
+        VALUES (json_build_object('action', 'token_revoked', 'actor_id', current.user_id, 'log_type', 'token',
+                                  'traits', json_build_object('session_id', current.session_id, 'reason', 'reuse')));
     RETURN QUERY SELECT 'already_used'::text, current.session_id, current.user_id::uuid;
 END;
 $$;

@@ -213,3 +213,18 @@ def test_weak_stored_password_is_flagged_at_log_in(auth: Auth) -> None:
         admin.close()
     session = auth.log_in(email, "password").json()
     assert session["weak_password"]["reasons"] == ["pwned"] or "length" in session["weak_password"]["reasons"]
+
+
+async def test_every_auth_event_is_audited(auth: Auth, db: Database) -> None:
+    email, session = auth.confirmed_user()
+    refreshed = auth.refresh(session["refresh_token"]).json()
+    auth.put("/user", {"data": {"x": 1}}, token=refreshed["access_token"])
+    auth.post("/logout", token=refreshed["access_token"])
+    rows = await db.admin.fetch(
+        "SELECT payload->>'action' AS action FROM auth.audit_log_entries "
+        "WHERE payload->>'actor_id' = $1 ORDER BY created_at",
+        session["user"]["id"],
+    )
+    assert [row["action"] for row in rows] == [
+        "user_signedup", "user_confirmed", "token_refreshed", "user_modified", "logout"
+    ]
