@@ -59,7 +59,10 @@ def bcrypt_hash(password: bytes, prefix: bytes = b"2b") -> str:
     ("overrides", "prefix"),
     [
         ({}, "$argon2id$v=19$m=19456,t=2,p=1$"),
-        ({"argon2_memory_kib": 32768, "argon2_time_cost": 3, "argon2_parallelism": 2}, "$argon2id$v=19$m=32768,t=3,p=2$"),
+        (
+            {"argon2_memory_kib": 32768, "argon2_time_cost": 3, "argon2_parallelism": 2},
+            "$argon2id$v=19$m=32768,t=3,p=2$",
+        ),
     ],
 )
 def test_new_hash_is_argon2id_with_configured_costs(

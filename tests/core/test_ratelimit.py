@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -69,7 +68,9 @@ async def stored_rows(db: Database, key: str) -> list[tuple[float, int]]:
 # -- limits ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "limit"), [("30/300", Limit(30, 300)), (" 1 / 60 ", Limit(1, 60)), ("0/5", Limit(0, 5))])
+@pytest.mark.parametrize(
+    ("text", "limit"), [("30/300", Limit(30, 300)), (" 1 / 60 ", Limit(1, 60)), ("0/5", Limit(0, 5))]
+)
 def test_limit_parse(text: str, limit: Limit) -> None:
     assert Limit.parse(text) == limit
     assert Limit.parse(str(limit)) == limit
@@ -214,7 +215,9 @@ async def test_the_window_slides(db: Database, later: float, allowed: bool) -> N
     assert await hits_allowed(rl, db.admin, key, limit, 1) == (1 if allowed else 0)
 
 
-@pytest.mark.parametrize(("limit", "start", "hits"), [(Limit(3, 60), 10, 4), (Limit(3, 60), 59, 9), (Limit(5, 300), 200, 6)])
+@pytest.mark.parametrize(
+    ("limit", "start", "hits"), [(Limit(3, 60), 10, 4), (Limit(3, 60), 59, 9), (Limit(5, 300), 200, 6)]
+)
 async def test_retry_after_is_honest(db: Database, limit: Limit, start: float, hits: int) -> None:
     """Waiting retry_after seconds is enough, and one second less is not."""
     clock = Clock()
