@@ -26,6 +26,9 @@ from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.mail import inbox as mail_inbox
+from gatehouse.rest import api as rest_api
+from gatehouse.rest.errors import render_rest_error
+from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
@@ -49,6 +52,7 @@ def _render_plain(scope: Scope, error: GatehouseError) -> Response:
 #: Which wire shape each path prefix gets; the first match wins.
 RENDERERS: list[tuple[str, ErrorRenderer]] = [
     ("/auth/v1", render_auth_error),
+    ("/rest/v1", render_rest_error),
 ]
 
 
@@ -91,6 +95,9 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
+        schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas)
+        await schema_watcher.start()
+        app.state.rest_schema = schema_watcher
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -102,12 +109,16 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         finally:
             if sender is not None:
                 await sender.stop()  # before the pool closes: it holds a LISTEN connection
+            await schema_watcher.stop()  # the same
             await database.close()
             auth.close()
 
     body_limit = settings.max_body_bytes
 
-    routes: list[BaseRoute] = [Mount("/auth/v1", routes=auth_api.routes)]
+    routes: list[BaseRoute] = [
+        Mount("/auth/v1", routes=auth_api.routes),
+        Mount("/rest/v1", routes=rest_api.routes),
+    ]
     if settings.environment == "development":
         routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
 

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(1, ge=0, description="Connections each worker keeps open per pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Most connections each worker opens per pool.")
     db_connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a database connection.")
+    statement_timeout: int = Field(
+        8000, ge=0, description="Milliseconds a request's SQL may run before it is cancelled (0: no limit)."
+    )
+
+    # Data API
+    rest_schemas: str = Field("public", description="Comma-separated schemas the data API exposes; the first is the default.")
+    rest_max_rows: int = Field(1000, ge=1, description="Most rows one data API read returns.")
+    rest_allow_unfiltered_writes: bool = Field(
+        False, description="Allow PATCH and DELETE without a filter (they change every row the caller may see)."
+    )
 
     # Keys (taken from the data folder's keys.json when unset)
     jwt_private_key: str | None = Field(None, description="PEM of the ES256 (P-256) signing key.")
@@ -159,6 +169,10 @@ class Settings(BaseSettings):
         if not (count.strip().isdigit() and seconds.strip().isdigit() and int(seconds) > 0):
             raise ValueError("must look like N/S: at most N requests per S seconds, for example 30/300")
         return value.replace(" ", "")
+
+    @property
+    def exposed_schemas(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.rest_schemas.split(",") if name.strip()) or ("public",)
 
     @property
     def is_loopback(self) -> bool:

@@ -69,7 +69,11 @@ class Database:
             "init": _init_connection,
         }
         self._admin = await asyncpg.create_pool(self._admin_url, **options)
-        self._request = await asyncpg.create_pool(self._request_url, **options)
+        self._request = await asyncpg.create_pool(
+            self._request_url,
+            **options,
+            server_settings={"statement_timeout": str(self._settings.statement_timeout)},
+        )
 
     async def close(self) -> None:
         for pool in (self._request, self._admin):
@@ -107,6 +111,42 @@ class Database:
                     _claims_json(claims),
                 )
                 yield conn
+
+    async def run_as(
+        self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False
+    ) -> Result:
+        """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
+
+        The same rules as ``as_user``: the role comes from the verified claims and must be one of
+        the request roles; values travel as one JSON array read back by the statement.
+        """
+        claims = dict(claims) if claims else {"role": "anon"}
+        role = claims.get("role", "anon")
+        if role not in REQUEST_ROLES:
+            raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
+        if self._request is None:
+            raise RuntimeError("database is not open")
+        async with self._request.acquire() as conn:
+            return await _run_as(conn, role, claims, readonly, sql, values)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a generated data statement yields: the JSON body, the rows in it, the total if counted."""
+
+    body: str | None
+    page_count: int
+    total: int | None
+
+
+async def _run_as(
+    conn: asyncpg.Connection, role: str, claims: Mapping[str, Any], readonly: bool, sql: str, values: list[Any]
+) -> Result:
+    row = await conn.fetchrow(
+        "SELECT body, page_count, total FROM gatehouse.run_as($1, $2, $3, $4, $5::jsonb)",
+        role, _claims_json(claims), readonly, sql, values,
+    )
+    return Result(row["body"], row["page_count"], row["total"])
 
 
 async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]:

@@ -1,0 +1,315 @@
+"""HTTP handlers of ``/rest/v1``: PostgREST's protocol over grammar → plan → sqlgen → run_as."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gatehouse.core.db import Database, Result
+from gatehouse.core.http import JSONResponse, bearer_token, state
+from gatehouse.core.keys import InvalidToken
+from gatehouse.rest import grammar, sqlgen
+from gatehouse.rest.errors import from_postgres, rest_error
+from gatehouse.rest.plan import Planner
+from gatehouse.rest.query import Query, Shaping
+
+OBJECT = "application/vnd.pgrst.object+json"
+JSON = "application/json"
+CSV = "text/csv"
+_MEDIA = (JSON, OBJECT, CSV, "application/*", "*/*", "application/openapi+json")
+
+
+@dataclass(frozen=True)
+class Prefer:
+    values: dict[str, str]
+
+    @classmethod
+    def parse(cls, request: Request) -> Prefer:
+        values: dict[str, str] = {}
+        for header in request.headers.getlist("prefer"):
+            for item in header.split(","):
+                key, _, value = item.strip().partition("=")
+                if key:
+                    values[key.strip().lower()] = value.strip().lower()
+        return cls(values)
+
+    @property
+    def returns(self) -> str:
+        return self.values.get("return", "minimal")
+
+    @property
+    def count(self) -> bool:
+        return self.values.get("count") in ("exact", "planned", "estimated")
+
+
+# -- request context ---------------------------------------------------------------------------
+
+
+def _claims(request: Request) -> dict[str, Any]:
+    """The caller: a verified user JWT's claims, else the base role of the API key."""
+    token = bearer_token(request.headers)
+    if token is not None and not token.startswith("sb_"):
+        try:
+            claims: dict[str, Any] = request.app.state.verifier.verify(token)
+        except InvalidToken as exc:
+            expired = "expired" in str(exc)
+            raise rest_error("PGRST303" if expired else "PGRST301", "JWT expired" if expired else str(exc), 401) from None
+        claims.setdefault("role", "anon")
+        state(request.scope)["user_id"] = claims.get("sub")
+        return claims
+    return {"role": state(request.scope).get("api_role", "anon")}
+
+
+def _schema(request: Request, *, write: bool) -> str:
+    exposed = request.app.state.settings.exposed_schemas
+    header = request.headers.get("content-profile" if write else "accept-profile")
+    if header is None:
+        return exposed[0]  # type: ignore[no-any-return]
+    if header not in exposed:
+        raise rest_error("PGRST106", f"The schema must be one of the following: {', '.join(exposed)}", 406)
+    return header
+
+
+def _media(request: Request) -> str:
+    accept = request.headers.get("accept", "*/*") or "*/*"
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in (OBJECT, CSV):
+            return media
+        if media in _MEDIA or media == "":
+            return JSON
+    raise rest_error("PGRST107", f"None of these media types are available: {accept}", 406)
+
+
+def _query(request: Request, *, rpc_args: frozenset[str] = frozenset()) -> Query:
+    try:
+        parsed = grammar.parse_query(list(request.query_params.multi_items()), rpc_args=rpc_args)
+    except grammar.GrammarError as exc:
+        raise rest_error("PGRST100", exc.message, 400, details=exc.details) from None
+    range_header = request.headers.get("range")
+    if range_header and request.method in ("GET", "HEAD"):
+        first, _, last = range_header.removeprefix("items=").partition("-")
+        if not first.strip().isdigit() or (last.strip() and not last.strip().isdigit()):
+            raise rest_error("PGRST103", f"Requested range not satisfiable: {range_header}", 416)
+        offset = int(first)
+        limit = int(last) - offset + 1 if last.strip() else None
+        if limit is not None and limit < 0:
+            raise rest_error("PGRST103", f"Requested range not satisfiable: {range_header}", 416)
+        top = parsed.top
+        limit = limit if top.limit is None else min(limit or top.limit, top.limit)
+        parsed = Query(parsed.select, Shaping(top.conditions, top.order, limit, (top.offset or 0) + offset),
+                       parsed.embedded, parsed.columns, parsed.on_conflict, parsed.params)
+    return parsed
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise rest_error("PGRST102", "Empty or invalid json", 400, details=str(exc)) from None
+
+
+async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool) -> Result:
+    database: Database = request.app.state.database
+    try:
+        return await database.run_as(claims, sql, values, readonly=readonly)
+    except asyncpg.PostgresError as exc:
+        raise from_postgres(exc, claims.get("role", "anon")) from None
+
+
+def _planner(request: Request, schema: str) -> Planner:
+    settings = request.app.state.settings
+    return Planner(request.app.state.rest_schema.cache, schema, max_rows=settings.rest_max_rows)
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+
+def _content_range(offset: int, count: int, total: int | None) -> str:
+    shown = "*" if count == 0 else f"{offset}-{offset + count - 1}"
+    return f"{shown}/{'*' if total is None else total}"
+
+
+def _respond(
+    result: Result, media: str, *, status: int = 200, schema: str, head: bool = False, offset: int = 0,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    all_headers = {"Content-Profile": schema, **(headers or {})}
+    all_headers["Content-Range"] = _content_range(offset, result.page_count, result.total)
+    if media == OBJECT:
+        if result.page_count != 1:
+            raise rest_error(
+                "PGRST116", "Cannot coerce the result to a single JSON object", 406,
+                details=f"The result contains {result.page_count} rows",
+            )
+        body = (result.body or "null").encode()
+        media_type = OBJECT
+    elif media == CSV:
+        body = _csv(result.body or "[]").encode()
+        media_type = "text/csv; charset=utf-8"
+    else:
+        body = (result.body or "[]").encode()
+        media_type = "application/json; charset=utf-8"
+    if result.total is not None and status == 200 and result.page_count < result.total:
+        status = 206
+    return Response(b"" if head else body, status_code=status, media_type=media_type, headers=all_headers)
+
+
+def _csv(body: str) -> str:
+    rows = orjson.loads(body)
+    out = io.StringIO()
+    if rows:
+        writer = csv.writer(out, lineterminator="\n")
+        columns = list(rows[0])
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -- tables and views ------------------------------------------------------------------------------
+
+
+async def read(request: Request) -> Response:
+    schema = _schema(request, write=False)
+    media = _media(request)
+    planner = _planner(request, schema)
+    table = planner.table(request.path_params["table"])
+    query = _query(request)
+    node = planner.read(table, query)
+    params = sqlgen.Params()
+    prefer = Prefer.parse(request)
+    sql = sqlgen.read_sql(node, params, single=media == OBJECT, count=prefer.count)
+    result = await _run(request, _claims(request), sql, params.values, readonly=True)
+    return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=node.offset or 0)
+
+
+async def write(request: Request) -> Response:
+    schema = _schema(request, write=True)
+    media = _media(request)
+    planner = _planner(request, schema)
+    table = planner.table(request.path_params["table"])
+    query = _query(request)
+    prefer = Prefer.parse(request)
+    returning = prefer.returns == "representation"
+    body = await _body(request)
+    method = request.method
+    if method == "POST":
+        rows = body if isinstance(body, list) else [body]
+        if body is None or not all(isinstance(row, dict) for row in rows):
+            raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object or an array of objects")
+        if not rows:
+            return _respond(Result("[]", 0, None), media, status=201, schema=schema, head=not returning)
+        resolution = prefer.values.get("resolution")
+        if resolution not in (None, "merge-duplicates", "ignore-duplicates"):
+            raise rest_error("PGRST100", f"Unknown resolution {resolution!r}", 400)
+        plan = planner.insert(
+            table, query, rows, resolution=resolution, missing_default=prefer.values.get("missing") == "default",
+            returning=returning or prefer.returns == "headers-only",
+        )
+        status = 201
+    else:
+        settings = request.app.state.settings
+        if not query.top.conditions and not settings.rest_allow_unfiltered_writes:
+            verb = "UPDATE" if method == "PATCH" else "DELETE"
+            raise rest_error("21000", f"{verb} requires a WHERE clause", 400,
+                             hint="Add a filter (for example ?id=eq.1); unfiltered writes are turned off.")
+        if method == "PATCH":
+            if not isinstance(body, dict):
+                raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object")
+            if not body:
+                return _respond(Result("[]", 0, None), media, status=200 if returning else 204, schema=schema,
+                                head=not returning)
+            plan = planner.update(table, query, body, returning=returning)
+        else:
+            plan = planner.delete(table, query, returning=returning)
+        status = 200 if returning else 204
+    params = sqlgen.Params()
+    sql = sqlgen.write_sql(plan, params, single=media == OBJECT)
+    result = await _run(request, _claims(request), sql, params.values, readonly=False)
+    headers = {}
+    if method == "POST" and prefer.returns == "headers-only" and table.primary_key and result.body:
+        headers["Location"] = _location(table.name, table.primary_key, result.body)
+    if not returning:
+        return Response(status_code=status, headers={"Content-Range": f"*/{result.page_count}", **headers})
+    return _respond(result, media, status=status, schema=schema, headers=headers)
+
+
+def _location(table: str, primary_key: tuple[str, ...], body: str) -> str:
+    rows = orjson.loads(body)
+    if not rows:
+        return f"/{table}"
+    first = rows[0] if isinstance(rows, list) else rows
+    filters = "&".join(f"{quote(k)}=eq.{quote(str(first.get(k)))}" for k in primary_key)
+    return f"/{table}?{filters}"
+
+
+# -- functions ---------------------------------------------------------------------------------------
+
+
+async def rpc(request: Request) -> Response:
+    get = request.method in ("GET", "HEAD")
+    schema = _schema(request, write=not get)
+    media = _media(request)
+    planner = _planner(request, schema)
+    name = request.path_params["function"]
+    arg_names = planner.function_arg_names(name)
+    query = _query(request, rpc_args=arg_names)
+    whole_body: Any = None
+    if get:
+        args: dict[str, Any] = {key: value for key, value in query.params if key in arg_names}
+    else:
+        body = await _body(request)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object of named arguments")
+        args, whole_body = body, body
+    plan = planner.call(name, args, query, whole_body=whole_body)
+    readonly = get or plan.function.volatility != "volatile"
+    params = sqlgen.Params()
+    sql = sqlgen.call_sql(plan, params, single=media == OBJECT, count=Prefer.parse(request).count)
+    result = await _run(request, _claims(request), sql, params.values, readonly=readonly)
+    if plan.function.return_type == "void":
+        return Response(status_code=204)
+    if plan.result is None and media != CSV:
+        return Response(b"" if request.method == "HEAD" else (result.body or "null").encode(), status_code=200,
+                        media_type="application/json; charset=utf-8", headers={"Content-Profile": schema})
+    return _respond(result, media, schema=schema, head=request.method == "HEAD")
+
+
+async def root(request: Request) -> Response:
+    from gatehouse.rest.openapi import openapi
+
+    schema = _schema(request, write=False)
+    settings = request.app.state.settings
+    document = openapi(request.app.state.rest_schema.cache, schema, server_url=f"{settings.public_api_url}/rest/v1")
+    return JSONResponse(document, headers={"Content-Type": "application/openapi+json; charset=utf-8"})
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/rpc/{function}", rpc, methods=["GET", "HEAD", "POST"]),
+    Route("/{table}", read, methods=["GET", "HEAD"]),
+    Route("/{table}", write, methods=["POST", "PATCH", "DELETE"]),
+]

@@ -1,0 +1,470 @@
+"""The schema cache: what the data API knows about tables, columns, keys and functions.
+
+The catalog is read once (four queries in one read-only snapshot) and kept in memory; requests
+only ever look things up here. ``SchemaWatcher`` keeps the cache fresh: it LISTENs on
+``gatehouse_schema`` (``gatehouse migrate`` notifies it) and on PostgREST's ``pgrst`` channel
+(``NOTIFY pgrst, 'reload schema'``, which Supabase users already send after DDL), so a schema
+change is picked up without a restart and without a catalog read per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+log = logging.getLogger("gatehouse.rest.schema")
+
+TableKind = Literal["table", "view", "materialized_view", "foreign_table", "partitioned_table"]
+ArgMode = Literal["in", "inout", "variadic"]
+Volatility = Literal["immutable", "stable", "volatile"]
+
+_KINDS: dict[str, TableKind] = {
+    "r": "table", "v": "view", "m": "materialized_view", "f": "foreign_table", "p": "partitioned_table",
+}
+_ARG_MODES: dict[str, ArgMode] = {"i": "in", "b": "inout", "v": "variadic"}
+_VOLATILITY: dict[str, Volatility] = {"i": "immutable", "s": "stable", "v": "volatile"}
+# pg_relation_is_updatable() answers with a bit per command: 1 << CMD_UPDATE/INSERT/DELETE.
+_UPDATE, _INSERT, _DELETE = 4, 8, 16
+
+# Never read, whatever is configured: exposing them would publish the catalog itself.
+_SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
+
+_TABLES = f"""
+SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
+       obj_description(c.oid, 'pg_class') AS description,
+       CASE c.relkind WHEN 'r' THEN 28 WHEN 'p' THEN 28 WHEN 'm' THEN 0
+                      ELSE pg_relation_is_updatable(c.oid::regclass, true) END AS updatable,
+       ARRAY(SELECT a.attname
+             FROM pg_constraint k
+             CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+             WHERE k.conrelid = c.oid AND k.contype = 'p'
+             ORDER BY u.ord) AS primary_key
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1::text[]) AND {_SYSTEM_SCHEMAS}
+"""
+
+_COLUMNS = f"""
+WITH enums AS (
+    SELECT enumtypid, array_agg(enumlabel::text ORDER BY enumsortorder) AS labels FROM pg_enum GROUP BY enumtypid
+)
+SELECT n.nspname AS schema, c.relname AS table, a.attname AS name, a.attnum AS position,
+       format_type(a.atttypid, a.atttypmod) AS type,
+       NOT a.attnotnull AS nullable,
+       a.atthasdef OR a.attidentity <> '' AS has_default,
+       a.attgenerated <> '' AS generated,
+       col_description(c.oid, a.attnum) AS description,
+       e.labels AS enum_values
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+-- enum[] and domains over enums carry the labels too
+LEFT JOIN enums e ON e.enumtypid = CASE WHEN t.typcategory = 'A' THEN t.typelem
+                                        WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1::text[]) AND {_SYSTEM_SCHEMAS}
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+# Both ends: a key from an exposed table to auth.users is kept (the planner decides what to embed).
+# conparentid = 0 skips the copies PostgreSQL makes of a partitioned table's keys for each partition.
+_FOREIGN_KEYS = """
+SELECT k.conname AS constraint, n.nspname AS schema, c.relname AS table,
+       fn.nspname AS foreign_schema, fc.relname AS foreign_table,
+       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.ord) AS columns,
+       ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY AS u(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.attnum ORDER BY u.ord)
+           AS foreign_columns
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class fc ON fc.oid = k.confrelid
+JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+WHERE k.contype = 'f' AND k.conparentid = 0 AND (n.nspname = ANY($1::text[]) OR fn.nspname = ANY($1::text[]))
+ORDER BY n.nspname, c.relname, k.conname
+"""
+
+# prokind 'f' only: no procedures, aggregates or window functions. Functions that SQL cannot call
+# with plain values (trigger functions, handlers, anything taking `internal`) are left out.
+_FUNCTIONS = f"""
+SELECT n.nspname AS schema, p.proname AS name,
+       format_type(p.prorettype, NULL) AS return_type, p.proretset AS returns_set,
+       CASE WHEN rc.relkind IN ('r', 'v', 'm', 'f', 'p') THEN rn.nspname END AS return_schema,
+       CASE WHEN rc.relkind IN ('r', 'v', 'm', 'f', 'p') THEN rc.relname END AS return_table,
+       p.provolatile::text AS volatility, obj_description(p.oid, 'pg_proc') AS description,
+       p.proargnames AS arg_names, p.proargmodes::text[] AS arg_modes, p.pronargdefaults AS defaults,
+       ARRAY(SELECT format_type(u.type, NULL)
+             FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS u(type, ord)
+             ORDER BY u.ord) AS arg_types
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_type rt ON rt.oid = p.prorettype
+LEFT JOIN pg_class rc ON rc.oid = rt.typrelid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE p.prokind = 'f' AND n.nspname = ANY($1::text[]) AND {_SYSTEM_SCHEMAS}
+  AND rt.typname NOT IN ('trigger', 'event_trigger', 'internal', 'language_handler', 'fdw_handler',
+                         'index_am_handler', 'tsm_handler', 'table_am_handler')
+  AND NOT 'internal'::regtype = ANY(p.proargtypes::oid[])
+ORDER BY n.nspname, p.proname, p.oid
+"""
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # format_type() text: "uuid", "text", "timestamp with time zone", "integer[]", "character varying(64)"
+    nullable: bool
+    has_default: bool  # a DEFAULT, an identity or a generated column: may be left out of an insert
+    generated: bool  # GENERATED ALWAYS AS (...) STORED: may not be written at all
+    position: int  # attnum: ordered, with gaps where columns were dropped
+    enum_values: tuple[str, ...] = ()  # labels of an enum (or enum[] / domain over an enum) column
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    kind: TableKind
+    columns: dict[str, ColumnInfo]  # in position order
+    primary_key: tuple[str, ...]
+    insertable: bool
+    updatable: bool
+    deletable: bool
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """One foreign key: many rows of ``table`` to one row of ``foreign_table``."""
+
+    constraint: str
+    schema: str
+    table: str
+    columns: tuple[str, ...]
+    foreign_schema: str
+    foreign_table: str
+    foreign_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FunctionArg:
+    name: str  # "" only for the single unnamed json/jsonb argument
+    type: str
+    has_default: bool
+    mode: ArgMode
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    schema: str
+    name: str
+    args: tuple[FunctionArg, ...]  # input arguments only, in order
+    return_type: str
+    returns_set: bool
+    return_table: tuple[str, str] | None  # (schema, table) for `RETURNS [SETOF] some_table`
+    volatility: Volatility
+    description: str | None = None
+    single_unnamed_json_arg: bool = False  # f(json) / f(jsonb): the whole request body is the argument
+
+
+class SchemaCache:
+    """An immutable snapshot of the exposed schemas. Build it with ``load``, or by hand in tests."""
+
+    def __init__(
+        self,
+        schemas: Iterable[str],
+        tables: Iterable[TableInfo] = (),
+        relationships: Iterable[Relationship] = (),
+        functions: Iterable[FunctionInfo] = (),
+        *,
+        load_seconds: float = 0.0,
+    ) -> None:
+        self.schemas: tuple[str, ...] = tuple(schemas)
+        self.load_seconds = load_seconds
+        self._tables = {(t.schema, t.name): t for t in sorted(tables, key=lambda t: (t.schema, t.name))}
+        self._relationships: dict[tuple[str, str], list[Relationship]] = {}
+        for rel in relationships:
+            ends = {(rel.schema, rel.table), (rel.foreign_schema, rel.foreign_table)}
+            for end in sorted(ends):
+                self._relationships.setdefault(end, []).append(rel)
+        self._functions: dict[tuple[str, str], list[FunctionInfo]] = {}
+        for fn in sorted(functions, key=lambda f: (f.schema, f.name)):
+            self._functions.setdefault((fn.schema, fn.name), []).append(fn)
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection, schemas: tuple[str, ...]) -> SchemaCache:
+        """Read the catalog for ``schemas``: one query per kind, in one consistent snapshot."""
+        started = time.perf_counter()
+        names = list(schemas)
+        if conn.is_in_transaction():
+            rows = [await conn.fetch(sql, names) for sql in (_TABLES, _COLUMNS, _FOREIGN_KEYS, _FUNCTIONS)]
+        else:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                rows = [await conn.fetch(sql, names) for sql in (_TABLES, _COLUMNS, _FOREIGN_KEYS, _FUNCTIONS)]
+        table_rows, column_rows, key_rows, function_rows = rows
+        columns: dict[tuple[str, str], dict[str, ColumnInfo]] = {}
+        for row in column_rows:
+            columns.setdefault((row["schema"], row["table"]), {})[row["name"]] = ColumnInfo(
+                name=row["name"],
+                type=row["type"],
+                nullable=row["nullable"],
+                has_default=row["has_default"],
+                generated=row["generated"],
+                position=row["position"],
+                enum_values=tuple(row["enum_values"] or ()),
+                description=row["description"],
+            )
+        tables = [
+            TableInfo(
+                schema=row["schema"],
+                name=row["name"],
+                kind=_KINDS[row["kind"]],
+                columns=columns.get((row["schema"], row["name"]), {}),
+                primary_key=tuple(row["primary_key"]),
+                insertable=bool(row["updatable"] & _INSERT),
+                updatable=bool(row["updatable"] & _UPDATE),
+                deletable=bool(row["updatable"] & _DELETE),
+                description=row["description"],
+            )
+            for row in table_rows
+        ]
+        relationships = [
+            Relationship(
+                constraint=row["constraint"],
+                schema=row["schema"],
+                table=row["table"],
+                columns=tuple(row["columns"]),
+                foreign_schema=row["foreign_schema"],
+                foreign_table=row["foreign_table"],
+                foreign_columns=tuple(row["foreign_columns"]),
+            )
+            for row in key_rows
+        ]
+        functions = [fn for fn in map(_function, function_rows) if fn is not None]
+        return cls(schemas, tables, relationships, functions, load_seconds=time.perf_counter() - started)
+
+    def table(self, schema: str, name: str) -> TableInfo | None:
+        return self._tables.get((schema, name))
+
+    def tables(self, schema: str) -> list[TableInfo]:
+        """The schema's tables, views and the like, by name."""
+        return [t for (s, _), t in self._tables.items() if s == schema]
+
+    def relationships(self, schema: str, table: str) -> list[Relationship]:
+        """Foreign keys with ``schema.table`` at either end; a self-reference is listed once."""
+        return list(self._relationships.get((schema, table), ()))
+
+    def functions(self, schema: str, name: str | None = None) -> list[FunctionInfo]:
+        """The overloads of ``schema.name``, or every function of the schema when ``name`` is None."""
+        if name is not None:
+            return list(self._functions.get((schema, name), ()))
+        return [fn for (s, _), overloads in self._functions.items() if s == schema for fn in overloads]
+
+    def __repr__(self) -> str:
+        return f"<SchemaCache schemas={self.schemas} tables={len(self._tables)} functions={len(self._functions)}>"
+
+
+def _function(row: asyncpg.Record) -> FunctionInfo | None:
+    """A callable function, or None when it cannot be called with named arguments."""
+    types: list[str] = row["arg_types"]
+    names: list[str] = row["arg_names"] or [""] * len(types)
+    modes: list[str] = row["arg_modes"] or ["i"] * len(types)
+    inputs = [(name, type_, _ARG_MODES[mode]) for name, type_, mode in zip(names, types, modes) if mode in _ARG_MODES]
+    first_default = len(inputs) - row["defaults"]
+    args = tuple(
+        FunctionArg(name=name, type=type_, has_default=i >= first_default, mode=mode)
+        for i, (name, type_, mode) in enumerate(inputs)
+    )
+    single_json = len(args) == 1 and args[0].name == "" and args[0].type in ("json", "jsonb")
+    if not single_json and any(arg.name == "" for arg in args):
+        return None
+    return FunctionInfo(
+        schema=row["schema"],
+        name=row["name"],
+        args=args,
+        return_type=row["return_type"],
+        returns_set=row["returns_set"],
+        return_table=(row["return_schema"], row["return_table"]) if row["return_table"] else None,
+        volatility=_VOLATILITY[row["volatility"]],
+        description=row["description"],
+        single_unnamed_json_arg=single_json,
+    )
+
+
+class SchemaWatcher:
+    """Holds the current ``SchemaCache`` and reloads it when the database says the schema changed.
+
+    The LISTEN connection is acquired from ``pool`` and held for the watcher's life (one pool slot;
+    reloads borrow a second one briefly), so ``stop()`` must come before the pool is closed. A lost
+    connection is logged and re-established with back-off, and the cache is reloaded afterwards,
+    since notifications sent while disconnected are gone.
+    """
+
+    CHANNELS = ("gatehouse_schema", "pgrst")
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schemas: tuple[str, ...],
+        *,
+        on_reload: Callable[[SchemaCache], None] | None = None,
+        debounce: float = 0.1,
+        keepalive: float = 30.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._schemas = tuple(schemas)
+        self._on_reload = on_reload
+        self._debounce = debounce
+        self._keepalive = keepalive
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._cache: SchemaCache | None = None
+        self._lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener_pid: int | None = None
+        self._on_lost: Callable[[object], None] = lambda _conn: None
+        #: Completed loads, the first one included.
+        self.reloads = 0
+
+    @property
+    def cache(self) -> SchemaCache:
+        if self._cache is None:
+            raise RuntimeError("schema watcher is not started")
+        return self._cache
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection, None while disconnected (for diagnostics)."""
+        return self._listener_pid
+
+    async def start(self) -> None:
+        """LISTEN, then load (in that order, so a change made in between is not missed)."""
+        if self._tasks:
+            raise RuntimeError("schema watcher is already started")
+        conn, lost = await self._listen()
+        try:
+            await self.reload()
+        except BaseException:
+            await self._release(conn)
+            raise
+        self._tasks = [
+            asyncio.create_task(self._supervise(conn, lost), name="gatehouse-schema-listener"),
+            asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def reload(self) -> SchemaCache:
+        """Load the cache now and swap it in; raises (keeping the old cache) if the load fails."""
+        async with self._lock:
+            async with self._pool.acquire() as conn:
+                cache = await SchemaCache.load(conn, self._schemas)
+            self._cache = cache
+            self.reloads += 1
+        log.info("schema cache loaded in %.1f ms: %r", cache.load_seconds * 1000, cache)
+        if self._on_reload is not None:
+            try:
+                self._on_reload(cache)
+            except Exception:
+                log.exception("schema cache on_reload callback failed")
+        return cache
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        # PostgREST's channel also carries 'reload config', which is not ours to act on.
+        if channel == "pgrst" and payload not in ("", "reload schema"):
+            return
+        log.debug("schema change notified on %s (%r)", channel, payload)
+        self._dirty.set()
+
+    async def _reload_when_dirty(self) -> None:
+        """Reload once per burst: wait until no notification came for ``debounce`` seconds."""
+        delay = self._retry_initial
+        while True:
+            await self._dirty.wait()
+            while self._dirty.is_set():
+                self._dirty.clear()
+                await asyncio.sleep(self._debounce)
+            try:
+                await self.reload()
+                delay = self._retry_initial
+            except Exception as exc:
+                log.warning("schema reload failed (%s); keeping the previous cache, retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                self._dirty.set()
+
+    # -- the LISTEN connection -----------------------------------------------------------------
+
+    async def _listen(self) -> tuple[Any, asyncio.Event]:
+        conn = await self._pool.acquire()
+        lost = asyncio.Event()
+        self._on_lost = lambda _conn: lost.set()
+        try:
+            conn.add_termination_listener(self._on_lost)
+            for channel in self.CHANNELS:
+                await conn.add_listener(channel, self._notified)
+        except BaseException:
+            await self._release(conn)
+            raise
+        self._listener_pid = conn.get_server_pid()
+        return conn, lost
+
+    async def _release(self, conn: Any) -> None:
+        self._listener_pid = None
+        try:
+            conn.remove_termination_listener(self._on_lost)
+        except asyncpg.InterfaceError:
+            pass  # already gone back to the pool: it was closed
+        try:
+            await self._pool.release(conn, timeout=5)  # resets the session: UNLISTEN *
+        except Exception as exc:
+            log.debug("releasing the schema listener connection failed: %s", exc)
+
+    async def _hold(self, conn: Any, lost: asyncio.Event) -> None:
+        """Return when the connection is gone; a keepalive query notices a silently dead peer."""
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(lost.wait(), self._keepalive)
+            except TimeoutError:
+                await conn.fetchval("SELECT 1", timeout=self._keepalive)
+
+    async def _supervise(self, conn: Any, lost: asyncio.Event) -> None:
+        delay = self._retry_initial
+        while True:
+            try:
+                await self._hold(conn, lost)
+                log.warning("schema listener connection lost; reconnecting")
+            except Exception as exc:
+                log.warning("schema listener connection failed (%s); reconnecting", exc)
+            finally:
+                await self._release(conn)
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                try:
+                    conn, lost = await self._listen()
+                    break
+                except Exception as exc:
+                    log.warning("schema listener could not reconnect (%s); retrying in %.1f s", exc, delay)
+            log.info("schema listener reconnected; reloading")
+            delay = self._retry_initial
+            self._dirty.set()  # notifications sent while disconnected are lost

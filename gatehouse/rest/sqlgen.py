@@ -1,0 +1,293 @@
+"""Render a plan as one SQL statement with every value bound.
+
+Names come only from the plan (checked against the catalog) and are double-quoted; types come
+from the catalog; every value the client sent travels in a single JSON array parameter (``$1``)
+and is read back with ``$1::jsonb->>n`` and a cast. The statement always yields one row
+``(body text, page_count bigint, total bigint)``: the JSON body built by PostgreSQL, the rows in
+this page, and the total when a count was asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gatehouse.rest import plan as p
+from gatehouse.rest.query import JsonStep
+
+_COMPARE = {
+    "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "ILIKE",
+    "match": "~", "imatch": "~*", "cs": "@>", "cd": "<@", "ov": "&&", "sl": "<<", "sr": ">>", "nxl": "&<",
+    "nxr": "&>", "adj": "-|-", "isdistinct": "IS DISTINCT FROM",
+}
+_FTS = {"fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery", "wfts": "websearch_to_tsquery"}
+_IS = {"null": "NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{ident(schema)}.{ident(name)}"
+
+
+class Params:
+    """Collects bound values; each method returns the SQL expression that reads one back."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def _add(self, value: Any) -> int:
+        self.values.append(value)
+        return len(self.values) - 1
+
+    def text(self, value: str) -> str:
+        return f"($1::jsonb->>{self._add(value)})"
+
+    def typed(self, value: str | None, type_name: str) -> str:
+        if value is None:
+            return f"NULL::{type_name}"
+        return f"({self.text(value)})::{type_name}"
+
+    def array(self, values: Sequence[str], type_name: str) -> str:
+        return f"(ARRAY(SELECT jsonb_array_elements_text($1::jsonb->{self._add(list(values))})))::{type_name}[]"
+
+    def json(self, value: Any) -> str:
+        return f"($1::jsonb->{self._add(value)})"
+
+    def integer(self, value: int) -> str:
+        return f"({self.text(str(int(value)))})::bigint"
+
+
+def field_sql(ref: p.FieldRef, params: Params) -> str:
+    sql = f"{ident(ref.alias)}.{ident(ref.column.name)}"
+    for step in ref.json_path:
+        sql = f"({sql}{_step(step, params)})"
+    return sql
+
+
+def _step(step: JsonStep, params: Params) -> str:
+    key = str(int(step.key)) if isinstance(step.key, int) else params.text(step.key)
+    return f"{step.arrow}{key}"
+
+
+def condition_sql(condition: p.PCondition, params: Params) -> str:
+    if isinstance(condition, p.PLogic):
+        joiner = " AND " if condition.operator == "and" else " OR "
+        inner = joiner.join(condition_sql(c, params) for c in condition.conditions) or (
+            "TRUE" if condition.operator == "and" else "FALSE"
+        )
+        sql = f"({inner})"
+    else:
+        sql = _filter_sql(condition, params)
+    return f"NOT {sql}" if condition.negated else sql
+
+
+def _filter_sql(f: p.PFilter, params: Params) -> str:
+    column = field_sql(f.ref, params)
+    type_name = f.ref.type
+    op = f.operator
+    if op == "is":
+        return f"({column} IS {_IS[str(f.value)]})"
+    if op in _FTS:
+        function = _FTS[op]
+        language = f"{params.text(f.language)}::regconfig, " if f.language else ""
+        return f"({column} @@ {function}({language}{params.text(str(f.value))}))"
+    if op == "in":
+        values = f.value if isinstance(f.value, tuple) else (f.value,)
+        return f"({column} = ANY({params.array(values, type_name)}))"
+    sql_op = _COMPARE[op]
+    if f.quantifier:
+        values = f.value if isinstance(f.value, tuple) else (f.value,)
+        if op in ("like", "ilike"):
+            values = tuple(v.replace("*", "%") for v in values)
+            return f"({column} {sql_op} {f.quantifier.upper()}({params.array(values, 'text')}))"
+        return f"({column} {sql_op} {f.quantifier.upper()}({params.array(values, type_name)}))"
+    value = str(f.value)
+    if op in ("like", "ilike"):
+        return f"({column} {sql_op} {params.text(value.replace('*', '%'))})"
+    if op in ("match", "imatch"):
+        return f"({column} {sql_op} {params.text(value)})"
+    return f"({column} {sql_op} {params.typed(value, type_name)})"
+
+
+def _where(conditions: Sequence[p.PCondition], params: Params, extra: Sequence[str] = ()) -> str:
+    parts = [condition_sql(c, params) for c in conditions] + list(extra)
+    return " WHERE " + " AND ".join(parts) if parts else ""
+
+
+def _order(order: Sequence[p.POrder], params: Params) -> str:
+    if not order:
+        return ""
+    terms = []
+    for term in order:
+        sql = field_sql(term.ref, params)
+        if term.direction:
+            sql += f" {term.direction.upper()}"
+        if term.nulls:
+            sql += f" NULLS {term.nulls.upper()}"
+        terms.append(sql)
+    return " ORDER BY " + ", ".join(terms)
+
+
+def _page(node: p.ReadNode, params: Params) -> str:
+    sql = ""
+    if node.limit is not None:
+        sql += f" LIMIT {params.integer(node.limit)}"
+    if node.offset:
+        sql += f" OFFSET {params.integer(node.offset)}"
+    return sql
+
+
+def _select_list(node: p.ReadNode, params: Params) -> str:
+    items = []
+    for out in node.select:
+        if isinstance(out, p.OutStar):
+            items.append(f"{ident(out.alias)}.*")
+        elif isinstance(out, p.OutColumn):
+            sql = field_sql(out.ref, params)
+            if out.cast:
+                sql = f"({sql})::{out.cast}"
+            items.append(f"{sql} AS {ident(out.name)}")
+        else:
+            items.append(f"{_embed_sql(node, out, params)} AS {ident(out.name)}")
+    return ", ".join(items) or "NULL AS _nothing"
+
+
+def _join_sql(parent_alias: str, embed: p.OutEmbed) -> list[str]:
+    child = embed.node.alias
+    return [f"{ident(child)}.{ident(c)} = {ident(parent_alias)}.{ident(par)}" for par, c in embed.join.pairs]
+
+
+def _embed_sql(parent: p.ReadNode, embed: p.OutEmbed, params: Params) -> str:
+    node = embed.node
+    source = f"{qualified(node.table.schema, node.table.name)} AS {ident(node.alias)}"
+    inner = (
+        f"SELECT {_select_list(node, params)} FROM {source}"
+        f"{_where(node.conditions, params, _join_sql(parent.alias, embed) + _inner_exists(node, params))}"
+    )
+    if embed.to_one:
+        return f"(SELECT row_to_json(_e) FROM ({inner} LIMIT 1) AS _e)"
+    inner += _order(node.order, params) + _page(node, params)
+    return f"(SELECT coalesce(json_agg(_e), '[]') FROM ({inner}) AS _e)"
+
+
+def _inner_exists(node: p.ReadNode, params: Params) -> list[str]:
+    """``!inner`` embeds keep only parent rows that have a matching child."""
+    clauses = []
+    for out in node.select:
+        if isinstance(out, p.OutEmbed) and out.inner:
+            child = out.node
+            source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
+            where = _where(child.conditions, params, _join_sql(node.alias, out) + _inner_exists(child, params))
+            clauses.append(f"EXISTS (SELECT 1 FROM {source}{where})")
+    return clauses
+
+
+def _body(single: bool) -> str:
+    return "(json_agg(_r)->>0)" if single else "coalesce(json_agg(_r), '[]')::text"
+
+
+def read_sql(node: p.ReadNode, params: Params, *, source: str | None = None, single: bool = False,
+             count: bool = False) -> str:
+    """SELECT over ``node`` (from its table, or from ``source``, e.g. a mutation's CTE)."""
+    table = source or qualified(node.table.schema, node.table.name)
+    from_ = f"{table} AS {ident(node.alias)}"
+    where = _where(node.conditions, params, _inner_exists(node, params))
+    rows = f"SELECT {_select_list(node, params)} FROM {from_}{where}{_order(node.order, params)}{_page(node, params)}"
+    total = f"(SELECT count(*) FROM {from_}{where})" if count else "NULL::bigint"
+    return f"SELECT {_body(single)} AS body, count(*) AS page_count, {total} AS total FROM ({rows}) AS _r"
+
+
+def _record_type(columns: Sequence[Any]) -> str:
+    return ", ".join(f"{ident(c.name)} {c.type}" for c in columns)
+
+
+def write_sql(plan: p.WritePlan, params: Params, *, single: bool = False) -> str:
+    table = qualified(plan.table.schema, plan.table.name)
+    alias = ident(plan.alias)
+    returning = f"RETURNING {alias}.*" if plan.returning is not None else "RETURNING 1"
+    if plan.kind == "insert":
+        mutation = _insert_sql(plan, params, f"{table} AS {alias}", returning)
+    elif plan.kind == "update":
+        assignments = ", ".join(f"{ident(c.name)} = _b.{ident(c.name)}" for c in plan.columns)
+        mutation = (
+            f"WITH _m AS (UPDATE {table} AS {alias} SET {assignments} "
+            f"FROM jsonb_to_record({params.json(plan.rows[0])}) AS _b({_record_type(plan.columns)})"
+            f"{_where(plan.conditions, params)} {returning})"
+        )
+    else:
+        mutation = f"WITH _m AS (DELETE FROM {table} AS {alias}{_where(plan.conditions, params)} {returning})"
+    if plan.returning is None:
+        return f"{mutation} SELECT NULL::text AS body, count(*) AS page_count, NULL::bigint AS total FROM _m"
+    return f"{mutation} {read_sql(plan.returning, params, source='_m', single=single)}"
+
+
+def _insert_sql(plan: p.WritePlan, params: Params, target: str, returning: str) -> str:
+    """One INSERT for all rows; with ``missing=default`` one per set of keys, so absent keys take defaults."""
+    groups: list[tuple[tuple[Any, ...], list[dict[str, Any]]]]
+    if plan.missing_default:
+        named = {c.name: c for c in plan.columns}
+        by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in plan.rows:
+            by_keys.setdefault(tuple(name for name in named if name in row), []).append(row)
+        groups = [(tuple(named[k] for k in keys), rows) for keys, rows in by_keys.items()]
+    else:
+        groups = [(plan.columns, plan.rows)]
+    inserts = []
+    for columns, rows in groups:
+        if not columns:  # {}: every column takes its default, one row at a time
+            inserts += [f"INSERT INTO {target} DEFAULT VALUES{_conflict_sql(plan, columns)} {returning}"] * len(rows)
+            continue
+        names = ", ".join(ident(c.name) for c in columns)
+        source = f"SELECT {names} FROM jsonb_to_recordset({params.json(rows)}) AS _b({_record_type(columns)})"
+        inserts.append(f"INSERT INTO {target} ({names}) {source}{_conflict_sql(plan, columns)} {returning}")
+    ctes = [f"_m{index} AS ({insert})" for index, insert in enumerate(inserts)]
+    union = " UNION ALL ".join(f"SELECT * FROM _m{i}" for i in range(len(ctes)))
+    return f"WITH {', '.join(ctes)}, _m AS ({union})"
+
+
+def _conflict_sql(plan: p.WritePlan, columns: Sequence[Any]) -> str:
+    if plan.resolution is None:
+        return ""
+    target = ", ".join(ident(name) for name in plan.on_conflict)
+    updates = [c for c in columns if c.name not in plan.on_conflict]
+    if plan.resolution == "ignore-duplicates" or not updates:
+        return f" ON CONFLICT ({target}) DO NOTHING"
+    sets = ", ".join(f"{ident(c.name)} = EXCLUDED.{ident(c.name)}" for c in updates)
+    return f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+
+
+def call_sql(plan: p.CallPlan, params: Params, *, single: bool = False, count: bool = False) -> str:
+    fn = plan.function
+    if plan.whole_body:
+        args = f"({params.json(plan.args[''])})::{fn.args[0].type}"
+    else:
+        types = {arg.name: arg.type for arg in fn.args}
+        args = ", ".join(
+            f"{ident(name)} := {params.typed(_arg_text(value), types[name])}" for name, value in plan.args.items()
+        )
+    call = f"{qualified(fn.schema, fn.name)}({args})"
+    if plan.result is not None:
+        return read_sql(plan.result, params, source=call, single=single or not fn.returns_set, count=count)
+    if fn.return_type == "void":
+        return f"SELECT NULL::text AS body, 0::bigint AS page_count, NULL::bigint AS total FROM (SELECT {call}) AS _v"
+    if fn.returns_set:
+        return f"SELECT coalesce(json_agg(_v), '[]')::text AS body, count(*) AS page_count, NULL::bigint AS total FROM {call} AS _v"
+    return f"SELECT to_json({call})::text AS body, 1::bigint AS page_count, NULL::bigint AS total"
+
+
+def _arg_text(value: Any) -> str | None:
+    """A JSON argument as the text PostgreSQL parses for the parameter's type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    return orjson.dumps(value).decode()

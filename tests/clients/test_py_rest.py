@@ -1,0 +1,89 @@
+"""The tutorial's data calls through the unmodified supabase-py client, as a confirmed user."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from postgrest.exceptions import APIError
+from supabase import Client, create_client
+
+from tests.auth.helpers import PASSWORD, Auth
+from tests.support import RunningServer
+
+
+@pytest.fixture(scope="module")
+def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+
+
+@pytest.fixture
+def signed_in(live: RunningServer) -> Iterator[Callable[[], tuple[Client, str]]]:
+    opened: list[Client] = []
+    auth = Auth(live)
+
+    def make() -> tuple[Client, str]:
+        email, _ = auth.confirmed_user()
+        client = create_client(live.url, live.keys.publishable_key)
+        opened.append(client)
+        session = client.auth.sign_in_with_password({"email": email, "password": PASSWORD})
+        assert session.user is not None
+        return client, session.user.id
+
+    yield make
+    auth.close()
+    for client in opened:
+        client.postgrest.session.close()
+        client.auth.close()
+
+
+def test_tutorial_profile_calls(signed_in: Callable[[], tuple[Client, str]]) -> None:
+    supabase, uid = signed_in()
+    profile = (
+        supabase.from_("profiles").select("full_name, username, website, avatar_url").eq("id", uid).single().execute()
+    )
+    assert profile.data == {"full_name": None, "username": None, "website": None, "avatar_url": None}
+
+    username = f"user_{uuid.uuid4().hex[:8]}"
+    updates = {"id": uid, "full_name": "Ada Lovelace", "username": username, "website": "https://ada.example",
+               "updated_at": "2026-11-27T12:00:00+00:00"}
+    upserted = supabase.from_("profiles").upsert(updates).execute()
+    assert upserted.data[0]["username"] == username
+    again = supabase.from_("profiles").select("username, website").eq("id", uid).single().execute()
+    assert again.data == {"username": username, "website": "https://ada.example"}
+    maybe = supabase.from_("profiles").select("id").eq("id", str(uuid.uuid4())).maybe_single().execute()
+    assert maybe is None or maybe.data is None
+
+
+def test_upserting_another_users_profile_is_refused(signed_in: Callable[[], tuple[Client, str]]) -> None:
+    alice, _ = signed_in()
+    _, bob_id = signed_in()
+    with pytest.raises(APIError) as refused:
+        alice.from_("profiles").upsert({"id": bob_id, "full_name": "hijacked"}).execute()
+    assert refused.value.code == "42501"
+
+
+def test_anon_cannot_update(live: RunningServer, signed_in: Callable[[], tuple[Client, str]]) -> None:
+    _, uid = signed_in()
+    anon = create_client(live.url, live.keys.publishable_key)
+    try:
+        with pytest.raises(APIError) as refused:
+            anon.from_("profiles").update({"full_name": "anon"}).eq("id", uid).execute()
+        assert refused.value.code == "42501"
+    finally:
+        anon.postgrest.session.close()
+        anon.auth.close()
+
+
+def test_short_and_duplicate_usernames(signed_in: Callable[[], tuple[Client, str]]) -> None:
+    alice, alice_id = signed_in()
+    bob, bob_id = signed_in()
+    with pytest.raises(APIError) as short:
+        alice.from_("profiles").upsert({"id": alice_id, "username": "ab"}).execute()
+    assert short.value.code == "23514" and "username_length" in short.value.message
+    taken = f"taken_{uuid.uuid4().hex[:6]}"
+    alice.from_("profiles").upsert({"id": alice_id, "username": taken}).execute()
+    with pytest.raises(APIError) as duplicate:
+        bob.from_("profiles").upsert({"id": bob_id, "username": taken}).execute()
+    assert duplicate.value.code == "23505"

@@ -1,0 +1,176 @@
+"""Reads over the wire: select, filters, order, paging, counts, single objects, CSV, embeds, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.rest.conftest import Rest
+
+
+def names(response: object) -> list[str]:
+    return [row["name"] for row in response.json()]  # type: ignore[attr-defined]
+
+
+def test_select_star_and_columns(anon: Rest) -> None:
+    everything = anon.http.get("/countries", params={"order": "id"})
+    assert everything.status_code == 200
+    assert everything.headers["content-range"] == "0-4/*"
+    assert set(everything.json()[0]) == {"id", "name", "code", "population", "tags", "meta", "created_at"}
+    some = anon.http.get("/countries", params={"select": "name, country:code, pop:population::text", "id": "eq.1"})
+    assert some.json() == [{"name": "France", "country": "FR", "pop": "68000000"}]
+
+
+def test_json_paths(anon: Rest) -> None:
+    response = anon.http.get("/countries", params={"select": "name,meta->>capital,first:meta->languages->0", "id": "eq.2"})
+    assert response.json() == [{"name": "Germany", "capital": "Berlin", "first": "de"}]
+    filtered = anon.http.get("/countries", params={"select": "name", "meta->>capital": "eq.Tokyo"})
+    assert names(filtered) == ["Japan"]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"code": "eq.FR"}, ["France"]),
+        ({"code": "neq.FR", "population": "not.is.null"}, ["Germany", "Japan", "Iceland"]),
+        ({"population": "gt.84000000"}, ["Japan"]),
+        ({"population": "gte.84000000"}, ["Germany", "Japan"]),
+        ({"population": "lt.1000000"}, ["Iceland"]),
+        ({"population": "lte.68000000"}, ["France", "Iceland"]),
+        ({"name": "like.*an*"}, ["France", "Germany", "Japan", "Iceland", 'Nowhere, "Land"']),
+        ({"name": "ilike.*LAND*"}, ["Iceland", 'Nowhere, "Land"']),
+        ({"name": "match.^[FG]"}, ["France", "Germany"]),
+        ({"name": "imatch.^j"}, ["Japan"]),
+        ({"code": "is.null"}, ['Nowhere, "Land"']),
+        ({"code": "not.is.null", "population": "lt.70000000"}, ["France", "Iceland"]),
+        ({"code": "isdistinct.FR", "population": "gt.1000000"}, ["Germany", "Japan"]),
+        ({"code": "in.(FR,JP)"}, ["France", "Japan"]),
+        ({"name": 'in.("Nowhere, \\"Land\\"",France)'}, ["France", 'Nowhere, "Land"']),
+        ({"code": "not.in.(FR,JP,DE)"}, ["Iceland"]),
+        ({"tags": "cs.{euro}"}, ["France", "Germany"]),
+        ({"tags": "cd.{europe,euro,asia}", "population": "not.is.null"}, ["France", "Germany", "Japan", "Iceland"]),
+        ({"tags": "ov.{asia,nothing}"}, ["Japan"]),
+        ({"meta": 'cs.{"capital":"Paris"}'}, ["France"]),
+        ({"name": "fts.germany"}, ["Germany"]),
+        ({"name": "plfts(english).iceland"}, ["Iceland"]),
+        ({"name": "like(any).{F*,J*}"}, ["France", "Japan"]),
+        ({"name": "like(all).{*a*,*e*}"}, ["France", "Germany", "Iceland", 'Nowhere, "Land"']),
+        ({"or": "(code.eq.FR,code.eq.JP)"}, ["France", "Japan"]),
+        ({"or": "(code.eq.FR,and(population.gt.100000000,code.eq.JP))"}, ["France", "Japan"]),
+        ({"not.or": "(code.eq.FR,code.is.null)", "population": "gt.1000000"}, ["Germany", "Japan"]),
+        ({"and": "(tags.cs.{europe},code.not.eq.IS)"}, ["France", "Germany"]),
+        ({"or": '(name.eq."Nowhere, \\"Land\\"",code.eq.DE)'}, ["Germany", 'Nowhere, "Land"']),
+    ],
+)
+def test_filters(anon: Rest, params: dict[str, str], expected: list[str]) -> None:
+    response = anon.http.get("/countries", params={"select": "name", "order": "id", **params})
+    assert response.status_code == 200, response.text
+    assert names(response) == expected
+
+
+def test_order_and_nulls(anon: Rest) -> None:
+    first = anon.http.get("/countries", params={"select": "name", "order": "population.desc.nullsfirst"})
+    assert names(first) == ['Nowhere, "Land"', "Japan", "Germany", "France", "Iceland"]
+    last = anon.http.get("/countries", params={"select": "name", "order": "code.asc.nullslast,name"})
+    assert names(last)[-1] == 'Nowhere, "Land"'
+
+
+def test_paging_with_counts(anon: Rest) -> None:
+    page = anon.http.get("/countries", params={"select": "name", "order": "id", "limit": "2", "offset": "1"},
+                         headers={"Prefer": "count=exact"})
+    assert page.status_code == 206
+    assert page.headers["content-range"] == "1-2/5"
+    assert names(page) == ["Germany", "Japan"]
+    ranged = anon.http.get("/countries", params={"select": "name", "order": "id"}, headers={"Range": "3-10"})
+    assert names(ranged) == ["Iceland", 'Nowhere, "Land"'] and ranged.headers["content-range"] == "3-4/*"
+    none = anon.http.get("/countries", params={"id": "eq.999"}, headers={"Prefer": "count=exact"})
+    assert none.status_code == 200 and none.headers["content-range"] == "*/0" and none.json() == []
+    head = anon.http.head("/countries", headers={"Prefer": "count=exact"})
+    assert head.status_code == 200 and head.headers["content-range"] == "0-4/5" and head.content == b""
+
+
+def test_single_object(anon: Rest) -> None:
+    accept = {"Accept": "application/vnd.pgrst.object+json"}
+    one = anon.http.get("/countries", params={"select": "name", "code": "eq.JP"}, headers=accept)
+    assert one.status_code == 200 and one.json() == {"name": "Japan"}
+    for params, rows in (({"code": "eq.XX"}, 0), ({"tags": "cs.{euro}"}, 2)):
+        refused = anon.http.get("/countries", params=params, headers=accept)
+        assert refused.status_code == 406
+        assert refused.json() == {
+            "code": "PGRST116", "details": f"The result contains {rows} rows", "hint": None,
+            "message": "Cannot coerce the result to a single JSON object",
+        }
+
+
+def test_csv(anon: Rest) -> None:
+    response = anon.http.get("/countries", params={"select": "name,code,tags", "order": "id", "limit": "1"},
+                             headers={"Accept": "text/csv"})
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.text == 'name,code,tags\nFrance,FR,"[""europe"",""euro""]"\n'
+
+
+def test_embed_to_one_and_to_many(anon: Rest) -> None:
+    cities = anon.http.get("/cities", params={"select": "name,countries(name)", "order": "id", "limit": "1"})
+    assert cities.json() == [{"name": "Paris", "countries": {"name": "France"}}]
+    orphan = anon.http.get("/cities", params={"select": "name,country:countries(name)", "name": "eq.Atlantis"})
+    assert orphan.json() == [{"name": "Atlantis", "country": None}]
+    countries = anon.http.get(
+        "/countries",
+        params={"select": "name,cities(name)", "id": "eq.1", "cities.order": "rank.desc", "cities.limit": "2"},
+    )
+    assert countries.json() == [{"name": "France", "cities": [{"name": "Lyon"}, {"name": "Marseille"}]}]
+    by_fk_column = anon.http.get("/cities", params={"select": "name,country_id(code)", "id": "eq.4"})
+    assert by_fk_column.json() == [{"name": "Berlin", "country_id": {"code": "DE"}}]
+
+
+def test_embed_filters_and_inner_join(anon: Rest) -> None:
+    params = {"select": "name,cities(name)", "cities.rank": "eq.1", "order": "id", "population": "gt.80000000"}
+    assert anon.http.get("/countries", params=params).json() == [
+        {"name": "Germany", "cities": [{"name": "Berlin"}]}, {"name": "Japan", "cities": [{"name": "Tokyo"}]},
+    ]
+    inner = anon.http.get("/countries", params={"select": "name,cities!inner(name)", "cities.name": "eq.Lyon"})
+    assert inner.json() == [{"name": "France", "cities": [{"name": "Lyon"}]}]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/nowhere", {}, 404, "PGRST205"),
+        ("/countries", {"select": "id,nope"}, 400, "42703"),
+        ("/countries", {"nope": "eq.1"}, 400, "42703"),
+        ("/countries", {"order": "nope.desc"}, 400, "42703"),
+        ("/countries", {"id": "eqq.1"}, 400, "PGRST100"),
+        ("/countries", {"id": "eq.abc"}, 400, "22P02"),
+        ("/countries", {"select": "name,planets(*)"}, 400, "PGRST200"),
+        ("/countries", {"limit": "-1"}, 400, "PGRST100"),
+        ("/countries", {"select": "id::text;drop table x"}, 400, "PGRST100"),
+        ("/countries", {"or": "(id.eq.1"}, 400, "PGRST100"),
+        ("/countries", {"planets.id": "eq.1", "select": "*"}, 400, "PGRST108"),
+    ],
+)
+def test_errors_are_postgrest_shaped(anon: Rest, path: str, params: dict[str, str], status: int, code: str) -> None:
+    response = anon.http.get(path, params=params)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code and body["message"] and set(body) == {"code", "details", "hint", "message"}
+
+
+def test_schema_profiles(anon: Rest) -> None:
+    assert anon.http.get("/countries", headers={"Accept-Profile": "public"}).status_code == 200
+    refused = anon.http.get("/countries", headers={"Accept-Profile": "auth"})
+    assert refused.status_code == 406 and refused.json()["code"] == "PGRST106"
+
+
+def test_unacceptable_media_type(anon: Rest) -> None:
+    response = anon.http.get("/countries", headers={"Accept": "image/png"})
+    assert response.status_code == 406 and response.json()["code"] == "PGRST107"
+
+
+def test_openapi_lists_the_tables(anon: Rest) -> None:
+    document = anon.http.get("/").json()
+    assert document["openapi"].startswith("3.")
+    assert {"/countries", "/cities", "/profiles", "/rpc/add"} <= set(document["paths"])
+
+
+def test_max_rows_is_enforced(anon: Rest) -> None:
+    response = anon.http.get("/countries", params={"limit": "100000"})
+    assert len(response.json()) == 5

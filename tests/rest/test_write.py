@@ -1,0 +1,160 @@
+"""Writes, functions and row-level security over the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.rest.conftest import Rest
+
+UserFactory = Callable[[], tuple[Rest, dict[str, object]]]
+REPRESENTATION = {"Prefer": "return=representation"}
+
+
+def test_insert_single_and_bulk(user_factory: UserFactory) -> None:
+    rest, _ = user_factory()
+    one = rest.http.post("/countries", json={"name": "Chile", "code": "CL"}, headers=REPRESENTATION)
+    assert one.status_code == 201
+    (row,) = one.json()
+    assert row["name"] == "Chile" and row["tags"] == [] and row["meta"] == {}  # defaults applied
+    minimal = rest.http.post("/countries", json={"name": "Peru"})
+    assert minimal.status_code == 201 and minimal.content == b""
+    bulk = rest.http.post("/countries", params={"columns": '"name","code"', "select": "name"},
+                          json=[{"name": "Ghana", "code": "GH"}, {"name": "Kenya"}], headers=REPRESENTATION)
+    assert bulk.json() == [{"name": "Ghana"}, {"name": "Kenya"}]
+    located = rest.http.post("/countries", json={"name": "Mali"}, headers={"Prefer": "return=headers-only"})
+    assert located.status_code == 201 and located.headers["location"].startswith("/countries?id=eq.")
+
+
+def test_missing_default(user_factory: UserFactory) -> None:
+    rest, _ = user_factory()
+    rows = [{"name": "Oman", "tags": ["asia"]}, {"name": "Chad"}]
+    nulls = rest.http.post("/countries", json=rows, headers=REPRESENTATION)
+    assert nulls.status_code == 400  # tags is NOT NULL: the absent key became NULL
+    defaults = rest.http.post("/countries", json=rows, headers={"Prefer": "return=representation,missing=default"})
+    assert defaults.status_code == 201
+    assert sorted((r["name"], r["tags"]) for r in defaults.json()) == [("Chad", []), ("Oman", ["asia"])]
+
+
+def test_upsert(user_factory: UserFactory) -> None:
+    rest, _ = user_factory()
+    rest.http.post("/countries", json={"name": "Fiji", "code": "XX"})
+    merged = rest.http.post("/countries", params={"on_conflict": "name"}, json={"name": "Fiji", "code": "FJ"},
+                            headers={"Prefer": "return=representation,resolution=merge-duplicates"})
+    assert merged.status_code == 201 and merged.json()[0]["code"] == "FJ"
+    ignored = rest.http.post("/countries", params={"on_conflict": "name"}, json={"name": "Fiji", "code": "ZZ"},
+                             headers={"Prefer": "return=representation,resolution=ignore-duplicates"})
+    assert ignored.json() == []
+    duplicate = rest.http.post("/countries", json={"name": "Fiji"})
+    assert duplicate.status_code == 409 and duplicate.json()["code"] == "23505"
+
+
+def test_update_and_delete_with_filters(user_factory: UserFactory) -> None:
+    rest, _ = user_factory()
+    rest.http.post("/countries", json={"name": "Laos", "population": 1})
+    updated = rest.http.patch("/countries", params={"name": "eq.Laos"}, json={"population": 7500000},
+                              headers=REPRESENTATION)
+    assert updated.status_code == 200 and updated.json()[0]["population"] == 7500000
+    quiet = rest.http.patch("/countries", params={"name": "eq.Laos"}, json={"code": "LA"})
+    assert quiet.status_code == 204
+    deleted = rest.http.delete("/countries", params={"name": "eq.Laos", "select": "name"}, headers=REPRESENTATION)
+    assert deleted.json() == [{"name": "Laos"}]
+    assert rest.http.get("/countries", params={"name": "eq.Laos"}).json() == []
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_unfiltered_writes_are_refused(service: Rest, method: str) -> None:
+    response = service.http.request(method, "/cities", json={"rank": 1} if method == "PATCH" else None)
+    assert response.status_code == 400 and response.json()["code"] == "21000"
+    assert len(service.http.get("/cities").json()) == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ('{"name": "X", "nope": 1}', "PGRST204"),
+        ("{not json", "PGRST102"),
+        ("42", "PGRST102"),
+        ('[{"name": "A"}, 7]', "PGRST102"),
+        ('{"name": "Y", "population": "many"}', "22P02"),
+        ('{"name": null}', "23502"),
+    ],
+)
+def test_bad_bodies(user_factory: UserFactory, body: str, code: str) -> None:
+    rest, _ = user_factory()
+    response = rest.http.post("/countries", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == code
+
+
+def test_check_violation_is_400_with_postgres_message(user_factory: UserFactory) -> None:
+    rest, _ = user_factory()
+    response = rest.http.post("/cities", json={"name": "Nowhere", "rank": 0})
+    assert response.status_code == 400
+    assert response.json()["code"] == "23514" and "cities_rank_check" in response.json()["message"]
+
+
+def test_anon_cannot_write(anon: Rest) -> None:
+    response = anon.http.post("/countries", json={"name": "Anonland"})
+    assert response.status_code == 401 and response.json()["code"] == "42501"
+
+
+def test_rls_hides_and_protects_other_users_rows(user_factory: UserFactory, anon: Rest) -> None:
+    alice, alice_session = user_factory()
+    bob, _ = user_factory()
+    secret = alice.http.post("/notes", json={"body": "alice's secret"}, headers=REPRESENTATION).json()[0]
+    public = alice.http.post("/notes", json={"body": "hello", "private": False}, headers=REPRESENTATION).json()[0]
+    assert secret["owner"] == alice_session["user"]["id"]  # type: ignore[index]
+
+    assert [n["body"] for n in bob.http.get("/notes", params={"order": "id"}).json()] == ["hello"]
+    assert [n["body"] for n in anon.http.get("/notes").json()] == ["hello"]
+    # bob's writes to alice's rows touch nothing; inserting as alice is refused
+    assert bob.http.patch("/notes", params={"id": f"eq.{public['id']}"}, json={"body": "bob"},
+                          headers=REPRESENTATION).json() == []
+    assert bob.http.delete("/notes", params={"id": f"eq.{secret['id']}"}, headers=REPRESENTATION).json() == []
+    forged = bob.http.post("/notes", json={"body": "x", "owner": alice_session["user"]["id"]})  # type: ignore[index]
+    assert forged.status_code == 403 and forged.json()["code"] == "42501"
+    assert "row-level security" in forged.json()["message"]
+    assert alice.http.get("/notes", params={"id": f"eq.{secret['id']}"}).json()[0]["body"] == "alice's secret"
+
+
+def test_service_role_bypasses_rls(user_factory: UserFactory, service: Rest) -> None:
+    alice, _ = user_factory()
+    alice.http.post("/notes", json={"body": "only alice"})
+    assert "only alice" in [n["body"] for n in service.http.get("/notes").json()]
+
+
+def test_expired_or_forged_token(rest_server: object, anon: Rest) -> None:
+    import time
+
+    keys = anon.server.keys
+    expired = keys.sign({"sub": "x", "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) - 1})
+    response = anon.http.get("/countries", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401 and response.json()["code"] == "PGRST303"
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    forged = anon.http.get("/countries", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0."})
+    assert forged.status_code == 401 and forged.json()["code"] == "PGRST301"
+    bad_role = keys.sign({"role": "postgres", "exp": int(time.time()) + 60})
+    assert anon.http.get("/countries", headers={"Authorization": f"Bearer {bad_role}"}).status_code in (401, 403)
+
+
+def test_rpc(user_factory: UserFactory, anon: Rest) -> None:
+    rest, session = user_factory()
+    assert anon.http.post("/rpc/add", json={"a": 2, "b": 3}).json() == 5
+    assert anon.http.post("/rpc/add", json={"a": 2}).json() == 3
+    assert anon.http.get("/rpc/add", params={"a": "40", "b": "2"}).json() == 42
+    big = anon.http.get("/rpc/big_countries", params={"min_pop": "80000000", "select": "name", "order": "name"})
+    assert big.json() == [{"name": "Germany"}, {"name": "Japan"}]
+    assert anon.http.post("/rpc/numbers", json={"n": 3}).json() == [1, 2, 3]
+    assert rest.http.post("/rpc/whoami", json={}).json() == session["user"]["id"]  # type: ignore[index]
+    assert anon.http.post("/rpc/whoami").json() is None
+    assert rest.http.post("/rpc/bump", json={"country": 1}).status_code == 204
+    unknown = anon.http.post("/rpc/nope", json={})
+    assert unknown.status_code == 404 and unknown.json()["code"] == "PGRST202"
+    wrong_args = anon.http.post("/rpc/add", json={"x": 1})
+    assert wrong_args.status_code == 404 and wrong_args.json()["code"] == "PGRST202"
+    custom = anon.http.post("/rpc/payment_required", json={})
+    assert custom.status_code == 402 and custom.json()["message"] == "pay first"
+    readonly = anon.http.get("/rpc/bump", params={"country": "1"})
+    assert readonly.status_code == 405 and readonly.json()["code"] == "25006"
