@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -83,6 +85,22 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return render_error(request.scope, error)
 
 
+def _reload_on_sighup(watcher: SchemaWatcher) -> None:
+    """SIGHUP reloads the data API's schema cache (as ``NOTIFY gatehouse_schema`` does)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(watcher.reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        log.info("SIGHUP cannot reload the schema cache in this process; use NOTIFY gatehouse_schema")
+
+
 def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     """Build the app. The database must already be prepared (``gatehouse serve`` does that)."""
     if not settings.database_url:
@@ -98,6 +116,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas)
         await schema_watcher.start()
         app.state.rest_schema = schema_watcher
+        _reload_on_sighup(schema_watcher)
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)

@@ -306,6 +306,8 @@ class Planner:
         names = list(query.columns) if query.columns else _keys(rows)
         columns = tuple(self._writable(table, name) for name in names)
         conflict: tuple[str, ...] = ()
+        for name in query.on_conflict or ():
+            _column(table, name)
         if resolution is not None:
             conflict = query.on_conflict or table.primary_key
             if not conflict:

@@ -174,3 +174,29 @@ def test_openapi_lists_the_tables(anon: Rest) -> None:
 def test_max_rows_is_enforced(anon: Rest) -> None:
     response = anon.http.get("/countries", params={"limit": "100000"})
     assert len(response.json()) == 5
+
+
+async def test_schema_cache_reloads_on_notify_and_on_sighup(anon: Rest, db: object) -> None:
+    import os
+    import signal
+    import time
+
+    from gatehouse.core.db import Database
+
+    assert isinstance(db, Database)
+    assert anon.http.get("/late_table").status_code == 404
+    await db.admin.execute("CREATE TABLE public.late_table (id int); GRANT SELECT ON public.late_table TO anon")
+    assert anon.http.get("/late_table").status_code == 404  # the cache is not read per request
+    await db.admin.execute("NOTIFY gatehouse_schema, 'reload'")
+    deadline = time.monotonic() + 10
+    while anon.http.get("/late_table").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    await db.admin.execute("CREATE TABLE public.later_table (id int); GRANT SELECT ON public.later_table TO anon")
+    assert anon.http.get("/later_table").status_code == 404
+    os.kill(anon.server.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while anon.http.get("/later_table").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

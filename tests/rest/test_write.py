@@ -158,3 +158,16 @@ def test_rpc(user_factory: UserFactory, anon: Rest) -> None:
     assert custom.status_code == 402 and custom.json()["message"] == "pay first"
     readonly = anon.http.get("/rpc/bump", params={"country": "1"})
     assert readonly.status_code == 405 and readonly.json()["code"] == "25006"
+
+
+def test_statement_timeout(server_factory: Callable[..., object], rest_schema: None) -> None:
+    import httpx
+
+    server = server_factory(env={"GATEHOUSE_STATEMENT_TIMEOUT": "200", "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    slow = httpx.get(
+        f"{server.url}/rest/v1/rpc/numbers",  # type: ignore[attr-defined]
+        params={"n": "100000000"},
+        headers={"apikey": server.keys.publishable_key},  # type: ignore[attr-defined]
+        timeout=30,
+    )
+    assert slow.status_code == 504 and slow.json()["code"] == "57014"
