@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,15 +87,43 @@ class KeySet:
 
 
 class JWTVerifier:
-    """Checks signature, algorithm, ``exp`` and, when present, ``aud`` and ``kid``."""
+    """Checks signature, algorithm, ``exp`` and, when present, ``aud`` and ``kid``.
 
-    def __init__(self, keys: KeySet, audiences: frozenset[str] = frozenset({"authenticated"}), leeway: int = 0) -> None:
+    A client sends the same access token with every request for up to an hour, so tokens that
+    passed are remembered (bounded, least recently used first out) and a repeat costs a dict
+    look-up and an ``exp`` check instead of an ECDSA verification. Only the exact string that
+    verified is remembered; a cached token still expires on time.
+    """
+
+    def __init__(
+        self,
+        keys: KeySet,
+        audiences: frozenset[str] = frozenset({"authenticated"}),
+        leeway: int = 0,
+        cache_size: int = 10_000,
+    ) -> None:
         self._public_key = keys.private_key.public_key()
         self._kid = keys.kid
         self._audiences = audiences
         self._leeway = leeway
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._cache_size = cache_size
 
     def verify(self, token: str) -> dict[str, Any]:
+        hit = self._cache.get(token)
+        if hit is not None:
+            expires, claims = hit
+            if time.time() < expires + self._leeway:
+                self._cache.move_to_end(token)
+                return dict(claims)
+            del self._cache[token]
+        claims = self._verify(token)
+        self._cache[token] = (float(claims["exp"]), claims)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:

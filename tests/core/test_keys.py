@@ -159,3 +159,25 @@ def test_verifier_refuses_forged_tokens(keys: KeySet, case: str) -> None:
 def test_expired_token_says_so(keys: KeySet) -> None:
     with pytest.raises(InvalidToken, match="expired"):
         JWTVerifier(keys).verify(keys.sign(user_claims(exp=int(time.time()) - 1)))
+
+
+def test_verified_tokens_are_remembered_but_still_expire(keys: KeySet, monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = JWTVerifier(keys, cache_size=2)
+    token = keys.sign(user_claims(exp=int(time.time()) + 30))
+    calls = 0
+    original = verifier._verify  # noqa: SLF001
+
+    def counting(value: str) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        return original(value)
+
+    monkeypatch.setattr(verifier, "_verify", counting)
+    first = verifier.verify(token)
+    first["role"] = "service_role"  # callers get copies: nothing they do reaches the cache
+    assert verifier.verify(token)["role"] == "authenticated"
+    assert calls == 1
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)  # after exp: not served from the cache
+    verifier.verify(token)
+    assert calls == 2
