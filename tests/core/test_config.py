@@ -80,5 +80,6 @@ def test_settings_are_frozen() -> None:
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    missing = [f"GATEHOUSE_{name.upper()}" for name in Settings.model_fields if f"GATEHOUSE_{name.upper()}" not in readme]
+    missing = [f"GATEHOUSE_{name.upper()}" for name in Settings.model_fields
+               if f"| `GATEHOUSE_{name.upper()}` |" not in readme]
     assert not missing, f"README.md lacks {missing}"
