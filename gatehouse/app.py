@@ -31,6 +31,12 @@ from gatehouse.mail import inbox as mail_inbox
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.errors import render_rest_error
 from gatehouse.rest.schema import SchemaWatcher
+from gatehouse.storage import api as storage_api
+from gatehouse.storage.backends.base import create_backend
+from gatehouse.storage.errors import render_storage_error
+from gatehouse.storage.images import RenderCache
+from gatehouse.storage.janitor import BlobJanitor
+from gatehouse.storage.service import StorageService
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
@@ -38,7 +44,7 @@ from gatehouse.mail.smtp import SMTPMailer
 log = logging.getLogger("gatehouse.app")
 
 #: Prefixes whose callers must present an API key.
-API_PREFIXES = ("/auth/v1/", "/rest/v1/", "/storage/v1/")
+API_PREFIXES = ("/auth/v1/", "/rest/v1/")  # storage checks its own callers: public URLs need no key
 
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
@@ -55,6 +61,7 @@ def _render_plain(scope: Scope, error: GatehouseError) -> Response:
 RENDERERS: list[tuple[str, ErrorRenderer]] = [
     ("/auth/v1", render_auth_error),
     ("/rest/v1", render_rest_error),
+    ("/storage/v1", render_storage_error),
 ]
 
 
@@ -109,6 +116,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     verifier = JWTVerifier(keys)
     database = Database(settings.database_url, keys, settings)
     auth = AuthService(database, settings, keys, Templates(settings))
+    backend = create_backend(settings)
+    storage_root = settings.storage_dir or settings.data_dir.expanduser().resolve() / "storage"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -117,6 +126,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         await schema_watcher.start()
         app.state.rest_schema = schema_watcher
         _reload_on_sighup(schema_watcher)
+        janitor = BlobJanitor(database.admin, backend)
+        await janitor.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -129,7 +140,9 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             if sender is not None:
                 await sender.stop()  # before the pool closes: it holds a LISTEN connection
             await schema_watcher.stop()  # the same
+            await janitor.stop()
             await database.close()
+            await backend.close()
             auth.close()
 
     body_limit = settings.max_body_bytes
@@ -137,6 +150,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         Mount("/auth/v1", routes=auth_api.routes),
         Mount("/rest/v1", routes=rest_api.routes),
+        Mount("/storage/v1", routes=storage_api.routes),
     ]
     if settings.environment == "development":
         routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
@@ -180,6 +194,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     app.state.database = database
     app.state.auth = auth
     app.state.auth_admin = AdminService(auth)
+    app.state.storage = StorageService(database, backend, settings, keys)
+    app.state.render_cache = RenderCache(storage_root / "render-cache")
     return app
 
 

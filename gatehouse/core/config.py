@@ -121,6 +121,21 @@ class Settings(BaseSettings):
     rate_limit_email_address: str = Field("1/60", description="Emails to one address (sign-up, recover, OTP, ...).")
     rate_limit_password_attempts: str = Field("10/300", description="Failed log-ins per email address.")
 
+    # Storage
+    storage_backend: Literal["local", "s3"] = Field("local", description="Where object bytes go: local or s3.")
+    storage_dir: Path | None = Field(None, description="Folder of the local backend. Unset: DATA_DIR/storage.")
+    storage_max_file_size: int = Field(
+        52_428_800, ge=1, description="Largest upload in bytes, whatever a bucket allows (50 MiB)."
+    )
+    storage_signed_upload_expiry: int = Field(7200, ge=1, description="Seconds a signed upload URL stays valid.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
+    s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id.")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret access key.")
+    s3_prefix: str = Field("", description="Key prefix inside the S3 bucket.")
+    s3_force_path_style: bool = Field(True, description="Path-style S3 URLs (needed by most S3-compatible servers).")
+
     # Mail
     smtp_host: str | None = Field(None, description="SMTP server. Unset: mail stays in the outbox (/_inbox in development).")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")

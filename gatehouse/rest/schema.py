@@ -335,6 +335,8 @@ class SchemaWatcher:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener_pid: int | None = None
+        self._conn: Any = None  # the LISTEN connection (a pool connection proxy) while connected
+        self._lost = asyncio.Event()
         self._on_lost: Callable[[object], None] = lambda _conn: None
         #: Completed loads, the first one included.
         self.reloads = 0
@@ -354,14 +356,14 @@ class SchemaWatcher:
         """LISTEN, then load (in that order, so a change made in between is not missed)."""
         if self._tasks:
             raise RuntimeError("schema watcher is already started")
-        conn, lost = await self._listen()
+        await self._listen()
         try:
             await self.reload()
         except BaseException:
-            await self._release(conn)
+            await self._release()
             raise
         self._tasks = [
-            asyncio.create_task(self._supervise(conn, lost), name="gatehouse-schema-listener"),
+            asyncio.create_task(self._supervise(), name="gatehouse-schema-listener"),
             asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader"),
         ]
 
@@ -370,6 +372,7 @@ class SchemaWatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._release()  # a task cancelled before it ran never reached its own clean-up
 
     async def reload(self) -> SchemaCache:
         """Load the cache now and swap it in; raises (keeping the old cache) if the load fails."""
@@ -414,54 +417,56 @@ class SchemaWatcher:
 
     # -- the LISTEN connection -----------------------------------------------------------------
 
-    async def _listen(self) -> tuple[Any, asyncio.Event]:
+    async def _listen(self) -> None:
         conn = await self._pool.acquire()
         lost = asyncio.Event()
+        self._conn, self._lost = conn, lost
         self._on_lost = lambda _conn: lost.set()
         try:
             conn.add_termination_listener(self._on_lost)
             for channel in self.CHANNELS:
                 await conn.add_listener(channel, self._notified)
         except BaseException:
-            await self._release(conn)
+            await self._release()
             raise
         self._listener_pid = conn.get_server_pid()
-        return conn, lost
 
-    async def _release(self, conn: Any) -> None:
-        self._listener_pid = None
+    async def _release(self) -> None:
+        conn, self._conn, self._listener_pid = self._conn, None, None
+        if conn is None:
+            return
         try:
             conn.remove_termination_listener(self._on_lost)
         except asyncpg.InterfaceError:
-            pass  # already gone back to the pool: it was closed
+            pass  # already back in the pool: it was closed
         try:
             await self._pool.release(conn, timeout=5)  # resets the session: UNLISTEN *
         except Exception as exc:
             log.debug("releasing the schema listener connection failed: %s", exc)
 
-    async def _hold(self, conn: Any, lost: asyncio.Event) -> None:
+    async def _hold(self) -> None:
         """Return when the connection is gone; a keepalive query notices a silently dead peer."""
-        while not lost.is_set():
+        while self._conn is not None and not self._lost.is_set():
             try:
-                await asyncio.wait_for(lost.wait(), self._keepalive)
+                await asyncio.wait_for(self._lost.wait(), self._keepalive)
             except TimeoutError:
-                await conn.fetchval("SELECT 1", timeout=self._keepalive)
+                await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
 
-    async def _supervise(self, conn: Any, lost: asyncio.Event) -> None:
+    async def _supervise(self) -> None:
         delay = self._retry_initial
         while True:
             try:
-                await self._hold(conn, lost)
+                await self._hold()
                 log.warning("schema listener connection lost; reconnecting")
             except Exception as exc:
                 log.warning("schema listener connection failed (%s); reconnecting", exc)
             finally:
-                await self._release(conn)
+                await self._release()
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
                 try:
-                    conn, lost = await self._listen()
+                    await self._listen()
                     break
                 except Exception as exc:
                     log.warning("schema listener could not reconnect (%s); retrying in %.1f s", exc, delay)

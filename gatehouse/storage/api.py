@@ -1,0 +1,388 @@
+"""HTTP handlers of ``/storage/v1``: Supabase Storage's routes and shapes over ``StorageService``."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gatehouse.core.http import JSONResponse, bearer_token, state
+from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
+from gatehouse.storage.errors import access_denied, invalid, storage_error
+from gatehouse.storage.service import StorageService, StoredObject
+
+#: Content types a browser could run: served as attachments-only sandboxes.
+ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml")
+
+
+def _service(request: Request) -> StorageService:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+def _claims(request: Request, *, required: bool = True) -> dict[str, Any] | None:
+    """The caller: a verified JWT's claims, else the API key's role; None if anonymous."""
+    token = bearer_token(request.headers)
+    if token is not None and not token.startswith("sb_"):
+        try:
+            claims: dict[str, Any] = request.app.state.verifier.verify(token)
+        except InvalidToken as exc:
+            raise storage_error("InvalidJWT", f"invalid JWT: {exc}", 403) from None
+        claims.setdefault("role", "anon")
+        state(request.scope)["user_id"] = claims.get("sub")
+        return claims
+    key = token if token else request.headers.get("apikey")
+    if key:
+        role = request.app.state.keys.role_for_api_key(key) if key.startswith("sb_") else _jwt_key_role(request, key)
+        if role is None:
+            raise storage_error("InvalidJWT", "Invalid API key", 403)
+        return {"role": role}
+    if required:
+        raise access_denied("Authorization is required: send an access token or an API key")
+    return None
+
+
+def _jwt_key_role(request: Request, key: str) -> str | None:
+    try:
+        role = request.app.state.verifier.verify(key).get("role")
+    except InvalidToken:
+        return None
+    return role if role in API_KEY_ROLES else None
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("the body must be a JSON object")
+    return data
+
+
+def _expires_in(body: dict[str, Any]) -> int:
+    value = body.get("expiresIn")
+    try:
+        seconds = int(value)  # supabase-py sends it as a string
+    except (TypeError, ValueError):
+        raise invalid("expiresIn must be a number of seconds") from None
+    if not 1 <= seconds <= 10 * 365 * 86400:
+        raise invalid("expiresIn must be between 1 second and 10 years")
+    return seconds
+
+
+def _path(request: Request) -> tuple[str, str]:
+    return request.path_params["bucket"], request.path_params["path"]
+
+
+# -- objects: upload, download, info -----------------------------------------------------------------
+
+
+async def upload(request: Request, *, upsert: bool | None = None, claims: dict[str, Any] | None = None) -> Response:
+    bucket, name = _path(request)
+    if upsert is None:
+        upsert = request.method == "PUT" or request.headers.get("x-upsert", "").lower() == "true"
+    length = request.headers.get("content-length")
+    result = await _service(request).upload(
+        claims if claims is not None else _claims(request) or {},
+        bucket, name, request.stream(),
+        content_type=request.headers.get("content-type"),
+        content_length=int(length) if length and length.isdigit() else None,
+        headers={k: v for k, v in request.headers.items() if k in ("cache-control", "x-metadata")},
+        upsert=upsert,
+    )
+    return JSONResponse(result)
+
+
+async def download(request: Request) -> Response:
+    bucket, name = _path(request)
+    public = request.url.path.startswith("/storage/v1/object/public/")
+    claims = None if public else _claims(request, required=not _maybe_public(request))
+    obj = await _find(request, bucket, name, claims, public=public)
+    return await _serve(request, obj)
+
+
+def _maybe_public(request: Request) -> bool:
+    """GET /object/{bucket}/{path} without credentials works for public buckets, as on Supabase."""
+    return not request.url.path.startswith("/storage/v1/object/authenticated/")
+
+
+async def _find(request: Request, bucket: str, name: str, claims: dict[str, Any] | None, *, public: bool) -> StoredObject:
+    service = _service(request)
+    if claims is None and not public:
+        return await service.find(None, bucket, name, public=True)
+    return await service.find(claims, bucket, name, public=public)
+
+
+async def _serve(request: Request, obj: StoredObject) -> Response:
+    service = _service(request)
+    metadata = obj.metadata
+    content_type = str(metadata.get("mimetype") or "application/octet-stream")
+    headers = {
+        "ETag": obj.etag,
+        "Cache-Control": str(metadata.get("cacheControl") or "no-cache"),
+        "Last-Modified": format_datetime(obj.updated_at, usegmt=True),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if content_type in ACTIVE_TYPES:
+        headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    download_as = request.query_params.get("download")
+    if download_as is not None:
+        filename = download_as or obj.name.rsplit("/", 1)[-1]
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and (if_none_match.strip() == "*" or obj.etag in [t.strip() for t in if_none_match.split(",")]):
+        return Response(status_code=304, headers=headers)
+    local = service.backend.local_path(obj.key)
+    if local is not None:
+        return FileResponse(local, media_type=content_type, headers=headers)
+    size = obj.size
+    start, end, status = 0, size - 1, 200
+    requested = request.headers.get("range")
+    if requested:
+        start, end = _parse_range(requested, size)
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(max(0, end - start + 1))
+    headers["Accept-Ranges"] = "bytes"
+    if request.method == "HEAD" or size == 0:
+        return Response(status_code=status, headers=headers, media_type=content_type)
+    return StreamingResponse(service.backend.open(obj.key, start, end), status_code=status, headers=headers,
+                             media_type=content_type)
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int]:
+    unit, _, spec = value.partition("=")
+    first, _, last = spec.partition("-")
+    try:
+        if unit.strip() != "bytes" or "," in spec:
+            raise ValueError
+        if first.strip() == "":
+            length = int(last)
+            start, end = max(0, size - length), size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last.strip() else size - 1
+    except ValueError:
+        raise storage_error("InvalidRange", f"Range {value!r} is not a single byte range", 416) from None
+    if start > end or start >= size:
+        raise storage_error("InvalidRange", f"Range {value!r} is outside the {size}-byte object", 416)
+    return start, end
+
+
+def _info(obj: StoredObject) -> dict[str, Any]:
+    metadata = obj.metadata
+    return {
+        "id": str(obj.id), "name": obj.name, "version": obj.version, "bucket_id": obj.bucket_id,
+        "size": obj.size, "content_type": metadata.get("mimetype"), "cache_control": metadata.get("cacheControl"),
+        "etag": obj.etag, "metadata": obj.user_metadata or {}, "last_modified": obj.updated_at.isoformat(),
+        "created_at": obj.created_at.isoformat(),
+    }
+
+
+async def info(request: Request) -> Response:
+    bucket, name = _path(request)
+    public = "/object/info/public/" in request.url.path
+    claims = None if public else _claims(request, required=False)
+    obj = await _find(request, bucket, name, claims, public=public)
+    return JSONResponse(_info(obj))
+
+
+# -- objects: list, delete, move, copy -------------------------------------------------------------
+
+
+async def list_objects(request: Request) -> Response:
+    body = await _json(request)
+    if "prefix" not in body:
+        body["prefix"] = ""
+    return JSONResponse(await _service(request).list(_claims(request) or {}, request.path_params["bucket"], body))
+
+
+async def delete_many(request: Request) -> Response:
+    body = await _json(request)
+    prefixes = body.get("prefixes")
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes) or len(prefixes) > 1000:
+        raise invalid("prefixes must be a list of at most 1000 object names")
+    return JSONResponse(await _service(request).remove(_claims(request) or {}, request.path_params["bucket"], prefixes))
+
+
+async def delete_one(request: Request) -> Response:
+    bucket, name = _path(request)
+    deleted = await _service(request).remove(_claims(request) or {}, bucket, [name])
+    if not deleted:
+        raise storage_error("NoSuchKey", "Object not found", 404)
+    return JSONResponse({"message": "Successfully deleted"})
+
+
+def _move_args(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    values = [body.get("bucketId"), body.get("sourceKey"), body.get("destinationKey")]
+    if not all(isinstance(v, str) and v for v in values):
+        raise invalid("bucketId, sourceKey and destinationKey are required strings")
+    target_bucket = body.get("destinationBucket") or values[0]
+    if not isinstance(target_bucket, str):
+        raise invalid("destinationBucket must be a string")
+    return values[0], values[1], target_bucket, values[2]  # type: ignore[return-value]
+
+
+async def move(request: Request) -> Response:
+    bucket, source, target_bucket, target = _move_args(await _json(request))
+    await _service(request).move(_claims(request) or {}, bucket, source, target_bucket, target)
+    return JSONResponse({"message": "Successfully moved"})
+
+
+async def copy(request: Request) -> Response:
+    bucket, source, target_bucket, target = _move_args(await _json(request))
+    return JSONResponse(await _service(request).copy(_claims(request) or {}, bucket, source, target_bucket, target))
+
+
+# -- signed URLs -----------------------------------------------------------------------------------------
+
+
+async def sign_one(request: Request) -> Response:
+    bucket, name = _path(request)
+    body = await _json(request)
+    service = _service(request)
+    await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
+    token = service.sign("storage.download", bucket, name, _expires_in(body))
+    return JSONResponse({"signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+
+
+async def sign_many(request: Request) -> Response:
+    bucket = request.path_params["bucket"]
+    body = await _json(request)
+    paths = body.get("paths")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > 1000:
+        raise invalid("paths must be a list of at most 1000 object names")
+    expires_in = _expires_in(body)
+    service, claims = _service(request), _claims(request) or {}
+    results = []
+    for name in paths:
+        try:
+            await service.find(claims, bucket, name)
+        except Exception:  # noqa: BLE001 - reported per path, as Supabase does
+            results.append({"error": "Either the object does not exist or you do not have access to it",
+                            "path": name, "signedURL": None})
+            continue
+        token = service.sign("storage.download", bucket, name, expires_in)
+        results.append({"error": None, "path": name, "signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+    return JSONResponse(results)
+
+
+async def signed_download(request: Request) -> Response:
+    bucket, name = _path(request)
+    service = _service(request)
+    service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
+    return await _serve(request, await _signed_object(service, bucket, name))
+
+
+async def _signed_object(service: StorageService, bucket: str, name: str) -> StoredObject:
+    """A signed URL is a capability: the object is read without the caller's RLS context."""
+    return await service.find({"role": "service_role"}, bucket, name)
+
+
+async def sign_upload(request: Request) -> Response:
+    bucket, name = _path(request)
+    claims = _claims(request) or {}
+    service = _service(request)
+    await service.bucket(bucket)
+    upsert = request.headers.get("x-upsert", "").lower() == "true"
+    token = service.sign(
+        "storage.upload", bucket, name, service.settings.storage_signed_upload_expiry,
+        role=claims.get("role", "anon"), sub=claims.get("sub"), upsert=upsert,
+    )
+    url = f"/object/upload/sign/{quote(bucket)}/{quote(name)}?token={token}"
+    return JSONResponse({"url": url, "token": token})
+
+
+async def signed_upload(request: Request) -> Response:
+    bucket, name = _path(request)
+    service = _service(request)
+    grant = service.check_signed(request.query_params.get("token", ""), "storage.upload", bucket, name)
+    signer = {"role": grant.get("role", "anon"), "sub": grant.get("sub")}
+    return await upload(request, upsert=bool(grant.get("upsert")), claims=signer)
+
+
+# -- images ------------------------------------------------------------------------------------------------
+
+
+async def render(request: Request) -> Response:
+    from gatehouse.storage.images import Transform
+
+    bucket, name = _path(request)
+    mode = request.path_params["mode"]
+    service = _service(request)
+    transform = Transform.parse(request.query_params)
+    if mode == "public":
+        obj = await service.find(None, bucket, name, public=True)
+    elif mode not in ("sign", "authenticated"):
+        raise invalid("render mode must be public, authenticated or sign")
+    elif mode == "sign":
+        service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
+        obj = await _signed_object(service, bucket, name)
+    else:
+        obj = await service.find(_claims(request) or {}, bucket, name)
+    path, content_type = await request.app.state.render_cache.get_or_render(
+        obj.key, lambda: service.local_copy(obj), transform
+    )
+    headers = {"Cache-Control": str(obj.metadata.get("cacheControl") or "no-cache"), "X-Content-Type-Options": "nosniff"}
+    return FileResponse(path, media_type=content_type, headers=headers)
+
+
+# -- buckets -----------------------------------------------------------------------------------------------
+
+
+async def buckets(request: Request) -> Response:
+    service, claims = _service(request), _claims(request) or {}
+    if request.method == "GET":
+        return JSONResponse(await service.list_buckets(claims))
+    bucket_id = await service.create_bucket(claims, await _json(request))
+    return JSONResponse({"name": bucket_id})
+
+
+async def bucket(request: Request) -> Response:
+    service, claims = _service(request), _claims(request) or {}
+    bucket_id = request.path_params["bucket"]
+    if request.method == "GET":
+        return JSONResponse(await service.get_bucket(claims, bucket_id))
+    if request.method == "PUT":
+        await service.update_bucket(claims, bucket_id, await _json(request))
+        return JSONResponse({"message": "Successfully updated"})
+    await service.delete_bucket(claims, bucket_id)
+    return JSONResponse({"message": "Successfully deleted"})
+
+
+async def empty_bucket(request: Request) -> Response:
+    await _service(request).empty_bucket(_claims(request) or {}, request.path_params["bucket"])
+    return JSONResponse({"message": "Successfully emptied"})
+
+
+routes = [
+    Route("/bucket", buckets, methods=["GET", "POST"]),
+    Route("/bucket/{bucket}/empty", empty_bucket, methods=["POST"]),
+    Route("/bucket/{bucket}", bucket, methods=["GET", "PUT", "DELETE"]),
+    Route("/object/list/{bucket}", list_objects, methods=["POST"]),
+    Route("/object/move", move, methods=["POST"]),
+    Route("/object/copy", copy, methods=["POST"]),
+    Route("/object/sign/{bucket}/{path:path}", sign_one, methods=["POST"]),
+    Route("/object/sign/{bucket}/{path:path}", signed_download, methods=["GET", "HEAD"]),
+    Route("/object/sign/{bucket}", sign_many, methods=["POST"]),
+    Route("/object/upload/sign/{bucket}/{path:path}", sign_upload, methods=["POST"]),
+    Route("/object/upload/sign/{bucket}/{path:path}", signed_upload, methods=["PUT"]),
+    Route("/object/info/public/{bucket}/{path:path}", info, methods=["GET"]),
+    Route("/object/info/authenticated/{bucket}/{path:path}", info, methods=["GET"]),
+    Route("/object/info/{bucket}/{path:path}", info, methods=["GET"]),
+    Route("/object/public/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
+    Route("/object/authenticated/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
+    Route("/object/{bucket}/{path:path}", upload, methods=["POST", "PUT"]),
+    Route("/object/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
+    Route("/object/{bucket}/{path:path}", delete_one, methods=["DELETE"]),
+    Route("/object/{bucket}", delete_many, methods=["DELETE"]),
+    Route("/render/image/{mode:str}/{bucket}/{path:path}", render, methods=["GET"]),
+]

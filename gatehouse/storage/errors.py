@@ -1,0 +1,69 @@
+"""Supabase Storage's error shape: ``{"statusCode": "404", "code": ..., "error": ..., "message": ...}``.
+
+Storage answers client errors with HTTP 400 and puts the real status in ``statusCode`` as a
+string; the clients branch on that (storage3's ``exists()`` looks for ``"404"``). Server errors
+keep their HTTP status.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.types import Scope
+
+from gatehouse.core.errors import GatehouseError
+from gatehouse.core.http import JSONResponse
+
+#: The legacy ``error`` word storage puts beside each code.
+_LEGACY = {
+    "NoSuchKey": "not_found",
+    "NoSuchBucket": "Bucket not found",
+    "KeyAlreadyExists": "Duplicate",
+    "BucketAlreadyExists": "Duplicate",
+    "AccessDenied": "Unauthorized",
+    "EntityTooLarge": "Payload too large",
+    "InvalidMimeType": "invalid_mime_type",
+    "InvalidKey": "Invalid Input",
+    "InvalidBucketName": "Invalid Input",
+    "InvalidRequest": "Invalid Input",
+    "InvalidJWT": "Unauthorized",
+    "ExpiredToken": "Unauthorized",
+    "InvalidSignature": "Unauthorized",
+    "InvalidRange": "Invalid Range",
+    "BucketNotEmpty": "InvalidRequest",
+    "InvalidImage": "Invalid Input",
+    "StorageBackendError": "internal",
+}
+
+
+def storage_error(code: str, message: str, status: int) -> GatehouseError:
+    return GatehouseError(code, message, status=status)
+
+
+def not_found() -> GatehouseError:
+    return storage_error("NoSuchKey", "Object not found", 404)
+
+
+def bucket_not_found() -> GatehouseError:
+    return storage_error("NoSuchBucket", "Bucket not found", 404)
+
+
+def access_denied(message: str = "new row violates row-level security policy") -> GatehouseError:
+    return storage_error("AccessDenied", message, 403)
+
+
+def invalid(message: str) -> GatehouseError:
+    return storage_error("InvalidRequest", message, 400)
+
+
+def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
+    status = error.status
+    http_status = status if status >= 500 or status == 304 else 400
+    if error.extra.get("http_status"):
+        http_status = int(error.extra["http_status"])
+    body = {
+        "statusCode": str(status),
+        "code": error.code,
+        "error": _LEGACY.get(error.code, error.code),
+        "message": error.message,
+    }
+    return JSONResponse(body, status_code=http_status)

@@ -1,0 +1,108 @@
+"""Deletes bytes nothing points at: the queue the triggers fill, crashed uploads, orphans.
+
+``storage.deleted_blobs`` is filled by triggers when an object row is deleted or starts pointing
+at new bytes (an overwrite, a move to another bucket, a deleted user). The janitor claims queued
+keys with ``FOR UPDATE SKIP LOCKED`` (several processes never fight over one), deletes them from
+the backend, and only then removes them from the queue: a failure leaves the key queued for the
+next round. At start it also removes leftover temporary upload files, and bytes that no row and
+no queue entry names (a process killed between writing bytes and committing their row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from gatehouse.core.errors import GatehouseError
+from gatehouse.storage.backends.base import Backend
+
+log = logging.getLogger("gatehouse.storage.janitor")
+
+
+class BlobJanitor:
+    def __init__(self, pool: asyncpg.Pool, backend: Backend, *, interval: float = 5.0, batch: int = 100) -> None:
+        self._pool = pool
+        self._backend = backend
+        self._interval = interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gatehouse-blob-janitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            await self.sweep(min_age=timedelta(minutes=10), spool_age=timedelta(hours=1))
+        except (OSError, asyncpg.PostgresError, GatehouseError) as exc:
+            log.warning("start-up sweep failed: %s", exc)
+        while True:
+            try:
+                while await self.process() == self._batch:
+                    pass
+            except (OSError, asyncpg.PostgresError, GatehouseError) as exc:
+                log.warning("deleting queued bytes failed, will retry: %s", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def process(self) -> int:
+        """Delete one batch of queued keys from the backend; return how many went."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            keys = [
+                row["key"]
+                for row in await conn.fetch(
+                    "SELECT key FROM storage.deleted_blobs ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    self._batch,
+                )
+            ]
+            for key in keys:
+                await self._backend.delete(key)
+            if keys:
+                await conn.execute("DELETE FROM storage.deleted_blobs WHERE key = ANY($1::text[])", keys)
+        return len(keys)
+
+    async def sweep(self, *, min_age: timedelta, spool_age: timedelta) -> tuple[int, int]:
+        """Remove unreferenced bytes older than ``min_age`` and temporary upload files older than
+        ``spool_age``. Young ones are left alone: they may belong to an upload in progress.
+        Returns (temporary files removed, orphaned blobs removed).
+        """
+        spooled = await self._backend.sweep_spool(spool_age)
+        cutoff = datetime.now(UTC) - min_age
+        candidates = [key async for key, modified in self._backend.keys() if _aware(modified) < cutoff]
+        orphans = 0
+        for start in range(0, len(candidates), 1000):
+            chunk = candidates[start : start + 1000]
+            referenced = {
+                row["key"]
+                for row in await self._pool.fetch(
+                    "SELECT bucket_id || '/' || version AS key FROM storage.objects "
+                    "WHERE bucket_id || '/' || version = ANY($1::text[])",
+                    chunk,
+                )
+            }
+            for key in chunk:
+                if key not in referenced:
+                    await self._backend.delete(key)
+                    orphans += 1
+        if spooled or orphans:
+            log.info("swept %d temporary upload files and %d orphaned blobs", spooled, orphans)
+        return spooled, orphans
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

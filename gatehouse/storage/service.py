@@ -1,0 +1,499 @@
+"""The storage rules: buckets, objects and signed URLs, with access decided by RLS.
+
+Every object operation runs through ``Database.as_user`` with the caller's claims, so the
+policies on ``storage.objects`` decide who may read, write, move and delete, exactly as in
+Supabase. Bucket settings (public flag, size limit, allowed types) are configuration that the
+service itself reads.
+
+An upload is spooled to a temporary file first; then, inside one transaction as the caller,
+the row is written (RLS checked), the bytes are moved into place under a fresh version key,
+and the transaction commits. If the move fails the row rolls back; if the commit fails the new
+bytes are deleted. Bytes a row stopped pointing at are queued (by trigger) for the janitor.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gatehouse.core.config import Settings
+from gatehouse.core.db import Database
+from gatehouse.core.errors import GatehouseError
+from gatehouse.core.keys import InvalidToken, JWTVerifier, KeySet
+from gatehouse.storage import names
+from gatehouse.storage.backends.base import Backend
+from gatehouse.storage.errors import access_denied, bucket_not_found, invalid, not_found, storage_error
+from gatehouse.storage.sniff import mime_allowed, mime_matches, sniff_mime
+from gatehouse.storage.upload import Spooled, spool, too_large
+
+SORT_COLUMNS = {"name", "updated_at", "created_at", "last_accessed_at"}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    id: str
+    name: str
+    public: bool
+    file_size_limit: int | None
+    allowed_mime_types: list[str] | None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    id: uuid.UUID
+    bucket_id: str
+    name: str
+    version: str
+    metadata: dict[str, Any]
+    user_metadata: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.bucket_id}/{self.version}"
+
+    @property
+    def size(self) -> int:
+        return int(self.metadata.get("size", 0))
+
+    @property
+    def etag(self) -> str:
+        return str(self.metadata.get("eTag", ""))
+
+
+def _object(row: asyncpg.Record) -> StoredObject:
+    return StoredObject(
+        row["id"], row["bucket_id"], row["name"], row["version"], row["metadata"] or {}, row["user_metadata"],
+        row["created_at"], row["updated_at"], row["last_accessed_at"],
+    )
+
+
+def _translate(error: asyncpg.PostgresError) -> GatehouseError:
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return storage_error("KeyAlreadyExists", "The resource already exists", 409)
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        return access_denied(error.message)
+    if isinstance(error, asyncpg.ForeignKeyViolationError):
+        return bucket_not_found()
+    if isinstance(error, asyncpg.CheckViolationError):
+        return invalid(f"Invalid input: {error.message}")
+    return storage_error("DatabaseError", "the database refused the request; the server log has the details", 500)
+
+
+def object_json(obj: StoredObject) -> dict[str, Any]:
+    return {
+        "id": str(obj.id), "name": obj.name, "bucket_id": obj.bucket_id, "owner": None, "version": obj.version,
+        "metadata": obj.metadata, "user_metadata": obj.user_metadata, "created_at": obj.created_at.isoformat(),
+        "updated_at": obj.updated_at.isoformat(), "last_accessed_at": obj.last_accessed_at.isoformat(),
+    }
+
+
+class StorageService:
+    def __init__(self, database: Database, backend: Backend, settings: Settings, keys: KeySet) -> None:
+        self.db = database
+        self.backend = backend
+        self.settings = settings
+        self.keys = keys
+        self.verifier = JWTVerifier(keys, audiences=frozenset({"storage"}))
+
+    # -- buckets as configuration ----------------------------------------------------------------
+
+    async def bucket(self, bucket_id: str) -> Bucket:
+        names.bucket_id(bucket_id)
+        row = await self.db.admin.fetchrow(
+            "SELECT id, name, public, file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1", bucket_id
+        )
+        if row is None:
+            raise bucket_not_found()
+        return Bucket(row["id"], row["name"], row["public"], row["file_size_limit"], row["allowed_mime_types"])
+
+    # -- objects -------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        claims: dict[str, Any],
+        bucket_id: str,
+        name: str,
+        stream: AsyncIterator[bytes],
+        *,
+        content_type: str | None,
+        content_length: int | None,
+        headers: dict[str, str],
+        upsert: bool,
+    ) -> dict[str, str]:
+        names.object_name(name)
+        bucket = await self.bucket(bucket_id)
+        limit = min(bucket.file_size_limit or self.settings.storage_max_file_size, self.settings.storage_max_file_size)
+        if content_length is not None and content_length > limit:
+            raise too_large(limit)
+        raw_type = (content_type or "").split(";")[0].strip().lower()
+        if raw_type and raw_type != "multipart/form-data" and not mime_allowed(raw_type, bucket.allowed_mime_types):
+            raise _bad_type(raw_type)
+        spooled = await spool(stream, spool_dir=self.backend.spool_dir, content_type=content_type,
+                              headers=headers, limit=limit)
+        try:
+            mimetype = self._check_type(spooled, bucket)
+            return await self._store(claims, bucket, name, spooled, mimetype, upsert)
+        finally:
+            spooled.discard()
+
+    def _check_type(self, spooled: Spooled, bucket: Bucket) -> str:
+        sniffed = sniff_mime(spooled.head)
+        mimetype = spooled.content_type or sniffed or "application/octet-stream"
+        if mimetype == "text/plain" and sniffed:  # supabase-py's default part type for any file
+            mimetype = sniffed
+        if not mime_allowed(mimetype, bucket.allowed_mime_types):
+            raise _bad_type(mimetype)
+        if mimetype.startswith("image/") and not mime_matches(mimetype, sniffed):
+            raise storage_error(
+                "InvalidMimeType", f"the file's bytes are not a {mimetype} image (they look like {sniffed or 'something else'})", 415
+            )
+        return mimetype
+
+    async def _store(
+        self, claims: dict[str, Any], bucket: Bucket, name: str, spooled: Spooled, mimetype: str, upsert: bool
+    ) -> dict[str, str]:
+        version = str(uuid.uuid4())
+        key = f"{bucket.id}/{version}"
+        now = datetime.now(UTC).isoformat()
+        metadata = {
+            "eTag": f'"{spooled.etag}"', "size": spooled.size, "mimetype": mimetype,
+            "cacheControl": spooled.cache_control or "no-cache", "lastModified": now,
+            "contentLength": spooled.size, "httpStatusCode": 200,
+        }
+        owner = _owner(claims)
+        conflict = (
+            " ON CONFLICT (bucket_id, name) DO UPDATE SET version = excluded.version, metadata = excluded.metadata, "
+            "user_metadata = excluded.user_metadata, owner = excluded.owner, owner_id = excluded.owner_id, "
+            "updated_at = now(), last_accessed_at = now()"
+            if upsert else ""
+        )
+        committed = False
+        try:
+            async with self.db.as_user(claims) as conn:
+                object_id = await conn.fetchval(
+                    "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
+                    f"VALUES ($1, $2, $3, $4, $5, $6, $7){conflict} RETURNING id",
+                    bucket.id, name, owner, str(owner) if owner else None, metadata, spooled.user_metadata, version,
+                )
+                await self.backend.put(key, spooled.path, content_type=mimetype)
+            committed = True
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        finally:
+            if not committed:
+                await self.backend.delete(key)  # nothing points at them: never leave orphan bytes
+        return {"Id": str(object_id), "Key": f"{bucket.id}/{name}"}
+
+    async def find(self, claims: dict[str, Any] | None, bucket_id: str, name: str, *, public: bool = False) -> StoredObject:
+        """An object the caller may read (public: any object of a public bucket, no RLS)."""
+        names.object_name(name)
+        query = "SELECT * FROM storage.objects WHERE bucket_id = $1 AND name = $2"
+        if public:
+            bucket = await self.bucket(bucket_id)
+            if not bucket.public:
+                raise not_found()
+            row = await self.db.admin.fetchrow(query, bucket_id, name)
+        else:
+            names.bucket_id(bucket_id)
+            try:
+                async with self.db.as_user(claims, readonly=True) as conn:
+                    row = await conn.fetchrow(query, bucket_id, name)
+            except asyncpg.PostgresError as exc:
+                raise _translate(exc) from None
+        if row is None:
+            raise not_found()
+        return _object(row)
+
+    async def list(self, claims: dict[str, Any], bucket_id: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """Files and folders directly under ``prefix`` (folders have null id and dates)."""
+        names.bucket_id(bucket_id)
+        prefix = options.get("prefix", "")
+        if not isinstance(prefix, str):
+            raise invalid("prefix must be a string")
+        prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        limit = _int_option(options, "limit", 100, 1, 1000)
+        offset = _int_option(options, "offset", 0, 0, 10**9)
+        search = options.get("search") or ""
+        if not isinstance(search, str):
+            raise invalid("search must be a string")
+        sort = options.get("sortBy") or {}
+        column = sort.get("column", "name") if isinstance(sort, dict) else "name"
+        order = str(sort.get("order", "asc")).lower() if isinstance(sort, dict) else "asc"
+        if column not in SORT_COLUMNS or order not in ("asc", "desc"):
+            raise invalid("sortBy.column must be name, updated_at, created_at or last_accessed_at; order asc or desc")
+        direction = "DESC" if order == "desc" else "ASC"
+        sql = f"""
+            WITH items AS (
+                SELECT split_part(substr(name, char_length($2) + 1), '/', 1) AS item,
+                       strpos(substr(name, char_length($2) + 1), '/') > 0 AS is_folder,
+                       id, updated_at, created_at, last_accessed_at, metadata
+                FROM storage.objects
+                WHERE bucket_id = $1 AND starts_with(name, $2)
+            ), entries AS (
+                SELECT DISTINCT ON (item, is_folder) item AS name, is_folder,
+                       CASE WHEN is_folder THEN NULL ELSE id END AS id,
+                       CASE WHEN is_folder THEN NULL ELSE updated_at END AS updated_at,
+                       CASE WHEN is_folder THEN NULL ELSE created_at END AS created_at,
+                       CASE WHEN is_folder THEN NULL ELSE last_accessed_at END AS last_accessed_at,
+                       CASE WHEN is_folder THEN NULL ELSE metadata END AS metadata
+                FROM items WHERE item <> '' AND starts_with(lower(item), lower($3))
+                ORDER BY item, is_folder
+            )
+            SELECT name, id, updated_at, created_at, last_accessed_at, metadata FROM entries
+            ORDER BY is_folder DESC, {column} {direction} NULLS FIRST, name
+            LIMIT $4 OFFSET $5
+        """
+        try:
+            async with self.db.as_user(claims, readonly=True) as conn:
+                rows = await conn.fetch(sql, bucket_id, prefix, search, limit, offset)
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        return [
+            {
+                "name": row["name"], "id": str(row["id"]) if row["id"] else None,
+                "updated_at": _iso(row["updated_at"]), "created_at": _iso(row["created_at"]),
+                "last_accessed_at": _iso(row["last_accessed_at"]), "metadata": row["metadata"],
+            }
+            for row in rows
+        ]
+
+    async def remove(self, claims: dict[str, Any], bucket_id: str, prefixes: list[str]) -> list[dict[str, Any]]:
+        """Delete the named objects the caller may delete; others are skipped silently."""
+        names.bucket_id(bucket_id)
+        for name in prefixes:
+            names.object_name(name)
+        try:
+            async with self.db.as_user(claims) as conn:
+                rows = await conn.fetch(
+                    "DELETE FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2::text[]) RETURNING *",
+                    bucket_id, prefixes,
+                )
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        return [object_json(_object(row)) for row in rows]
+
+    async def move(self, claims: dict[str, Any], bucket_id: str, source: str, target_bucket: str, target: str) -> None:
+        names.object_name(source)
+        names.object_name(target)
+        await self.bucket(target_bucket)
+        new_version = str(uuid.uuid4())
+        copied = False
+        try:
+            async with self.db.as_user(claims) as conn:
+                row = await conn.fetchrow(
+                    "SELECT * FROM storage.objects WHERE bucket_id = $1 AND name = $2 FOR UPDATE", bucket_id, source
+                )
+                if row is None:
+                    raise not_found()
+                version = row["version"]
+                if target_bucket != bucket_id:  # bytes are keyed by bucket: copy them over first
+                    await self.backend.copy(f"{bucket_id}/{version}", f"{target_bucket}/{new_version}")
+                    copied, version = True, new_version
+                moved = await conn.fetchval(
+                    "UPDATE storage.objects SET bucket_id = $3, name = $4, version = $5, owner = coalesce($6, owner), "
+                    "updated_at = now() WHERE bucket_id = $1 AND name = $2 RETURNING id",
+                    bucket_id, source, target_bucket, target, version, _owner(claims),
+                )
+                if moved is None:
+                    raise access_denied("you may not move this object")
+            copied = False
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        finally:
+            if copied:
+                await self.backend.delete(f"{target_bucket}/{new_version}")
+
+    async def copy(self, claims: dict[str, Any], bucket_id: str, source: str, target_bucket: str, target: str) -> dict[str, str]:
+        names.object_name(target)
+        original = await self.find(claims, bucket_id, source)
+        await self.bucket(target_bucket)
+        version = str(uuid.uuid4())
+        key = f"{target_bucket}/{version}"
+        await self.backend.copy(original.key, key)
+        done = False
+        try:
+            owner = _owner(claims)
+            async with self.db.as_user(claims) as conn:
+                object_id = await conn.fetchval(
+                    "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    target_bucket, target, owner, str(owner) if owner else None, original.metadata,
+                    original.user_metadata, version,
+                )
+            done = True
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        finally:
+            if not done:
+                await self.backend.delete(key)
+        return {"Id": str(object_id), "Key": f"{target_bucket}/{target}"}
+
+    async def local_copy(self, obj: StoredObject) -> Path:
+        """A local file with the object's bytes (for image rendering): the blob itself when the
+        backend is local, else a download into the spool folder that the caller owns."""
+        local = self.backend.local_path(obj.key)
+        if local is not None:
+            return local
+        target = self.backend.spool_dir / f"render-{uuid.uuid4().hex}.part"
+        with target.open("wb") as handle:
+            async for chunk in self.backend.open(obj.key):
+                handle.write(chunk)
+        return target
+
+    # -- signed URLs ----------------------------------------------------------------------------
+
+    def sign(self, purpose: str, bucket_id: str, name: str, expires_in: int, **extra: Any) -> str:
+        now = int(time.time())
+        return self.keys.sign({"aud": "storage", "purpose": purpose, "url": f"{bucket_id}/{name}", "iat": now,
+                               "exp": now + expires_in, **extra})
+
+    def check_signed(self, token: str, purpose: str, bucket_id: str, name: str) -> dict[str, Any]:
+        try:
+            claims = self.verifier.verify(token)
+        except InvalidToken as exc:
+            if "expired" in str(exc):
+                raise storage_error("ExpiredToken", "the signed URL has expired", 400) from None
+            raise storage_error("InvalidSignature", f"the signed URL is not valid: {exc}", 400) from None
+        if claims.get("purpose") != purpose or claims.get("aud") != "storage" or claims.get("url") != f"{bucket_id}/{name}":
+            raise storage_error("InvalidSignature", "the signed URL does not match this object", 400)
+        return claims
+
+    # -- buckets API ----------------------------------------------------------------------------
+
+    async def list_buckets(self, claims: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self.db.as_user(claims, readonly=True) as conn:
+            rows = await conn.fetch("SELECT * FROM storage.buckets ORDER BY name")
+        return [bucket_json(row) for row in rows]
+
+    async def get_bucket(self, claims: dict[str, Any], bucket_id: str) -> dict[str, Any]:
+        names.bucket_id(bucket_id)
+        async with self.db.as_user(claims, readonly=True) as conn:
+            row = await conn.fetchrow("SELECT * FROM storage.buckets WHERE id = $1", bucket_id)
+        if row is None:
+            raise bucket_not_found()
+        return bucket_json(row)
+
+    async def create_bucket(self, claims: dict[str, Any], body: dict[str, Any]) -> str:
+        bucket_id = names.bucket_id(str(body.get("id") or body.get("name") or ""))
+        try:
+            async with self.db.as_user(claims) as conn:
+                await conn.execute(
+                    "INSERT INTO storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    bucket_id, str(body.get("name") or bucket_id), _owner(claims), claims.get("sub"),
+                    bool(body.get("public", False)), _size_limit(body.get("file_size_limit")),
+                    _mime_list(body.get("allowed_mime_types")),
+                )
+        except asyncpg.UniqueViolationError:
+            raise storage_error("BucketAlreadyExists", "The resource already exists", 409) from None
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        return bucket_id
+
+    async def update_bucket(self, claims: dict[str, Any], bucket_id: str, body: dict[str, Any]) -> None:
+        names.bucket_id(bucket_id)
+        try:
+            async with self.db.as_user(claims) as conn:
+                done = await conn.fetchval(
+                    "UPDATE storage.buckets SET public = coalesce($2, public), "
+                    "file_size_limit = CASE WHEN $5 THEN $3 ELSE file_size_limit END, "
+                    "allowed_mime_types = CASE WHEN $6 THEN $4 ELSE allowed_mime_types END, updated_at = now() "
+                    "WHERE id = $1 RETURNING id",
+                    bucket_id, body.get("public"), _size_limit(body.get("file_size_limit")),
+                    _mime_list(body.get("allowed_mime_types")), "file_size_limit" in body, "allowed_mime_types" in body,
+                )
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        if done is None:
+            raise bucket_not_found()
+
+    async def empty_bucket(self, claims: dict[str, Any], bucket_id: str) -> None:
+        names.bucket_id(bucket_id)
+        try:
+            async with self.db.as_user(claims) as conn:
+                await conn.execute("DELETE FROM storage.objects WHERE bucket_id = $1", bucket_id)
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+
+    async def delete_bucket(self, claims: dict[str, Any], bucket_id: str) -> None:
+        names.bucket_id(bucket_id)
+        try:
+            async with self.db.as_user(claims) as conn:
+                if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM storage.objects WHERE bucket_id = $1)", bucket_id):
+                    raise storage_error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409)
+                done = await conn.fetchval("DELETE FROM storage.buckets WHERE id = $1 RETURNING id", bucket_id)
+        except asyncpg.ForeignKeyViolationError:
+            raise storage_error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409) from None
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        if done is None:
+            raise bucket_not_found()
+
+
+def bucket_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "owner": str(row["owner"]) if row["owner"] else "",
+        "public": row["public"], "file_size_limit": row["file_size_limit"],
+        "allowed_mime_types": row["allowed_mime_types"], "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def _owner(claims: dict[str, Any] | None) -> uuid.UUID | None:
+    if not claims or claims.get("role") != "authenticated":
+        return None
+    try:
+        return uuid.UUID(str(claims.get("sub")))
+    except ValueError:
+        return None
+
+
+def _bad_type(mimetype: str) -> GatehouseError:
+    return storage_error("InvalidMimeType", f"mime type {mimetype} is not supported", 415)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _int_option(options: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _size_limit(value: Any) -> int | None:
+    """``file_size_limit``: bytes as a number, or a string such as "2MB" (as storage-js allows)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):] or "b"
+        if number.replace(".", "", 1).isdigit() and unit in _UNITS and float(number) > 0:
+            return int(float(number) * _UNITS[unit])
+    raise invalid(f"file_size_limit {value!r} is not a size (bytes, or a string like '2MB')")
+
+
+def _mime_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) and "/" in item for item in value):
+        raise invalid("allowed_mime_types must be a list of MIME types like image/png or image/*")
+    return value
