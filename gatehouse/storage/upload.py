@@ -27,8 +27,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gatehouse.core.errors import GatehouseError
 from gatehouse.storage.errors import invalid, storage_error
-
-HEAD_BYTES = 512
+from gatehouse.storage.sniff import HEAD_BYTES
 MAX_FIELD_BYTES = 64 * 1024
 
 
