@@ -145,44 +145,53 @@ class BlobStream:
     Once opened, ``size`` is the whole blob's size and ``start``/``end`` the inclusive range
     served (HTTP's ``Content-Range: bytes start-end/size``; ``end == -1`` for an empty blob).
     The stream closes itself when exhausted or when reading fails; a consumer that stops early
-    must ``aclose()`` it (or use ``async with``), which releases the file or the connection.
+    should ``aclose()`` it (or use ``async with``) to release the file or the connection at
+    once. One merely dropped (Starlette's StreamingResponse, when the client goes away, never
+    closes its iterator) releases them when it is garbage-collected.
     """
 
     def __init__(self, opener: Callable[[], Awaitable[Reader]]) -> None:
         self._opener: Callable[[], Awaitable[Reader]] | None = opener
         self._reader: Reader | None = None
+        self._range: tuple[int, int, int] | None = None  # size, start, end: kept after closing
         self._closed = False
 
     @property
     def size(self) -> int:
-        return self._opened().size
+        return self._served()[0]
 
     @property
     def start(self) -> int:
-        return self._opened().start
+        return self._served()[1]
 
     @property
     def end(self) -> int:
-        return self._opened().end
+        return self._served()[2]
 
     @property
     def length(self) -> int:
         """Bytes this stream yields in all."""
-        reader = self._opened()
-        return reader.end - reader.start + 1
+        _, start, end = self._served()
+        return end - start + 1
 
-    def _opened(self) -> Reader:
-        if self._reader is None:
+    def _served(self) -> tuple[int, int, int]:
+        if self._range is None:
             raise RuntimeError("the blob stream is not opened yet: await it first")
-        return self._reader
+        return self._range
 
     async def _open(self) -> BlobStream:
         if self._closed:
             raise RuntimeError("the blob stream is closed")
         if self._reader is None:
-            assert self._opener is not None
             opener, self._opener = self._opener, None
-            self._reader = await opener()
+            if opener is None:
+                raise RuntimeError("the blob stream is already being opened")
+            try:
+                self._reader = reader = await opener()
+                self._range = (reader.size, reader.start, reader.end)
+            except BaseException:
+                self._closed = True  # a failed open is final: iterating again yields nothing
+                raise
         return self
 
     def __await__(self) -> Generator[Any, None, BlobStream]:

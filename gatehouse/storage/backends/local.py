@@ -56,11 +56,15 @@ class LocalBackend(Backend):
         return f"LocalBackend({str(self.root)!r})"
 
     def _path(self, key: str) -> Path:
+        """The blob's path for a valid key (no I/O: the resolved check is ``_confine``)."""
         bucket, version = split_key(key)
-        path = self._blobs / bucket / version
+        return self._blobs / bucket / version
+
+    def _confine(self, path: Path) -> Path:
+        """``path`` itself, after checking that resolving it leads exactly there (touches the disk)."""
         resolved = path.resolve()
         if resolved != path or not resolved.is_relative_to(self._blobs):
-            raise ValueError(f"the storage key {key!r} resolves outside the storage folder")
+            raise ValueError(f"the storage key {path.parent.name}/{path.name} resolves outside the storage folder")
         return path
 
     async def _run(self, action: str, work: Callable[[], T]) -> T:
@@ -84,6 +88,7 @@ class LocalBackend(Backend):
         source = Path(source)
 
         def move() -> None:
+            self._confine(path)
             _fsync(source)
             for _ in range(3):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +136,7 @@ class LocalBackend(Backend):
 
         def opener() -> _FileReader:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(self._confine(path), os.O_RDONLY)
             except (FileNotFoundError, NotADirectoryError):
                 raise BlobNotFound(key) from None
             try:
@@ -149,14 +154,14 @@ class LocalBackend(Backend):
 
         def stat() -> int | None:
             try:
-                return path.stat().st_size
+                return self._confine(path).stat().st_size
             except (FileNotFoundError, NotADirectoryError):
                 return None
 
         return await self._run("read an object", stat)
 
     def local_path(self, key: str) -> Path | None:
-        path = self._path(key)
+        path = self._confine(self._path(key))
         return path if path.is_file() else None
 
     async def delete(self, key: str) -> None:
@@ -164,7 +169,7 @@ class LocalBackend(Backend):
 
         def remove() -> None:
             try:
-                path.unlink()
+                self._confine(path).unlink()
             except (FileNotFoundError, NotADirectoryError):
                 return
             try:
@@ -178,7 +183,8 @@ class LocalBackend(Backend):
         source_path, target_path = self._path(source), self._path(target)
 
         def copy() -> None:
-            if not source_path.is_file():
+            self._confine(target_path)
+            if not self._confine(source_path).is_file():
                 raise BlobNotFound(source)
             try:
                 self._copy_into_place(source_path, target_path)
