@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -328,9 +329,19 @@ async def render(request: Request) -> Response:
         obj = await _signed_object(service, bucket, name)
     else:
         obj = await service.find(_claims(request) or {}, bucket, name)
-    path, content_type = await request.app.state.render_cache.get_or_render(
-        obj.key, lambda: service.local_copy(obj), transform
-    )
+    downloaded: list[Path] = []
+
+    async def source() -> Path:
+        local = await service.local_copy(obj)
+        if service.backend.local_path(obj.key) is None:
+            downloaded.append(local)  # a copy made for rendering: ours to remove
+        return local
+
+    try:
+        path, content_type = await request.app.state.render_cache.get_or_render(obj.key, source, transform)
+    finally:
+        for copy_path in downloaded:
+            copy_path.unlink(missing_ok=True)
     headers = {"Cache-Control": str(obj.metadata.get("cacheControl") or "no-cache"), "X-Content-Type-Options": "nosniff"}
     return FileResponse(path, media_type=content_type, headers=headers)
 

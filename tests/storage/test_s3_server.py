@@ -1,0 +1,89 @@
+"""A live Gatehouse storing object bytes in S3 (moto's standalone S3 server, started by the test)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from gatehouse.core.embedded import free_port
+from tests.auth.helpers import Auth
+from tests.support import RunningServer
+
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, object]]:
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
+    client.create_bucket(Bucket="gatehouse-blobs")
+    yield endpoint, client
+    client.close()
+    moto.stop()
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., RunningServer], s3: tuple[str, object]) -> RunningServer:
+    endpoint, _ = s3
+    return server_factory(env={
+        "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
+        "GATEHOUSE_STORAGE_BACKEND": "s3",
+        "GATEHOUSE_S3_ENDPOINT_URL": endpoint,
+        "GATEHOUSE_S3_BUCKET": "gatehouse-blobs",
+        "GATEHOUSE_S3_ACCESS_KEY_ID": "testing",
+        "GATEHOUSE_S3_SECRET_ACCESS_KEY": "testing",
+    })
+
+
+def s3_keys(client: object) -> list[str]:
+    listing = client.list_objects_v2(Bucket="gatehouse-blobs")  # type: ignore[attr-defined]
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_upload_download_range_delete(server: RunningServer, s3: tuple[str, object]) -> None:
+    _, client = s3
+    auth = Auth(server)
+    try:
+        _, session = auth.confirmed_user()
+    finally:
+        auth.close()
+    uid = session["user"]["id"]
+    headers = {"Authorization": f"Bearer {session['access_token']}"}
+    out = io.BytesIO()
+    Image.new("RGB", (300, 300), "purple").save(out, format="PNG")
+    image = out.getvalue()
+    base = f"{server.url}/storage/v1/object"
+    uploaded = httpx.post(f"{base}/avatars/{uid}-s3.png", content=image, headers=headers | {"Content-Type": "image/png"})
+    assert uploaded.status_code == 200, uploaded.text
+    (key,) = s3_keys(client)
+    assert key.startswith("avatars/")
+    assert client.get_object(Bucket="gatehouse-blobs", Key=key)["Body"].read() == image  # type: ignore[attr-defined]
+
+    assert httpx.get(f"{base}/public/avatars/{uid}-s3.png").content == image
+    ranged = httpx.get(f"{base}/public/avatars/{uid}-s3.png", headers={"Range": "bytes=10-19"})
+    assert ranged.status_code == 206 and ranged.content == image[10:20]
+    assert ranged.headers["content-range"] == f"bytes 10-19/{len(image)}"
+    tail = httpx.get(f"{base}/public/avatars/{uid}-s3.png", headers={"Range": "bytes=-5"})
+    assert tail.content == image[-5:]
+    bad = httpx.get(f"{base}/public/avatars/{uid}-s3.png", headers={"Range": f"bytes={len(image) + 10}-"})
+    assert bad.json()["statusCode"] == "416"
+    thumb = httpx.get(f"{server.url}/storage/v1/render/image/public/avatars/{uid}-s3.png", params={"width": "30"})
+    assert Image.open(io.BytesIO(thumb.content)).size == (30, 30)
+
+    assert httpx.delete(f"{base}/avatars/{uid}-s3.png", headers=headers).status_code == 200
+    assert httpx.get(f"{base}/public/avatars/{uid}-s3.png").json()["statusCode"] == "404"
+    import time
+
+    deadline = time.monotonic() + 15
+    while s3_keys(client):  # the janitor deletes the bytes
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
