@@ -19,6 +19,7 @@ from gatehouse.core.http import JSONResponse, bearer_token, state
 from gatehouse.core.keys import InvalidToken
 from gatehouse.rest import grammar, sqlgen
 from gatehouse.rest.errors import from_postgres, rest_error
+from gatehouse.rest.openapi import openapi
 from gatehouse.rest.plan import Planner
 from gatehouse.rest.query import Query, Shaping
 
@@ -299,8 +300,6 @@ async def rpc(request: Request) -> Response:
 
 
 async def root(request: Request) -> Response:
-    from gatehouse.rest.openapi import openapi
-
     schema = _schema(request, write=False)
     settings = request.app.state.settings
     document = openapi(request.app.state.rest_schema.cache, schema, server_url=f"{settings.public_api_url}/rest/v1")

@@ -10,10 +10,11 @@ change is picked up without a restart and without a catalog read per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
@@ -37,7 +38,7 @@ _SYSTEM_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.n
 
 _TABLES = f"""
 SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
-       obj_description(c.oid, 'pg_class') AS description,
+       d.description,
        CASE c.relkind WHEN 'r' THEN 28 WHEN 'p' THEN 28 WHEN 'm' THEN 0
                       ELSE pg_relation_is_updatable(c.oid::regclass, true) END AS updatable,
        ARRAY(SELECT a.attname
@@ -48,6 +49,7 @@ SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind,
              ORDER BY u.ord) AS primary_key
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND n.nspname = ANY($1::text[]) AND {_SYSTEM_SCHEMAS}
 """
 
@@ -60,12 +62,13 @@ SELECT n.nspname AS schema, c.relname AS table, a.attname AS name, a.attnum AS p
        NOT a.attnotnull AS nullable,
        a.atthasdef OR a.attidentity <> '' AS has_default,
        a.attgenerated <> '' AS generated,
-       col_description(c.oid, a.attnum) AS description,
+       d.description,
        e.labels AS enum_values
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = a.attnum
 -- enum[] and domains over enums carry the labels too
 LEFT JOIN enums e ON e.enumtypid = CASE WHEN t.typcategory = 'A' THEN t.typelem
                                         WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -100,7 +103,7 @@ SELECT n.nspname AS schema, p.proname AS name,
        format_type(p.prorettype, NULL) AS return_type, p.proretset AS returns_set,
        CASE WHEN rc.relkind IN ('r', 'v', 'm', 'f', 'p') THEN rn.nspname END AS return_schema,
        CASE WHEN rc.relkind IN ('r', 'v', 'm', 'f', 'p') THEN rc.relname END AS return_table,
-       p.provolatile::text AS volatility, obj_description(p.oid, 'pg_proc') AS description,
+       p.provolatile::text AS volatility, d.description,
        p.proargnames AS arg_names, p.proargmodes::text[] AS arg_modes, p.pronargdefaults AS defaults,
        ARRAY(SELECT format_type(u.type, NULL)
              FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS u(type, ord)
@@ -110,6 +113,7 @@ JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_type rt ON rt.oid = p.prorettype
 LEFT JOIN pg_class rc ON rc.oid = rt.typrelid
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+LEFT JOIN pg_description d ON d.objoid = p.oid AND d.classoid = 'pg_proc'::regclass AND d.objsubid = 0
 WHERE p.prokind = 'f' AND n.nspname = ANY($1::text[]) AND {_SYSTEM_SCHEMAS}
   AND rt.typname NOT IN ('trigger', 'event_trigger', 'internal', 'language_handler', 'fdw_handler',
                          'index_am_handler', 'tsm_handler', 'table_am_handler')
@@ -385,7 +389,7 @@ class SchemaWatcher:
         if self._on_reload is not None:
             try:
                 self._on_reload(cache)
-            except Exception:
+            except Exception:  # a faulty callback must not stop the watcher
                 log.exception("schema cache on_reload callback failed")
         return cache
 
@@ -403,13 +407,16 @@ class SchemaWatcher:
         delay = self._retry_initial
         while True:
             await self._dirty.wait()
-            while self._dirty.is_set():
+            # A steady stream of notifications still gets a reload every ten quiet periods.
+            deadline = asyncio.get_running_loop().time() + 10 * self._debounce
+            while self._dirty.is_set() and asyncio.get_running_loop().time() < deadline:
                 self._dirty.clear()
                 await asyncio.sleep(self._debounce)
+            self._dirty.clear()
             try:
                 await self.reload()
                 delay = self._retry_initial
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
                 log.warning("schema reload failed (%s); keeping the previous cache, retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
@@ -437,12 +444,15 @@ class SchemaWatcher:
             return
         try:
             conn.remove_termination_listener(self._on_lost)
-        except asyncpg.InterfaceError:
-            pass  # already back in the pool: it was closed
-        try:
+            for channel in self.CHANNELS:  # the pool refuses a connection that still has listeners
+                await conn.remove_listener(channel, self._notified)
             await self._pool.release(conn, timeout=5)  # resets the session: UNLISTEN *
-        except Exception as exc:
-            log.debug("releasing the schema listener connection failed: %s", exc)
+        except asyncpg.InterfaceError:
+            pass  # it was closed, and so went back to the pool by itself
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the slot must be freed
+            log.warning("could not return the schema listener connection to the pool (%s); closing it", exc)
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()  # a closed pool connection frees its slot
 
     async def _hold(self) -> None:
         """Return when the connection is gone; a keepalive query notices a silently dead peer."""
@@ -458,7 +468,7 @@ class SchemaWatcher:
             try:
                 await self._hold()
                 log.warning("schema listener connection lost; reconnecting")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
                 log.warning("schema listener connection failed (%s); reconnecting", exc)
             finally:
                 await self._release()
@@ -468,7 +478,7 @@ class SchemaWatcher:
                 try:
                     await self._listen()
                     break
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
                     log.warning("schema listener could not reconnect (%s); retrying in %.1f s", exc, delay)
             log.info("schema listener reconnected; reloading")
             delay = self._retry_initial
