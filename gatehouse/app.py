@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Scope
 
@@ -37,6 +38,8 @@ from gatehouse.storage.errors import render_storage_error
 from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.service import StorageService
+from gatehouse.web import routes as web_routes
+from gatehouse.web.session import SessionMiddleware
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
@@ -54,6 +57,16 @@ CORS_EXPOSE_HEADERS = ["Content-Range", "X-Total-Count", "Link", "X-Supabase-Api
 
 
 def _render_plain(scope: Scope, error: GatehouseError) -> Response:
+    """Errors outside the APIs: a page for browsers, JSON for everyone else."""
+    accept = Headers(scope=scope).get("accept", "")
+    if "text/html" in accept:
+        message = "That page does not exist." if error.status == 404 else error.message
+        return HTMLResponse(
+            web_routes.templates.get_template("error.html").render(
+                message=message, hint="Go back to the log-in page and try again.", user_id=None, csrf=""
+            ),
+            status_code=error.status,
+        )
     return JSONResponse({"code": error.code, "message": error.message, **error.extra}, status_code=error.status)
 
 
@@ -154,6 +167,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     ]
     if settings.environment == "development":
         routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
+    routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 
     app = Starlette(
         routes=routes,
@@ -174,6 +188,12 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
                 renderer=render_error,
                 protected_prefixes=API_PREFIXES,
                 open_paths=auth_api.OPEN_PATHS,
+            ),
+            Middleware(
+                SessionMiddleware,
+                auth=auth,
+                verifier=verifier,
+                secure=settings.public_site_url.startswith("https://"),
             ),
             Middleware(
                 BodyLimitMiddleware,

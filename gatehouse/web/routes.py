@@ -1,0 +1,325 @@
+"""The user-management app: log in, sign up, confirm, account, avatar, sign out. Server-rendered.
+
+Pages call the same services as the HTTP APIs, in-process: ``AuthService`` for accounts,
+``Database.as_user`` for the profile (RLS decides, never a privileged role), and
+``StorageService`` for the avatar, as the signed-in user.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, UserUpdateForm, VerifyForm
+from gatehouse.auth.links import VERIFY_TYPES
+from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.errors import GatehouseError
+from gatehouse.web.forms import ProfileForm, same_site_path
+from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+AVATAR_SIZE = 160
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _auth(request: Request) -> AuthService:
+    return request.app.state.auth  # type: ignore[no-any-return]
+
+
+def _client(request: Request) -> Client:
+    return Client(ip=request.client.host if request.client else "", user_agent=request.headers.get("user-agent", ""))
+
+
+def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    session = web_session(request)
+    settings = request.app.state.settings
+    context.setdefault("user_id", session.user_id)
+    return templates.TemplateResponse(
+        request, name, {"csrf": session.csrf, "development": settings.environment == "development", **context},
+        status_code=status, headers=PAGE_HEADERS,
+    )
+
+
+def _secure(request: Request) -> bool:
+    return bool(request.app.state.settings.public_site_url.startswith("https://"))
+
+
+def error_page(request: Request, message: str, status: int = 400, *, hint: str = "") -> Response:
+    return page(request, "error.html", status=status, message=message, hint=hint)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    form = await request.form(max_files=1, max_fields=20)
+    return dict(form)
+
+
+async def _checked_form(request: Request) -> dict[str, Any] | Response:
+    data = await _form(request)
+    if not csrf_ok(web_session(request), data.get("csrf")):
+        return error_page(request, "This form expired or did not come from this site.", 403,
+                          hint="Go back, reload the page and send it again.")
+    return data
+
+
+# -- pages ---------------------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/account" if web_session(request).claims else "/login", status_code=303)
+
+
+async def login(request: Request) -> Response:
+    if request.method == "GET":
+        return page(request, "login.html", email="", message=request.query_params.get("message", ""))
+    data = await _checked_form(request)
+    if isinstance(data, Response):
+        return data
+    email, password = str(data.get("email", "")).strip(), str(data.get("password", ""))
+    action = data.get("action", "login")
+    service = _auth(request)
+    try:
+        if action == "signup":
+            await service.sign_up(SignupForm(email=email, password=password), _client(request), None)
+            return RedirectResponse("/check-email?" + urlencode({"email": email}), status_code=303)
+        tokens = await service.sign_in_password(PasswordGrant(email=email, password=password), _client(request))
+    except GatehouseError as error:
+        return page(request, "login.html", status=400 if error.status < 500 else error.status,
+                    email=email, error=_login_message(error))
+    session = web_session(request)
+    store(session, tokens, verifier=request.app.state.verifier, secure=_secure(request))
+    return RedirectResponse("/account", status_code=303)
+
+
+def _login_message(error: GatehouseError) -> str:
+    return {
+        "invalid_credentials": "That email and password do not match an account.",
+        "email_not_confirmed": "Confirm your email first: open the link we sent you.",
+        "weak_password": error.message,
+        "over_request_rate_limit": "Too many attempts. Wait a few minutes and try again.",
+        "user_banned": "This account is blocked. Contact the site's administrator.",
+    }.get(error.code, error.message)
+
+
+async def check_email(request: Request) -> Response:
+    return page(request, "check_email.html", email=request.query_params.get("email", ""))
+
+
+async def confirm(request: Request) -> Response:
+    """GET shows a one-click page (mail scanners that open links use nothing up); POST verifies."""
+    source = request.query_params if request.method == "GET" else await _form(request)
+    token_hash, link_type = str(source.get("token_hash", "")), str(source.get("type", ""))
+    next_path = same_site_path(str(source.get("next", "") or ""), default="/account")
+    if not token_hash or link_type not in VERIFY_TYPES:
+        return error_page(request, "This confirmation link is incomplete.", hint="Open the link from your email again.")
+    if request.method == "GET":
+        return page(request, "confirm.html", token_hash=token_hash, link_type=link_type, next=next_path)
+    if not csrf_ok(web_session(request), source.get("csrf")):
+        return error_page(request, "This form expired or did not come from this site.", 403,
+                          hint="Open the link from your email again.")
+    try:
+        result = await _auth(request).verify(VerifyForm(type=link_type, token_hash=token_hash), _client(request))
+    except GatehouseError:
+        return error_page(request, "This link has expired or was already used.",
+                          hint="Log in, or ask for a new link from the log-in page.")
+    if "access_token" not in result:  # the first of two email-change confirmations
+        return page(request, "message.html", title="Almost done",
+                    message="Now open the confirmation link we sent to your other address.")
+    store(web_session(request), result, verifier=request.app.state.verifier, secure=_secure(request))
+    target = "/account/password" if link_type == "recovery" else next_path
+    return RedirectResponse(target, status_code=303)
+
+
+async def _current_user(request: Request) -> WebSession | None:
+    """The signed-in user, if the token is good and the session still exists."""
+    session = web_session(request)
+    if not session.claims:
+        return None
+    try:
+        await _auth(request).current_user(session.claims)
+    except GatehouseError:
+        clear(session, secure=_secure(request))
+        return None
+    return session
+
+
+def _to_login() -> Response:
+    return RedirectResponse("/login", status_code=303)
+
+
+async def _profile(request: Request, session: WebSession) -> dict[str, Any]:
+    async with request.app.state.database.as_user(session.claims, readonly=True) as conn:
+        row = await conn.fetchrow(
+            "SELECT full_name, username, website, avatar_url FROM public.profiles WHERE id = $1",
+            uuid.UUID(session.user_id),
+        )
+    return dict(row) if row else {"full_name": None, "username": None, "website": None, "avatar_url": None}
+
+
+def _avatar_src(request: Request, avatar_url: str | None) -> str | None:
+    if not avatar_url:
+        return None
+    query = urlencode({"width": AVATAR_SIZE, "height": AVATAR_SIZE, "resize": "cover"})
+    return f"/storage/v1/render/image/public/avatars/{avatar_url}?{query}"
+
+
+async def account(request: Request) -> Response:
+    session = await _current_user(request)
+    if session is None:
+        return _to_login()
+    profile = await _profile(request, session)
+    form = ProfileForm(full_name=profile["full_name"] or "", username=profile["username"] or "",
+                       website=profile["website"] or "")
+    notice = "Password changed." if request.query_params.get("changed") == "password" else ""
+    if request.method == "POST":
+        data = await _checked_form(request)
+        if isinstance(data, Response):
+            return data
+        form = ProfileForm.parse({k: str(v) for k, v in data.items()})
+        if not form.errors:
+            try:
+                async with request.app.state.database.as_user(session.claims) as conn:
+                    await conn.execute(
+                        "INSERT INTO public.profiles (id, full_name, username, website, updated_at) "
+                        "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, "
+                        "username = excluded.username, website = excluded.website, updated_at = now()",
+                        uuid.UUID(session.user_id), *form.values().values(),
+                    )
+                notice = "Profile updated."
+            except asyncpg.UniqueViolationError:
+                form.errors["username"] = "That username is taken. Pick another."
+            except asyncpg.CheckViolationError:
+                form.errors["username"] = "Use at least 3 characters."
+    return page(
+        request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
+        email=session.claims.get("email", "") if session.claims else "",
+        avatar=_avatar_src(request, profile["avatar_url"]), avatar_size=AVATAR_SIZE,
+        avatar_error=request.query_params.get("avatar_error", ""),
+        avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
+    )
+
+
+async def avatar(request: Request) -> Response:
+    session = await _current_user(request)
+    if session is None:
+        return _to_login()
+    data = await _checked_form(request)
+    if isinstance(data, Response):
+        return data
+    upload = data.get("avatar")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return _avatar_error("Choose an image to upload.")
+    extension = AVATAR_TYPES.get((upload.content_type or "").lower())
+    if extension is None:
+        return _avatar_error("Upload a PNG, JPEG, GIF or WebP image.")
+    name = f"{session.user_id}-{secrets.token_hex(6)}.{extension}"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await upload.read(65536):
+            yield chunk
+
+    try:
+        await request.app.state.storage.upload(
+            session.claims, "avatars", name, chunks(), content_type=upload.content_type,
+            content_length=upload.size, headers={"cache-control": "max-age=3600"}, upsert=False,
+        )
+    except GatehouseError as error:
+        messages = {"413": "That image is larger than 2 MB. Pick a smaller one.",
+                    "415": "That file is not a PNG, JPEG, GIF or WebP image."}
+        return _avatar_error(messages.get(str(error.status), error.message))
+    async with request.app.state.database.as_user(session.claims) as conn:
+        await conn.execute(
+            "INSERT INTO public.profiles (id, avatar_url, updated_at) VALUES ($1, $2, now()) "
+            "ON CONFLICT (id) DO UPDATE SET avatar_url = excluded.avatar_url, updated_at = now()",
+            uuid.UUID(session.user_id), name,
+        )
+    return RedirectResponse("/account?avatar=updated", status_code=303)
+
+
+def _avatar_error(message: str) -> Response:
+    return RedirectResponse("/account?" + urlencode({"avatar_error": message}), status_code=303)
+
+
+async def signout(request: Request) -> Response:
+    data = await _checked_form(request)
+    if isinstance(data, Response):
+        return data
+    session = web_session(request)
+    if session.claims:
+        try:
+            await _auth(request).logout(session.claims, "local", _client(request))
+        except GatehouseError:
+            pass  # already ended elsewhere: signing out is done either way
+    clear(session, secure=_secure(request))
+    return RedirectResponse("/login", status_code=303)
+
+
+async def forgot(request: Request) -> Response:
+    if request.method == "GET":
+        return page(request, "forgot.html", email="")
+    data = await _checked_form(request)
+    if isinstance(data, Response):
+        return data
+    email = str(data.get("email", "")).strip()
+    try:
+        await _auth(request).recover(RecoverForm(email=email), _client(request), None)
+    except GatehouseError as error:
+        return page(request, "forgot.html", status=400, email=email, error=error.message)
+    return RedirectResponse("/check-email?" + urlencode({"email": email, "reason": "recovery"}), status_code=303)
+
+
+async def new_password(request: Request) -> Response:
+    session = await _current_user(request)
+    if session is None:
+        return _to_login()
+    if request.method == "GET":
+        return page(request, "password.html")
+    data = await _checked_form(request)
+    if isinstance(data, Response):
+        return data
+    password = str(data.get("password", ""))
+    try:
+        await _auth(request).update_user(session.claims or {}, UserUpdateForm(password=password), _client(request), None)
+    except GatehouseError as error:
+        return page(request, "password.html", status=400, error=error.message)
+    return RedirectResponse("/account?changed=password", status_code=303)
+
+
+async def error(request: Request) -> Response:
+    return error_page(request, request.query_params.get("message", "Something went wrong."),
+                      hint="Go back to the log-in page and try again.")
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/check-email", check_email, methods=["GET"]),
+    Route("/auth/confirm", confirm, methods=["GET", "POST"]),
+    Route("/auth/signout", signout, methods=["POST"]),
+    Route("/account", account, methods=["GET", "POST"]),
+    Route("/account/avatar", avatar, methods=["POST"]),
+    Route("/account/password", new_password, methods=["GET", "POST"]),
+    Route("/forgot", forgot, methods=["GET", "POST"]),
+    Route("/error", error, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+]

@@ -1,0 +1,133 @@
+"""Browser sessions in cookies, refreshed before the page runs, and CSRF tokens for every form.
+
+The access and refresh tokens live in HttpOnly, SameSite=Lax cookies (Secure when the site URL
+is https). ``SessionMiddleware`` runs before every page: when the access token has expired (or
+is missing) and a refresh token is there, it rotates the refresh token through the auth service,
+hands the page the new claims, and writes the new cookies on the response, as the Supabase SSR
+proxy does. Pages that need a user also check that the session still exists, so a sign-out
+elsewhere logs the browser out.
+
+CSRF: a random token in its own HttpOnly cookie, repeated in a hidden field of every form
+(double submit); a POST whose field does not match is refused. SameSite=Lax already stops
+cross-site POSTs in current browsers; the token covers the rest.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.errors import GatehouseError
+from gatehouse.core.http import state
+from gatehouse.core.keys import InvalidToken, JWTVerifier
+
+ACCESS = "gh-access-token"
+REFRESH = "gh-refresh-token"
+CSRF = "gh-csrf"
+REFRESH_MAX_AGE = 30 * 24 * 3600
+API_PREFIXES = ("/auth/v1", "/rest/v1", "/storage/v1", "/_inbox")
+
+
+@dataclass
+class WebSession:
+    """What the middleware found out about the browser, for the page and for the response."""
+
+    claims: dict[str, Any] | None = None
+    access_token: str | None = None
+    csrf: str = ""
+    set_cookies: list[str] = field(default_factory=list)
+
+    @property
+    def user_id(self) -> str | None:
+        return str(self.claims["sub"]) if self.claims else None
+
+
+def web_session(conn: HTTPConnection) -> WebSession:
+    return state(conn.scope)["web_session"]  # type: ignore[no-any-return]
+
+
+def cookie(name: str, value: str, *, max_age: int, secure: bool) -> str:
+    parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+class SessionMiddleware:
+    def __init__(self, app: ASGIApp, *, auth: AuthService, verifier: JWTVerifier, secure: bool) -> None:
+        self.app = app
+        self.auth = auth
+        self.verifier = verifier
+        self.secure = secure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(API_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        session = WebSession(csrf=conn.cookies.get(CSRF, ""))
+        if not session.csrf or len(session.csrf) != 43:
+            session.csrf = secrets.token_urlsafe(32)
+            session.set_cookies.append(cookie(CSRF, session.csrf, max_age=REFRESH_MAX_AGE, secure=self.secure))
+        await self._load(conn, session)
+        state(scope)["web_session"] = session
+        if session.user_id:
+            state(scope)["user_id"] = session.user_id
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for value in session.set_cookies:
+                    headers.append("set-cookie", value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+    async def _load(self, conn: HTTPConnection, session: WebSession) -> None:
+        access = conn.cookies.get(ACCESS)
+        if access:
+            try:
+                session.claims = self.verifier.verify(access)
+                session.access_token = access
+                return
+            except InvalidToken:
+                pass  # expired or bad: try the refresh token
+        refresh = conn.cookies.get(REFRESH)
+        if not refresh:
+            if access:
+                clear(session, secure=self.secure)
+            return
+        client = Client(ip=conn.client.host if conn.client else "", user_agent=conn.headers.get("user-agent", ""))
+        try:
+            fresh = await self.auth.refresh(refresh, client)
+        except GatehouseError:
+            clear(session, secure=self.secure)  # the session ended: the browser is signed out
+            return
+        store(session, fresh, verifier=self.verifier, secure=self.secure)
+
+
+def store(session: WebSession, tokens: dict[str, Any], *, verifier: JWTVerifier, secure: bool) -> None:
+    """Put a new session (from log-in, verification or refresh) into the cookies."""
+    session.access_token = tokens["access_token"]
+    session.claims = verifier.verify(tokens["access_token"])
+    session.set_cookies += [
+        cookie(ACCESS, tokens["access_token"], max_age=REFRESH_MAX_AGE, secure=secure),
+        cookie(REFRESH, tokens["refresh_token"], max_age=REFRESH_MAX_AGE, secure=secure),
+    ]
+
+
+def clear(session: WebSession, *, secure: bool) -> None:
+    session.claims = None
+    session.access_token = None
+    session.set_cookies += [cookie(ACCESS, "", max_age=0, secure=secure), cookie(REFRESH, "", max_age=0, secure=secure)]
+
+
+def csrf_ok(session: WebSession, submitted: Any) -> bool:
+    return isinstance(submitted, str) and bool(submitted) and hmac.compare_digest(submitted, session.csrf)
