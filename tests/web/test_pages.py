@@ -1,0 +1,228 @@
+"""The web app over plain HTTP (no browser): CSRF, redirects, escaping, errors, cookie sessions."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from gatehouse.web.forms import ProfileForm, same_site_path
+from tests.auth.helpers import PASSWORD, Auth, new_email
+from tests.support import RunningServer
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+
+
+class Browser:
+    """A cookie-keeping HTTP client that reads CSRF tokens off forms, like a browser without JS."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.server = server
+        self.http = httpx.Client(base_url=server.url, follow_redirects=False, timeout=15)
+
+    def csrf(self, path: str = "/login") -> str:
+        match = CSRF.search(self.http.get(path).text)
+        assert match
+        return match.group(1)
+
+    def sign_in(self) -> str:
+        email = confirmed(self.server)
+        response = self.http.post("/login", data={"csrf": self.csrf(), "email": email, "password": PASSWORD,
+                                                  "action": "login"})
+        assert response.status_code == 303 and response.headers["location"] == "/account"
+        return email
+
+
+def confirmed(server: RunningServer) -> str:
+    auth = Auth(server)
+    try:
+        email, _ = auth.confirmed_user()
+    finally:
+        auth.close()
+    return email
+
+
+@pytest.fixture
+def browser(server: RunningServer) -> Iterator[Browser]:
+    client = Browser(server)
+    yield client
+    client.http.close()
+
+
+def test_home_redirects_to_login_then_account(browser: Browser) -> None:
+    assert browser.http.get("/").headers["location"] == "/login"
+    assert browser.http.get("/account").headers["location"] == "/login"
+    browser.sign_in()
+    assert browser.http.get("/").headers["location"] == "/account"
+    assert browser.http.get("/account").status_code == 200
+
+
+def test_cookies_are_httponly_and_lax(browser: Browser) -> None:
+    browser.csrf()
+    email = confirmed(browser.server)
+    response = browser.http.post("/login", data={"csrf": browser.http.cookies["gh-csrf"], "email": email,
+                                                 "password": PASSWORD, "action": "login"})
+    cookies = response.headers.get_list("set-cookie")
+    for name in ("gh-access-token", "gh-refresh-token"):
+        (line,) = [c for c in cookies if c.startswith(name + "=")]
+        assert "HttpOnly" in line and "SameSite=Lax" in line and "Path=/" in line
+        assert "Secure" not in line  # http:// site; https sites get Secure
+
+
+def test_forms_without_the_csrf_token_are_refused(browser: Browser) -> None:
+    email = confirmed(browser.server)
+    no_token = browser.http.post("/login", data={"email": email, "password": PASSWORD, "action": "login"})
+    assert no_token.status_code == 403 and "did not come from this site" in no_token.text
+    assert "gh-access-token" not in browser.http.cookies
+    browser.sign_in()
+    forged = browser.http.post("/account", data={"csrf": "x" * 43, "full_name": "Mallory"})
+    assert forged.status_code == 403
+    signout = browser.http.post("/auth/signout", data={})
+    assert signout.status_code == 403 and browser.http.get("/account").status_code == 200
+
+
+def test_sign_up_shows_check_email_with_the_inbox_link(browser: Browser) -> None:
+    email = new_email("web")
+    response = browser.http.post("/login", data={"csrf": browser.csrf(), "email": email, "password": PASSWORD,
+                                                 "action": "signup"})
+    assert response.status_code == 303 and response.headers["location"].startswith("/check-email")
+    page = browser.http.get(response.headers["location"])
+    assert email in page.text and 'href="/_inbox"' in page.text
+
+
+def test_login_errors_keep_the_input(browser: Browser) -> None:
+    email = new_email("nobody")
+    response = browser.http.post("/login", data={"csrf": browser.csrf(), "email": email, "password": "wrong password",
+                                                 "action": "login"})
+    assert response.status_code == 400
+    assert "do not match an account" in response.text and f'value="{email}"' in response.text
+
+
+def _link(server: RunningServer, email: str) -> str:
+    text = httpx.get(f"{server.url}/_inbox/messages", params={"to": email}).json()["messages"][0]["text"]
+    match = re.search(r"(http://\S+/auth/confirm\?\S+)", text)
+    assert match
+    return match.group(1)
+
+
+def test_confirm_get_does_not_use_the_token_and_post_signs_in(browser: Browser, server: RunningServer) -> None:
+    email = new_email("confirm")
+    browser.http.post("/login", data={"csrf": browser.csrf(), "email": email, "password": PASSWORD, "action": "signup"})
+    link = _link(server, email)
+    path = link.removeprefix(server.url)
+    for _ in range(3):  # a mail scanner opening the link changes nothing
+        assert browser.http.get(path).status_code == 200
+    query = parse_qs(urlsplit(link).query)
+    response = browser.http.post("/auth/confirm", data={"csrf": browser.http.cookies["gh-csrf"],
+                                                         "token_hash": query["token_hash"][0], "type": "email",
+                                                         "next": "/account"})
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+    assert "token" not in response.headers["location"]
+    assert browser.http.get("/account").status_code == 200
+    again = browser.http.post("/auth/confirm", data={"csrf": browser.http.cookies["gh-csrf"],
+                                                     "token_hash": query["token_hash"][0], "type": "email"})
+    assert again.status_code == 400 and "expired or was already used" in again.text
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
+                                    "http:/evil.example"])
+def test_next_cannot_leave_the_site(target: str) -> None:
+    assert same_site_path(target) == "/account"
+    assert same_site_path("/account?tab=photo") == "/account?tab=photo"
+
+
+def test_open_redirect_through_next_is_refused(browser: Browser, server: RunningServer) -> None:
+    email = new_email("redirect")
+    browser.http.post("/login", data={"csrf": browser.csrf(), "email": email, "password": PASSWORD, "action": "signup"})
+    query = parse_qs(urlsplit(_link(server, email)).query)
+    response = browser.http.post("/auth/confirm", data={"csrf": browser.http.cookies["gh-csrf"],
+                                                        "token_hash": query["token_hash"][0], "type": "email",
+                                                        "next": "https://evil.example/phish"})
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+
+
+def test_profile_validation_and_escaping(browser: Browser) -> None:
+    browser.sign_in()
+    token = browser.http.cookies["gh-csrf"]
+    short = browser.http.post("/account", data={"csrf": token, "full_name": "Kept Name", "username": "ab",
+                                                "website": "not a url"})
+    assert short.status_code == 400
+    assert "at least 3 characters" in short.text and "starting with https://" in short.text
+    assert 'value="Kept Name"' in short.text and 'value="not a url"' in short.text
+    hostile = "<script>alert(1)</script>"
+    saved = browser.http.post("/account", data={"csrf": token, "full_name": hostile, "username": "", "website": ""})
+    assert saved.status_code == 200 and "Profile updated." in saved.text
+    page = browser.http.get("/account").text
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_username_taken_is_shown_next_to_the_field(server: RunningServer) -> None:
+    first, second = Browser(server), Browser(server)
+    try:
+        first.sign_in()
+        second.sign_in()
+        name = f"taken_{int(time.time() * 1000) % 10**9}"
+        first.http.post("/account", data={"csrf": first.http.cookies["gh-csrf"], "username": name})
+        clash = second.http.post("/account", data={"csrf": second.http.cookies["gh-csrf"], "username": name})
+        assert clash.status_code == 400 and "That username is taken" in clash.text
+    finally:
+        first.http.close()
+        second.http.close()
+
+
+def test_avatar_upload_errors_are_shown(browser: Browser) -> None:
+    browser.sign_in()
+    token = browser.http.cookies["gh-csrf"]
+    not_image = browser.http.post("/account/avatar", data={"csrf": token},
+                                  files={"avatar": ("a.png", b"this is text", "image/png")})
+    assert "avatar_error" in not_image.headers["location"]
+    shown = browser.http.get(not_image.headers["location"]).text
+    assert "not a PNG, JPEG, GIF or WebP image" in shown
+    pdf = browser.http.post("/account/avatar", data={"csrf": token}, files={"avatar": ("a.pdf", b"%PDF-1.4", "application/pdf")})
+    assert "Upload+a+PNG" in pdf.headers["location"]
+
+
+def test_sign_out_ends_the_session_server_side(browser: Browser, server: RunningServer) -> None:
+    browser.sign_in()
+    access = browser.http.cookies["gh-access-token"]
+    response = browser.http.post("/auth/signout", data={"csrf": browser.http.cookies["gh-csrf"]})
+    assert response.headers["location"] == "/login"
+    assert browser.http.get("/account").headers["location"] == "/login"
+    me = httpx.get(f"{server.url}/auth/v1/user", headers={"apikey": server.keys.publishable_key,
+                                                          "Authorization": f"Bearer {access}"})
+    assert me.status_code == 403 and me.json()["error_code"] == "session_not_found"
+
+
+def test_error_page_and_unknown_pages(browser: Browser) -> None:
+    page = browser.http.get("/error", params={"message": "<b>boom</b>"})
+    assert page.status_code == 400 and "&lt;b&gt;boom&lt;/b&gt;" in page.text
+    missing = browser.http.get("/nope", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and "does not exist" in missing.text
+
+
+def test_pages_send_security_headers(browser: Browser) -> None:
+    headers = browser.http.get("/login").headers
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["cache-control"] == "no-store" and headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("data", "errors"),
+    [
+        ({"username": "ok_name", "website": "https://example.com"}, set()),
+        ({"username": "a b c"}, {"username"}),
+        ({"website": "ftp://example.com"}, {"website"}),
+        ({"full_name": "x" * 101}, {"full_name"}),
+    ],
+)
+def test_profile_form_rules(data: dict[str, str], errors: set[str]) -> None:
+    assert set(ProfileForm.parse(data).errors) == errors
