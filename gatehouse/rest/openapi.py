@@ -218,7 +218,7 @@ class _Document:
         for rel in keys:
             if (rel.schema, rel.table) != (table.schema, table.name):
                 continue
-            for column, target in zip(rel.columns, rel.foreign_columns):
+            for column, target in zip(rel.columns, rel.foreign_columns, strict=True):
                 notes.setdefault(column, []).append(
                     f"This is a Foreign Key to `{rel.foreign_table}.{target}`."
                     f"<fk table='{rel.foreign_table}' column='{target}'/>"

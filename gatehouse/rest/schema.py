@@ -283,7 +283,7 @@ def _function(row: asyncpg.Record) -> FunctionInfo | None:
     types: list[str] = row["arg_types"]
     names: list[str] = row["arg_names"] or [""] * len(types)
     modes: list[str] = row["arg_modes"] or ["i"] * len(types)
-    inputs = [(name, type_, _ARG_MODES[mode]) for name, type_, mode in zip(names, types, modes) if mode in _ARG_MODES]
+    inputs = [(name, type_, _ARG_MODES[mode]) for name, type_, mode in zip(names, types, modes, strict=True) if mode in _ARG_MODES]
     first_default = len(inputs) - row["defaults"]
     args = tuple(
         FunctionArg(name=name, type=type_, has_default=i >= first_default, mode=mode)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import ssl
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,7 +19,6 @@ from cryptography.x509.oid import NameOID
 
 from gatehouse.core.config import Settings
 from tests.smtp import REFUSED_PREFIX, Received, SMTPServer  # noqa: F401 - used by the mail tests
-from gatehouse.core.embedded import free_port
 
 def smtp_settings(settings: Settings, port: int, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
