@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+
+import asyncpg
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Scope
 
 from gatehouse.auth import api as auth_api
@@ -24,7 +26,7 @@ from gatehouse.auth.service import AuthService
 from gatehouse.auth.errors import render_auth_error
 from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
-from gatehouse.core.db import Database
+from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
@@ -99,6 +101,13 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> Response:
+    if not is_unavailable(exc):
+        return await _on_unexpected(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return render_error(request.scope, unavailable())
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = GatehouseError("unexpected_failure", "Unexpected failure; the server log has the details", status=500)
@@ -119,6 +128,22 @@ def _reload_on_sighup(watcher: SchemaWatcher) -> None:
         loop.add_signal_handler(signal.SIGHUP, reload)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
         log.info("SIGHUP cannot reload the schema cache in this process; use NOTIFY gatehouse_schema")
+
+
+async def live(request: Request) -> Response:
+    """Liveness: the process answers. Nothing else is checked (a restart would not help)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: the database answers and its migrations are current."""
+    settings = request.app.state.settings
+    try:
+        checks = await request.app.state.database.ready(settings.migrations_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said plainly
+        return JSONResponse({"status": "unavailable", "database": str(exc) or type(exc).__name__}, status_code=503)
+    status = 200 if checks["migrations"] == "current" else 503
+    return JSONResponse({"status": "ready" if status == 200 else "unavailable", **checks}, status_code=status)
 
 
 def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
@@ -161,6 +186,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     body_limit = settings.max_body_bytes
 
     routes: list[BaseRoute] = [
+        Route("/health/live", live, methods=["GET", "HEAD"]),
+        Route("/health/ready", ready, methods=["GET", "HEAD"]),
         Mount("/auth/v1", routes=auth_api.routes),
         Mount("/rest/v1", routes=rest_api.routes),
         Mount("/storage/v1", routes=storage_api.routes),
@@ -204,6 +231,13 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         exception_handlers={
             GatehouseError: _on_gatehouse_error,
             HTTPException: _on_http_exception,
+            # A lost database: a fast 503 in each client's shape, not a 500 with a traceback.
+            OSError: _on_unavailable,
+            TimeoutError: _on_unavailable,
+            asyncpg.InterfaceError: _on_unavailable,
+            asyncpg.PostgresConnectionError: _on_unavailable,
+            asyncpg.CannotConnectNowError: _on_unavailable,
+            asyncpg.AdminShutdownError: _on_unavailable,
             Exception: _on_unexpected,
         },
         lifespan=lifespan,

@@ -32,6 +32,24 @@ REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role"})
 AUTHENTICATOR = "authenticator"
 
 
+#: Errors that mean "the database cannot be reached now", not "the request is wrong".
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for a lost or refused database connection (the request may succeed later)."""
+    if isinstance(error, asyncpg.PostgresError):
+        state = error.sqlstate or ""
+        return state.startswith(_UNAVAILABLE_STATES)
+    return isinstance(error, OSError | asyncpg.InterfaceError | TimeoutError | asyncpg.exceptions.InternalClientError)
+
+
+def unavailable() -> GatehouseError:
+    return GatehouseError(
+        "database_unavailable", "The database is unavailable right now; try again in a few seconds", status=503
+    )
+
+
 def with_credentials(url: str, user: str, password: str) -> str:
     """The same server and database as ``url``, logging in as another role."""
     parts = urlsplit(url)
@@ -66,6 +84,8 @@ class Database:
             "min_size": self._settings.db_pool_min_size,
             "max_size": self._settings.db_pool_max_size,
             "timeout": self._settings.db_connect_timeout,
+            # A query over a dead connection must fail, not hang: statement timeout plus a margin.
+            "command_timeout": (self._settings.statement_timeout or 30_000) / 1000 + 5,
             "init": _init_connection,
         }
         self._admin = await asyncpg.create_pool(self._admin_url, **options)
@@ -111,6 +131,14 @@ class Database:
                     _claims_json(claims),
                 )
                 yield conn
+
+    async def ready(self, migrations_dir: Any = None) -> dict[str, str]:
+        """Readiness for load balancers: the database answers and no migration is pending."""
+        from gatehouse.core.migrate import all_migrations, pending
+
+        async with self.admin.acquire(timeout=self._settings.db_connect_timeout) as conn:
+            todo = await pending(conn, all_migrations(migrations_dir))
+        return {"database": "ok", "migrations": "current" if not todo else f"{len(todo)} pending"}
 
     async def run_as(
         self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False

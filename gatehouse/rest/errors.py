@@ -11,6 +11,7 @@ import asyncpg
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gatehouse.core.db import is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import JSONResponse
 
@@ -36,6 +37,8 @@ def status_for(sqlstate: str, role: str) -> int:
 
 
 def from_postgres(error: asyncpg.PostgresError, role: str) -> GatehouseError:
+    if is_unavailable(error):
+        return unavailable()
     sqlstate = error.sqlstate or "XX000"
     status = status_for(sqlstate, role)
     message = error.message if status < 500 or sqlstate == "57014" else "Database error; the server log has the details"

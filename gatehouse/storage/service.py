@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from gatehouse.core.config import Settings
-from gatehouse.core.db import Database
+from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import InvalidToken, JWTVerifier, KeySet
 from gatehouse.storage import names
@@ -78,6 +78,8 @@ def _object(row: asyncpg.Record) -> StoredObject:
 
 
 def _translate(error: asyncpg.PostgresError) -> GatehouseError:
+    if is_unavailable(error):
+        return unavailable()
     if isinstance(error, asyncpg.UniqueViolationError):
         return storage_error("KeyAlreadyExists", "The resource already exists", 409)
     if isinstance(error, asyncpg.InsufficientPrivilegeError):
