@@ -164,7 +164,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         await schema_watcher.start()
         app.state.rest_schema = schema_watcher
         _reload_on_sighup(schema_watcher)
-        janitor = BlobJanitor(database.admin, backend)
+        janitor = BlobJanitor(database.admin, backend, sweep_after=settings.storage_sweep_after)
         await janitor.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     storage_max_file_size: int = Field(
         52_428_800, ge=1, description="Largest upload in bytes, whatever a bucket allows (50 MiB)."
     )
+    storage_sweep_after: int = Field(
+        3600, ge=1, description="At start, delete temporary upload files and unreferenced bytes older than this (seconds)."
+    )
     storage_signed_upload_expiry: int = Field(7200, ge=1, description="Seconds a signed upload URL stays valid.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")

@@ -24,8 +24,11 @@ log = logging.getLogger("gatehouse.storage.janitor")
 
 
 class BlobJanitor:
-    def __init__(self, pool: asyncpg.Pool, backend: Backend, *, interval: float = 5.0, batch: int = 100) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, backend: Backend, *, sweep_after: float = 3600, interval: float = 5.0, batch: int = 100
+    ) -> None:
         self._pool = pool
+        self._sweep_after = timedelta(seconds=sweep_after)
         self._backend = backend
         self._interval = interval
         self._batch = batch
@@ -47,7 +50,7 @@ class BlobJanitor:
 
     async def _run(self) -> None:
         try:
-            await self.sweep(min_age=timedelta(minutes=10), spool_age=timedelta(hours=1))
+            await self.sweep(min_age=self._sweep_after, spool_age=self._sweep_after)
         except (OSError, asyncpg.PostgresError, GatehouseError) as exc:
             log.warning("start-up sweep failed: %s", exc)
         while True:
