@@ -30,6 +30,8 @@ from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
+from gatehouse.core.metrics import MetricsMiddleware
+from gatehouse.core.metrics import metrics as metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.errors import render_rest_error
@@ -194,11 +196,14 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     ]
     if settings.environment == "development":
         routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
+    if settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 
     app = Starlette(
         routes=routes,
         middleware=[
+            *([Middleware(MetricsMiddleware)] if settings.metrics_enabled else []),
             Middleware(RequestContextMiddleware),
             Middleware(
                 CORSMiddleware,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -89,6 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["GATEHOUSE_PORT"] = str(settings.port)
         if settings.migrations_dir:
             os.environ["GATEHOUSE_MIGRATIONS_DIR"] = str(settings.migrations_dir.resolve())
+        if settings.metrics_enabled and settings.worker_count > 1:
+            # every worker writes its counts here; a scrape of any worker sums them all
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatehouse-metrics-")
         database = "embedded PostgreSQL in " + str(settings.data_dir) if server.embedded else "external PostgreSQL"
         print(
             f"\nGatehouse {__version__} ({settings.environment}) on {database}"

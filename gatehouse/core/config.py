@@ -157,6 +157,7 @@ class Settings(BaseSettings):
     # Requests and logs
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body in bytes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    metrics: bool | None = Field(None, description="Serve Prometheus metrics at /metrics. Unset: on in development only.")
     log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text.")
 
     @field_validator("database_url")
@@ -187,6 +188,10 @@ class Settings(BaseSettings):
         if not (count.strip().isdigit() and seconds.strip().isdigit() and int(seconds) > 0):
             raise ValueError("must look like N/S: at most N requests per S seconds, for example 30/300")
         return value.replace(" ", "")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics if self.metrics is not None else self.environment == "development"
 
     @property
     def exposed_schemas(self) -> tuple[str, ...]:
