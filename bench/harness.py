@@ -101,7 +101,7 @@ class Figures:
 
 
 def _ms(text: str) -> float:
-    found = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    found = re.match(r"([\d.]+)(us|ms|s|m)$", text)
     if found is None:
         raise ValueError(f"cannot read a wrk duration from {text!r}")
     number, unit = found.groups()
@@ -118,15 +118,33 @@ def wrk(url: str, headers: dict[str, str], *, connections: int = 16, seconds: in
     if script is not None:
         command += ["-s", str(script)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Figures:
+    """The figures of one ``wrk --latency`` report (errors: non-2xx/3xx answers plus socket errors)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
         found = re.search(pattern, out)
         if found:
             errors += sum(int(g) for g in found.groups())
     return Figures(rps, p50, p99, errors)
+
+
+def wrk_script(url: str, script: Path, args: list[str], *, connections: int = 16, seconds: int = 10,
+               threads: int = 2) -> tuple[Figures, str]:
+    """wrk with a Lua script and arguments for its ``init(args)``: the figures and the whole report."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s",
+               "-s", str(script), url, "--", *args]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return parse_wrk(done.stdout), done.stdout
 
 
 def median_of(runs: list[Figures]) -> tuple[Figures, tuple[float, float]]:
@@ -146,4 +164,5 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
 
 
-__all__ = ["Figures", "Server", "confirmed_user", "gatehouse", "median_of", "percentile", "statistics", "table", "wrk"]
+__all__ = ["Figures", "Server", "confirmed_user", "gatehouse", "median_of", "parse_wrk", "percentile", "statistics", "table",
+           "wrk", "wrk_script"]

@@ -66,6 +66,10 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     return orjson.dumps(claims).decode()
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
@@ -93,6 +97,9 @@ class Database:
             self._request_url,
             **options,
             server_settings={"statement_timeout": str(self._settings.statement_timeout)},
+            # No reset query on release (a round trip per request): requests change role and
+            # claims only transaction-locally, so a returned connection carries nothing over.
+            reset=_no_reset,
         )
 
     async def close(self) -> None:
