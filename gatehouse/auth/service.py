@@ -198,6 +198,14 @@ class AuthService:
             assert fresh is not None
             return users.user_json(fresh)
 
+    async def _email_request(self, address: str | None, client: Client) -> str:
+        """A request that mails an address: a valid address, within the IP and address limits."""
+        email = normalize_email(address)
+        assert email is not None
+        await self._limit(f"email:{client.ip}", self.limiter.limits.email)
+        await self._limit_address(email)
+        return email
+
     async def _may_mail(self, address: str) -> bool:
         """The per-address mail limit, applied silently where a 429 would tell who has an account."""
         try:
@@ -354,10 +362,7 @@ class AuthService:
 
     async def recover(self, form: RecoverForm, client: Client, redirect_to: str | None) -> None:
         """Send a password-reset email; the same answer whether or not the address has an account."""
-        email = normalize_email(form.email)
-        assert email is not None
-        await self._limit(f"email:{client.ip}", self.limiter.limits.email)
-        await self._limit_address(email)
+        email = await self._email_request(form.email, client)
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
             if user is None:
@@ -374,10 +379,7 @@ class AuthService:
         """A magic link and code; a confirmation instead for a new (or unconfirmed) address."""
         if form.phone and not form.email:
             raise _no_phone()
-        email = normalize_email(form.email)
-        assert email is not None
-        await self._limit(f"email:{client.ip}", self.limiter.limits.email)
-        await self._limit_address(email)
+        email = await self._email_request(form.email, client)
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
             if user is None:
@@ -406,10 +408,7 @@ class AuthService:
             if form.type in ("sms", "phone_change"):
                 raise _no_phone()
             raise GatehouseError("validation_failed", "Resend type must be signup or email_change", status=400)
-        email = normalize_email(form.email)
-        assert email is not None
-        await self._limit(f"email:{client.ip}", self.limiter.limits.email)
-        await self._limit_address(email)
+        email = await self._email_request(form.email, client)
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
             if user is None:

@@ -124,13 +124,8 @@ class Database:
         ``auth.jwt()`` and every RLS policy see the caller. Both settings are transaction-local:
         they end with the transaction, whatever happens, before the connection is reused.
         """
-        claims = dict(claims) if claims else {"role": "anon"}
-        role = claims.get("role", "anon")
-        if role not in REQUEST_ROLES:
-            raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
-        if self._request is None:
-            raise RuntimeError("database is not open")
-        async with self._request.acquire() as conn:
+        role, claims = self._caller(claims)
+        async with self._request_pool.acquire() as conn:
             async with conn.transaction(readonly=readonly):
                 await conn.execute(
                     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
@@ -155,14 +150,23 @@ class Database:
         The same rules as ``as_user``: the role comes from the verified claims and must be one of
         the request roles; values travel as one JSON array read back by the statement.
         """
-        claims = dict(claims) if claims else {"role": "anon"}
-        role = claims.get("role", "anon")
+        role, claims = self._caller(claims)
+        async with self._request_pool.acquire() as conn:
+            return await _run_as(conn, role, claims, readonly, sql, values)
+
+    def _caller(self, claims: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        """The role to run as (``anon`` without claims), refused unless it is a request role."""
+        checked = dict(claims) if claims else {"role": "anon"}
+        role = checked.get("role", "anon")
         if role not in REQUEST_ROLES:
             raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
+        return role, checked
+
+    @property
+    def _request_pool(self) -> asyncpg.Pool:
         if self._request is None:
             raise RuntimeError("database is not open")
-        async with self._request.acquire() as conn:
-            return await _run_as(conn, role, claims, readonly, sql, values)
+        return self._request
 
 
 @dataclass(frozen=True)
