@@ -190,7 +190,9 @@ async def account(request: Request) -> Response:
     profile = await _profile(request, session)
     form = ProfileForm(full_name=profile["full_name"] or "", username=profile["username"] or "",
                        website=profile["website"] or "")
-    notice = "Password changed." if request.query_params.get("changed") == "password" else ""
+    notice = {"password": "Password changed.", "profile": "Profile updated."}.get(
+        request.query_params.get("changed", ""), ""
+    )
     if request.method == "POST":
         data = await _checked_form(request)
         if isinstance(data, Response):
@@ -205,7 +207,8 @@ async def account(request: Request) -> Response:
                         "username = excluded.username, website = excluded.website, updated_at = now()",
                         uuid.UUID(session.user_id), *form.values().values(),
                     )
-                notice = "Profile updated."
+                # Post/Redirect/Get: reloading the page must not send the form again
+                return RedirectResponse("/account?changed=profile", status_code=303)
             except asyncpg.UniqueViolationError:
                 form.errors["username"] = "That username is taken. Pick another."
             except asyncpg.CheckViolationError:

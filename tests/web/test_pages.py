@@ -160,7 +160,8 @@ def test_profile_validation_and_escaping(browser: Browser) -> None:
     assert 'value="Kept Name"' in short.text and 'value="not a url"' in short.text
     hostile = "<script>alert(1)</script>"
     saved = browser.http.post("/account", data={"csrf": token, "full_name": hostile, "username": "", "website": ""})
-    assert saved.status_code == 200 and "Profile updated." in saved.text
+    assert saved.status_code == 303 and saved.headers["location"] == "/account?changed=profile"
+    assert "Profile updated." in browser.http.get(saved.headers["location"]).text
     page = browser.http.get("/account").text
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 

@@ -1,0 +1,429 @@
+"""The web app in a real browser: headless Chromium (Debian's) driven by Playwright's sync API.
+
+Sign up, confirm by email (a real SMTP server), edit the profile, upload a photo, sign out and in
+again; the session refresh when the access token expires, and the sign-out from elsewhere; escaping.
+
+The sync API runs its own event loop and, while a browser is open, marks it as the thread's running
+loop between calls. So the tests are plain ``def`` functions, and the browser fixture depends on
+``server_factory`` (hence on the async ``database_url``): pytest sets the database up before the
+browser starts and tears it down after the browser has stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+from gatehouse.core.embedded import free_port
+from tests.smtp import SMTPServer
+from tests.support import RunningServer
+
+IN_CI = bool(os.environ.get("CI"))
+try:
+    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, ViewportSize, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extras install it
+    if IN_CI:
+        raise
+    pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the suite runs as root
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "a-long-Passphrase-for-the-browser-42"
+TIMEOUT_MS = 15_000
+RENDER_PREFIX = "/storage/v1/render/image/public/avatars/"
+WIDE: ViewportSize = {"width": 1280, "height": 900}
+NARROW: ViewportSize = {"width": 360, "height": 740}
+
+MailReader = Callable[[str], str]
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smtp_mail() -> Iterator[SMTPServer]:
+    mail = SMTPServer(free_port())
+    yield mail
+    mail.stop()
+
+
+@pytest.fixture(scope="module")
+def mail_server(server_factory: Callable[..., RunningServer], smtp_mail: SMTPServer) -> RunningServer:
+    """A server that sends its mail to the SMTP server above."""
+    return server_factory(env={
+        "GATEHOUSE_SMTP_HOST": "127.0.0.1",
+        "GATEHOUSE_SMTP_PORT": str(smtp_mail.port),
+        "GATEHOUSE_SMTP_TLS": "none",
+        "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
+    })
+
+
+@pytest.fixture(scope="module")
+def short_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    """A server whose access tokens last 2 s; mail goes to the development inbox."""
+    return server_factory(env={"GATEHOUSE_JWT_EXPIRY": "2", "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+
+
+@pytest.fixture(scope="module")
+def browser(server_factory: Callable[..., RunningServer]) -> Iterator[Browser]:
+    """Headless Chromium. Depends on ``server_factory`` so that the database outlives the browser."""
+    if not Path(CHROMIUM).exists():
+        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(reason + ": .ci/run installs it", pytrace=False)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Dialogs:
+    """Every JavaScript dialog and uncaught error of the pages: there should be none."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.page_errors: list[str] = []
+
+    def on_dialog(self, dialog: Dialog) -> None:
+        self.messages.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture
+def dialogs() -> Dialogs:
+    return Dialogs()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport=WIDE)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext, dialogs: Dialogs) -> Iterator[Page]:
+    tab = context.new_page()
+    tab.on("dialog", dialogs.on_dialog)
+    tab.on("pageerror", lambda error: dialogs.page_errors.append(str(error)))
+    yield tab
+    assert dialogs.messages == [], f"a page opened a JavaScript dialog: {dialogs.messages}"
+    assert dialogs.page_errors == [], f"a page raised a JavaScript error: {dialogs.page_errors}"
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+
+def smtp_reader(mail: SMTPServer, server: RunningServer) -> MailReader:
+    """The confirmation link of the latest message to an address, from the SMTP server."""
+
+    def read(email: str) -> str:
+        deadline = time.monotonic() + 15
+        while True:
+            messages = [m for m in mail.received if email in m.recipients]
+            if messages:
+                break
+            assert time.monotonic() < deadline, f"no mail to {email}; server log:\n{server.log()[-4000:]}"
+            time.sleep(0.05)
+        body = messages[-1].email.get_body(preferencelist=("plain",))
+        assert body is not None, "the confirmation email has no text part"
+        return confirm_link(body.get_content(), server)
+
+    return read
+
+
+def inbox_reader(server: RunningServer) -> MailReader:
+    """The confirmation link of the latest message to an address, from the development inbox."""
+
+    def read(email: str) -> str:
+        deadline = time.monotonic() + 15
+        while True:
+            response = httpx.get(f"{server.url}/_inbox/messages", params={"to": email}, timeout=10)
+            assert response.status_code == 200, response.text
+            messages = response.json()["messages"]
+            if messages:
+                break
+            assert time.monotonic() < deadline, f"no mail to {email} in the inbox; server log:\n{server.log()[-4000:]}"
+            time.sleep(0.05)
+        return confirm_link(messages[0]["text"], server)
+
+    return read
+
+
+def confirm_link(text: str, server: RunningServer) -> str:
+    links = re.findall(r"https?://\S+/auth/confirm\?\S+", text)
+    assert links, f"no /auth/confirm link in the email:\n{text}"
+    link: str = links[0]
+    assert link.startswith(f"{server.url}/auth/confirm?"), link
+    query = parse_qs(urlsplit(link).query)
+    assert query.get("type") == ["email"], link
+    assert query.get("token_hash") and len(query["token_hash"][0]) >= 20, link
+    return link
+
+
+def path_of(page: Page) -> str:
+    return urlsplit(page.url).path
+
+
+def sign_up_and_confirm(page: Page, server: RunningServer, email: str, read_link: MailReader) -> None:
+    """The whole sign-up in the browser, ending signed in on /account."""
+    page.goto(f"{server.url}/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Sign up", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/check-email\?"))
+    expect(page.locator("h1")).to_have_text("Check your email")
+    expect(page.locator("main")).to_contain_text(email)
+
+    link = read_link(email)
+    # A mail scanner opening the link first must not use it up: GET only shows the button.
+    scanner = httpx.get(link, timeout=10)
+    assert scanner.status_code == 200, scanner.text
+    assert "Confirm your email" in scanner.text
+    page.goto(link)
+    expect(page.locator("h1")).to_have_text("Confirm your email")
+    page.get_by_role("button", name="Confirm", exact=True).click()
+    expect(page).to_have_url(f"{server.url}/account")
+    expect(page.locator("h1")).to_have_text("Your account")
+    expect(page.locator("#email")).to_have_value(email)
+
+
+def cookies(context: BrowserContext, server: RunningServer) -> dict[str, dict[str, object]]:
+    return {c["name"]: dict(c) for c in context.cookies(server.url)}
+
+
+def assert_cookie_flags(context: BrowserContext, server: RunningServer) -> None:
+    jar = cookies(context, server)
+    for name in ("gh-access-token", "gh-refresh-token", "gh-csrf"):
+        assert name in jar, f"no {name} cookie: {sorted(jar)}"
+        assert jar[name]["httpOnly"] is True, jar[name]
+        assert jar[name]["sameSite"] == "Lax", jar[name]
+        assert jar[name]["path"] == "/", jar[name]
+        assert jar[name]["secure"] is False, jar[name]  # plain http on loopback
+
+
+def assert_fits(page: Page, width: int) -> None:
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"{path_of(page)} scrolls sideways at {width}px: scrollWidth={scroll_width}"
+
+
+def screenshot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.is_file() and path.stat().st_size > 0, path
+
+
+def assert_profile(page: Page, full_name: str, username: str, website: str) -> None:
+    expect(page.locator("#full_name")).to_have_value(full_name)
+    expect(page.locator("#username")).to_have_value(username)
+    expect(page.locator("#website")).to_have_value(website)
+
+
+def avatar_loaded(page: Page) -> int:
+    """Wait until ``img#avatar-image`` has loaded; its natural width."""
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img#avatar-image'); return i && i.complete && i.naturalWidth > 0 }"
+    )
+    return int(page.evaluate("document.querySelector('img#avatar-image').naturalWidth"))
+
+
+def assert_clean_log(server: RunningServer) -> None:
+    """No server error while the pages ran: no 5xx, nothing logged above info."""
+    problems = []
+    for line in server.log().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the start-up banner
+        if record.get("level") not in ("debug", "info") or int(record.get("status") or 0) >= 500:
+            problems.append(line)
+    assert not problems, "the server logged problems:\n" + "\n".join(problems)
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+
+
+def test_sign_up_profile_avatar_sign_out_and_in(
+    page: Page, context: BrowserContext, mail_server: RunningServer, smtp_mail: SMTPServer,
+    output_dir: Path, tmp_path: Path,
+) -> None:
+    server = mail_server
+    email = f"browser-{uuid.uuid4().hex[:8]}@example.com"
+    profile = ("Ada Lovelace", f"ada_{uuid.uuid4().hex[:6]}", "https://example.com/ada")
+
+    # The log-in page, wide and at 360 px.
+    page.goto(f"{server.url}/login")
+    expect(page.locator("h1")).to_have_text("Log in or sign up")
+    screenshot(page, output_dir / "login.png")
+    page.set_viewport_size(NARROW)
+    page.reload()
+    screenshot(page, output_dir / "login-360.png")
+    assert_fits(page, NARROW["width"])
+    page.set_viewport_size(WIDE)
+
+    sign_up_and_confirm(page, server, email, smtp_reader(smtp_mail, server))
+    assert_cookie_flags(context, server)
+
+    # The profile: saved, and still there on a fresh load.
+    page.fill("#full_name", profile[0])
+    page.fill("#username", profile[1])
+    page.fill("#website", profile[2])
+    page.get_by_role("button", name="Update", exact=True).click()
+    expect(page.locator("p.notice")).to_have_text("Profile updated.")
+    assert_profile(page, *profile)
+    page.goto(f"{server.url}/account")  # a fresh GET (a reload would send the POST again)
+    expect(page.locator("h1")).to_have_text("Your account")
+    expect(page.locator("p.notice")).to_have_count(0)
+    assert_profile(page, *profile)
+
+    # The photo: a real PNG through the file input, then shown through the image renderer.
+    png = tmp_path / "me.png"
+    Image.new("RGB", (320, 240), (30, 120, 200)).save(png)
+    page.set_input_files("#avatar", str(png))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/account\?avatar=updated$"))
+    expect(page.get_by_text("Photo updated.")).to_be_visible()
+    image = page.locator("img#avatar-image")
+    expect(image).to_have_attribute("src", re.compile("^" + re.escape(RENDER_PREFIX)))
+    assert avatar_loaded(page) > 0
+    src = image.get_attribute("src") or ""
+    assert urlsplit(src).path.startswith(RENDER_PREFIX), src
+    rendered = httpx.get(server.url + src, timeout=10)
+    assert rendered.status_code == 200 and rendered.headers["content-type"].startswith("image/"), rendered.headers
+    assert_profile(page, *profile)  # the upload leaves the profile alone
+    screenshot(page, output_dir / "account.png")
+
+    page.set_viewport_size(NARROW)
+    page.goto(f"{server.url}/account")
+    avatar_loaded(page)
+    screenshot(page, output_dir / "account-360.png")
+    assert_fits(page, NARROW["width"])
+    page.set_viewport_size(WIDE)
+
+    # Sign out: back on /login, the session cookies gone, /account sends to /login.
+    page.get_by_role("button", name="Sign out").first.click()
+    expect(page).to_have_url(f"{server.url}/login")
+    jar = cookies(context, server)
+    assert "gh-access-token" not in jar and "gh-refresh-token" not in jar, sorted(jar)
+    page.goto(f"{server.url}/account")
+    expect(page).to_have_url(f"{server.url}/login")
+    expect(page.locator("h1")).to_have_text("Log in or sign up")
+
+    # Log in again: the profile and the photo are still there.
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    expect(page).to_have_url(f"{server.url}/account")
+    assert_profile(page, *profile)
+    expect(page.locator("img#avatar-image")).to_have_attribute("src", re.compile("^" + re.escape(RENDER_PREFIX)))
+    assert avatar_loaded(page) > 0
+    assert_cookie_flags(context, server)
+    assert_clean_log(server)
+
+
+def test_expired_access_token_is_refreshed_and_global_sign_out_ends_the_browser_session(
+    page: Page, context: BrowserContext, short_server: RunningServer,
+) -> None:
+    server = short_server
+    email = f"refresh-{uuid.uuid4().hex[:8]}@example.com"
+    sign_up_and_confirm(page, server, email, inbox_reader(server))
+    assert_cookie_flags(context, server)
+    first = cookies(context, server)
+
+    time.sleep(3)  # the access token (2 s) has expired; the refresh token has not
+    page.reload()
+    expect(page).to_have_url(f"{server.url}/account")
+    expect(page.locator("h1")).to_have_text("Your account")
+    expect(page.locator("#email")).to_have_value(email)
+    second = cookies(context, server)
+    assert second["gh-access-token"]["value"] != first["gh-access-token"]["value"], "the access token was not refreshed"
+    assert second["gh-refresh-token"]["value"] != first["gh-refresh-token"]["value"], "the refresh token did not rotate"
+    assert_cookie_flags(context, server)
+
+    # Sign the user out everywhere, from outside the browser.
+    apikey = server.keys.publishable_key
+    grant = httpx.post(
+        f"{server.url}/auth/v1/token", params={"grant_type": "password"},
+        json={"email": email, "password": PASSWORD}, headers={"apikey": apikey}, timeout=10,
+    )
+    assert grant.status_code == 200, grant.text
+    logout = httpx.post(
+        f"{server.url}/auth/v1/logout", params={"scope": "global"},
+        headers={"apikey": apikey, "Authorization": f"Bearer {grant.json()['access_token']}"}, timeout=10,
+    )
+    assert logout.status_code == 204, logout.text
+
+    # The session is gone (the access token in the browser may not even have expired yet).
+    stale = context.cookies(server.url)
+    page.reload()
+    expect(page).to_have_url(f"{server.url}/login")
+    expect(page.locator("h1")).to_have_text("Log in or sign up")
+    jar = cookies(context, server)
+    assert "gh-access-token" not in jar and "gh-refresh-token" not in jar, sorted(jar)
+
+    # The same cookies once the access token has expired: the ended session's refresh token is refused.
+    time.sleep(3)
+    context.add_cookies(stale)  # type: ignore[arg-type]
+    page.goto(f"{server.url}/account")
+    expect(page).to_have_url(f"{server.url}/login")
+    jar = cookies(context, server)
+    assert "gh-access-token" not in jar and "gh-refresh-token" not in jar, sorted(jar)
+    assert_clean_log(server)
+
+
+def test_profile_values_are_escaped(
+    page: Page, context: BrowserContext, mail_server: RunningServer, smtp_mail: SMTPServer, dialogs: Dialogs,
+) -> None:
+    server = mail_server
+    page.evaluate("alert('probe')")  # the dialog hook works (CSP would also stop inline scripts: check the HTML)
+    assert dialogs.messages == ["probe"]
+    dialogs.messages.clear()
+    email = f"escape-{uuid.uuid4().hex[:8]}@example.com"
+    sign_up_and_confirm(page, server, email, smtp_reader(smtp_mail, server))
+    script = "<script>alert(1)</script>"
+
+    page.fill("#full_name", script)
+    page.get_by_role("button", name="Update", exact=True).click()
+    expect(page.locator("p.notice")).to_have_text("Profile updated.")
+    expect(page.locator("#full_name")).to_have_value(script)
+    response = page.goto(f"{server.url}/account")
+    assert response is not None and response.status == 200
+    expect(page.locator("#full_name")).to_have_value(script)
+    html = response.text()
+    assert script not in html
+    assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html, html
+
+    # A value that would close the attribute, sent back with a field error, stays inside it.
+    breakout = '"><img src=x onerror="alert(2)">'
+    page.fill("#username", breakout)
+    with page.expect_response(lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/account") as sent:
+        page.get_by_role("button", name="Update", exact=True).click()
+    assert sent.value.status == 400
+    assert breakout not in sent.value.text()
+    expect(page.locator("#username-error")).to_be_visible()
+    expect(page.locator("#username")).to_have_value(breakout)
+    expect(page.locator("#full_name")).to_have_value(script)
+    expect(page.locator("img[src=x]")).to_have_count(0)
+    page.wait_for_timeout(300)  # a dialog would open right after the load
+    assert dialogs.messages == []
+    assert_clean_log(server)
