@@ -18,6 +18,7 @@ import asyncpg
 
 from gatehouse import __version__
 from gatehouse.core import logs
+from gatehouse.core.backup import BackupError
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
 from gatehouse.core.errors import GatehouseError
@@ -171,6 +172,26 @@ def cmd_psql(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from gatehouse.core.backup import backup
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    with database_server(settings) as server:
+        summary = backup(settings, server.url, args.file, include_files=not args.database_only)
+    print(summary.describe())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gatehouse.core.backup import restore
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    print(restore(settings, args.file).describe())
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from gatehouse.auth import cli as users_cli
 
@@ -238,6 +259,29 @@ def build_parser() -> argparse.ArgumentParser:
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     psql.set_defaults(func=cmd_psql)
 
+    backup = commands.add_parser(
+        "backup", help="write the database, the keys and the stored files to one archive",
+        description="Write one consistent archive (FILE.tar, or FILE.tar.gz to compress) of the database "
+        "(pg_dump), keys.json and the stored files; safe while Gatehouse serves. The archive holds secrets "
+        "(the signing key, password hashes): keep it as safe as the data folder.",
+    )
+    backup.add_argument("file", type=Path, metavar="FILE", help="archive to write (replaced if it exists)")
+    data_dir_option(backup)
+    backup.add_argument(
+        "--database-only", action="store_true",
+        help="leave the stored files out (needed with the S3 backend: back the bucket up with S3 tools)",
+    )
+    backup.set_defaults(func=cmd_backup)
+
+    restore = commands.add_parser(
+        "restore", help="bring a backup back into a new data folder",
+        description="Restore an archive made by `gatehouse backup` into a fresh data folder (and, with "
+        "GATEHOUSE_DATABASE_URL, an empty database); then start it with `gatehouse serve`.",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="archive made by gatehouse backup")
+    data_dir_option(restore)
+    restore.set_defaults(func=cmd_restore)
+
     from gatehouse.auth import cli as users_cli
 
     users_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_users)
@@ -259,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.psql_args = args.psql_args[1:]
     try:
         return int(args.func(args))
-    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError) as exc:
+    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError) as exc:
         print(f"gatehouse: error: {exc}", file=sys.stderr)
         return 1
     except GatehouseError as exc:
