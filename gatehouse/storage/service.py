@@ -13,6 +13,7 @@ bytes are deleted. Bytes a row stopped pointing at are queued (by trigger) for t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from PIL import Image
 
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
@@ -30,7 +32,7 @@ from gatehouse.core.keys import InvalidToken, JWTVerifier, KeySet
 from gatehouse.storage import names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.errors import access_denied, bucket_not_found, invalid, not_found, storage_error
-from gatehouse.storage.sniff import mime_allowed, mime_matches, sniff_mime
+from gatehouse.storage.sniff import is_raster_image, mime_allowed, mime_matches, sniff_mime
 from gatehouse.storage.upload import Spooled, spool, too_large
 
 SORT_COLUMNS = {"name", "updated_at", "created_at", "last_accessed_at"}
@@ -144,6 +146,8 @@ class StorageService:
                               headers=headers, limit=limit)
         try:
             mimetype = self._check_type(spooled, bucket)
+            if is_raster_image(mimetype):
+                await asyncio.to_thread(_verify_image, spooled.path, mimetype)
             return await self._store(claims, bucket, name, spooled, mimetype, upsert)
         finally:
             spooled.discard()
@@ -458,6 +462,15 @@ def _owner(claims: dict[str, Any] | None) -> uuid.UUID | None:
         return uuid.UUID(str(claims.get("sub")))
     except ValueError:
         return None
+
+
+def _verify_image(path: Path, mimetype: str) -> None:
+    """Refuse an "image" whose structure does not decode (a valid signature followed by junk)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception:  # noqa: BLE001 - Pillow raises many kinds for broken files
+        raise storage_error("InvalidMimeType", f"the file is not a valid {mimetype} image", 415) from None
 
 
 def _bad_type(mimetype: str) -> GatehouseError:

@@ -108,6 +108,9 @@ async def test_zero_byte_and_wrong_types(user: tuple[httpx.Client, str], db: Dat
     empty_doc = client.post(f"/object/docs/{uid}/empty.txt", content=b"", headers={"Content-Type": "text/plain"})
     assert empty_doc.status_code == 200
     assert client.get(f"/object/docs/{uid}/empty.txt").content == b""
+    junk = client.post(f"/object/avatars/{uid}-junk.png", content=b"\x89PNG\r\n\x1a\n" + b"junk" * 250,
+                       headers={"Content-Type": "image/png"})
+    assert junk.json()["statusCode"] == "415" and "not a valid image/png" in junk.json()["message"]
     html = client.post(f"/object/avatars/{uid}-x.html", content=b"<script>", headers={"Content-Type": "text/html"})
     assert html.json()["statusCode"] == "415"
     await consistent(db, server)
