@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    install into .venv and start Gatehouse on http://127.0.0.1:8000
 #   make test   install with the test extras and run the whole suite
+#   make load   N simulated tutorial users for 60 s on a server of its own (LOAD_ARGS="--users 20 --seconds 60")
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,3 +28,20 @@ test: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# A benchmark, not a test: starts its own server (rate limits off, temporary data folder); see bench/load.py.
+# httpx (the load generator's client) comes with the test extras.
+.PHONY: load
+load: $(VENV)/.installed-test
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
+
+# make bench: the tutorial workload against Gatehouse, PocketBase, a Python ceiling and a driver floor
+# (bench/tutorial.py, ~15 minutes; BENCH_ARGS=--quick: a 3-minute smoke run). Results in bench/results/tutorial.*
+.PHONY: bench
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
+bench: $(VENV)/.installed-bench
+	command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	$(BIN)/python -m bench.tutorial $(BENCH_ARGS)
