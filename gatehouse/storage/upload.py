@@ -104,8 +104,7 @@ async def spool(
                 declared = content_type
                 cache_control = headers.get("cache-control")
                 metadata = _base64_json(headers.get("x-metadata"))
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.flush()  # durability comes from the backend's fsync before it moves the file into place
     except BaseException:
         path.unlink(missing_ok=True)
         raise
