@@ -21,6 +21,8 @@ from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
 
 MAX_PER_PAGE = 1000
+MAX_PAGE = 1_000_000
+MAX_BAN_SECONDS = 100 * 365 * 86400
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _HASH_PREFIXES = ("$argon2id$", "$argon2i$", "$2a$", "$2b$", "$2y$")
@@ -42,6 +44,8 @@ def parse_ban_duration(value: str) -> datetime | None:
     if not parts or "".join(number + unit for number, unit in parts) != value:
         raise GatehouseError("validation_failed", f"ban_duration {value!r} is not a duration like 24h or 90m", status=400)
     seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if seconds > MAX_BAN_SECONDS:
+        raise GatehouseError("validation_failed", "ban_duration is longer than 100 years", status=400)
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
@@ -52,7 +56,7 @@ class AdminService:
 
     async def list_users(self, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
         per_page = max(1, min(per_page, MAX_PER_PAGE))
-        page = max(1, page)
+        page = max(1, min(page, MAX_PAGE))
         async with self.db.admin.acquire() as conn:
             total = await conn.fetchval("SELECT count(*) FROM auth.users WHERE deleted_at IS NULL")
             ids = await conn.fetch(

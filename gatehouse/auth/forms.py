@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from gatehouse.core.errors import GatehouseError
+from gatehouse.core.http import has_nul
 
 Form = TypeVar("Form", bound=BaseModel)
 MAX_EMAIL = 255
@@ -128,6 +129,9 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise GatehouseError("bad_json", f"Could not parse request body as JSON: {exc}", status=400) from None
     if not isinstance(data, dict):
         raise GatehouseError("bad_json", "Request body must be a JSON object", status=400)
+    if has_nul(data):
+        raise GatehouseError("validation_failed", "Request body contains a NUL character, which cannot be stored",
+                             status=400)
     return data
 
 

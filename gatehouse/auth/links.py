@@ -95,7 +95,11 @@ class Redirects:
     def allowed(self, url: str | None) -> str:
         if not url:
             return self.site_url
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            return self.site_url
         if parts.scheme not in ("http", "https") or not parts.netloc or "\\" in url:
             return self.site_url
         if (parts.scheme, parts.netloc) == (self._site.scheme, self._site.netloc):

@@ -32,6 +32,17 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+def has_nul(value: Any) -> bool:
+    """True if a parsed JSON value holds a NUL character anywhere: PostgreSQL text cannot store one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 def state(scope: Scope) -> dict[str, Any]:
     """The per-request state dict Starlette exposes as ``request.state``."""
     return scope.setdefault("state", {})  # type: ignore[no-any-return]

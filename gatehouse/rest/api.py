@@ -220,7 +220,9 @@ async def write(request: Request) -> Response:
         if body is None or not all(isinstance(row, dict) for row in rows):
             raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object or an array of objects")
         if not rows:
-            return _respond(Result("[]", 0, None), media, status=201, schema=schema, head=not returning)
+            if not returning:
+                return Response(status_code=201, headers={"Content-Range": "*/0"})
+            return _respond(Result("[]", 0, None), media, status=201, schema=schema)
         resolution = prefer.values.get("resolution")
         if resolution not in (None, "merge-duplicates", "ignore-duplicates"):
             raise rest_error("PGRST100", f"Unknown resolution {resolution!r}", 400)
@@ -239,8 +241,9 @@ async def write(request: Request) -> Response:
             if not isinstance(body, dict):
                 raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object")
             if not body:
-                return _respond(Result("[]", 0, None), media, status=200 if returning else 204, schema=schema,
-                                head=not returning)
+                if not returning:
+                    return Response(status_code=204, headers={"Content-Range": "*/0"})
+                return _respond(Result("[]", 0, None), media, status=200, schema=schema)
             plan = planner.update(table, query, body, returning=returning)
         else:
             plan = planner.delete(table, query, returning=returning)

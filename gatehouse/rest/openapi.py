@@ -282,13 +282,13 @@ class _Document:
                 "responses": {
                     "201": {"description": "Created (rows in the body with `return=representation`)",
                             "content": rows_content},
-                    **_error_refs("400", "401", "403", "404", "409"),
+                    **_error_refs("400", "401", "403", "404", "406", "409"),
                 },
             }
         written = {
             "200": {"description": "OK (with `return=representation`)", "content": rows_content},
             "204": {"description": "No Content"},
-            **_error_refs("400", "401", "403", "404", "409"),
+            **_error_refs("400", "401", "403", "404", "406", "409"),
         }
         write_params = [*filters, *common, _ref("parameters", "order"), _ref("parameters", "limit"),
                         _ref("parameters", "preferWrite"), _ref("parameters", "contentProfile")]
@@ -331,7 +331,7 @@ class _Document:
             "summary": f"Call {name}",
             "parameters": [*set_params, _ref("parameters", "preferRpc"), _ref("parameters", "contentProfile")],
             "requestBody": {"required": needs_body, "content": {"application/json": {"schema": body_schema}}},
-            "responses": {**returns, **_error_refs("400", "401", "403", "404")},
+            "responses": {**returns, **_error_refs("400", "401", "403", "404", "406")},
         }}
         readable = [fn for fn in overloads if fn.volatility != "volatile" and not fn.single_unnamed_json_arg]
         if readable:
@@ -352,7 +352,7 @@ class _Document:
                 **base,
                 "summary": f"Call {name} (read-only)",
                 "parameters": [*params.values(), *set_params, _ref("parameters", "acceptProfile")],
-                "responses": {**returns, **_error_refs("400", "401", "403", "404")},
+                "responses": {**returns, **_error_refs("400", "401", "403", "404", "406")},
             }
         return item
 

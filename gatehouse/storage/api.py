@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gatehouse.core.http import JSONResponse, bearer_token, state
+from gatehouse.core.http import JSONResponse, bearer_token, has_nul, state
 from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
+from gatehouse.storage import names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
 from gatehouse.storage.service import StorageService, StoredObject
 
@@ -65,6 +66,8 @@ async def _json(request: Request) -> dict[str, Any]:
         raise invalid("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise invalid("the body must be a JSON object")
+    if has_nul(data):
+        raise invalid("the body contains a NUL character, which cannot be stored")
     return data
 
 
@@ -141,12 +144,14 @@ async def _serve(request: Request, obj: StoredObject) -> Response:
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and (if_none_match.strip() == "*" or obj.etag in [t.strip() for t in if_none_match.split(",")]):
         return Response(status_code=304, headers=headers)
+    requested = request.headers.get("range", "").strip()
     local = service.backend.local_path(obj.key)
-    if local is not None:
+    if local is not None and not requested:  # ranges go the streaming way, with Storage's errors
+        # an empty Range header means "the whole object": hide it from FileResponse, which refuses it
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
         return FileResponse(local, media_type=content_type, headers=headers)
     size = obj.size
     start, end, status = 0, size - 1, 200
-    requested = request.headers.get("range")
     if requested:
         start, end = _parse_range(requested, size)
         status = 206
@@ -294,10 +299,11 @@ async def sign_upload(request: Request) -> Response:
     service = _service(request)
     await service.bucket(bucket)
     upsert = request.headers.get("x-upsert", "").lower() == "true"
-    token = service.sign(
-        "storage.upload", bucket, name, service.settings.storage_signed_upload_expiry,
-        role=claims.get("role", "anon"), sub=claims.get("sub"), upsert=upsert,
-    )
+    names.object_name(name)
+    signer = {"role": claims.get("role", "anon"), "upsert": upsert}
+    if claims.get("sub"):
+        signer["sub"] = claims["sub"]
+    token = service.sign("storage.upload", bucket, name, service.settings.storage_signed_upload_expiry, **signer)
     url = f"/object/upload/sign/{quote(bucket)}/{quote(name)}?token={token}"
     return JSONResponse({"url": url, "token": token})
 

@@ -14,6 +14,7 @@ bytes are deleted. Bytes a row stopped pointing at are queued (by trigger) for t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from gatehouse.storage.sniff import is_raster_image, mime_allowed, mime_matches,
 from gatehouse.storage.upload import Spooled, spool, too_large
 
 SORT_COLUMNS = {"name", "updated_at", "created_at", "last_accessed_at"}
+log = logging.getLogger("gatehouse.storage")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def _object(row: asyncpg.Record) -> StoredObject:
 def _translate(error: asyncpg.PostgresError) -> GatehouseError:
     if is_unavailable(error):
         return unavailable()
+    if (error.sqlstate or "").startswith("22"):  # data the database cannot take: NUL, overflow, bad text
+        return invalid(f"Invalid input: {error.message}")
     if isinstance(error, asyncpg.UniqueViolationError):
         return storage_error("KeyAlreadyExists", "The resource already exists", 409)
     if isinstance(error, asyncpg.InsufficientPrivilegeError):
@@ -90,6 +94,7 @@ def _translate(error: asyncpg.PostgresError) -> GatehouseError:
         return bucket_not_found()
     if isinstance(error, asyncpg.CheckViolationError):
         return invalid(f"Invalid input: {error.message}")
+    log.error("storage request failed in the database", exc_info=error)
     return storage_error("DatabaseError", "the database refused the request; the server log has the details", 500)
 
 
@@ -234,8 +239,9 @@ class StorageService:
             raise invalid("search must be a string")
         sort = options.get("sortBy") or {}
         column = sort.get("column", "name") if isinstance(sort, dict) else "name"
-        order = str(sort.get("order", "asc")).lower() if isinstance(sort, dict) else "asc"
-        if column not in SORT_COLUMNS or order not in ("asc", "desc"):
+        order = sort.get("order", "asc") if isinstance(sort, dict) else "asc"
+        order = order.lower() if isinstance(order, str) else order
+        if not isinstance(column, str) or column not in SORT_COLUMNS or order not in ("asc", "desc"):
             raise invalid("sortBy.column must be name, updated_at, created_at or last_accessed_at; order asc or desc")
         direction = "DESC" if order == "desc" else "ASC"
         sql = f"""
@@ -397,7 +403,7 @@ class StorageService:
                     "INSERT INTO storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     bucket_id, str(body.get("name") or bucket_id), _owner(claims), claims.get("sub"),
-                    bool(body.get("public", False)), _size_limit(body.get("file_size_limit")),
+                    _bool(body.get("public", False)), _size_limit(body.get("file_size_limit")),
                     _mime_list(body.get("allowed_mime_types")),
                 )
         except asyncpg.UniqueViolationError:
@@ -408,6 +414,8 @@ class StorageService:
 
     async def update_bucket(self, claims: dict[str, Any], bucket_id: str, body: dict[str, Any]) -> None:
         names.bucket_id(bucket_id)
+        if "public" in body and not isinstance(body["public"], bool | None):
+            raise invalid("public must be true or false")
         try:
             async with self.db.as_user(claims) as conn:
                 done = await conn.fetchval(
@@ -424,7 +432,7 @@ class StorageService:
             raise bucket_not_found()
 
     async def empty_bucket(self, claims: dict[str, Any], bucket_id: str) -> None:
-        names.bucket_id(bucket_id)
+        await self.bucket(bucket_id)
         try:
             async with self.db.as_user(claims) as conn:
                 await conn.execute("DELETE FROM storage.objects WHERE bucket_id = $1", bucket_id)
@@ -473,6 +481,12 @@ def _verify_image(path: Path, mimetype: str) -> None:
         raise storage_error("InvalidMimeType", f"the file is not a valid {mimetype} image", 415) from None
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise invalid("public must be true or false")
+    return value
+
+
 def _bad_type(mimetype: str) -> GatehouseError:
     return storage_error("InvalidMimeType", f"mime type {mimetype} is not supported", 415)
 
@@ -495,13 +509,13 @@ def _size_limit(value: Any) -> int | None:
     """``file_size_limit``: bytes as a number, or a string such as "2MB" (as storage-js allows)."""
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return value
     if isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
         number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
         unit = text[len(number):] or "b"
-        if number.replace(".", "", 1).isdigit() and unit in _UNITS and float(number) > 0:
+        if number.replace(".", "", 1).isdigit() and unit in _UNITS and 0 < float(number) * _UNITS[unit] < 2**63:
             return int(float(number) * _UNITS[unit])
     raise invalid(f"file_size_limit {value!r} is not a size (bytes, or a string like '2MB')")
 

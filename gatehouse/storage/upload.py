@@ -26,6 +26,7 @@ import orjson
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gatehouse.core.errors import GatehouseError
+from gatehouse.core.http import has_nul
 from gatehouse.storage.errors import invalid, storage_error
 from gatehouse.storage.sniff import HEAD_BYTES
 MAX_FIELD_BYTES = 64 * 1024
@@ -190,8 +191,8 @@ def _json_field(value: str | None) -> dict[str, Any] | None:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
         raise invalid("metadata must be a JSON object") from None
-    if not isinstance(parsed, dict):
-        raise invalid("metadata must be a JSON object")
+    if not isinstance(parsed, dict) or has_nul(parsed):
+        raise invalid("metadata must be a JSON object without NUL characters")
     return parsed
 
 
