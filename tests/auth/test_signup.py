@@ -138,7 +138,7 @@ def test_weak_passwords_are_refused_with_reasons(
         (b'{"email": "' + b"a" * 300 + b'@example.com", "password": "a long passphrase"}', 400, "email_address_invalid"),
         (b'{"password": "a long passphrase"}', 422, "anonymous_provider_disabled"),
         (b'{"phone": "+15551234567", "password": "a long passphrase"}', 422, "phone_provider_disabled"),
-        (b'{"email": "a\\u0000b@example.com", "password": "a long passphrase"}', 400, "email_address_invalid"),
+        (b'{"email": "a\\u0000b@example.com", "password": "a long passphrase"}', 400, "validation_failed"),
     ],
 )
 def test_malformed_bodies_get_clear_4xx(auth: Auth, content: bytes, status: int, code: str) -> None:
