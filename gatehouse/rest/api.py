@@ -219,9 +219,7 @@ async def write(request: Request) -> Response:
         rows = body if isinstance(body, list) else [body]
         if body is None or not all(isinstance(row, dict) for row in rows):
             raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object or an array of objects")
-        if not rows:
-            if not returning:
-                return Response(status_code=201, headers={"Content-Range": "*/0"})
+        if not rows:  # nothing to insert: say so in JSON, whatever Prefer asked for
             return _respond(Result("[]", 0, None), media, status=201, schema=schema)
         resolution = prefer.values.get("resolution")
         if resolution not in (None, "merge-duplicates", "ignore-duplicates"):
