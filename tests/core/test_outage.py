@@ -83,3 +83,78 @@ def test_outage_gives_fast_503s_then_recovers(own_database_server: RunningServer
     login = anon.post("/auth/v1/token?grant_type=password", json={"email": email, "password": "a long passphrase"})
     assert login.status_code == 200
     anon.close()
+
+
+def test_no_write_answered_2xx_is_lost(own_database_server: RunningServer) -> None:
+    """Writers keep writing while PostgreSQL stops and starts: every 2xx write is there afterwards."""
+    import threading
+
+    server = own_database_server
+    key = {"apikey": server.keys.secret_key}
+    httpx.post(f"{server.url}/storage/v1/bucket", headers=key, json={"id": "outage"}).raise_for_status()
+    confirmed: list[str] = []
+    stop = threading.Event()
+
+    def writer(worker: int) -> None:
+        with httpx.Client(base_url=server.url, headers=key, timeout=20) as client:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                name = f"w{worker}-{n}.txt"
+                try:
+                    response = client.post(f"/storage/v1/object/outage/{name}", content=name.encode(),
+                                           headers={"Content-Type": "text/plain"})
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    confirmed.append(name)
+                else:
+                    assert response.status_code in (400, 503), response.text  # 400: storage's shape for 503
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.7)
+    pg_ctl(server.data_dir, "stop", "-m", "immediate", "-w")
+    time.sleep(1.0)
+    pg_ctl(server.data_dir, "start", "-w")
+    time.sleep(2.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(confirmed) > 3
+    with httpx.Client(base_url=server.url, headers=key, timeout=20) as client:
+        for name in confirmed:
+            response = client.get(f"/storage/v1/object/outage/{name}")
+            assert response.status_code == 200 and response.content == name.encode(), name
+
+
+def test_sigterm_finishes_requests_in_flight(own_database_server: RunningServer) -> None:
+    """A slow upload under way when SIGTERM arrives completes; then the process and PostgreSQL stop."""
+    import signal
+    import threading
+
+    server = own_database_server
+    key = {"apikey": server.keys.secret_key}
+    httpx.post(f"{server.url}/storage/v1/bucket", headers=key, json={"id": "slow"}).raise_for_status()
+    result: dict[str, object] = {}
+
+    def slow_body():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield b"x" * 1000
+            time.sleep(0.15)
+
+    def upload() -> None:
+        result["response"] = httpx.post(f"{server.url}/storage/v1/object/slow/late.txt", content=slow_body(),
+                                        headers=key | {"Content-Type": "text/plain"}, timeout=30)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    time.sleep(0.5)  # the upload is streaming now
+    server.process.send_signal(signal.SIGTERM)
+    thread.join()
+    response = result["response"]
+    assert isinstance(response, httpx.Response) and response.status_code == 200, response
+    assert server.process.wait(30) == 0
+    assert not (server.data_dir / "postgres" / "postmaster.pid").exists()
