@@ -30,7 +30,7 @@ from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
-from gatehouse.core.metrics import MetricsMiddleware
+from gatehouse.core.metrics import observe as observe_request
 from gatehouse.core.metrics import metrics as metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.rest import api as rest_api
@@ -203,8 +203,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            *([Middleware(MetricsMiddleware)] if settings.metrics_enabled else []),
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, observe=observe_request if settings.metrics_enabled else None),
             Middleware(
                 CORSMiddleware,
                 allow_origins=["*"],

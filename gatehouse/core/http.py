@@ -48,11 +48,17 @@ def state(scope: Scope) -> dict[str, Any]:
     return scope.setdefault("state", {})  # type: ignore[no-any-return]
 
 
-class RequestContextMiddleware:
-    """Gives each request an id (``X-Request-Id``, kept if the client sent a sane one) and logs it."""
+#: Called once per answered request with (scope, status, seconds): the metrics hook.
+Observer = Callable[[Scope, int, float], None]
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestContextMiddleware:
+    """Gives each request an id (``X-Request-Id``, kept if the client sent a sane one), logs it,
+    and hands its status and duration to ``observe`` (metrics), measured once for both."""
+
+    def __init__(self, app: ASGIApp, *, observe: Observer | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,6 +80,9 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope, status, elapsed)
             access_log.info(
                 "%s %s %d",
                 scope["method"],
@@ -84,7 +93,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "user_id": state(scope).get("user_id"),
                 },
             )
