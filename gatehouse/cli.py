@@ -116,6 +116,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=10,
+            # Longer than clients' own idle limits (httpx: 5 s): otherwise a client may reuse a
+            # connection the server is closing at that very moment, and the request fails.
+            timeout_keep_alive=75,
         )
     return 0
 

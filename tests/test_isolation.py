@@ -1,18 +1,29 @@
 """No user reads or changes another's private rows or objects, whatever the users, policies and requests.
 
 Hypothesis draws sequences of requests by three signed-in users (A, B, C) and an anonymous caller
-(the publishable key only) against a real server: the data API (reads with filters, embeds,
-paging, counts and single objects; inserts, upserts, updates and deletes with filters; RPC through
-SECURITY INVOKER functions) over tables guarded by a small family of owner-based policies, and
-storage (uploads, signed uploads, downloads, info, lists, removes, moves, copies, signed URLs,
-image renders) in a private bucket whose policies allow only the caller's own folder.
+(the publishable key only) against a real server, on this module's own database:
+
+* the data API over tables guarded by a small family of owner-based policies (owner only; owner or
+  shared rows readable; everyone reads and the owner writes; a write-only drop box; comments that
+  follow their row's visibility): reads with eq/neq/gt/lt/in/like/is filters, not., nested
+  or/and, embeds both ways and !inner, order, limit/offset, counts and single objects; inserts
+  (own and forged owners, bulk), upserts on id (merge and ignore), PATCH and DELETE with filters
+  (unfiltered ones refused), RPC through SECURITY INVOKER functions (also a volatile one through a
+  read-only GET), bursts of concurrent reads by different callers, and attempts to reach
+  auth.users or storage.objects through embeds and other schemas;
+* storage in a private bucket whose policies confine each user to the folder named after their id:
+  uploads (POST, PUT, x-upsert, multipart, signed upload URLs, tokens replayed on other paths),
+  downloads (authenticated, plain, public, HEAD, ranges, concurrent bursts), info, lists, batch
+  and single removes, moves, copies, signed URLs (single, batch, replayed on other paths),
+  image renders, names climbing out with "..", and the bucket API (empty, delete, make public).
 
 A model of what each user owns predicts every answer. After every step the database itself, read
 through the privileged pool, is the ground truth: first the isolation invariants are checked
 against the state before the step (nobody's rows or objects were created, changed or deleted by
-someone else; nothing another user may not see came back in any answer; no 5xx), then the whole
-state and answer are compared with the model's prediction, so that a broken test cannot pass by
-refusing everything.
+someone else; nothing another user may not see came back in any answer; anon never sees a private
+row or object; no 5xx), then the whole state and answer are compared with the model's prediction,
+so that a broken test cannot pass by refusing everything. Each example starts from a few rows and
+objects per user; a failure prints the drawn steps and the last requests with their answers.
 """
 
 from __future__ import annotations
@@ -192,8 +203,15 @@ async def world(db: Database, server_factory: Any) -> AsyncIterator[World]:
     def headers(actor: str) -> dict[str, str]:
         return {"apikey": key} | ({"Authorization": f"Bearer {tokens[actor]}"} if actor in tokens else {})
 
-    rest = {a: httpx.AsyncClient(base_url=f"{server.url}/rest/v1", headers=headers(a), timeout=30) for a in ACTORS}
-    storage = {a: httpx.AsyncClient(base_url=f"{server.url}/storage/v1", headers=headers(a), timeout=30) for a in ACTORS}
+    # Idle connections are dropped after 2 s: uvicorn closes them after 5 s, httpx's default expiry is also
+    # 5 s, and a request sent on a connection the server is closing at that instant fails (ReadError).
+    limits = httpx.Limits(keepalive_expiry=2)
+
+    def client(api: str, actor: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=f"{server.url}/{api}", headers=headers(actor), timeout=30, limits=limits)
+
+    rest = {a: client("rest/v1", a) for a in ACTORS}
+    storage = {a: client("storage/v1", a) for a in ACTORS}
     try:
         deadline = time.monotonic() + 15
         while True:  # the schema cache has the tables, the relationship and the functions
@@ -318,6 +336,21 @@ class Delete:
     returning: bool = False
 
 
+PEEKS = {  # reaching auth.users or storage.objects through the data API: none of them may work
+    "embed auth.users": ("/iso_public", [("select", "*,users(*)")], {}, 400),
+    "embed auth.users by column": ("/iso_private", [("select", "*,users!owner(email)")], {}, 400),
+    "nested embed auth.users": ("/iso_comments", [("select", "*,iso_shared(*,users(*))")], {}, 400),
+    "storage schema": ("/objects", [], {"Accept-Profile": "storage"}, 406),
+    "auth schema": ("/users", [], {"Accept-Profile": "auth"}, 406),
+}
+
+
+@dataclass(frozen=True)
+class Peek:
+    actor: str
+    what: str  # a key of PEEKS
+
+
 @dataclass(frozen=True)
 class Burst:
     """Reads by several callers at once: no caller's identity may leak into another's request."""
@@ -339,6 +372,7 @@ class Rename:
     actor: str
     target: int
     new_body: str
+    get: bool = False  # GET runs read-only: a volatile function must fail and change nothing
 
 
 # -- data API: strategies ------------------------------------------------------------------------------
@@ -410,7 +444,7 @@ class Drawer:
         @st.composite
         def operation(draw: st.DrawFn) -> Any:
             kind = draw(st.sampled_from(["insert", "insert", "insert", "read", "read", "read", "upsert", "patch",
-                                         "patch", "delete", "search", "rename", "burst"]))
+                                         "patch", "delete", "search", "rename", "burst", "peek"]))
             actor = draw(actors)
             if kind == "read":
                 return self.read(draw, actor)
@@ -452,10 +486,12 @@ class Drawer:
                     row_id=(self.id(draw, "iso_shared") if draw(booleans) else None) if comments else None,
                 )
                 return Patch(actor, table, filters, changes, returning=draw(booleans))
+            if kind == "peek":
+                return Peek(actor, draw(st.sampled_from(sorted(PEEKS))))
             if kind == "search":
                 return Search(actor, draw(st.sampled_from(["a", "ph", "et", "mm", "z"])),
                               self.filters(draw, "iso_shared")[:1], draw(booleans))
-            return Rename(actor, self.id(draw, "iso_private"), draw(words))
+            return Rename(actor, self.id(draw, "iso_private"), draw(words), draw(st.integers(0, 4)) == 0)
 
         return operation()
 
@@ -612,7 +648,7 @@ def predict(op: Any, state: State) -> Expected:
         if not all(insertable(op.table, op.actor, r, state) for r in rows):
             return Expected(denied(op.actor), after)
         if op.returning and op.table == "iso_inbox":  # RETURNING needs a SELECT policy
-            return Expected(403, after)
+            return Expected(403, after)  # PostgreSQL checks RETURNING rows against SELECT policies
         return Expected(201, after, new={op.table: rows}, body_ids=(op.table, [], True) if op.returning else None)
     if isinstance(op, Upsert):
         table = after[op.table]
@@ -659,6 +695,8 @@ def predict(op: Any, state: State) -> Expected:
                 if parent is None or not visible("iso_shared", op.actor, parent, state):
                     return Expected(denied(op.actor), copy_state(state))
         return Expected(ok, after, body_ids=(op.table, sorted(hit), False) if op.returning else None)
+    if isinstance(op, Peek):
+        return Expected(PEEKS[op.what][3], after)
     if isinstance(op, Search):
         rows = [r for r in sorted(state["iso_shared"].values(), key=lambda r: r["id"])
                 if visible("iso_shared", op.actor, r, state) and op.q in r["body"]
@@ -666,6 +704,8 @@ def predict(op: Any, state: State) -> Expected:
         return Expected(200, after, body=rows)
     if isinstance(op, Rename):
         row = state["iso_private"].get(op.target)
+        if op.get:
+            return Expected(405, after)  # 25006: read-only transaction
         if row is None or not writable("iso_private", op.actor, row, state):
             return Expected(200, after, body=[])
         after["iso_private"][op.target]["body"] = op.new_body
@@ -727,7 +767,13 @@ def http_request(op: Any, state: State, uids: dict[str, str]) -> tuple[str, str,
         if op.get:
             return "GET", "/rpc/iso_search", [("q", op.q), *params], None, {}
         return "POST", "/rpc/iso_search", params, {"q": op.q}, {}
+    if isinstance(op, Peek):
+        path, params, headers, _ = PEEKS[op.what]
+        return "GET", path, params, None, headers
     if isinstance(op, Rename):
+        args = {"target": str(op.target), "new_body": op.new_body}
+        if op.get:
+            return "GET", "/rpc/iso_rename", list(args.items()), None, {}
         return "POST", "/rpc/iso_rename", [], {"target": op.target, "new_body": op.new_body}, {}
     raise TypeError(f"unknown operation {op!r}")
 
@@ -948,6 +994,7 @@ class Download:
 class Info:
     actor: str
     path: Path
+    route: str = ""  # "" | "authenticated/" | "public/"
 
 
 @dataclass(frozen=True)
@@ -993,6 +1040,13 @@ class Downloads:
 class Render:
     actor: str
     path: Path
+    mode: str = "authenticated"  # or "public"
+
+
+@dataclass(frozen=True)
+class BucketAdmin:
+    actor: str
+    action: str  # empty | delete | make-public | get | list
 
 
 
@@ -1022,7 +1076,7 @@ def storage_operations(draw: st.DrawFn, existing: tuple[Path, ...]) -> Any:
         return tuple(path() for _ in range(draw(st.integers(1, 3))))
 
     kind = draw(st.sampled_from(["upload", "upload", "signed-upload", "download", "download", "info", "list", "remove",
-                                 "move", "move", "sign", "render", "burst"]))
+                                 "move", "move", "sign", "render", "burst", "bucket"]))
     if kind == "burst":
         readers = [draw(actors) for _ in range(draw(st.integers(2, 6)))]
         return Downloads(tuple(Download(reader, draw(st.sampled_from(existing)) if existing else fresh(), "authenticated")
@@ -1035,7 +1089,9 @@ def storage_operations(draw: st.DrawFn, existing: tuple[Path, ...]) -> Any:
     if kind == "download":
         return Download(actor, path(), draw(st.sampled_from(["authenticated", "plain", "public", "head", "range"])))
     if kind == "info":
-        return Info(actor, path())
+        return Info(actor, path(), draw(st.sampled_from(["", "", "authenticated/", "public/"])))
+    if kind == "bucket":
+        return BucketAdmin(actor, draw(st.sampled_from(["empty", "delete", "make-public", "get", "list"])))
     if kind == "list":
         return ListFolder(actor, draw(st.one_of(st.none(), st.just(actor) if actor != "anon" else users, users)),
                           draw(st.booleans()), draw(st.sampled_from(["", "", "a", "s"])))
@@ -1052,7 +1108,7 @@ def storage_operations(draw: st.DrawFn, existing: tuple[Path, ...]) -> Any:
         return Move(actor, path(), destination, draw(st.booleans()))
     if kind == "sign":
         return Sign(actor, paths(), draw(st.booleans()), path() if draw(st.booleans()) else None)
-    return Render(actor, path(images=True))
+    return Render(actor, path(images=True), draw(st.sampled_from(["authenticated", "authenticated", "public"])))
 
 
 def png(color: int) -> bytes:
@@ -1200,8 +1256,12 @@ class ObjectsRun:
                 self.check_read(d.actor, n, response)
         elif isinstance(op, Info):
             name = op.path.name(uids)
-            response = await self.call(actor, "GET", f"/object/info/{BUCKET}/{q(name)}")
-            self.check_read(actor, name, response, body=False)
+            response = await self.call(actor, "GET", f"/object/info/{op.route}{BUCKET}/{q(name)}")
+            if op.route == "public/":  # the bucket is not public
+                assert not 200 <= response.status_code < 300, self.fail(f"ISOLATION: {actor} read info of {name!r}")
+                self.refused(response, "public info of a private bucket")
+            else:
+                self.check_read(actor, name, response, body=False)
             if response.status_code == 200:
                 assert response.json()["name"] == name and response.json()["etag"] == etag(self.model[name].data)
         elif isinstance(op, ListFolder):
@@ -1288,14 +1348,31 @@ class ObjectsRun:
                     self.refused(rendered, f"a signed URL for {name!r} used to render {other!r}")
         elif isinstance(op, Render):
             name = op.path.name(uids)
-            response = await self.call(actor, "GET", f"/render/image/authenticated/{BUCKET}/{q(name)}",
+            response = await self.call(actor, "GET", f"/render/image/{op.mode}/{BUCKET}/{q(name)}",
                                        params={"width": "6", "height": "6"})
+            readable = self.readable(actor, name) and op.mode == "authenticated"
             if 200 <= response.status_code < 300:
-                assert self.readable(actor, name), self.fail(f"ISOLATION: {actor} rendered {name!r}")
-            if self.readable(actor, name) and self.model[name].data.startswith(b"\x89PNG"):
+                assert readable, self.fail(f"ISOLATION: {actor} rendered {name!r} ({op.mode})")
+            if readable and self.model[name].data.startswith(b"\x89PNG"):
                 self.ok(response, f"{actor} renders their own image")
             else:
                 self.refused(response, f"{actor} renders {name!r}")
+        elif isinstance(op, BucketAdmin):
+            if op.action == "empty":  # as the caller: RLS lets each user empty their own folder only
+                response = await self.call(actor, "POST", f"/bucket/{BUCKET}/empty")
+                self.ok(response, "emptying deletes what the caller may delete")
+                for name in list(expected):
+                    if self.mine(actor, name):
+                        del expected[name]
+            elif op.action == "list":
+                response = await self.call(actor, "GET", "/bucket")
+                self.ok(response, "listing buckets")
+                assert BUCKET not in [b["id"] for b in response.json()], self.fail("a private bucket was listed")
+            else:
+                method, body = {"delete": ("DELETE", None), "make-public": ("PUT", {"public": True}),
+                                "get": ("GET", None)}[op.action]
+                response = await self.call(actor, method, f"/bucket/{BUCKET}", json=body)
+                self.refused(response, f"{actor} may not {op.action} the bucket")
         else:
             raise TypeError(f"unknown operation {op!r}")
         await self.finish(op, expected)
@@ -1303,6 +1380,8 @@ class ObjectsRun:
     async def finish(self, op: Any, expected: dict[str, Stored]) -> None:
         """The bucket after the step: nobody else's objects touched, and exactly what the model expects."""
         after = await self.snapshot()
+        public = await self.world.db.admin.fetchval("SELECT public FROM storage.buckets WHERE id = $1", BUCKET)
+        assert public is False, self.fail(f"ISOLATION: {op.actor} made the bucket public (or deleted it): {public}")
         self.check_isolation("anon" if isinstance(op, Downloads) else op.actor, self.truth, after)  # reads write nothing
         got = {n: (r["owner"], r["etag"]) for n, r in after.items()}
         want = {n: (s.owner, etag(s.data)) for n, s in expected.items()}
