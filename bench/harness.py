@@ -36,6 +36,20 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+def wait_healthy(health_url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float) -> None:
+    """Poll ``health_url`` until it answers 200; raise with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(health_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text(errors="replace"))
+        time.sleep(0.1)
+
+
 @contextmanager
 def gatehouse(workers: int = 1, **env: str) -> Iterator[Server]:
     """``gatehouse serve`` on a new data folder (embedded PostgreSQL), rate limits off."""
@@ -55,16 +69,7 @@ def gatehouse(workers: int = 1, **env: str) -> Iterator[Server]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/auth/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "server.log").read_text())
-            time.sleep(0.1)
+        wait_healthy(f"{url}/auth/v1/health", process, folder / "server.log", timeout=60)
         keys = subprocess.run(
             [sys.executable, "-m", "gatehouse", "keys", "--data-dir", str(folder / "data")],
             capture_output=True, text=True, check=True, env=full_env,

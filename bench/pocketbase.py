@@ -16,7 +16,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import wait_healthy
 from gatehouse.core.embedded import free_port
 
 ADMIN_EMAIL = "bench-admin@example.com"
@@ -72,16 +72,7 @@ def pocketbase() -> Iterator[PocketBase]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "server.log").read_text())
-            time.sleep(0.1)
+        wait_healthy(f"{url}/api/health", process, folder / "server.log", timeout=30)
         token = httpx.post(f"{url}/api/collections/_superusers/auth-with-password",
                            json={"identity": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).raise_for_status().json()["token"]
         server = PocketBase(url, folder, token, process)
