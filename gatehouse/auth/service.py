@@ -134,6 +134,17 @@ class AuthService:
         )
         await conn.execute("UPDATE auth.users SET confirmation_sent_at = now() WHERE id = $1", user["id"])
 
+    async def _send_recovery_token(
+        self, conn: asyncpg.Connection, user: asyncpg.Record, kind: str, verify_type: str,
+        redirect_to: str | None, flow_id: uuid.UUID | None,
+    ) -> None:
+        """A recovery-token email (password reset or magic link; GoTrue uses one token for both)."""
+        await self._send(
+            conn, user, kind=kind, token_type="recovery_token", verify_type=verify_type,
+            to=user["email"], redirect_to=redirect_to, flow_id=flow_id,
+        )
+        await conn.execute("UPDATE auth.users SET recovery_sent_at = now() WHERE id = $1", user["id"])
+
     # -- sign-up ------------------------------------------------------------------------------
 
     async def sign_up(self, form: SignupForm, client: Client, redirect_to: str | None) -> dict[str, Any]:
@@ -368,11 +379,7 @@ class AuthService:
             if user is None:
                 return
             flow_id = await self._flow_state(conn, form, "recovery")
-            await self._send(
-                conn, user, kind="recovery", token_type="recovery_token", verify_type="recovery",
-                to=email, redirect_to=redirect_to, flow_id=flow_id,
-            )
-            await conn.execute("UPDATE auth.users SET recovery_sent_at = now() WHERE id = $1", user["id"])
+            await self._send_recovery_token(conn, user, "recovery", "recovery", redirect_to, flow_id)
             await users.audit(conn, "user_recovery_requested", actor=user, ip=client.ip)
 
     async def send_otp(self, form: OtpForm, client: Client, redirect_to: str | None) -> None:
@@ -396,11 +403,7 @@ class AuthService:
                 await self._send_confirmation(conn, user, redirect_to, flow_id)
                 return
             flow_id = await self._flow_state(conn, form, "magiclink")
-            await self._send(
-                conn, user, kind="magic_link", token_type="recovery_token", verify_type="magiclink",
-                to=email, redirect_to=redirect_to, flow_id=flow_id,
-            )
-            await conn.execute("UPDATE auth.users SET recovery_sent_at = now() WHERE id = $1", user["id"])
+            await self._send_recovery_token(conn, user, "magic_link", "magiclink", redirect_to, flow_id)
 
     async def resend(self, form: ResendForm, client: Client, redirect_to: str | None) -> None:
         """Send a pending confirmation again; silent when there is nothing pending."""
