@@ -92,13 +92,15 @@ class Database:
             "command_timeout": (self._settings.statement_timeout or 30_000) / 1000 + 5,
             "init": _init_connection,
         }
-        self._admin = await asyncpg.create_pool(self._admin_url, **options)
+        # No reset query on release (a round trip per request): nothing in Gatehouse changes a
+        # session's state. Roles and claims are set transaction-locally, locks are transaction
+        # locks, and the two LISTEN users (schema watcher, mail sender) UNLISTEN before they
+        # return their connection. asyncpg still rolls back a transaction left open.
+        self._admin = await asyncpg.create_pool(self._admin_url, **options, reset=_no_reset)
         self._request = await asyncpg.create_pool(
             self._request_url,
             **options,
             server_settings={"statement_timeout": str(self._settings.statement_timeout)},
-            # No reset query on release (a round trip per request): requests change role and
-            # claims only transaction-locally, so a returned connection carries nothing over.
             reset=_no_reset,
         )
 

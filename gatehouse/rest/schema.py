@@ -444,9 +444,9 @@ class SchemaWatcher:
             return
         try:
             conn.remove_termination_listener(self._on_lost)
-            for channel in self.CHANNELS:  # the pool refuses a connection that still has listeners
+            for channel in self.CHANNELS:  # UNLISTEN: the pool does not reset sessions
                 await conn.remove_listener(channel, self._notified)
-            await self._pool.release(conn, timeout=5)  # resets the session: UNLISTEN *
+            await self._pool.release(conn, timeout=5)
         except asyncpg.InterfaceError:
             pass  # it was closed, and so went back to the pool by itself
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the slot must be freed
