@@ -69,8 +69,8 @@ def run_as(sql: str, values_for: Callable[[int, int], list[Any]], claims_for: Ca
     return operation
 
 
-def rotation(refresh_tokens: list[str], user_sql: str, reuse_interval: int = 10) -> Operation:
-    """Refresh-token rotation as ``Sessions.refresh`` does it: rotate, then read the user.
+def rotation(refresh_tokens: list[str], refresh_sql: str, reuse_interval: int = 10) -> Operation:
+    """Refresh-token rotation as ``Sessions.refresh`` does it: one statement rotates and reads the user.
 
     Task ``i`` owns session ``i`` and always presents the token it rotated to last.
     """
@@ -78,12 +78,10 @@ def rotation(refresh_tokens: list[str], user_sql: str, reuse_interval: int = 10)
 
     async def operation(conn: asyncpg.Connection, index: int) -> None:
         successor = secrets.token_urlsafe(32)
-        row = await conn.fetchrow("SELECT * FROM auth.rotate_refresh_token($1, $2, $3)",
-                                  _sha256(current[index]), _sha256(successor), reuse_interval)
-        if row is None or row["outcome"] != "rotated":
-            raise asyncpg.PostgresError(f"rotation: {row and row['outcome']}")
+        row = await conn.fetchrow(refresh_sql, _sha256(current[index]), _sha256(successor), reuse_interval)
+        if row is None or row["rotation_outcome"] != "rotated":
+            raise asyncpg.PostgresError(f"rotation: {row and row['rotation_outcome']}")
         current[index] = successor
-        await conn.fetchrow(user_sql, row["user_id"], row["session_id"])
 
     return operation
 

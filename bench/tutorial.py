@@ -245,11 +245,11 @@ class Statements:
 
             return self.request_url, floor.run_as(self.upsert_sql, upsert_values, claims, readonly=False)
         if step == "g":
-            from gatehouse.auth.sessions import _USER_WITH_AMR
+            from gatehouse.auth.sessions import REFRESH_SQL
 
             # Task i owns session i and presents its last successor: the chain goes on across runs.
             tokens = self.steps.sessions()[:concurrency]
-            return self.admin_url, floor.rotation(tokens, _USER_WITH_AMR)
+            return self.admin_url, floor.rotation(tokens, REFRESH_SQL)
         raise ValueError(step)
 
 

@@ -34,15 +34,21 @@ SELECT $4, $1::text, id, false FROM s
 RETURNING session_id, floor(extract(epoch FROM now()))::bigint AS authenticated_at
 """
 
-_USER_WITH_AMR = """
-SELECT u.*,
-       coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
-                '[]'::jsonb) AS identities,
-       coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
-                                                     'timestamp', floor(extract(epoch FROM c.created_at))::bigint)
-                                  ORDER BY c.created_at DESC)
-                 FROM auth.mfa_amr_claims c WHERE c.session_id = $2), '[]'::jsonb) AS amr
-FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL
+#: A refresh in one round trip: rotate the token (auth.rotate_refresh_token, one transaction),
+#: and, when that succeeded, the session's user as the new access token needs it.
+REFRESH_SQL = """
+SELECT r.outcome AS rotation_outcome, r.session_id AS rotation_session_id, u.*
+FROM auth.rotate_refresh_token($1, $2, $3) r
+LEFT JOIN LATERAL (
+    SELECT u.*,
+           coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
+                    '[]'::jsonb) AS identities,
+           coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+                                                         'timestamp', floor(extract(epoch FROM c.created_at))::bigint)
+                                      ORDER BY c.created_at DESC)
+                     FROM auth.mfa_amr_claims c WHERE c.session_id = r.session_id), '[]'::jsonb) AS amr
+    FROM auth.users u WHERE u.id = r.user_id AND u.deleted_at IS NULL
+) u ON r.outcome IN ('rotated', 'reused')
 """
 
 
@@ -93,20 +99,14 @@ class Sessions:
         presented = token
         for _ in range(_MAX_ADVANCE):
             successor = self._refresh.successor(presented)
-            row = await pool.fetchrow(
-                "SELECT * FROM auth.rotate_refresh_token($1, $2, $3)",
-                sha256_hex(presented),
-                sha256_hex(successor),
-                self._reuse_interval,
-            )
-            outcome = row["outcome"]
+            user = await pool.fetchrow(REFRESH_SQL, sha256_hex(presented), sha256_hex(successor), self._reuse_interval)
+            outcome = user["rotation_outcome"]
             if outcome in ("rotated", "reused"):
-                user = await pool.fetchrow(_USER_WITH_AMR, row["user_id"], row["session_id"])
-                if user is None:
+                if user["id"] is None:
                     raise GatehouseError("user_not_found", "User from the refresh token no longer exists", status=400)
                 if users.is_banned(user, datetime.now(UTC)):
                     raise GatehouseError("user_banned", "User is banned", status=400)
-                return self.response(user, row["session_id"], successor, list(user["amr"])), user
+                return self.response(user, user["rotation_session_id"], successor, list(user["amr"])), user
             if outcome == "advanced":
                 presented = successor
                 continue
