@@ -5,10 +5,14 @@ policies on ``storage.objects`` decide who may read, write, move and delete, exa
 Supabase. Bucket settings (public flag, size limit, allowed types) are configuration that the
 service itself reads.
 
-An upload is spooled to a temporary file first; then, inside one transaction as the caller,
-the row is written (RLS checked), the bytes are moved into place under a fresh version key,
-and the transaction commits. If the move fails the row rolls back; if the commit fails the new
-bytes are deleted. Bytes a row stopped pointing at are queued (by trigger) for the janitor.
+An upload is spooled to a temporary file first; then the bytes are moved into place under a
+fresh version key, and one statement as the caller writes the row that points at them (RLS
+checked). If the row is refused or cannot be written, the new bytes are deleted at once; if the
+process dies in between, the janitor's start-up sweep deletes bytes no row names. Bytes a row
+stopped pointing at are queued (by trigger) for the janitor.
+
+The hot paths (upload, download, info) take one database round trip each: the row statements go
+through ``Database.run_as`` (role, claims and statement in one call).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from PIL import Image
 
 from gatehouse.core.config import Settings
@@ -79,6 +84,38 @@ def _object(row: asyncpg.Record) -> StoredObject:
         row["id"], row["bucket_id"], row["name"], row["version"], row["metadata"] or {}, row["user_metadata"],
         row["created_at"], row["updated_at"], row["last_accessed_at"],
     )
+
+
+def _object_from_json(row: dict[str, Any]) -> StoredObject:
+    """An object from its row as ``to_jsonb`` renders it (the shape ``run_as`` returns)."""
+    return StoredObject(
+        uuid.UUID(row["id"]), row["bucket_id"], row["name"], row["version"], row["metadata"] or {},
+        row["user_metadata"], datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["updated_at"]),
+        datetime.fromisoformat(row["last_accessed_at"]),
+    )
+
+
+#: The caller's view of one object, for ``run_as`` ($1: [bucket_id, name]): RLS decides.
+_FIND = (
+    "SELECT (SELECT to_jsonb(o) FROM storage.objects o WHERE o.bucket_id = $1->>0 AND o.name = $1->>1)::text, "
+    "1::bigint, NULL::bigint"
+)
+#: Any object of a public bucket, with the bucket's flag ($1 bucket_id, $2 name): no RLS.
+_FIND_PUBLIC = (
+    "SELECT b.public, o.* FROM storage.buckets b "
+    "LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 WHERE b.id = $1"
+)
+#: A new object row, for ``run_as`` ($1: the values in column order); ``{conflict}``: the upsert clause.
+_INSERT = (
+    "WITH o AS (INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
+    "VALUES ($1->>0, $1->>1, ($1->>2)::uuid, $1->>3, $1->4, nullif($1->5, 'null'::jsonb), $1->>6){conflict} "
+    "RETURNING id) SELECT (SELECT id::text FROM o), 1::bigint, NULL::bigint"
+)
+_UPSERT = (
+    " ON CONFLICT (bucket_id, name) DO UPDATE SET version = excluded.version, metadata = excluded.metadata, "
+    "user_metadata = excluded.user_metadata, owner = excluded.owner, owner_id = excluded.owner_id, "
+    "updated_at = now(), last_accessed_at = now()"
+)
 
 
 def _translate(error: asyncpg.PostgresError) -> GatehouseError:
@@ -182,48 +219,38 @@ class StorageService:
             "contentLength": spooled.size, "httpStatusCode": 200,
         }
         owner = _owner(claims)
-        conflict = (
-            " ON CONFLICT (bucket_id, name) DO UPDATE SET version = excluded.version, metadata = excluded.metadata, "
-            "user_metadata = excluded.user_metadata, owner = excluded.owner, owner_id = excluded.owner_id, "
-            "updated_at = now(), last_accessed_at = now()"
-            if upsert else ""
-        )
-        committed = False
+        values = [bucket.id, name, str(owner) if owner else None, str(owner) if owner else None, metadata,
+                  spooled.user_metadata, version]
+        sql = _INSERT.format(conflict=_UPSERT if upsert else "")
+        await self.backend.put(key, spooled.path, content_type=mimetype)
         try:
-            async with self.db.as_user(claims) as conn:
-                object_id = await conn.fetchval(
-                    "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
-                    f"VALUES ($1, $2, $3, $4, $5, $6, $7){conflict} RETURNING id",
-                    bucket.id, name, owner, str(owner) if owner else None, metadata, spooled.user_metadata, version,
-                )
-                await self.backend.put(key, spooled.path, content_type=mimetype)
-            committed = True
+            result = await self.db.run_as(claims, sql, values)
         except asyncpg.PostgresError as exc:
+            if not is_unavailable(exc):  # refused: no row points at the bytes, so they go now
+                await self.backend.delete(key)
+            # Otherwise the row may or may not have been committed: the bytes stay, and the
+            # janitor's sweep deletes them later if no row names them.
             raise _translate(exc) from None
-        finally:
-            if not committed:
-                await self.backend.delete(key)  # nothing points at them: never leave orphan bytes
-        return {"Id": str(object_id), "Key": f"{bucket.id}/{name}"}
+        return {"Id": str(result.body), "Key": f"{bucket.id}/{name}"}
 
     async def find(self, claims: dict[str, Any] | None, bucket_id: str, name: str, *, public: bool = False) -> StoredObject:
         """An object the caller may read (public: any object of a public bucket, no RLS)."""
         names.object_name(name)
-        query = "SELECT * FROM storage.objects WHERE bucket_id = $1 AND name = $2"
+        names.bucket_id(bucket_id)
         if public:
-            bucket = await self.bucket(bucket_id)
-            if not bucket.public:
+            row = await self.db.admin.fetchrow(_FIND_PUBLIC, bucket_id, name)
+            if row is None:
+                raise bucket_not_found()
+            if not row["public"] or row["id"] is None:
                 raise not_found()
-            row = await self.db.admin.fetchrow(query, bucket_id, name)
-        else:
-            names.bucket_id(bucket_id)
-            try:
-                async with self.db.as_user(claims, readonly=True) as conn:
-                    row = await conn.fetchrow(query, bucket_id, name)
-            except asyncpg.PostgresError as exc:
-                raise _translate(exc) from None
-        if row is None:
+            return _object(row)
+        try:
+            result = await self.db.run_as(claims, _FIND, [bucket_id, name], readonly=True)
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc) from None
+        if result.body is None:
             raise not_found()
-        return _object(row)
+        return _object_from_json(orjson.loads(result.body))
 
     async def list(self, claims: dict[str, Any], bucket_id: str, options: dict[str, Any]) -> list[dict[str, Any]]:
         """Files and folders directly under ``prefix`` (folders have null id and dates)."""
