@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from gatehouse.core.http import JSONResponse, bearer_token, has_nul, state
 from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
 from gatehouse.storage import names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
+from gatehouse.storage.files import LocalFileResponse
 from gatehouse.storage.service import StorageService, StoredObject
 
 #: Content types a browser could run: served as attachments-only sandboxes.
@@ -145,20 +147,25 @@ async def _serve(request: Request, obj: StoredObject) -> Response:
     if if_none_match and (if_none_match.strip() == "*" or obj.etag in [t.strip() for t in if_none_match.split(",")]):
         return Response(status_code=304, headers=headers)
     requested = request.headers.get("range", "").strip()
-    local = service.backend.local_path(obj.key)
-    if local is not None and not requested:  # ranges go the streaming way, with Storage's errors
-        # an empty Range header means "the whole object": hide it from FileResponse, which refuses it
-        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"range"]
-        return FileResponse(local, media_type=content_type, headers=headers)
-    size = obj.size
+    headers["Accept-Ranges"] = "bytes"
+    local = service.backend.open_local(obj.key)
+    size = obj.size if local is None else local.size
     start, end, status = 0, size - 1, 200
     if requested:
-        start, end = _parse_range(requested, size)
+        try:
+            start, end = _parse_range(requested, size)
+        except BaseException:
+            if local is not None:
+                os.close(local.fd)
+            raise
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    head = request.method == "HEAD"
+    if local is not None:
+        return LocalFileResponse(local, start=start, end=end, status_code=status, headers=headers,
+                                 media_type=content_type, head=head)
     headers["Content-Length"] = str(max(0, end - start + 1))
-    headers["Accept-Ranges"] = "bytes"
-    if request.method == "HEAD" or size == 0:
+    if head or size == 0:
         return Response(status_code=status, headers=headers, media_type=content_type)
     return StreamingResponse(service.backend.open(obj.key, start, end), status_code=status, headers=headers,
                              media_type=content_type)

@@ -19,6 +19,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +116,15 @@ def clamp_range(size: int, start: int, end: int | None) -> tuple[int, int]:
     if start >= size:
         raise InvalidRange(size)
     return start, size - 1 if end is None else min(end, size - 1)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A blob opened on this machine's disk for sending: its descriptor (the receiver closes it)."""
+
+    fd: int
+    size: int
+    path: Path
 
 
 class Reader(Protocol):
@@ -276,6 +286,11 @@ class Backend(abc.ABC):
 
     def local_path(self, key: str) -> Path | None:
         """A real file holding the blob, for zero-copy responses; None if absent or not on disk."""
+        validate_key(key)
+        return None
+
+    def open_local(self, key: str) -> LocalFile | None:
+        """The blob opened from this machine's disk, without a thread; None if absent or not on disk."""
         validate_key(key)
         return None
 
