@@ -58,6 +58,7 @@ from bench.steps import PROFILE_SELECT, STEPS, GatehouseSteps, PocketBaseSteps, 
 from gatehouse import __version__ as gatehouse_version
 from gatehouse.core.config import load_settings
 from gatehouse.core.db import with_credentials
+from gatehouse.core.embedded import running_url
 from gatehouse.core.keys import load_keys
 
 SYSTEMS = ("gatehouse", "pocketbase", "ceiling", "floor")
@@ -186,9 +187,7 @@ class Statements:
         self.data_dir = data_dir
         settings = load_settings(data_dir=data_dir)
         keys = load_keys(settings)
-        port = (data_dir / "postgres.port").read_text().strip()
-        password = json.loads((data_dir / "postgres.json").read_text())["password"]
-        self.admin_url = f"postgresql://postgres:{password}@127.0.0.1:{port}/gatehouse"
+        self.admin_url = running_url(data_dir)  # as Gatehouse connects: the Unix socket when there is one
         self.request_url = with_credentials(self.admin_url, "authenticator", keys.authenticator_password)
 
         async def load() -> Any:

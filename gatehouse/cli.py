@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -159,14 +159,12 @@ def cmd_psql(args: argparse.Namespace) -> int:
         env = {**os.environ}
         if parts.password:
             env["PGPASSWORD"] = unquote(parts.password)
-        command = [
-            str(bin_dir() / "psql"),
-            "-h", parts.hostname or "127.0.0.1",
-            "-p", str(parts.port or 5432),
-            "-U", unquote(parts.username or "postgres"),
-            "-d", parts.path.lstrip("/") or "postgres",
-            *args.psql_args,
-        ]
+        # The URL as a connection string (it may name a socket folder), without the password:
+        # that goes in the environment, out of sight of `ps`.
+        netloc = parts.netloc.rpartition("@")[2]
+        user = parts.username or "postgres"
+        target = urlunsplit((parts.scheme, f"{user}@{netloc}", parts.path or "/postgres", parts.query, ""))
+        command = [str(bin_dir() / "psql"), "-d", target, *args.psql_args]
         # Ctrl-C belongs to psql (it cancels the running query), not to us.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

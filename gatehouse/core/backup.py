@@ -713,7 +713,7 @@ def _restore_database(
         embedded = EmbeddedPostgres(data_dir, port=0)
         created += [
             data_dir / name
-            for name in ("postgres", "postgres.json", "postgres.port", "postgres.lock", "postgres.users.lock")
+            for name in ("postgres", "postgres.json", "postgres.port", "postgres.lock", "postgres.users.lock", "run")
         ]
         try:
             url = embedded.start()

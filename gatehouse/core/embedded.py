@@ -7,7 +7,11 @@ Layout under the data folder::
     postgres.lock    held (flock) while a process decides to start or stop the server
     postgres.users.lock  every Gatehouse process using the server holds a shared flock on it
 
-The server listens on 127.0.0.1 only, with password (SCRAM) authentication and no Unix socket.
+    run/             the server's Unix socket (when the folder's path is short enough for one)
+
+The server listens on 127.0.0.1 and on a Unix socket in ``run/`` (mode 0700), both with
+password (SCRAM) authentication. Gatehouse connects through the socket, which costs less per
+query than TCP on loopback; TCP stays for tools and for paths too long for a socket.
 Several Gatehouse processes may share one data folder: the first starts the server, the last
 one to leave stops it. The lock dies with its process, so a ``kill -9`` never leaves the server
 without an owner: the next start adopts it.
@@ -20,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import stat
@@ -136,6 +141,8 @@ class EmbeddedPostgres:
         self.requested_port = port
         self._users_lock: int | None = None
         self._url: str | None = None
+        self._port = 0
+        self._socket_dir: str | None = None
 
     # -- public surface -------------------------------------------------------------------
 
@@ -151,12 +158,13 @@ class EmbeddedPostgres:
         account = _Account.for_current_process()
         with self._startup_lock():
             password = self._password()
-            port = self._running_port(account)
-            if port is None:
+            running = self._running(account)
+            if running is None:
                 self._initdb(account, password)
-                port = self._launch(account, timeout)
-            self._url = self._make_url(password, port, SUPERUSER)
-            self._ensure_database(password, port)
+                running = self._launch(account, timeout)
+            self._port, self._socket_dir = running
+            self._url = self._make_url(password, SUPERUSER)
+            self._ensure_database(password, self._port)
             users = os.open(self.data_dir / "postgres.users.lock", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(users, fcntl.LOCK_SH)  # "I use it": held until stop() or this process dies
             self._users_lock = users
@@ -176,7 +184,7 @@ class EmbeddedPostgres:
                     log.info("embedded PostgreSQL left running: another Gatehouse process uses it")
                     return False
                 account = _Account.for_current_process()
-                if self._running_port(account) is None:
+                if self._running(account) is None:
                     return False
                 result = account.run(self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60"))
                 if result.returncode != 0:
@@ -198,8 +206,8 @@ class EmbeddedPostgres:
             os.close(fd)
 
     def database_url(self, database: str = DATABASE, user: str = SUPERUSER) -> str:
-        port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
-        return self._make_url(self._password(), port, user, database)
+        self.url  # noqa: B018 - raises unless started
+        return self._make_url(self._password(), user, database)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -286,20 +294,30 @@ class EmbeddedPostgres:
         if account.name is not None:
             os.chown(tuning, account.uid, account.gid)
 
-    def _running_port(self, account: _Account) -> int | None:
-        """The port of a server already running on this PGDATA, or None."""
+    def _running(self, account: _Account) -> tuple[int, str | None] | None:
+        """The port and socket folder of a server already running on this PGDATA, or None."""
         if not (self.pgdata / "postmaster.pid").exists():
             return None
         status = account.run(self._pg_ctl("status"))
         if status.returncode != 0:
             return None
         try:
-            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
-            return int(lines[3])
+            return _listening(self.pgdata / "postmaster.pid")
         except (OSError, IndexError, ValueError):
             return None
 
-    def _launch(self, account: _Account, timeout: float) -> int:
+    def _socket_folder(self, account: _Account) -> Path | None:
+        """``run/`` for the server's socket, made private to its user; None if a socket cannot live there."""
+        folder = self.data_dir / "run"
+        if len(str(folder / ".s.PGSQL.65535").encode()) > _SOCKET_PATH_MAX or not _SAFE_PATH.match(str(folder)):
+            log.info("the data folder's path is too long (or unusual) for a Unix socket: PostgreSQL over TCP only")
+            return None
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if account.name is not None:
+            os.chown(folder, account.uid, account.gid)
+        return folder
+
+    def _launch(self, account: _Account, timeout: float) -> tuple[int, str | None]:
         port = self.requested_port or self._remembered_port() or free_port()
         if not port_is_free(port):
             if self.requested_port:
@@ -309,8 +327,10 @@ class EmbeddedPostgres:
                 )
             port = free_port()
         logfile = self.pgdata / "server.log"
+        socket_folder = self._socket_folder(account)
+        options = f"-p {port} -k '{socket_folder}'" if socket_folder else f"-p {port}"
         result = account.run(
-            self._pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(logfile), "-o", f"-p {port}"),
+            self._pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(logfile), "-o", options),
         )
         if result.returncode != 0:
             tail = _tail(logfile)
@@ -321,8 +341,9 @@ class EmbeddedPostgres:
                 )
             raise EmbeddedPostgresError(f"the embedded PostgreSQL did not start; its log ({logfile}) ends:\n{tail}")
         (self.data_dir / "postgres.port").write_text(str(port))
-        log.info("embedded PostgreSQL %s listening on 127.0.0.1:%d", server_version(), port)
-        return port
+        log.info("embedded PostgreSQL %s listening on 127.0.0.1:%d%s", server_version(), port,
+                 f" and in {socket_folder}" if socket_folder else "")
+        return port, str(socket_folder) if socket_folder else None
 
     def _remembered_port(self) -> int | None:
         try:
@@ -355,8 +376,37 @@ class EmbeddedPostgres:
     def _pg_ctl(self, *args: str) -> list[str]:
         return [str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args]
 
-    def _make_url(self, password: str, port: int, user: str, database: str = DATABASE) -> str:
-        return f"postgresql://{quote(user)}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+    def _make_url(self, password: str, user: str, database: str = DATABASE) -> str:
+        return connection_url(password, self._port, self._socket_dir, user, database)
+
+
+def connection_url(password: str, port: int, socket_dir: str | None, user: str = SUPERUSER,
+                   database: str = DATABASE) -> str:
+    """A libpq/asyncpg URL: through the Unix socket in ``socket_dir`` if there is one, else TCP."""
+    credentials = f"{quote(user)}:{quote(password, safe='')}"
+    if socket_dir:
+        return f"postgresql://{credentials}@/{database}?host={quote(socket_dir, safe='/')}&port={port}"
+    return f"postgresql://{credentials}@127.0.0.1:{port}/{database}"
+
+
+def running_url(data_dir: Path, user: str = SUPERUSER, database: str = DATABASE) -> str:
+    """The URL of the embedded server running on ``data_dir`` (for tools and benchmarks)."""
+    folder = data_dir.expanduser().resolve()
+    port, socket_dir = _listening(folder / "postgres" / "postmaster.pid")
+    password = json.loads((folder / "postgres.json").read_text())["password"]
+    return connection_url(password, port, socket_dir, user, database)
+
+
+#: Longest Unix socket path (sun_path holds 108 bytes with the final NUL).
+_SOCKET_PATH_MAX = 107
+#: Socket folders go to the server in a quoted ``pg_ctl -o`` argument: plain paths only.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9/._+-]+$")
+
+
+def _listening(pid_file: Path) -> tuple[int, str | None]:
+    """Port and first socket folder from ``postmaster.pid`` (lines 4 and 5)."""
+    lines = pid_file.read_text().splitlines()
+    return int(lines[3]), (lines[4].strip() or None) if len(lines) > 4 else None
 
 
 _TUNING = """\

@@ -40,9 +40,16 @@ async def test_password_is_required(tmp_path: Path) -> None:
     server = EmbeddedPostgres(tmp_path / "data", port=0)
     url = server.start()
     try:
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        with pytest.raises(asyncpg.InvalidPasswordError):
-            await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", password="wrong", database="gatehouse")
+        port = int((tmp_path / "data" / "postgres.port").read_text())
+        socket_dir = (tmp_path / "data" / "run").resolve()
+        assert f"host={socket_dir}&port={port}" in url  # Gatehouse uses the socket
+        assert socket_dir.stat().st_mode & 0o777 == 0o700
+        for host in ("127.0.0.1", str(socket_dir)):
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(host=host, port=port, user="postgres", password="wrong", database="gatehouse")
+        conn = await asyncpg.connect(url)
+        assert await conn.fetchval("SELECT inet_server_addr()") is None  # a Unix socket has no address
+        await conn.close()
         secret = (tmp_path / "data" / "postgres.json").stat().st_mode & 0o777
         assert secret == 0o600
     finally:

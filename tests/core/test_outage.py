@@ -24,7 +24,8 @@ def own_database_server(tmp_path: Path, keys: KeySet, keys_dir: Path) -> Running
 def pg_ctl(data: Path, *args: str) -> None:
     embedded = EmbeddedPostgres(data)
     port = (data / "postgres.port").read_text().strip()
-    extra = ["-o", f"-p {port}", "-l", str(embedded.pgdata / "server.log")] if args[0] == "start" else []
+    options = f"-p {port} -k {data.resolve() / 'run'}"  # as Gatehouse started it: TCP and the socket
+    extra = ["-o", options, "-l", str(embedded.pgdata / "server.log")] if args[0] == "start" else []
     result = _Account.for_current_process().run(embedded._pg_ctl(*args, *extra))  # noqa: SLF001
     assert result.returncode == 0, result.stderr
 
