@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from urllib.parse import quote
 
 import asyncpg
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +24,7 @@ from gatehouse.rest.errors import from_postgres, rest_error
 from gatehouse.rest.openapi import openapi
 from gatehouse.rest.plan import Planner
 from gatehouse.rest.query import Query, Shaping
+from gatehouse.rest.schema import SchemaCache
 
 OBJECT = "application/vnd.pgrst.object+json"
 JSON = "application/json"
@@ -92,12 +95,16 @@ def _media(request: Request) -> str:
 
 
 def _query(request: Request, *, rpc_args: frozenset[str] = frozenset()) -> Query:
+    range_header = request.headers.get("range") if request.method in ("GET", "HEAD") else None
+    return _parse_query(list(request.query_params.multi_items()), range_header, rpc_args)
+
+
+def _parse_query(items: list[tuple[str, str]], range_header: str | None, rpc_args: frozenset[str] = frozenset()) -> Query:
     try:
-        parsed = grammar.parse_query(list(request.query_params.multi_items()), rpc_args=rpc_args)
+        parsed = grammar.parse_query(items, rpc_args=rpc_args)
     except grammar.GrammarError as exc:
         raise rest_error("PGRST100", exc.message, 400, details=exc.details) from None
-    range_header = request.headers.get("range")
-    if range_header and request.method in ("GET", "HEAD"):
+    if range_header:
         first, _, last = range_header.removeprefix("items=").partition("-")
         if not first.strip().isdigit() or (last.strip() and not last.strip().isdigit()):
             raise rest_error("PGRST103", f"Requested range not satisfiable: {range_header}", 416)
@@ -133,6 +140,32 @@ async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[
 def _planner(request: Request, schema: str) -> Planner:
     settings = request.app.state.settings
     return Planner(request.app.state.rest_schema.cache, schema, max_rows=settings.rest_max_rows)
+
+
+@dataclass(frozen=True)
+class ReadStatement:
+    sql: str
+    values: tuple[Any, ...]  # shared by every request that hits the cache: never mutated
+    offset: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_statement(
+    cache: SchemaCache, schema: str, table: str, query_string: bytes, range_header: str | None, single: bool,
+    count: bool, max_rows: int | None,
+) -> ReadStatement:
+    """The statement for a read, remembered by everything it depends on.
+
+    Parsing, planning and generating a read depend only on the schema snapshot, the path, the
+    query string and three headers, never on the caller (RLS runs in the database), so a read
+    seen before (the same user reloading a page) skips them. A new snapshot (a schema change)
+    is a new key; errors are raised again each time, never remembered.
+    """
+    planner = Planner(cache, schema, max_rows=max_rows)
+    node = planner.read(planner.table(table), _parse_query(QueryParams(query_string).multi_items(), range_header))
+    params = sqlgen.Params()
+    sql = sqlgen.read_sql(node, params, single=single, count=count)
+    return ReadStatement(sql, tuple(params.values), node.offset or 0)
 
 
 # -- responses -------------------------------------------------------------------------------------
@@ -194,15 +227,13 @@ def _csv_cell(value: Any) -> str:
 async def read(request: Request) -> Response:
     schema = _schema(request, write=False)
     media = _media(request)
-    planner = _planner(request, schema)
-    table = planner.table(request.path_params["table"])
-    query = _query(request)
-    node = planner.read(table, query)
-    params = sqlgen.Params()
-    prefer = Prefer.parse(request)
-    sql = sqlgen.read_sql(node, params, single=media == OBJECT, count=prefer.count)
-    result = await _run(request, _claims(request), sql, params.values, readonly=True)
-    return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=node.offset or 0)
+    statement = _read_statement(
+        request.app.state.rest_schema.cache, schema, request.path_params["table"], request.scope["query_string"],
+        request.headers.get("range"), media == OBJECT, Prefer.parse(request).count,
+        request.app.state.settings.rest_max_rows,
+    )
+    result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True)
+    return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)
 
 
 async def write(request: Request) -> Response:

@@ -200,3 +200,25 @@ async def test_schema_cache_reloads_on_notify_and_on_sighup(anon: Rest, db: obje
     while anon.http.get("/later_table").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+async def test_a_remembered_read_is_planned_again_after_a_schema_change(anon: Rest, db: object) -> None:
+    """Reads are remembered per query string; a reloaded schema cache starts afresh."""
+    import time
+
+    from gatehouse.core.db import Database
+
+    assert isinstance(db, Database)
+    await db.admin.execute("CREATE TABLE public.reshaped (id int); GRANT SELECT ON public.reshaped TO anon;"
+                           "INSERT INTO public.reshaped VALUES (1)")
+    await db.admin.execute("NOTIFY gatehouse_schema, 'reload'")
+    deadline = time.monotonic() + 10
+    while anon.http.get("/reshaped?id=eq.1").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert anon.http.get("/reshaped?id=eq.1").json() == [{"id": 1}]
+    await db.admin.execute("ALTER TABLE public.reshaped ADD COLUMN label text DEFAULT 'new'")
+    await db.admin.execute("NOTIFY gatehouse_schema, 'reload'")
+    while anon.http.get("/reshaped?id=eq.1").json() != [{"id": 1, "label": "new"}]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
