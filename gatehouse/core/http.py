@@ -6,10 +6,12 @@ through the app's ``ErrorRenderer``, so each client gets the error shape it pars
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +50,23 @@ def state(scope: Scope) -> dict[str, Any]:
     return scope.setdefault("state", {})  # type: ignore[no-any-return]
 
 
+#: Request ids: a random per-process prefix and a counter, unique without a syscall per request.
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX, _id_counter = secrets.token_hex(8), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)  # a forked worker must not repeat its parent's ids
+
+
 #: Called once per answered request with (scope, status, seconds): the metrics hook.
 Observer = Callable[[Scope, int, float], None]
 
@@ -65,7 +84,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.match(given) else _new_request_id()
         state(scope)["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -83,20 +102,21 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(scope, status, elapsed)
-            access_log.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "user_id": state(scope).get("user_id"),
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
+                access_log.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "user_id": state(scope).get("user_id"),
+                    },
+                )
 
 
 def bearer_token(headers: Headers) -> str | None:

@@ -85,6 +85,8 @@ def test_request_ids(server: RunningServer) -> None:
     assert given.headers["x-request-id"] == "abc-123"
     hostile = httpx.get(f"{server.url}/auth/v1/health", headers={"X-Request-Id": "a b;<script>"})
     assert len(hostile.headers["x-request-id"]) == 32 and hostile.headers["x-request-id"].isalnum()
+    again = httpx.get(f"{server.url}/auth/v1/health")
+    assert again.headers["x-request-id"] != hostile.headers["x-request-id"]
     assert '"request_id":"abc-123"' in server.log()
 
 
