@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from gatehouse.storage.backends.base import BackendError, LocalFile
 
-#: The most bytes read in the event loop rather than in a worker thread.
+#: The most bytes read in the event loop (and the largest upload checked there) rather than in a worker thread.
 INLINE_LIMIT = 256 * 1024
 #: Bytes per read and per body message above ``INLINE_LIMIT``.
 CHUNK = 1024 * 1024

@@ -73,8 +73,7 @@ class BlobJanitor:
                     self._batch,
                 )
             ]
-            for key in keys:
-                await self._backend.delete(key)
+            await self._backend.delete_many(keys)
             if keys:
                 await conn.execute("DELETE FROM storage.deleted_blobs WHERE key = ANY($1::text[])", keys)
         return len(keys)
@@ -98,10 +97,9 @@ class BlobJanitor:
                     chunk,
                 )
             }
-            for key in chunk:
-                if key not in referenced:
-                    await self._backend.delete(key)
-                    orphans += 1
+            unreferenced = [key for key in chunk if key not in referenced]
+            await self._backend.delete_many(unreferenced)
+            orphans += len(unreferenced)
         if spooled or orphans:
             log.info("swept %d temporary upload files and %d orphaned blobs", spooled, orphans)
         return spooled, orphans

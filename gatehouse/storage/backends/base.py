@@ -298,6 +298,11 @@ class Backend(abc.ABC):
     async def delete(self, key: str) -> None:
         """Remove the blob; deleting an absent key is not an error."""
 
+    async def delete_many(self, keys: list[str]) -> None:
+        """Remove several blobs (the janitor's batches); a backend may do them in one go."""
+        for key in keys:
+            await self.delete(key)
+
     @abc.abstractmethod
     async def copy(self, source: str, target: str) -> None:
         """Store a copy of ``source`` under ``target``; BlobNotFound if ``source`` is absent."""
