@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -261,4 +262,10 @@ def create_app_from_env() -> Starlette:
     """Factory for ASGI servers' worker processes: settings from the environment."""
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    # What start-up made (modules, templates, the app) lives as long as the worker: keep it out
+    # of the collector's reach, so that full collections, which stop every request in the worker
+    # while they run, only walk what requests create.
+    gc.collect()
+    gc.freeze()
+    return app

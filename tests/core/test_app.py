@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -121,3 +122,20 @@ def test_unknown_top_level_path_is_a_json_404(server: RunningServer) -> None:
     response = httpx.get(f"{server.url}/no/such/page")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_the_worker_factory_freezes_what_start_up_made(tmp_path: Path, keys_dir: Path) -> None:
+    """gatehouse serve's factory moves start-up objects out of the collector's reach (gc.freeze)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(keys_dir / "keys.json", tmp_path / "keys.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | {
+        "GATEHOUSE_DATA_DIR": str(tmp_path), "GATEHOUSE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    }
+    code = ("import gc; from gatehouse.app import create_app_from_env; assert gc.get_freeze_count() == 0; "
+            "create_app_from_env(); print(gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 10_000
