@@ -289,10 +289,10 @@ class EmbeddedPostgres:
         conf = self.pgdata / "postgresql.conf"
         with conf.open("a") as handle:
             handle.write("\n# Added by Gatehouse\ninclude_if_exists = 'gatehouse.conf'\n")
-        tuning = self.pgdata / "gatehouse.conf"
-        tuning.write_text(_TUNING)
+        settings = self.pgdata / "gatehouse.conf"
+        settings.write_text(tuning())
         if account.name is not None:
-            os.chown(tuning, account.uid, account.gid)
+            os.chown(settings, account.uid, account.gid)
 
     def _running(self, account: _Account) -> tuple[int, str | None] | None:
         """The port and socket folder of a server already running on this PGDATA, or None."""
@@ -409,21 +409,44 @@ def _listening(pid_file: Path) -> tuple[int, str | None]:
     return int(lines[3]), (lines[4].strip() or None) if len(lines) > 4 else None
 
 
-_TUNING = """\
-# Gatehouse's settings for its embedded server. Edit freely; Gatehouse writes this file once.
+def tuning(memory_bytes: int | None = None, cpus: int | None = None) -> str:
+    """``gatehouse.conf``: settings for the machine the data folder is created on.
+
+    The server shares the machine with Gatehouse's workers, so it takes an eighth of the memory
+    for its buffers (128 MB to 2 GB) and plans as if half the memory caches files. It serves
+    short queries from many connections: no JIT (compiling costs more than such queries take),
+    no parallel workers per query, and SSD-like page costs.
+    """
+    memory = memory_bytes or _memory_bytes()
+    cores = cpus or os.cpu_count() or 1
+    mb = 1024 * 1024
+    shared_buffers = min(max(memory // 8, 128 * mb), 2048 * mb) // mb
+    return f"""\
+# Gatehouse's settings for its embedded server, worked out for this machine when the data folder
+# was created ({memory // mb} MB of memory, {cores} cores). Edit freely; Gatehouse writes this file once.
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 max_connections = 200
-shared_buffers = 256MB
+shared_buffers = {shared_buffers}MB
+effective_cache_size = {max(memory // 2, 256 * mb) // mb}MB
 work_mem = 8MB
-maintenance_work_mem = 64MB
-effective_cache_size = 1GB
+maintenance_work_mem = {min(max(memory // 32, 64 * mb), 1024 * mb) // mb}MB
+max_parallel_workers_per_gather = 0
+jit = off
+random_page_cost = 1.1
 wal_level = replica
 max_wal_size = 1GB
 checkpoint_completion_target = 0.9
 log_min_messages = warning
 log_min_error_statement = panic
 """
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 4 * 1024**3
 
 
 def _write_private(path: Path, text: str) -> None:

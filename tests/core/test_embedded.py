@@ -31,6 +31,7 @@ def test_start_stop_start_keeps_the_data(tmp_path: Path) -> None:
     try:
         assert psql(url, "SELECT v FROM kept") == "still here"
         assert psql(url, "SHOW listen_addresses") == "127.0.0.1"
+        assert psql(url, "SHOW jit") == "off"  # gatehouse.conf, written for this machine, is in force
         assert psql(url, "SHOW password_encryption") == "scram-sha-256"
     finally:
         again.stop()
@@ -98,3 +99,12 @@ def test_database_of_another_major_version_is_a_clear_error(tmp_path: Path) -> N
     (tmp_path / "data" / "postgres" / "PG_VERSION").write_text("9\n")
     with pytest.raises(EmbeddedPostgresError, match="holds a PostgreSQL 9 database"):
         EmbeddedPostgres(tmp_path / "data", port=0).start()
+
+
+def test_settings_follow_the_machine() -> None:
+    from gatehouse.core.embedded import tuning
+
+    small, large = tuning(1024**3, 1), tuning(64 * 1024**3, 16)
+    assert "shared_buffers = 128MB" in small and "effective_cache_size = 512MB" in small
+    assert "shared_buffers = 2048MB" in large and "effective_cache_size = 32768MB" in large
+    assert "jit = off" in small and "unix_socket_directories = ''" in small  # the socket comes from -k
