@@ -175,3 +175,22 @@ def test_open_local_never_follows_a_symlink(tmp_path: Path) -> None:
     (store.root / "blobs" / "avatars" / name).symlink_to(outside / name)
     with pytest.raises(ValueError, match="symlink"):
         store.open_local(f"avatars/{name}")
+
+
+async def test_deleting_never_reaches_through_a_symlink(tmp_path: Path) -> None:
+    store = LocalBackend(tmp_path / "storage")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name = str(uuid.uuid4())
+    (outside / name).write_bytes(b"keep me")
+    (store.root / "blobs" / "evil").symlink_to(outside)
+    await store.delete_many([f"evil/{name}"])
+    assert (outside / name).read_bytes() == b"keep me"
+    kept, gone = blob(store, b"a"), blob(store, b"b")
+    await store.delete_many([gone, f"avatars/{uuid.uuid4()}"])  # an absent key is no error
+    assert store.open_local(gone) is None
+    found = store.open_local(kept)
+    assert found is not None
+    os.close(found.fd)
+    await store.delete_many([kept])
+    assert not (store.root / "blobs" / "avatars").exists()  # an emptied bucket folder goes

@@ -217,28 +217,40 @@ class LocalBackend(Backend):
         return path if path.is_file() else None
 
     async def delete(self, key: str) -> None:
-        path = self._path(key)
-        await self._run("delete an object", partial(self._remove, path))
+        await self.delete_many([key])
 
     async def delete_many(self, keys: list[str]) -> None:
-        """All in one worker-thread hop: a batch of a hundred costs one hand-over, not a hundred."""
-        paths = [self._path(key) for key in keys]
+        """All in one worker-thread hop, a bucket folder opened once for all its keys.
+
+        ``unlinkat`` through the folder's descriptor names a plain file in it: nothing is
+        resolved and no symlink is followed, as with ``open_local``. A bucket folder left empty
+        is removed.
+        """
+        by_bucket: dict[str, list[str]] = {}
+        for key in keys:
+            bucket, version = split_key(key)
+            by_bucket.setdefault(bucket, []).append(version)
 
         def remove_all() -> None:
-            for path in paths:
-                self._remove(path)
+            for bucket, versions in by_bucket.items():
+                self._remove(bucket, versions)
 
         await self._run("delete objects", remove_all)
 
-    def _remove(self, path: Path) -> None:
+    def _remove(self, bucket: str, versions: list[str]) -> None:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self._confine(path).unlink()
+            folder = os.open(self._blobs / bucket, flags)
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return  # no folder (or a symlink in its place): nothing of ours to delete
         try:
-            path.parent.rmdir()  # only if now empty; never the blobs folder itself
-        except OSError:
-            pass
+            for version in versions:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(version, dir_fd=folder)
+        finally:
+            os.close(folder)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._blobs / bucket)  # only if now empty; never the blobs folder itself
 
     async def copy(self, source: str, target: str) -> None:
         source_path, target_path = self._path(source), self._path(target)
