@@ -43,7 +43,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -52,13 +51,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench.harness import Server, confirmed_user, gatehouse, table
+from bench.harness import Server, confirmed_user, gatehouse, stop_on_sigterm, table
 from bench.load import MemorySampler, log_tail
 
 MIB = 1024 * 1024
@@ -336,10 +334,6 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024, help="file size in MiB (default 1024)")
@@ -349,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.size_mb < 1:
         parser.error("--size-mb must be at least 1")
-    signal.signal(signal.SIGTERM, _interrupted)
+    stop_on_sigterm()
     folder = Path(tempfile.mkdtemp(prefix="big-file-bench-"))
     try:
         result = run(args, folder)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -113,10 +114,23 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, headers: dict[str, str], *, connections: int = 16, seconds: int = 10, threads: int = 2,
-        script: Path | None = None) -> Figures:
+def require_wrk() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, so the context managers stop every server a bench started."""
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def wrk(url: str, headers: dict[str, str], *, connections: int = 16, seconds: int = 10, threads: int = 2,
+        script: Path | None = None) -> Figures:
+    require_wrk()
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
@@ -142,8 +156,7 @@ def parse_wrk(out: str) -> Figures:
 def wrk_script(url: str, script: Path, args: list[str], *, connections: int = 16, seconds: int = 10,
                threads: int = 2) -> tuple[Figures, str]:
     """wrk with a Lua script and arguments for its ``init(args)``: the figures and the whole report."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
+    require_wrk()
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s",
                "-s", str(script), url, "--", *args]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -169,5 +182,5 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
 
 
-__all__ = ["Figures", "Server", "confirmed_user", "gatehouse", "median_of", "parse_wrk", "percentile", "statistics", "table",
-           "wrk", "wrk_script"]
+__all__ = ["Figures", "Server", "confirmed_user", "gatehouse", "median_of", "parse_wrk", "percentile", "require_wrk",
+           "statistics", "stop_on_sigterm", "table", "wrk", "wrk_script"]

@@ -47,14 +47,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import argon2
 import orjson
 
 from bench import workload
-from bench.harness import Server, gatehouse, table
+from bench.harness import Server, gatehouse, require_wrk, stop_on_sigterm, table
 from bench.machine import Meter
 from bench.report import Cell
 from bench.steps import GatehouseSteps, avatar_png
@@ -213,10 +212,6 @@ def render(cells: dict[str, Cell]) -> str:
             f"  p50 {found['reads_p50_during_over_alone']:.2f}  req/s {found['reads_rps_during_over_alone']:.2f}")
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="length of each counted run of reads (default 10)")
@@ -231,9 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
+    stop_on_sigterm()
+    require_wrk()
     started = datetime.now(UTC)
     load_at_start = os.getloadavg()
     server_env = argon2_env()

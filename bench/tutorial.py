@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +39,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -49,7 +46,7 @@ import jwt
 
 from bench import floor, report, workload
 from bench.ceiling import ceiling
-from bench.harness import gatehouse
+from bench.harness import gatehouse, require_wrk, stop_on_sigterm
 from bench.machine import Meter
 from bench.pocketbase import binary as pocketbase_binary
 from bench.pocketbase import pocketbase
@@ -262,10 +259,6 @@ def versions() -> dict[str, str]:
     return {"gatehouse": gatehouse_version, "pocketbase": pb, "wrk": wrk, "python": platform.python_version()}
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10,
@@ -291,9 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
+    stop_on_sigterm()
+    require_wrk()
     started = datetime.now(UTC)
     load_at_start = os.getloadavg()  # other work on the machine skews every figure: it is recorded
     meter = Meter()
