@@ -11,8 +11,9 @@ checked). If the row is refused or cannot be written, the new bytes are deleted 
 process dies in between, the janitor's start-up sweep deletes bytes no row names. Bytes a row
 stopped pointing at are queued (by trigger) for the janitor.
 
-The hot paths (upload, download, info) take one database round trip each: the row statements go
-through ``Database.run_as`` (role, claims and statement in one call).
+Downloads and info take one database round trip; an upload two, as its bucket's limits are read
+before the body streams (so that an oversized body stops while it arrives). The statements that
+touch a caller's rows go through ``Database.run_as``: role, claims and statement in one call.
 """
 
 from __future__ import annotations
