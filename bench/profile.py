@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second (default 250)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--native", action="store_true", help="sample C frames too (extensions, the interpreter)")
+    parser.add_argument("--gil", action="store_true",
+                        help="only threads holding the GIL: Python's own CPU, without threads waiting for it")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="profile-bench-"))
     RESULTS.mkdir(exist_ok=True)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             spy = subprocess.Popen(
                 [py_spy(), "record", "--pid", str(server.process.pid), "--subprocesses", *([] if args.native else ["--nonblocking"]),
                  "--rate", str(args.rate), "--duration", str(args.seconds + 1), "--format", "raw",
-                 "--output", str(raw), *(["--native"] if args.native else [])],
+                 "--output", str(raw), *(["--native"] if args.native else []), *(["--gil"] if args.gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             time.sleep(1)  # py-spy attaches
