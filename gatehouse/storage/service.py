@@ -107,11 +107,15 @@ _FIND_PUBLIC = (
     "SELECT b.public, o.* FROM storage.buckets b "
     "LEFT JOIN storage.objects o ON o.bucket_id = b.id AND o.name = $2 WHERE b.id = $1"
 )
-#: A new object row, for ``run_as`` ($1: the values in column order); ``{conflict}``: the upsert clause.
+#: A new object row, for ``run_as`` ($1: the values in column order, then the bucket settings the
+#: upload was validated against); ``{conflict}``: the upsert clause. Written only if those settings
+#: are still the bucket's (0009_upload_check.sql); the count says whether it was.
 _INSERT = (
     "WITH o AS (INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
-    "VALUES ($1->>0, $1->>1, ($1->>2)::uuid, $1->>3, $1->4, nullif($1->5, 'null'::jsonb), $1->>6){conflict} "
-    "RETURNING id) SELECT (SELECT id::text FROM o), 1::bigint, NULL::bigint"
+    "SELECT $1->>0, $1->>1, ($1->>2)::uuid, $1->>3, $1->4, nullif($1->5, 'null'::jsonb), $1->>6 "
+    "WHERE storage.bucket_unchanged($1->>0, ($1->>7)::bigint, "
+    "CASE WHEN jsonb_typeof($1->8) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text($1->8)) END)"
+    "{conflict} RETURNING id) SELECT (SELECT id::text FROM o), (SELECT count(*) FROM o), NULL::bigint"
 )
 _UPSERT = (
     " ON CONFLICT (bucket_id, name) DO UPDATE SET version = excluded.version, metadata = excluded.metadata, "
@@ -152,17 +156,49 @@ class StorageService:
         self.settings = settings
         self.keys = keys
         self.verifier = JWTVerifier(keys, audiences=frozenset({"storage"}))
+        #: Buckets as last read, by id: a hint that saves uploads a round trip (see _upload_bucket).
+        self._remembered: dict[str, Bucket] = {}
 
     # -- buckets as configuration ----------------------------------------------------------------
 
     async def bucket(self, bucket_id: str) -> Bucket:
+        """The bucket as the database has it now (and remembered, as a hint for uploads)."""
         names.bucket_id(bucket_id)
         row = await self.db.admin.fetchrow(
             "SELECT id, name, public, file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1", bucket_id
         )
         if row is None:
+            self._remembered.pop(bucket_id, None)
             raise bucket_not_found()
-        return Bucket(row["id"], row["name"], row["public"], row["file_size_limit"], row["allowed_mime_types"])
+        bucket = Bucket(row["id"], row["name"], row["public"], row["file_size_limit"], row["allowed_mime_types"])
+        self._remembered[bucket.id] = bucket
+        return bucket
+
+    async def _upload_bucket(self, bucket_id: str) -> tuple[Bucket, bool]:
+        """The bucket for an upload and whether it is fresh: a remembered copy saves a round trip.
+
+        A remembered copy may be stale (another process changed the bucket). It is only ever
+        trusted to let an upload through: a refusal is confirmed against a fresh read, and the
+        statement that writes the row checks that the settings are still the bucket's.
+        """
+        names.bucket_id(bucket_id)
+        remembered = self._remembered.get(bucket_id)
+        if remembered is not None:
+            return remembered, False
+        return await self.bucket(bucket_id), True
+
+    def _limit(self, bucket: Bucket) -> int:
+        return min(bucket.file_size_limit or self.settings.storage_max_file_size, self.settings.storage_max_file_size)
+
+    def _admit(self, bucket: Bucket, content_length: int | None, content_type: str | None) -> int:
+        """Refuse a body by its headers before reading it; the size limit to stream under."""
+        limit = self._limit(bucket)
+        if content_length is not None and content_length > limit:
+            raise too_large(limit)
+        raw_type = (content_type or "").split(";")[0].strip().lower()
+        if raw_type and raw_type != "multipart/form-data" and not mime_allowed(raw_type, bucket.allowed_mime_types):
+            raise _bad_type(raw_type)
+        return limit
 
     # -- objects -------------------------------------------------------------------------------
 
@@ -179,25 +215,63 @@ class StorageService:
         upsert: bool,
     ) -> dict[str, str]:
         names.object_name(name)
-        bucket = await self.bucket(bucket_id)
-        limit = min(bucket.file_size_limit or self.settings.storage_max_file_size, self.settings.storage_max_file_size)
-        if content_length is not None and content_length > limit:
-            raise too_large(limit)
-        raw_type = (content_type or "").split(";")[0].strip().lower()
-        if raw_type and raw_type != "multipart/form-data" and not mime_allowed(raw_type, bucket.allowed_mime_types):
-            raise _bad_type(raw_type)
-        spooled = await spool(stream, spool_dir=self.backend.spool_dir, content_type=content_type,
-                              headers=headers, limit=limit)
+        bucket, fresh = await self._upload_bucket(bucket_id)
         try:
-            mimetype = self._check_type(spooled, bucket)
-            if is_raster_image(mimetype):
-                if spooled.size <= INLINE_LIMIT:  # a tenth of a millisecond: less than a thread hop
-                    _verify_image(spooled.path, mimetype)
-                else:
-                    await asyncio.to_thread(_verify_image, spooled.path, mimetype)
-            return await self._store(claims, bucket, name, spooled, mimetype, upsert)
+            limit = self._admit(bucket, content_length, content_type)
+        except GatehouseError:
+            if fresh:
+                raise
+            bucket, fresh = await self.bucket(bucket_id), True  # refused on a remembered copy: ask again
+            limit = self._admit(bucket, content_length, content_type)
+
+        async def limit_now() -> int:
+            nonlocal bucket, fresh
+            bucket, fresh = await self.bucket(bucket_id), True
+            return self._limit(bucket)
+
+        spooled = await spool(stream, spool_dir=self.backend.spool_dir, content_type=content_type, headers=headers,
+                              limit=limit, hard_limit=self.settings.storage_max_file_size,
+                              recheck=None if fresh else limit_now)
+        placed: str | None = None  # the key of the bytes once moved into place, until a row points at them
+        try:
+            verified = False
+            for _ in range(2):
+                try:
+                    if spooled.size > self._limit(bucket):
+                        raise too_large(self._limit(bucket))
+                    mimetype = self._check_type(spooled, bucket)
+                except GatehouseError:
+                    if fresh:
+                        raise
+                    bucket, fresh = await self.bucket(bucket_id), True
+                    continue
+                if is_raster_image(mimetype) and not verified:
+                    if spooled.size <= INLINE_LIMIT:  # a tenth of a millisecond: less than a thread hop
+                        _verify_image(spooled.path, mimetype)
+                    else:
+                        await asyncio.to_thread(_verify_image, spooled.path, mimetype)
+                    verified = True
+                if placed is None:
+                    placed = f"{bucket.id}/{uuid.uuid4()}"
+                    await self.backend.put(placed, spooled.path, content_type=mimetype)
+                try:
+                    stored = await self._write_row(claims, bucket, name, spooled, mimetype, upsert, placed)
+                except asyncpg.PostgresError as exc:
+                    if is_unavailable(exc):
+                        placed = None  # the row may have been committed: the bytes stay for the sweep to judge
+                    raise _translate(exc) from None
+                except BaseException:
+                    placed = None  # the same: the database may have the row
+                    raise
+                if stored is not None:
+                    placed = None
+                    return stored
+                bucket, fresh = await self.bucket(bucket_id), True  # changed since it was read: again
+            raise storage_error("BucketChanged", "the bucket's settings changed during the upload; try again", 409)
         finally:
             spooled.discard()
+            if placed is not None:
+                await self.backend.delete(placed)  # refused: no row points at them
 
     def _check_type(self, spooled: Spooled, bucket: Bucket) -> str:
         sniffed = sniff_mime(spooled.head)
@@ -212,30 +286,25 @@ class StorageService:
             )
         return mimetype
 
-    async def _store(
-        self, claims: dict[str, Any], bucket: Bucket, name: str, spooled: Spooled, mimetype: str, upsert: bool
-    ) -> dict[str, str]:
-        version = str(uuid.uuid4())
-        key = f"{bucket.id}/{version}"
-        now = datetime.now(UTC).isoformat()
+    async def _write_row(
+        self, claims: dict[str, Any], bucket: Bucket, name: str, spooled: Spooled, mimetype: str, upsert: bool,
+        key: str,
+    ) -> dict[str, str] | None:
+        """Write the row pointing at the bytes under ``key``, as the caller (RLS decides).
+
+        None if the bucket's settings are no longer those the upload was validated against.
+        """
         metadata = {
             "eTag": f'"{spooled.etag}"', "size": spooled.size, "mimetype": mimetype,
-            "cacheControl": spooled.cache_control or "no-cache", "lastModified": now,
+            "cacheControl": spooled.cache_control or "no-cache", "lastModified": datetime.now(UTC).isoformat(),
             "contentLength": spooled.size, "httpStatusCode": 200,
         }
         owner = _owner(claims)
         values = [bucket.id, name, str(owner) if owner else None, str(owner) if owner else None, metadata,
-                  spooled.user_metadata, version]
-        sql = _INSERT.format(conflict=_UPSERT if upsert else "")
-        await self.backend.put(key, spooled.path, content_type=mimetype)
-        try:
-            result = await self.db.run_as(claims, sql, values)
-        except asyncpg.PostgresError as exc:
-            if not is_unavailable(exc):  # refused: no row points at the bytes, so they go now
-                await self.backend.delete(key)
-            # Otherwise the row may or may not have been committed: the bytes stay, and the
-            # janitor's sweep deletes them later if no row names them.
-            raise _translate(exc) from None
+                  spooled.user_metadata, key.split("/", 1)[1], bucket.file_size_limit, bucket.allowed_mime_types]
+        result = await self.db.run_as(claims, _INSERT.format(conflict=_UPSERT if upsert else ""), values)
+        if result.page_count == 0:
+            return None
         return {"Id": str(result.body), "Key": f"{bucket.id}/{name}"}
 
     async def find(self, claims: dict[str, Any] | None, bucket_id: str, name: str, *, public: bool = False) -> StoredObject:
@@ -446,6 +515,7 @@ class StorageService:
 
     async def update_bucket(self, claims: dict[str, Any], bucket_id: str, body: dict[str, Any]) -> None:
         names.bucket_id(bucket_id)
+        self._remembered.pop(bucket_id, None)
         if "public" in body and not isinstance(body["public"], bool | None):
             raise invalid("public must be true or false")
         try:
@@ -473,6 +543,7 @@ class StorageService:
 
     async def delete_bucket(self, claims: dict[str, Any], bucket_id: str) -> None:
         names.bucket_id(bucket_id)
+        self._remembered.pop(bucket_id, None)
         try:
             async with self.db.as_user(claims) as conn:
                 if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM storage.objects WHERE bucket_id = $1)", bucket_id):

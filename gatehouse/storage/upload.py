@@ -17,7 +17,7 @@ import base64
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,12 +50,24 @@ class Spooled:
         self.path.unlink(missing_ok=True)
 
 
+#: Asked once when a body passes its limit, for the limit in force now (it may have been raised).
+Recheck = Callable[[], Awaitable[int]]
+
+
 @dataclass
 class _Sink:
-    """Writes the file's bytes, counting and hashing them, and stops at the limit."""
+    """Writes the file's bytes, counting and hashing them, and stops at the limit.
+
+    With ``recheck`` (the limit came from a remembered copy of the bucket), passing ``limit``
+    only marks the sink ``over``, up to ``hard_limit``; the reading loop then asks ``recheck``
+    for the limit in force and stops there if the body is still over it.
+    """
 
     handle: BinaryIO
     limit: int
+    hard_limit: int
+    recheck: Recheck | None = None
+    over: bool = False
     size: int = 0
     head: bytearray = field(default_factory=bytearray)
     digest: Any = field(default_factory=hashlib.md5)
@@ -63,11 +75,22 @@ class _Sink:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            raise too_large(self.limit)
+            if self.recheck is None or self.size > self.hard_limit:
+                raise too_large(self.limit if self.recheck is None else self.hard_limit)
+            self.over = True
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
         self.digest.update(data)
         self.handle.write(data)
+
+    async def confirm(self) -> None:
+        """After a chunk that went over: the limit in force decides (asked once per upload)."""
+        if not self.over or self.recheck is None:
+            return
+        recheck, self.recheck, self.over = self.recheck, None, False
+        self.limit = await recheck()
+        if self.size > self.limit:
+            raise too_large(self.limit)
 
 
 def _new_temp(spool_dir: Path) -> tuple[Path, BinaryIO]:
@@ -83,11 +106,17 @@ async def spool(
     content_type: str | None,
     headers: dict[str, str],
     limit: int,
+    hard_limit: int | None = None,
+    recheck: Recheck | None = None,
 ) -> Spooled:
-    """Read the whole upload body from ``stream`` into a temporary file under ``spool_dir``."""
+    """Read the whole upload body from ``stream`` into a temporary file under ``spool_dir``.
+
+    ``limit`` stops the body while it arrives; with ``recheck``, passing it first asks for the
+    limit in force (never beyond ``hard_limit``).
+    """
     media, options = parse_options_header(content_type or "")
     path, handle = _new_temp(spool_dir)
-    sink = _Sink(handle, limit)
+    sink = _Sink(handle, limit, max(limit, hard_limit or limit), recheck)
     try:
         with handle:
             if media == b"multipart/form-data":
@@ -102,6 +131,7 @@ async def spool(
             else:
                 async for chunk in stream:
                     sink.write(chunk)
+                    await sink.confirm()
                 declared = content_type
                 cache_control = headers.get("cache-control")
                 metadata = _base64_json(headers.get("x-metadata"))
@@ -174,6 +204,7 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, sink: _Sink)
     try:
         async for chunk in stream:
             parser.write(chunk)
+            await sink.confirm()
         parser.finalize()
     except GatehouseError:
         raise

@@ -248,3 +248,48 @@ def test_active_content_is_sandboxed(server: RunningServer) -> None:
     assert served.headers["content-security-policy"].startswith("sandbox")
     assert served.headers["x-content-type-options"] == "nosniff"
     assert Path  # noqa: B018 - typing import kept for helpers
+
+
+async def test_uploads_follow_bucket_changes_made_elsewhere(user: tuple[httpx.Client, str], db: Database,
+                                                            server: RunningServer) -> None:
+    """A process remembers a bucket's settings between uploads; changes made by another process (here
+    straight in SQL) still decide: at the stream's limit, at the type check, and in the row's statement."""
+    client, uid = user
+
+    def put(size: int, content_type: str = "text/plain", *, chunked: bool = False) -> httpx.Response:
+        body = b"x" * size
+        content: bytes | Iterator[bytes] = iter([body[:size // 2], body[size // 2:]]) if chunked else body
+        return client.post(f"/object/docs/{uid}/{uuid.uuid4()}.txt", content=content,
+                           headers={"Content-Type": content_type})
+
+    async def settings(limit: int | None, types: list[str] | None) -> None:
+        await db.admin.execute("UPDATE storage.buckets SET file_size_limit = $1, allowed_mime_types = $2 "
+                               "WHERE id = 'docs'", limit, types)
+
+    try:
+        await settings(10_000, None)
+        assert put(10).status_code == 200  # the server now remembers 10,000 bytes, any type
+        await settings(1_000, None)  # lowered: the row's statement sees it, the upload is checked again
+        lowered = put(5_000)
+        assert lowered.status_code == 400 and lowered.json()["statusCode"] == "413", lowered.text
+
+        await settings(100, None)
+        assert put(50).status_code == 200  # remembered: 100 bytes
+        await settings(10_000, None)  # raised: refusals on a remembered copy are confirmed first
+        assert put(5_000).status_code == 200  # by Content-Length
+        await settings(100, None)
+        assert put(50).status_code == 200
+        await settings(10_000, None)
+        assert put(5_000, chunked=True).status_code == 200  # by the stream's limit, no Content-Length
+
+        await settings(None, ["image/png"])  # remembered: any type; the row's statement refuses
+        refused = put(10)
+        assert refused.status_code == 400 and refused.json()["statusCode"] == "415", refused.text
+        await settings(None, ["text/plain"])
+        assert put(10).status_code == 200  # the remembered list said image/png only: confirmed first
+        await settings(None, ["image/png"])
+        refused = put(10)
+        assert refused.status_code == 400 and refused.json()["statusCode"] == "415", refused.text
+    finally:
+        await settings(None, None)
+    await consistent(db, server)
