@@ -109,7 +109,7 @@ async def upload(request: Request, *, upsert: bool | None = None, claims: dict[s
 
 async def download(request: Request) -> Response:
     bucket, name = _path(request)
-    public = request.url.path.startswith("/storage/v1/object/public/")
+    public = request.scope["path"].startswith("/storage/v1/object/public/")
     claims = None if public else _claims(request, required=not _maybe_public(request))
     obj = await _find(request, bucket, name, claims, public=public)
     return await _serve(request, obj)
@@ -117,7 +117,7 @@ async def download(request: Request) -> Response:
 
 def _maybe_public(request: Request) -> bool:
     """GET /object/{bucket}/{path} without credentials works for public buckets, as on Supabase."""
-    return not request.url.path.startswith("/storage/v1/object/authenticated/")
+    return not request.scope["path"].startswith("/storage/v1/object/authenticated/")
 
 
 async def _find(request: Request, bucket: str, name: str, claims: dict[str, Any] | None, *, public: bool) -> StoredObject:
@@ -202,7 +202,7 @@ def _info(obj: StoredObject) -> dict[str, Any]:
 
 async def info(request: Request) -> Response:
     bucket, name = _path(request)
-    public = "/object/info/public/" in request.url.path
+    public = "/object/info/public/" in request.scope["path"]
     claims = None if public else _claims(request, required=False)
     obj = await _find(request, bucket, name, claims, public=public)
     return JSONResponse(_info(obj))

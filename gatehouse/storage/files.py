@@ -57,7 +57,7 @@ class LocalFileResponse(Response):
             await send({"type": "http.response.body", "body": b""})
         elif length == self.file.size and "http.response.pathsend" in scope.get("extensions", {}):
             await send(start)
-            await send({"type": "http.response.pathsend", "path": str(self.file.path)})
+            await send({"type": "http.response.pathsend", "path": self.file.path})
         elif length <= INLINE_LIMIT:
             data = _read(self.file.fd, length, self.start)
             await send(start)

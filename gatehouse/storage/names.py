@@ -11,6 +11,7 @@ import re
 from gatehouse.storage.errors import storage_error
 
 BUCKET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 
@@ -34,7 +35,7 @@ def object_name(value: str) -> str:
         problem = f"the name is longer than {MAX_NAME_BYTES} bytes"
     elif value.startswith("/") or value.endswith("/"):
         problem = "the name must not start or end with '/'"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in value):
+    elif _CONTROL.search(value):
         problem = "the name contains control characters"
     elif "\\" in value:
         problem = "the name contains a backslash"

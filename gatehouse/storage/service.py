@@ -11,9 +11,11 @@ checked). If the row is refused or cannot be written, the new bytes are deleted 
 process dies in between, the janitor's start-up sweep deletes bytes no row names. Bytes a row
 stopped pointing at are queued (by trigger) for the janitor.
 
-Downloads and info take one database round trip; an upload two, as its bucket's limits are read
-before the body streams (so that an oversized body stops while it arrives). The statements that
-touch a caller's rows go through ``Database.run_as``: role, claims and statement in one call.
+Downloads, info and uploads take one database round trip. The statements that touch a caller's
+rows go through ``Database.run_as``: role, claims and statement in one call. An upload is checked
+against its bucket's limits while the body arrives, from a copy of the bucket this process
+remembers; the copy only ever lets uploads through: a refusal is confirmed against a fresh read,
+and the row's statement writes nothing if the settings changed (then the upload is checked again).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ async def test_a_server_with_pathsend_gets_the_path_of_a_whole_file(tmp_path: Pa
     store = LocalBackend(tmp_path / "storage")
     file = opened(store, os.urandom(5 * CHUNK))
     sent = await serve(response(file), extensions={"http.response.pathsend": {}})
-    assert sent[1] == {"type": "http.response.pathsend", "path": str(file.path)}
+    assert sent[1] == {"type": "http.response.pathsend", "path": file.path}
     assert Path(sent[1]["path"]).read_bytes()[:10] == os.pread(os.open(file.path, os.O_RDONLY), 10, 0)
     partial = await serve(response(opened(store, b"abcdef"), 1, 3), extensions={"http.response.pathsend": {}})
     assert body(partial) == b"bcd"  # a range is read and sent here

@@ -124,7 +124,7 @@ class LocalFile:
 
     fd: int
     size: int
-    path: Path
+    path: str
 
 
 class Reader(Protocol):

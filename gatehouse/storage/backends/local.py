@@ -49,6 +49,7 @@ class LocalBackend(Backend):
             Path(root).expanduser().mkdir(parents=True, exist_ok=True)
             self.root = Path(root).expanduser().resolve(strict=True)
             self._blobs = self.root / "blobs"
+            self._blobs_path = str(self._blobs)
             self._blobs.mkdir(exist_ok=True)
         except OSError as exc:
             raise BackendError(f"cannot create the storage folder {root}: {exc.strerror or exc}") from exc
@@ -190,8 +191,9 @@ class LocalBackend(Backend):
         """
         bucket, version = split_key(key)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        folder_path = f"{self._blobs_path}/{bucket}"
         try:
-            folder = os.open(self._blobs / bucket, flags | os.O_DIRECTORY)
+            folder = os.open(folder_path, flags | os.O_DIRECTORY)
             try:
                 fd = os.open(version, flags, dir_fd=folder)
             finally:
@@ -210,7 +212,7 @@ class LocalBackend(Backend):
         except BaseException:
             os.close(fd)
             raise
-        return LocalFile(fd, info.st_size, self._blobs / bucket / version)
+        return LocalFile(fd, info.st_size, f"{folder_path}/{version}")
 
     def local_path(self, key: str) -> Path | None:
         path = self._confine(self._path(key))
