@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from postgrest.exceptions import APIError
 from supabase import Client, create_client
 
-from tests.auth.helpers import PASSWORD, Auth
+from tests.clients.conftest import Clients
 from tests.support import RunningServer
 
 
-@pytest.fixture(scope="module")
-def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
-
-
 @pytest.fixture
-def signed_in(live: RunningServer) -> Iterator[Callable[[], tuple[Client, str]]]:
-    opened: list[Client] = []
-    auth = Auth(live)
-
+def signed_in(clients: Clients) -> Callable[[], tuple[Client, str]]:
     def make() -> tuple[Client, str]:
-        email, _ = auth.confirmed_user()
-        client = create_client(live.url, live.keys.publishable_key)
-        opened.append(client)
-        session = client.auth.sign_in_with_password({"email": email, "password": PASSWORD})
-        assert session.user is not None
-        return client, session.user.id
+        client, uid = clients()
+        assert uid is not None
+        return client, uid
 
-    yield make
-    auth.close()
-    for client in opened:
-        client.postgrest.session.close()
-        client.auth.close()
+    return make
 
 
 def test_tutorial_profile_calls(signed_in: Callable[[], tuple[Client, str]]) -> None:

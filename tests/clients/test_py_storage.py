@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 from PIL import Image
 from storage3.exceptions import StorageApiError
-from supabase import Client, create_client
+from supabase import Client
 
-from tests.auth.helpers import PASSWORD, Auth
 from tests.support import RunningServer
 
 
@@ -21,34 +20,6 @@ def png(size: int = 32, color: str = "teal") -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (size, size), color).save(out, format="PNG")
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
-
-
-@pytest.fixture
-def clients(live: RunningServer) -> Iterator[Callable[..., tuple[Client, str | None]]]:
-    opened: list[Client] = []
-    auth = Auth(live)
-
-    def make(signed_in: bool = True, key: str | None = None) -> tuple[Client, str | None]:
-        client = create_client(live.url, key or live.keys.publishable_key)
-        opened.append(client)
-        if not signed_in:
-            return client, None
-        email, _ = auth.confirmed_user()
-        session = client.auth.sign_in_with_password({"email": email, "password": PASSWORD})
-        assert session.user is not None
-        return client, session.user.id
-
-    yield make
-    auth.close()
-    for client in opened:
-        client.storage.session.close()
-        client.postgrest.session.close()
-        client.auth.close()
 
 
 def test_avatar_flow(live: RunningServer, clients: Callable[..., tuple[Client, str | None]]) -> None:

@@ -1,0 +1,42 @@
+"""Shared by the supabase-py data and storage tests: a server of the module's own, and clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from supabase import Client, create_client
+
+from tests.auth.helpers import PASSWORD, Auth
+from tests.support import RunningServer
+
+#: ``clients(signed_in=True, key=None)``: a supabase-py client, and its user's id when signed in.
+Clients = Callable[..., tuple[Client, str | None]]
+
+
+@pytest.fixture(scope="module")
+def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+
+
+@pytest.fixture
+def clients(live: RunningServer) -> Iterator[Clients]:
+    opened: list[Client] = []
+    auth = Auth(live)
+
+    def make(signed_in: bool = True, key: str | None = None) -> tuple[Client, str | None]:
+        client = create_client(live.url, key or live.keys.publishable_key)
+        opened.append(client)
+        if not signed_in:
+            return client, None
+        email, _ = auth.confirmed_user()
+        session = client.auth.sign_in_with_password({"email": email, "password": PASSWORD})
+        assert session.user is not None
+        return client, session.user.id
+
+    yield make
+    auth.close()
+    for client in opened:
+        client.storage.session.close()
+        client.postgrest.session.close()
+        client.auth.close()
