@@ -163,13 +163,19 @@ def test_open_local_finds_files_only(tmp_path: Path) -> None:
         store.open_local("../etc/passwd")
 
 
+def symlinked_bucket(store: LocalBackend, outside: Path, data: bytes) -> str:
+    """A bucket folder ``evil`` that is a symlink to ``outside``, which holds a blob-named file: its name."""
+    outside.mkdir()
+    name = str(uuid.uuid4())
+    (outside / name).write_bytes(data)
+    (store.root / "blobs" / "evil").symlink_to(outside)
+    return name
+
+
 def test_open_local_never_follows_a_symlink(tmp_path: Path) -> None:
     store = LocalBackend(tmp_path / "storage")
     outside = tmp_path / "outside"
-    outside.mkdir()
-    name = str(uuid.uuid4())
-    (outside / name).write_bytes(b"secret")
-    (store.root / "blobs" / "evil").symlink_to(outside)
+    name = symlinked_bucket(store, outside, b"secret")
     assert store.open_local(f"evil/{name}") is None  # a symlinked folder is not a folder (ENOTDIR)
     (store.root / "blobs" / "avatars").mkdir()
     (store.root / "blobs" / "avatars" / name).symlink_to(outside / name)
@@ -180,10 +186,7 @@ def test_open_local_never_follows_a_symlink(tmp_path: Path) -> None:
 async def test_deleting_never_reaches_through_a_symlink(tmp_path: Path) -> None:
     store = LocalBackend(tmp_path / "storage")
     outside = tmp_path / "outside"
-    outside.mkdir()
-    name = str(uuid.uuid4())
-    (outside / name).write_bytes(b"keep me")
-    (store.root / "blobs" / "evil").symlink_to(outside)
+    name = symlinked_bucket(store, outside, b"keep me")
     await store.delete_many([f"evil/{name}"])
     assert (outside / name).read_bytes() == b"keep me"
     kept, gone = blob(store, b"a"), blob(store, b"b")
