@@ -262,8 +262,10 @@ class StorageService:
                     if is_unavailable(exc):
                         placed = None  # the row may have been committed: the bytes stay for the sweep to judge
                     raise _translate(exc) from None
+                except GatehouseError:
+                    raise  # refused before the statement was sent: the bytes go
                 except BaseException:
-                    placed = None  # the same: the database may have the row
+                    placed = None  # a lost connection (or a cancel): the database may have the row
                     raise
                 if stored is not None:
                     placed = None
