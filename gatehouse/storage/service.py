@@ -239,8 +239,9 @@ class StorageService:
             verified = False
             for _ in range(2):
                 try:
-                    if spooled.size > self._limit(bucket):
-                        raise too_large(self._limit(bucket))
+                    allowed = self._limit(bucket)
+                    if spooled.size > allowed:
+                        raise too_large(allowed)
                     mimetype = self._check_type(spooled, bucket)
                 except GatehouseError:
                     if fresh:

@@ -39,6 +39,9 @@ from gatehouse.storage.backends.base import (
 
 T = TypeVar("T")
 
+#: Opening a bucket folder: never through a symlink in its place (that open fails instead).
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 #: Directory entries read per worker-thread hop when listing keys.
 _LIST_BATCH = 1000
 
@@ -62,6 +65,10 @@ class LocalBackend(Backend):
         """The blob's path for a valid key (no I/O: the resolved check is ``_confine``)."""
         bucket, version = split_key(key)
         return self._blobs / bucket / version
+
+    def _folder(self, bucket: str) -> str:
+        """The bucket's folder (as a string: no Path objects on the download path)."""
+        return f"{self._blobs_path}/{bucket}"
 
     def _confine(self, path: Path) -> Path:
         """``path`` itself, after checking that resolving it leads exactly there (touches the disk)."""
@@ -119,16 +126,17 @@ class LocalBackend(Backend):
 
     def _open_folder(self, bucket: str) -> int:
         """A descriptor of the bucket's folder, made if missing; a symlink there is refused."""
-        path = self._blobs / bucket
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        path = self._folder(bucket)
         for _ in range(3):
             try:
-                return os.open(path, flags)
+                return os.open(path, _FOLDER)
             except FileNotFoundError:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(path)
-            except (NotADirectoryError, OSError) as exc:
-                if isinstance(exc, NotADirectoryError) or exc.errno == errno.ELOOP:
+            except NotADirectoryError:
+                raise ValueError(f"the storage folder {bucket} resolves outside the storage folder") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
                     raise ValueError(f"the storage folder {bucket} resolves outside the storage folder") from None
                 raise
         raise OSError(errno.ENOENT, "the bucket folder keeps disappearing")
@@ -190,12 +198,11 @@ class LocalBackend(Backend):
         checks by resolving): a symlinked bucket folder is not found, a symlinked blob refused.
         """
         bucket, version = split_key(key)
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        folder_path = f"{self._blobs_path}/{bucket}"
+        folder_path = self._folder(bucket)
         try:
-            folder = os.open(folder_path, flags | os.O_DIRECTORY)
+            folder = os.open(folder_path, _FOLDER)
             try:
-                fd = os.open(version, flags, dir_fd=folder)
+                fd = os.open(version, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
             finally:
                 os.close(folder)
         except (FileNotFoundError, NotADirectoryError):
@@ -240,9 +247,8 @@ class LocalBackend(Backend):
         await self._run("delete objects", remove_all)
 
     def _remove(self, bucket: str, versions: list[str]) -> None:
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            folder = os.open(self._blobs / bucket, flags)
+            folder = os.open(self._folder(bucket), _FOLDER)
         except (FileNotFoundError, NotADirectoryError):
             return  # no folder (or a symlink in its place): nothing of ours to delete
         try:
@@ -252,7 +258,7 @@ class LocalBackend(Backend):
         finally:
             os.close(folder)
         with contextlib.suppress(OSError):
-            os.rmdir(self._blobs / bucket)  # only if now empty; never the blobs folder itself
+            os.rmdir(self._folder(bucket))  # only if now empty; never the blobs folder itself
 
     async def copy(self, source: str, target: str) -> None:
         source_path, target_path = self._path(source), self._path(target)
