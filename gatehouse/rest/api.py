@@ -54,6 +54,16 @@ class Prefer:
     def count(self) -> bool:
         return self.values.get("count") in ("exact", "planned", "estimated")
 
+    @property
+    def max_affected(self) -> int | None:
+        """``max-affected=N``, which PostgREST applies only with ``handling=strict``."""
+        value = self.values.get("max-affected")
+        if value is None or self.values.get("handling") != "strict":
+            return None
+        if not value.isdigit():
+            raise rest_error("PGRST100", f"max-affected must be a whole number, not {value!r}", 400)
+        return int(value)
+
 
 # -- request context ---------------------------------------------------------------------------
 
@@ -278,11 +288,14 @@ async def write(request: Request) -> Response:
             plan = planner.delete(table, query, returning=returning)
         status = 200 if returning else 204
     params = sqlgen.Params()
-    sql = sqlgen.write_sql(plan, params, single=media == OBJECT)
+    max_affected = prefer.max_affected if method != "POST" else None
+    sql = sqlgen.write_sql(plan, params, single=media == OBJECT, max_affected=max_affected)
     result = await _run(request, _claims(request), sql, params.values, readonly=False)
     headers = {}
     if method == "POST" and prefer.returns == "headers-only" and table.primary_key and result.body:
         headers["Location"] = _location(table.name, table.primary_key, result.body)
+    if prefer.count:  # a write's count is the rows it changed (PostgREST sends it for every count preference)
+        result = Result(result.body, result.page_count, result.page_count)
     if not returning:
         return Response(status_code=status, headers={"Content-Range": f"*/{result.page_count}", **headers})
     return _respond(result, media, status=status, schema=schema, headers=headers)

@@ -40,6 +40,8 @@ def from_postgres(error: asyncpg.PostgresError, role: str) -> GatehouseError:
     if is_unavailable(error):
         return unavailable()
     sqlstate = error.sqlstate or "XX000"
+    if sqlstate == "GH124":  # gatehouse.max_affected: the write changed more rows than Prefer allowed
+        return rest_error("PGRST124", error.message, 400, details=getattr(error, "detail", None))
     status = status_for(sqlstate, role)
     message = error.message if status < 500 or sqlstate == "57014" else "Database error; the server log has the details"
     return GatehouseError(

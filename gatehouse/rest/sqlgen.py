@@ -19,8 +19,8 @@ from gatehouse.rest.query import JsonStep
 
 _COMPARE = {
     "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "ILIKE",
-    "match": "~", "imatch": "~*", "cs": "@>", "cd": "<@", "ov": "&&", "sl": "<<", "sr": ">>", "nxl": "&<",
-    "nxr": "&>", "adj": "-|-", "isdistinct": "IS DISTINCT FROM",
+    "match": "~", "imatch": "~*", "cs": "@>", "cd": "<@", "ov": "&&", "sl": "<<", "sr": ">>", "nxl": "&>",
+    "nxr": "&<", "adj": "-|-", "isdistinct": "IS DISTINCT FROM",
 }
 _FTS = {"fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery", "wfts": "websearch_to_tsquery"}
 _IS = {"null": "NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}
@@ -206,7 +206,24 @@ def _record_type(columns: Sequence[Any]) -> str:
     return ", ".join(f"{ident(c.name)} {c.type}" for c in columns)
 
 
-def write_sql(plan: p.WritePlan, params: Params, *, single: bool = False) -> str:
+def write_sql(plan: p.WritePlan, params: Params, *, single: bool = False, max_affected: int | None = None) -> str:
+    """The mutation and its answer in one statement.
+
+    ``max_affected`` (``Prefer: max-affected=N, handling=strict``) adds a guard that raises once
+    the mutation has changed more rows than that: the error aborts the statement, so nothing
+    it changed is kept (PostgREST rolls its transaction back for the same reason).
+    """
+    mutation, answer = _write_parts(plan, params, single)
+    if max_affected is None:
+        return f"{mutation} {answer}"
+    return (
+        f"{mutation}, _w AS ({answer}) SELECT body, page_count, total FROM _w "
+        f"WHERE gatehouse.max_affected((SELECT count(*) FROM _m), {int(max_affected)})"
+    )
+
+
+def _write_parts(plan: p.WritePlan, params: Params, single: bool) -> tuple[str, str]:
+    """``WITH _m AS (the mutation)`` and the SELECT that answers from ``_m``."""
     table = qualified(plan.table.schema, plan.table.name)
     alias = ident(plan.alias)
     returning = f"RETURNING {alias}.*" if plan.returning is not None else "RETURNING 1"
@@ -222,8 +239,8 @@ def write_sql(plan: p.WritePlan, params: Params, *, single: bool = False) -> str
     else:
         mutation = f"WITH _m AS (DELETE FROM {table} AS {alias}{_where(plan.conditions, params)} {returning})"
     if plan.returning is None:
-        return f"{mutation} SELECT NULL::text AS body, count(*) AS page_count, NULL::bigint AS total FROM _m"
-    return f"{mutation} {read_sql(plan.returning, params, source='_m', single=single)}"
+        return mutation, "SELECT NULL::text AS body, count(*) AS page_count, NULL::bigint AS total FROM _m"
+    return mutation, read_sql(plan.returning, params, source="_m", single=single)
 
 
 def _insert_sql(plan: p.WritePlan, params: Params, target: str, returning: str) -> str:
