@@ -107,14 +107,27 @@ def test_retried_refresh_within_the_interval_gets_the_same_successor(auth: Auth)
     assert auth.refresh(session["refresh_token"]).json()["refresh_token"] == second["refresh_token"]
 
 
-def test_reuse_after_the_interval_revokes_the_whole_session(strict: Auth) -> None:
+def test_the_parent_of_the_active_token_gets_the_active_token_at_any_delay(strict: Auth) -> None:
+    """As the upstream server: a client that never stored its refresh's answer sends the parent again."""
     _, session = strict.confirmed_user()
     rotated = strict.refresh(session["refresh_token"]).json()
-    reused = strict.refresh(session["refresh_token"])
+    again = strict.refresh(session["refresh_token"])
+    assert again.status_code == 200 and again.json()["refresh_token"] == rotated["refresh_token"]
+    assert strict.get("/user", token=again.json()["access_token"]).status_code == 200
+    nxt = strict.refresh(rotated["refresh_token"])  # the chain goes on from the active token
+    assert nxt.status_code == 200 and nxt.json()["refresh_token"] != rotated["refresh_token"]
+
+
+def test_reuse_of_an_older_token_after_the_interval_revokes_the_whole_session(strict: Auth) -> None:
+    _, session = strict.confirmed_user()
+    rotated = strict.refresh(session["refresh_token"]).json()
+    active = strict.refresh(rotated["refresh_token"]).json()
+    reused = strict.refresh(session["refresh_token"])  # the grandparent of the active token
     assert reused.status_code == 400 and reused.json()["code"] == "refresh_token_already_used"
-    # the thief's copy killed the family: the legitimate successor dies too
+    # the thief's copy killed the family: the legitimate tokens die too
+    assert strict.refresh(active["refresh_token"]).json()["code"] == "refresh_token_not_found"
     assert strict.refresh(rotated["refresh_token"]).json()["code"] == "refresh_token_not_found"
-    assert strict.get("/user", token=rotated["access_token"]).json()["code"] == "session_not_found"
+    assert strict.get("/user", token=active["access_token"]).json()["code"] == "session_not_found"
 
 
 @pytest.mark.parametrize(("token", "code"), [("short", "validation_failed"), ("x" * 40, "refresh_token_not_found")])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.auth.helpers import PASSWORD, Auth
 from tests.support import RunningServer
 
 JS_DIR = Path(__file__).parent / "js"
@@ -113,3 +114,26 @@ def test_supabase_js_auth_flow(
         f"\n--- server log ---\n{server.log()}"
     )
     assert '"step":"done"' in result.stdout, f"auth_flow.mjs did not finish\n{_output(result)}"
+
+
+def test_ssr_renders_that_cannot_store_cookies_keep_the_session(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    """@supabase/ssr: a render that refreshes but cannot set cookies leaves the parent token in the browser."""
+    server = server_factory(env={
+        "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
+        "GATEHOUSE_JWT_EXPIRY": "20",  # inside the client's refresh margin: every render refreshes
+        "GATEHOUSE_REFRESH_TOKEN_REUSE_INTERVAL": "0",  # no window: only the parent rule can help
+    })
+    auth = Auth(server)
+    try:
+        email, _ = auth.confirmed_user()
+    finally:
+        auth.close()
+    command = [*node, str(JS_DIR / "ssr_refresh.mjs"), server.url, server.keys.publishable_key, email, PASSWORD]
+    result = subprocess.run(
+        command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True, text=True,
+        timeout=FLOW_TIMEOUT, check=False,
+    )
+    assert result.returncode == 0, f"ssr_refresh.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
+    assert '"step":"done"' in result.stdout
