@@ -224,7 +224,7 @@ class AdminService:
             "action_link": f"{self.auth.settings.public_api_url}/auth/v1/verify?{query}",
             "email_otp": otp,
             "hashed_token": link_token,
-            "verification_type": verify_type,
+            "verification_type": link_type,  # the requested type, as upstream echoes it (email_change_current, ...)
             "redirect_to": redirect,
         }
 

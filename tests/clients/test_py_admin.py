@@ -1,0 +1,26 @@
+"""supabase-py's admin calls whose answers the client validates strictly."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from supabase import create_client
+
+from tests.support import RunningServer
+
+
+@pytest.mark.parametrize("link_type", ["email_change_current", "email_change_new"])
+def test_generate_link_for_an_email_change_echoes_the_type(live: RunningServer, link_type: str) -> None:
+    admin_client = create_client(live.url, live.keys.secret_key)
+    try:
+        admin = admin_client.auth.admin
+        email = f"change-{uuid.uuid4().hex[:10]}@example.com"
+        new_email = f"new-{uuid.uuid4().hex[:10]}@example.com"
+        admin.create_user({"email": email, "password": "a long passphrase 4 tests", "email_confirm": True})
+        link = admin.generate_link({"type": link_type, "email": email, "new_email": new_email})
+        assert link.properties.verification_type == link_type
+        assert "type=email_change" in link.properties.action_link
+        assert len(link.properties.email_otp) == 6
+    finally:
+        admin_client.auth.close()
