@@ -89,11 +89,24 @@ def _postgres_running(data_dir: Path) -> bool:
 
 
 def test_serve_embedded_lifecycle(tmp_path: Path, keys: KeySet) -> None:
-    """Start on an empty folder, serve, stop on SIGTERM (PostgreSQL too), start again on the same data."""
+    """Start on an empty folder, serve, stop on SIGTERM (PostgreSQL too), start again on the same data.
+
+    With the default settings, while port 54322 (the Supabase CLI's local database) is taken: the
+    embedded server picks a free port, remembers it, and ``gatehouse psql`` finds it.
+    """
     data = tmp_path / "data"
-    env = {"GATEHOUSE_EMBEDDED_DB_PORT": "0"}
-    server = start_server(data, keys, database_url=None, env=env)
+    env: dict[str, str] = {}
+    with socket.socket() as supabase_db:
+        supabase_db.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            supabase_db.bind(("127.0.0.1", 54322))
+            supabase_db.listen()
+        except OSError:
+            pass  # something else holds it already: taken either way
+        server = start_server(data, keys, database_url=None, env=env)
     assert _postgres_running(data)
+    port = int((data / "postgres.port").read_text())
+    assert port != 54322
     assert "Publishable key  sb_publishable_" in server.log() and "Secret key       sb_secret_" in server.log()
     psql = run("psql", "--data-dir", str(data), "--", "-XtAc", "CREATE TABLE public.kept (v text); INSERT INTO public.kept VALUES ('yes')")
     assert psql.returncode == 0, psql.stderr
@@ -106,6 +119,7 @@ def test_serve_embedded_lifecycle(tmp_path: Path, keys: KeySet) -> None:
         assert jwks["keys"][0]["kid"] == server_kid(data)
         out = run("psql", "--data-dir", str(data), "--", "-XtAc", "SELECT v FROM public.kept")
         assert out.stdout.strip() == "yes"
+        assert int((data / "postgres.port").read_text()) == port  # the remembered port, while it is free
     finally:
         assert again.stop(signal.SIGINT) == 0
     assert not _postgres_running(data)

@@ -55,7 +55,8 @@ class Settings(BaseSettings):
 
     # Embedded PostgreSQL
     embedded_db_port: int = Field(
-        54322, ge=0, le=65535, description="Loopback port of the embedded PostgreSQL (0: pick a free one)."
+        0, ge=0, le=65535,
+        description="Loopback port of the embedded PostgreSQL. 0: a free one, remembered in the data folder.",
     )
 
     # Database pools

@@ -135,7 +135,7 @@ class _Account:
 class EmbeddedPostgres:
     """Start, adopt and stop the PostgreSQL server that lives in ``data_dir/postgres``."""
 
-    def __init__(self, data_dir: Path, port: int = 54322) -> None:
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "postgres"
         self.requested_port = port
