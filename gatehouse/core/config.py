@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     migrations_dir: Path | None = Field(
         None, description="Folder of your own .sql migrations, applied after the built-in ones."
     )
+    starter_schema: Literal["tutorial", "none"] = Field(
+        "tutorial",
+        description="tutorial: the user-management starter (profiles, its trigger, the avatars bucket and their "
+        "policies) is built in. none: left out, so the tutorial's own SQL applies cleanly.",
+    )
 
     # Serving
     host: str = Field("127.0.0.1", description="Address to listen on.")

@@ -141,7 +141,7 @@ class Database:
         from gatehouse.core.migrate import all_migrations, pending
 
         async with self.admin.acquire(timeout=self._settings.db_connect_timeout) as conn:
-            todo = await pending(conn, all_migrations(migrations_dir))
+            todo = await pending(conn, all_migrations(migrations_dir, starter=self._settings.starter_schema != "none"))
         return {"database": "ok", "migrations": "current" if not todo else f"{len(todo)} pending"}
 
     async def run_as(
@@ -194,7 +194,7 @@ async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]
     """Apply migrations and give ``authenticator`` its password. Safe to run from many processes."""
     conn = await asyncpg.connect(admin_url, timeout=settings.db_connect_timeout)
     try:
-        applied = await migrate(conn, settings.migrations_dir)
+        applied = await migrate(conn, settings.migrations_dir, starter=settings.starter_schema != "none")
         # ALTER ROLE takes no bind parameters; format(%L) quotes the password server-side.
         statement = await conn.fetchval(
             "SELECT format('ALTER ROLE authenticator WITH LOGIN NOINHERIT PASSWORD %L', $1::text)",

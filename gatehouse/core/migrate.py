@@ -66,8 +66,16 @@ def folder_migrations(folder: Path) -> list[Migration]:
     return [Migration("user", path.stem, path.read_text(encoding="utf-8")) for path in files]
 
 
-def all_migrations(user_dir: Path | None) -> list[Migration]:
-    return builtin_migrations() + (folder_migrations(user_dir) if user_dir else [])
+def starter_removal() -> Migration:
+    """Takes the built-in user-management starter out again (``GATEHOUSE_STARTER_SCHEMA=none``)."""
+    sql = (resources.files("gatehouse") / "migrations" / "starter" / "remove.sql").read_text(encoding="utf-8")
+    return Migration("starter", "remove", sql)
+
+
+def all_migrations(user_dir: Path | None, *, starter: bool = True) -> list[Migration]:
+    """The built-in migrations, the starter's removal when it is turned off, then the user's folder."""
+    removal = [] if starter else [starter_removal()]
+    return builtin_migrations() + removal + (folder_migrations(user_dir) if user_dir else [])
 
 
 async def pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
@@ -90,9 +98,9 @@ async def pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return todo
 
 
-async def migrate(conn: asyncpg.Connection, user_dir: Path | None = None) -> list[str]:
+async def migrate(conn: asyncpg.Connection, user_dir: Path | None = None, *, starter: bool = True) -> list[str]:
     """Apply every pending migration; return the labels of those applied."""
-    migrations = all_migrations(user_dir)
+    migrations = all_migrations(user_dir, starter=starter)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await conn.execute(_BOOTSTRAP)
