@@ -193,7 +193,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         Route("/health/ready", ready, methods=["GET", "HEAD"]),
         Mount("/auth/v1", routes=auth_api.routes),
         Mount("/rest/v1", routes=rest_api.routes),
-        Mount("/storage/v1", routes=storage_api.routes),
+        storage_api.StorageMount("/storage/v1"),
     ]
     if settings.environment == "development":
         routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser

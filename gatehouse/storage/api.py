@@ -11,14 +11,38 @@ from urllib.parse import quote
 import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import Mount, Route, compile_path
 
 from gatehouse.core.http import JSONResponse, bearer_token, has_nul, state
 from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
-from gatehouse.storage import names
+from gatehouse.storage import listing, names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
 from gatehouse.storage.files import LocalFileResponse
 from gatehouse.storage.service import StorageService, StoredObject
+
+class _ObjectPath(Convertor[str]):
+    """Like Starlette's ``path``, but matching newlines too: a name with a control character is
+    then refused by ``names.object_name`` (400 ``InvalidKey``) instead of matching no route."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("objectpath", _ObjectPath())
+
+
+class StorageMount(Mount):
+    """Mounts the storage routes with a prefix that lets object names with newlines through too."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, routes=routes)
+        self.path_regex, self.path_format, self.param_convertors = compile_path(self.path + "/{path:objectpath}")
 
 #: Content types a browser could run: served as attachments-only sandboxes.
 ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml")
@@ -85,7 +109,10 @@ def _expires_in(body: dict[str, Any]) -> int:
 
 
 def _path(request: Request) -> tuple[str, str]:
-    return request.path_params["bucket"], request.path_params["path"]
+    bucket = request.path_params["bucket"]
+    if bucket in names.RESERVED:  # /object/list-v2/x and the like are routes, never a bucket's objects
+        raise storage_error("NotFound", f"Route {request.method}:{request.url.path} not found", 404)
+    return bucket, request.path_params["path"]
 
 
 # -- objects: upload, download, info -----------------------------------------------------------------
@@ -216,6 +243,12 @@ async def list_objects(request: Request) -> Response:
     if "prefix" not in body:
         body["prefix"] = ""
     return JSONResponse(await _service(request).list(_claims(request) or {}, request.path_params["bucket"], body))
+
+
+async def list_objects_v2(request: Request) -> Response:
+    page_request = listing.ListRequest.parse(await _json(request))
+    service = _service(request)
+    return JSONResponse(await listing.list_v2(service.db, _claims(request) or {}, request.path_params["bucket"], page_request))
 
 
 async def delete_many(request: Request) -> Response:
@@ -392,21 +425,22 @@ routes = [
     Route("/bucket/{bucket}/empty", empty_bucket, methods=["POST"]),
     Route("/bucket/{bucket}", bucket, methods=["GET", "PUT", "DELETE"]),
     Route("/object/list/{bucket}", list_objects, methods=["POST"]),
+    Route("/object/list-v2/{bucket}", list_objects_v2, methods=["POST"]),
     Route("/object/move", move, methods=["POST"]),
     Route("/object/copy", copy, methods=["POST"]),
-    Route("/object/sign/{bucket}/{path:path}", sign_one, methods=["POST"]),
-    Route("/object/sign/{bucket}/{path:path}", signed_download, methods=["GET", "HEAD"]),
+    Route("/object/sign/{bucket}/{path:objectpath}", sign_one, methods=["POST"]),
+    Route("/object/sign/{bucket}/{path:objectpath}", signed_download, methods=["GET", "HEAD"]),
     Route("/object/sign/{bucket}", sign_many, methods=["POST"]),
-    Route("/object/upload/sign/{bucket}/{path:path}", sign_upload, methods=["POST"]),
-    Route("/object/upload/sign/{bucket}/{path:path}", signed_upload, methods=["PUT"]),
-    Route("/object/info/public/{bucket}/{path:path}", info, methods=["GET"]),
-    Route("/object/info/authenticated/{bucket}/{path:path}", info, methods=["GET"]),
-    Route("/object/info/{bucket}/{path:path}", info, methods=["GET"]),
-    Route("/object/public/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
-    Route("/object/authenticated/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
-    Route("/object/{bucket}/{path:path}", upload, methods=["POST", "PUT"]),
-    Route("/object/{bucket}/{path:path}", download, methods=["GET", "HEAD"]),
-    Route("/object/{bucket}/{path:path}", delete_one, methods=["DELETE"]),
+    Route("/object/upload/sign/{bucket}/{path:objectpath}", sign_upload, methods=["POST"]),
+    Route("/object/upload/sign/{bucket}/{path:objectpath}", signed_upload, methods=["PUT"]),
+    Route("/object/info/public/{bucket}/{path:objectpath}", info, methods=["GET"]),
+    Route("/object/info/authenticated/{bucket}/{path:objectpath}", info, methods=["GET"]),
+    Route("/object/info/{bucket}/{path:objectpath}", info, methods=["GET"]),
+    Route("/object/public/{bucket}/{path:objectpath}", download, methods=["GET", "HEAD"]),
+    Route("/object/authenticated/{bucket}/{path:objectpath}", download, methods=["GET", "HEAD"]),
+    Route("/object/{bucket}/{path:objectpath}", upload, methods=["POST", "PUT"]),
+    Route("/object/{bucket}/{path:objectpath}", download, methods=["GET", "HEAD"]),
+    Route("/object/{bucket}/{path:objectpath}", delete_one, methods=["DELETE"]),
     Route("/object/{bucket}", delete_many, methods=["DELETE"]),
-    Route("/render/image/{mode:str}/{bucket}/{path:path}", render, methods=["GET"]),
+    Route("/render/image/{mode:str}/{bucket}/{path:objectpath}", render, methods=["GET"]),
 ]

@@ -16,7 +16,18 @@ MAX_NAME_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 
 
+#: First path segments under /object/ that name a route, not a bucket: no bucket may take one, so
+#: no request for a route (known or not yet built) can reach a bucket's objects.
+RESERVED = frozenset({
+    "list", "list-v2", "move", "copy", "sign", "upload", "info", "public", "authenticated",
+})
+
+
 def bucket_id(value: str) -> str:
+    if value in RESERVED:
+        raise storage_error(
+            "InvalidBucketName", f"Bucket name invalid: {value!r} is reserved for a route of the Storage API.", 400
+        )
     if not BUCKET_ID.match(value):
         raise storage_error(
             "InvalidBucketName",
