@@ -57,6 +57,8 @@ API_PREFIXES = ("/auth/v1/", "/rest/v1/")  # storage checks its own callers: pub
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
     "accept-profile", "content-profile", "x-upsert", "cache-control", "x-metadata", "x-request-id",
+    # postgrest-js numbers its retries after a 503; supabase-js sends W3C trace context when asked to.
+    "x-retry-count", "traceparent", "tracestate", "baggage",
 ]
 CORS_EXPOSE_HEADERS = ["Content-Range", "X-Total-Count", "Link", "X-Supabase-Api-Version", "X-Request-Id"]
 

@@ -118,6 +118,28 @@ def test_cors_preflight(server: RunningServer) -> None:
     assert "apikey" in response.headers["access-control-allow-headers"]
 
 
+#: Every header the official clients may send (supabase-js lists its own in @supabase/supabase-js/cors:
+#: x-retry-count from postgrest-js retries, W3C trace context when tracePropagation is on).
+CLIENT_HEADERS = [
+    "apikey", "authorization", "x-client-info", "content-type", "x-supabase-api-version", "prefer", "range",
+    "accept-profile", "content-profile", "x-upsert", "cache-control", "x-metadata", "x-retry-count",
+    "traceparent", "tracestate", "baggage",
+]
+
+
+@pytest.mark.parametrize("header", CLIENT_HEADERS)
+@pytest.mark.parametrize("path", ["/auth/v1/token", "/rest/v1/profiles", "/storage/v1/object/avatars/a.png"])
+def test_cors_preflight_allows_every_client_header(server: RunningServer, path: str, header: str) -> None:
+    response = httpx.options(
+        f"{server.url}{path}",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": header},
+    )
+    assert response.status_code == 200, response.text
+    allowed = [h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")]
+    assert header in allowed
+
+
 def test_unknown_top_level_path_is_a_json_404(server: RunningServer) -> None:
     response = httpx.get(f"{server.url}/no/such/page")
     assert response.status_code == 404
