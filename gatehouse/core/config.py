@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         None, description="Public URL of the web app, used in email links. Unset: http://HOST:PORT."
     )
     api_external_url: str | None = Field(
-        None, description="Public URL of the API, the JWT issuer's base. Unset: the site URL."
+        None, description="Public URL of the API, the JWT issuer's base. Unset: http://HOST:PORT."
     )
     env: Literal["development", "production"] | None = Field(
         None, description="development or production. Unset: development when bound to loopback."
@@ -219,17 +219,21 @@ class Settings(BaseSettings):
         return "development" if self.is_loopback else "production"
 
     @property
-    def public_site_url(self) -> str:
-        if self.site_url:
-            return self.site_url
+    def listen_url(self) -> str:
+        """http://HOST:PORT as a client on this machine reaches the server."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
         return f"http://{host}:{self.port}"
 
     @property
+    def public_site_url(self) -> str:
+        return self.site_url or self.listen_url
+
+    @property
     def public_api_url(self) -> str:
-        return self.api_external_url or self.public_site_url
+        """The API's own URL (the JWT issuer's base), never the app's: as the upstream auth server does."""
+        return self.api_external_url or self.listen_url
 
     @property
     def jwt_issuer(self) -> str:

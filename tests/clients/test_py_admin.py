@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
+import jwt
 import pytest
 from supabase import create_client
 
@@ -24,3 +26,21 @@ def test_generate_link_for_an_email_change_echoes_the_type(live: RunningServer, 
         assert len(link.properties.email_otp) == 6
     finally:
         admin_client.auth.close()
+
+
+def test_tokens_name_the_api_not_the_app_as_issuer(server_factory: Callable[..., RunningServer]) -> None:
+    """The tutorial's Next.js app on :3000 is the site URL; the issuer stays the API's own URL."""
+    server = server_factory(env={"GATEHOUSE_SITE_URL": "http://localhost:3000",
+                                 "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    client = create_client(server.url, server.keys.publishable_key)
+    try:
+        email = f"iss-{uuid.uuid4().hex[:10]}@example.com"
+        admin = create_client(server.url, server.keys.secret_key)
+        admin.auth.admin.create_user({"email": email, "password": "a long passphrase 4 tests", "email_confirm": True})
+        admin.auth.close()
+        session = client.auth.sign_in_with_password({"email": email, "password": "a long passphrase 4 tests"}).session
+        assert session is not None
+        claims = jwt.decode(session.access_token, options={"verify_signature": False})
+        assert claims["iss"] == f"{server.url}/auth/v1"
+    finally:
+        client.auth.close()

@@ -32,7 +32,10 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("GATEHOUSE_SITE_URL", "https://app.example.com/")
     assert load_settings().port == 9001
     assert load_settings().site_url == "https://app.example.com"
-    assert load_settings().jwt_issuer == "https://app.example.com/auth/v1"
+    # the issuer is the API's own URL, not the app's (as the upstream auth server derives it)
+    assert load_settings().jwt_issuer == "http://127.0.0.1:9001/auth/v1"
+    monkeypatch.setenv("GATEHOUSE_API_EXTERNAL_URL", "https://api.example.com/")
+    assert load_settings().jwt_issuer == "https://api.example.com/auth/v1"
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
