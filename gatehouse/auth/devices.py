@@ -91,7 +91,7 @@ class DeviceCookies:
         if not value or len(value) > _MAX_VALUE or value.count(".") != 2:
             return None
         issued, nonce, tag = value.split(".")
-        if not issued.isdigit() or len(issued) > 12 or not nonce:
+        if not (issued.isascii() and issued.isdigit()) or len(issued) > 12 or not nonce:
             return None
         expected = _b64(self._mac("value", email, issued, nonce))
         if not hmac.compare_digest(tag.encode(), expected.encode()):
