@@ -243,7 +243,8 @@ SELECT COALESCE((SELECT c.hits FROM auth.rate_limits c
 FROM win
 """
 
-# The last hit of a window deletes its row (hits must stay positive); otherwise one less.
+# The last hit of a window deletes its row (hits must stay positive); otherwise one less. Two
+# refunds racing on a row of 2 may leave it at 1: a count a little high, never too low.
 _REFUND = """
 WITH gone AS (
     DELETE FROM auth.rate_limits WHERE key = $1::bytea AND window_start = to_timestamp($2::float8) AND hits = 1
@@ -261,12 +262,13 @@ WITH clock AS (
 ), claim AS (
     INSERT INTO auth.login_slowdown AS s (key, not_before)
     SELECT $1::bytea, to_timestamp(clock.now + $2::float8) FROM clock
-    ON CONFLICT (key) DO UPDATE SET not_before = excluded.not_before 
+    ON CONFLICT (key) DO UPDATE SET not_before = excluded.not_before
         WHERE s.not_before <= excluded.not_before - make_interval(secs => $2::float8)
     RETURNING s.not_before
 )
 SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
-       (SELECT extract(epoch FROM s.not_before)::float8 - clock.now FROM auth.login_slowdown s WHERE s.key = $1::bytea) AS wait
+       (SELECT extract(epoch FROM s.not_before)::float8 - clock.now
+        FROM auth.login_slowdown s WHERE s.key = $1::bytea) AS wait
 FROM clock
 """
 

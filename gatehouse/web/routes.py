@@ -123,7 +123,8 @@ def _login_message(error: GatehouseError) -> str:
         "invalid_credentials": "That email and password do not match an account.",
         "email_not_confirmed": "Confirm your email first: open the link we sent you.",
         "weak_password": error.message,
-        "over_request_rate_limit": f"Too many attempts. Wait {error.extra.get('retry_after', 60)} seconds and try again.",
+        "over_request_rate_limit":
+            f"Too many attempts. Wait {error.extra.get('retry_after', 60)} seconds and try again.",
         "user_banned": "This account is blocked. Contact the site's administrator.",
     }.get(error.code, error.message)
 

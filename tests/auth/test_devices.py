@@ -73,7 +73,9 @@ def test_a_cookie_signed_with_another_key_is_no_cookie(devices: DeviceCookies, k
     assert devices.nonce(ALICE, jar(devices, ALICE, other.value(ALICE))) is None
 
 
-@pytest.mark.parametrize(("age", "good"), [(0, True), (LIFETIME, True), (LIFETIME + 1, False), (-60, True), (-3600, False)])
+@pytest.mark.parametrize(
+    ("age", "good"), [(0, True), (LIFETIME, True), (LIFETIME + 1, False), (-60, True), (-3600, False)]
+)
 def test_cookies_expire_and_cannot_come_from_the_future(devices: DeviceCookies, age: int, good: bool) -> None:
     value = devices.value(ALICE, issued=int(T0 - age))
     assert (devices.nonce(ALICE, jar(devices, ALICE, value)) is not None) is good

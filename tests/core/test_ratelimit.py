@@ -405,7 +405,9 @@ async def test_prune_deletes_slots_whose_moment_has_passed(db: Database) -> None
     await rl.claim(db.admin, kept, 60)
     clock.now = T0 + 10
     await rl.prune(db.admin)
-    rows = await db.admin.fetch("SELECT key FROM auth.login_slowdown WHERE key = ANY($1)", [key_digest(gone), key_digest(kept)])
+    rows = await db.admin.fetch(
+        "SELECT key FROM auth.login_slowdown WHERE key = ANY($1)", [key_digest(gone), key_digest(kept)]
+    )
     assert [row["key"] for row in rows] == [key_digest(kept)]
 
 
