@@ -302,3 +302,36 @@ def test_supabase_py_update_user(auth: Auth, server: RunningServer) -> None:
     finally:
         client.auth.close()
         http.close()
+
+
+def test_two_processes_share_the_counters_and_the_device_key(
+    auth: Auth, server: RunningServer, server_factory: Callable[..., RunningServer]
+) -> None:
+    """Behind a load balancer: guesses at one process slow the account down at the other, and a
+    device cookie from one process is honoured by the other."""
+    second = server_factory(env=ENV)
+    opened: list[Peer] = []
+
+    def at(target: RunningServer) -> Callable[..., Peer]:
+        def make(address: str | None = None, cookies: httpx.Cookies | None = None) -> Peer:
+            opened.append(Peer(target, address, cookies))
+            return opened[-1]
+        return make
+
+    try:
+        email, _ = auth.confirmed_user()
+        owner = at(server)()
+        assert owner.log_in(email).status_code == 200
+        burn(at(server), email)
+        hold_the_slot(at(second), email)
+        assert refused(slowed(at(server), email))
+        assert at(second)(cookies=owner.http.cookies).log_in(email).status_code == 200
+
+        other, _ = auth.confirmed_user()
+        guesser = at(second)()
+        assert [guesser.log_in(other, WRONG).status_code for _ in range(2)] == [400, 400]
+        assert refused(at(server)(guesser.address).log_in(other))  # per address and account, across both
+    finally:
+        for peer in opened:
+            peer.http.close()
+        second.stop()
