@@ -17,6 +17,7 @@ from supabase.lib.client_options import SyncClientOptions
 from supabase_auth.errors import AuthApiError
 
 from gatehouse.auth.devices import LIFETIME, PREFIX, DeviceCookies
+from gatehouse.auth.throttle import slowdown_delay
 from gatehouse.core.config import load_settings
 from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.auth.throttling import ENV, NEW_PASSWORD, WRONG, Peer, burn, hold_the_slot, next_address, refused, slowed
@@ -50,6 +51,15 @@ def peers(server: RunningServer) -> Iterator[Callable[..., Peer]]:
 
 
 # -- item 4: no lock-out by guessing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [(0, 0), (9.9, 0), (10, 1), (10.5, 1), (11, 2), (13, 8), (14, 16), (15, 30), (10**9, 30)],
+)
+def test_the_slow_down_starts_at_the_budget_doubles_and_is_bounded(failures: float, delay: int) -> None:
+    assert slowdown_delay(failures, 10, 30) == delay
+
 
 
 def test_the_owner_logs_in_with_a_device_cookie_while_an_attacker_burns_the_account(
