@@ -101,8 +101,14 @@ async def token(request: Request) -> Response:
     service = _auth(request)
     data = await forms.read_json(request)
     if grant == "password":
-        session = await service.sign_in_password(forms.parse(forms.PasswordGrant, data), _client(request))
-    elif grant == "refresh_token":
+        session = await service.sign_in_password(
+            forms.parse(forms.PasswordGrant, data), _client(request), devices=request.cookies
+        )
+        response = JSONResponse(session)
+        # A device cookie: this client may log in to the account later despite others' guessing.
+        response.headers.append("set-cookie", service.devices.set_cookie(session["user"]["email"]))
+        return response
+    if grant == "refresh_token":
         session = await service.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))
     elif grant == "pkce":
         session = await service.exchange_code(forms.parse(forms.PKCEGrant, data), _client(request))
@@ -186,7 +192,9 @@ async def get_user(request: Request) -> Response:
 async def put_user(request: Request) -> Response:
     claims = user_claims(request)
     form = await forms.read_form(request, forms.UserUpdateForm)
-    return JSONResponse(await _auth(request).update_user(claims, form, _client(request), _redirect_to(request)))
+    return JSONResponse(
+        await _auth(request).update_user(claims, form, _client(request), _redirect_to(request), devices=request.cookies)
+    )
 
 
 async def logout(request: Request) -> Response:

@@ -8,6 +8,7 @@ rate limit is counted in PostgreSQL before the work starts.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 import asyncpg
 
 from gatehouse.auth import links, users
+from gatehouse.auth.devices import DeviceCookies
 from gatehouse.auth.forms import (
     PKCE, OtpForm, PasswordGrant, PKCEGrant, RecoverForm, ResendForm, SignupForm, UserUpdateForm, VerifyForm,
     normalize_email,
 )
 from gatehouse.auth.passwords import PasswordHasher, PasswordPolicy, check_max_length
 from gatehouse.auth.sessions import Sessions
+from gatehouse.auth.throttle import PasswordThrottle
 from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex, token_hash, verify_pkce
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
@@ -61,6 +64,8 @@ class AuthService:
         self.hasher = PasswordHasher(settings)
         self.policy = PasswordPolicy(settings)
         self.limiter = RateLimiter(settings)
+        self.devices = DeviceCookies(keys, settings)
+        self.throttle = PasswordThrottle(self.limiter, database, self.devices, settings.password_slowdown_max)
         self.templates = templates
         self.redirects = links.Redirects(settings)
         self.sessions = Sessions(
@@ -227,20 +232,28 @@ class AuthService:
 
     # -- log-in -------------------------------------------------------------------------------
 
-    async def sign_in_password(self, form: PasswordGrant, client: Client) -> dict[str, Any]:
+    async def sign_in_password(
+        self, form: PasswordGrant, client: Client, devices: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Log in by password, throttled by ``auth.throttle``; ``devices`` are the client's cookies
+        (a device cookie for the account lets it past the account's slow-down). After a session,
+        the front end gives the client a fresh device cookie (``self.devices.set_cookie``)."""
         if form.phone and not form.email:
             raise _no_phone()
         email = normalize_email(form.email)
         assert email is not None
         password = form.password or ""
         await self._limit(f"token:{client.ip}", self.limiter.limits.token)
-        await self._limit(f"password:{email}", self.limiter.limits.password_attempts)
+        attempt = await self.throttle.begin(email, client.ip, devices or {})
         user = await users.by_email(self.db.admin, email)  # type: ignore[arg-type]
         if user is None or not user["encrypted_password"]:
             await self.hasher.verify_dummy_async(password)  # same cost as a real check
+            await attempt.failed()
             raise invalid_credentials()
         if not await self.hasher.verify_async(user["encrypted_password"], password):
+            await attempt.failed()
             raise invalid_credentials()
+        await attempt.succeeded()
         if user["email_confirmed_at"] is None:
             raise GatehouseError("email_not_confirmed", "Email not confirmed", status=400)
         if users.is_banned(user, datetime.now(UTC)):
@@ -441,14 +454,16 @@ class AuthService:
         return user
 
     async def update_user(
-        self, claims: dict[str, Any], form: UserUpdateForm, client: Client, redirect_to: str | None
+        self, claims: dict[str, Any], form: UserUpdateForm, client: Client, redirect_to: str | None,
+        devices: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         user = await self.current_user(claims)
         if form.phone:
             raise _no_phone()
         new_hash: str | None = None
+        same_password = False
         if form.password is not None:
-            new_hash = await self._new_password(user, claims, form)
+            new_hash, same_password = await self._new_password(user, claims, form, client, devices or {})
         new_email = normalize_email(form.email, required=False)
         if new_email == user["email"]:
             new_email = None
@@ -476,29 +491,50 @@ class AuthService:
                     )
                 flow_id = await self._flow_state(conn, form, "email_change")
                 await self._send_email_change(conn, locked, new_email, redirect_to, flow_id)
+            if same_password:  # last, so that no other refusal can follow a guess that missed
+                raise GatehouseError(
+                    "same_password", "New password should be different from the old password.", status=422
+                )
             fresh = await users.by_id(conn, user["id"])
             assert fresh is not None
             return users.user_json(fresh)
 
-    async def _new_password(self, user: asyncpg.Record, claims: dict[str, Any], form: UserUpdateForm) -> str:
-        """Check a password change: strength, difference, and a recent sign-in (or the current password)."""
+    async def _new_password(
+        self, user: asyncpg.Record, claims: dict[str, Any], form: UserUpdateForm, client: Client,
+        devices: Mapping[str, str],
+    ) -> tuple[str, bool]:
+        """Check a password change: strength, a recent sign-in (or the current password); return
+        the new hash and whether the new password is the current one.
+
+        A stolen access token must not become a password oracle. ``current_password`` is checked
+        like a log-in: against the same per-address, per-account and device limits. And the new
+        password is compared with the current one (``same_password``) only once the caller has
+        proved they know it, by ``current_password`` in this request or by signing in within
+        ``GATEHOUSE_PASSWORD_CHANGE_WINDOW``; before that, a new password equal to the current
+        one gets the answer any other would (``reauthentication_needed``). Within the window, the
+        caller raises ``same_password`` only after every other check of the request has passed,
+        so a guess that misses always changes the password: the comparison answers one guess
+        about a password at most, never a series.
+        """
         password = form.password or ""
         check_max_length(password)
         self.policy.validate(password)
-        if user["encrypted_password"] and await self.hasher.verify_async(user["encrypted_password"], password):
-            raise GatehouseError("same_password", "New password should be different from the old password.", status=422)
+        encoded = user["encrypted_password"]
         if form.current_password is not None:
-            if not user["encrypted_password"] or not await self.hasher.verify_async(
-                user["encrypted_password"], form.current_password
-            ):
+            await self._limit(f"token:{client.ip}", self.limiter.limits.token)
+            attempt = await self.throttle.begin(user["email"] or str(user["id"]), client.ip, devices)
+            if not encoded or not await self.hasher.verify_async(encoded, form.current_password):
+                await attempt.failed()
                 raise GatehouseError("invalid_credentials", "Current password is incorrect", status=400)
+            await attempt.succeeded()
         elif not self._recently_authenticated(claims):
             raise GatehouseError(
                 "reauthentication_needed",
                 "Password update requires reauthentication: sign in again, or send current_password",
                 status=400,
             )
-        return await self.hasher.hash_async(password)
+        same = bool(encoded) and await self.hasher.verify_async(encoded, password)
+        return await self.hasher.hash_async(password), same
 
     def _recently_authenticated(self, claims: dict[str, Any]) -> bool:
         window = self.settings.password_change_window

@@ -125,7 +125,21 @@ class Settings(BaseSettings):
     rate_limit_verify: str = Field("30/300", description="Verifications per IP address.")
     rate_limit_email: str = Field("30/300", description="Recover, OTP and resend requests per IP address.")
     rate_limit_email_address: str = Field("1/60", description="Emails to one address (sign-up, recover, OTP, ...).")
-    rate_limit_password_attempts: str = Field("10/300", description="Failed log-ins per email address.")
+    rate_limit_password_attempts: str = Field(
+        "10/300", description="Failed password checks per account before clients without its device cookie are "
+        "slowed down (never refused; see GATEHOUSE_PASSWORD_SLOWDOWN_MAX)."
+    )
+    rate_limit_password_client: str = Field(
+        "5/600", description="Failed password checks per client address and account; over it that address is refused "
+        "for that account."
+    )
+    rate_limit_password_device: str = Field(
+        "10/3600", description="Failed password checks per device cookie; over it the cookie is no longer trusted."
+    )
+    password_slowdown_max: int = Field(
+        30, ge=1, le=3600, description="Longest wait in seconds between log-in attempts on an account whose failure "
+        "budget is spent (the wait starts at 1 s and doubles)."
+    )
 
     # Storage
     storage_backend: Literal["local", "s3"] = Field("local", description="Where object bytes go: local or s3.")
@@ -186,7 +200,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
-        "rate_limit_email_address", "rate_limit_password_attempts",
+        "rate_limit_email_address", "rate_limit_password_attempts", "rate_limit_password_client",
+        "rate_limit_password_device",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

@@ -32,9 +32,19 @@ processes share; tests pass ``clock=`` to freeze or move time instead of sleepin
 **Keys** are stored as their SHA-256, so an arbitrarily long or odd key (NUL bytes, lone
 surrogates, megabytes of "email") costs 32 bytes and cannot break the statement.
 
-**Cleanup.** Old windows are deleted by ``prune``: ``hit`` runs it itself at most once every
-``prune_every`` seconds per process (one extra statement, on one request in that many seconds),
-and ``prune`` can also be called from a periodic task.
+**Counting first, refunding later.** ``count`` is ``hit`` without the refusal: it returns what
+it saw (a ``Count``), and ``refund`` takes that one hit back. The log-in throttle counts an
+attempt before the password is checked and refunds it when the password was right, so only
+failures stay counted, and concurrent guesses cannot all slip past a check made before any of
+them failed. ``peek`` reads a count without adding to it.
+
+**Slots.** ``claim`` hands out one attempt per ``delay`` seconds for a key
+(``auth.login_slowdown``): the claim moves the key's next free moment ahead in one atomic
+statement, so processes never give one slot to two requests.
+
+**Cleanup.** Old windows (and slots long past) are deleted by ``prune``: ``hit`` and ``count``
+run it themselves at most once every ``prune_every`` seconds per process (one extra statement, on
+one request in that many seconds), and ``prune`` can also be called from a periodic task.
 """
 
 from __future__ import annotations
@@ -53,7 +63,9 @@ import asyncpg
 from gatehouse.core.config import Settings
 from gatehouse.core.errors import GatehouseError
 
-__all__ = ["Limit", "RateLimited", "RateLimiter", "RateLimits", "key_digest", "retry_after", "sliding_count"]
+__all__ = [
+    "Count", "Limit", "RateLimited", "RateLimiter", "RateLimits", "key_digest", "retry_after", "sliding_count",
+]
 
 log = logging.getLogger("gatehouse.ratelimit")
 
@@ -103,6 +115,8 @@ class RateLimits:
     email: Limit
     email_address: Limit
     password_attempts: Limit
+    password_client: Limit
+    password_device: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -113,6 +127,8 @@ class RateLimits:
             email=Limit.parse(settings.rate_limit_email),
             email_address=Limit.parse(settings.rate_limit_email_address),
             password_attempts=Limit.parse(settings.rate_limit_password_attempts),
+            password_client=Limit.parse(settings.rate_limit_password_client),
+            password_device=Limit.parse(settings.rate_limit_password_device),
         )
 
     @property
@@ -127,6 +143,40 @@ class RateLimited(GatehouseError):
     def __init__(self, code: str, message: str, retry_after: int) -> None:
         super().__init__(code, message, status=429, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Count:
+    """One counted hit on a key: the counts it saw, and the window to refund it from.
+
+    ``stored`` is False when rate limits are off: nothing was written, nothing is ever over.
+    """
+
+    key: bytes
+    limit: Limit
+    previous: int
+    current: int
+    elapsed: float
+    window_start: float
+    stored: bool = True
+
+    @property
+    def estimate(self) -> float:
+        """Hits in the sliding window ending now, this one included."""
+        return sliding_count(self.limit, self.previous, self.current, self.elapsed)
+
+    @property
+    def over(self) -> bool:
+        return self.stored and self.estimate > self.limit.count
+
+    @property
+    def alone(self) -> bool:
+        """No other hit on the key in this window or the previous one."""
+        return self.previous == 0 and self.current <= 1
+
+    @property
+    def retry_after(self) -> int:
+        return retry_after(self.limit, self.previous, self.current, self.elapsed)
 
 
 def key_digest(key: str) -> bytes:
@@ -174,8 +224,52 @@ WITH clock AS (
 SELECT bump.hits AS current,
        COALESCE((SELECT p.hits FROM auth.rate_limits p
                  WHERE p.key = $1::bytea AND p.window_start = to_timestamp(win.start - $2::int)), 0) AS previous,
-       win.now - win.start AS elapsed
+       win.now - win.start AS elapsed,
+       win.start AS start
 FROM bump, win
+"""
+
+_PEEK = """
+WITH clock AS (
+    SELECT COALESCE($3::float8, extract(epoch FROM clock_timestamp())::float8) AS now
+), win AS (
+    SELECT now, floor(now / $2::int) * $2::int AS start FROM clock
+)
+SELECT COALESCE((SELECT c.hits FROM auth.rate_limits c
+                 WHERE c.key = $1::bytea AND c.window_start = to_timestamp(win.start)), 0) AS current,
+       COALESCE((SELECT p.hits FROM auth.rate_limits p
+                 WHERE p.key = $1::bytea AND p.window_start = to_timestamp(win.start - $2::int)), 0) AS previous,
+       win.now - win.start AS elapsed
+FROM win
+"""
+
+# The last hit of a window deletes its row (hits must stay positive); otherwise one less. Two
+# refunds racing on a row of 2 may leave it at 1: a count a little high, never too low.
+_REFUND = """
+WITH gone AS (
+    DELETE FROM auth.rate_limits WHERE key = $1::bytea AND window_start = to_timestamp($2::float8) AND hits = 1
+)
+UPDATE auth.rate_limits SET hits = hits - 1
+WHERE key = $1::bytea AND window_start = to_timestamp($2::float8) AND hits > 1
+"""
+
+# Claim the key's slot if it is free (not_before has passed), moving it ``delay`` seconds ahead;
+# otherwise say how long until it frees. The conflicting row is locked by ON CONFLICT, so of
+# two concurrent claims exactly one wins.
+_CLAIM = """
+WITH clock AS (
+    SELECT COALESCE($3::float8, extract(epoch FROM clock_timestamp())::float8) AS now
+), claim AS (
+    INSERT INTO auth.login_slowdown AS s (key, not_before)
+    SELECT $1::bytea, to_timestamp(clock.now + $2::float8) FROM clock
+    ON CONFLICT (key) DO UPDATE SET not_before = excluded.not_before
+        WHERE s.not_before <= excluded.not_before - make_interval(secs => $2::float8)
+    RETURNING s.not_before
+)
+SELECT EXISTS (SELECT 1 FROM claim) AS claimed,
+       (SELECT extract(epoch FROM s.not_before)::float8 - clock.now
+        FROM auth.login_slowdown s WHERE s.key = $1::bytea) AS wait
+FROM clock
 """
 
 # SKIP LOCKED: processes pruning at the same moment share the work instead of waiting on (or
@@ -184,6 +278,15 @@ _PRUNE = """
 DELETE FROM auth.rate_limits WHERE (key, window_start) IN (
     SELECT key, window_start FROM auth.rate_limits
     WHERE window_start < to_timestamp(COALESCE($2::float8, extract(epoch FROM clock_timestamp())::float8) - $1::int)
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# A slot whose moment has passed is the same as no row at all.
+_PRUNE_SLOTS = """
+DELETE FROM auth.login_slowdown WHERE key IN (
+    SELECT key FROM auth.login_slowdown
+    WHERE not_before < to_timestamp(COALESCE($1::float8, extract(epoch FROM clock_timestamp())::float8))
     FOR UPDATE SKIP LOCKED
 )
 """
@@ -224,14 +327,42 @@ class RateLimiter:
         message: str = "Request rate limit reached",
     ) -> None:
         """Count one request for ``key``; raise ``RateLimited(code, message)`` if over ``limit``."""
+        counted = await self.count(db, key, limit)
+        if counted.over:
+            raise RateLimited(code, message, counted.retry_after)
+
+    async def count(self, db: Queryable, key: str, limit: Limit) -> Count:
+        """Count one hit for ``key`` and return what was seen; never refuses (see ``Count.over``)."""
+        digest = key_digest(key)
         if not self.enabled:
-            return
+            return Count(digest, limit, 0, 1, 0.0, 0.0, stored=False)
         self._longest = max(self._longest, limit.seconds)
-        row = await db.fetchrow(_HIT, key_digest(key), limit.seconds, self._now(), _MAX_HITS)
-        previous, current, elapsed = row["previous"], row["current"], row["elapsed"]
+        row = await db.fetchrow(_HIT, digest, limit.seconds, self._now(), _MAX_HITS)
         await self._maybe_prune(db)
-        if sliding_count(limit, previous, current, elapsed) > limit.count:
-            raise RateLimited(code, message, retry_after(limit, previous, current, elapsed))
+        return Count(digest, limit, row["previous"], row["current"], row["elapsed"], row["start"])
+
+    async def refund(self, db: Queryable, counted: Count) -> None:
+        """Take back one hit that ``count`` made (the attempt turned out not to matter)."""
+        if counted.stored:
+            await db.execute(_REFUND, counted.key, counted.window_start)
+
+    async def peek(self, db: Queryable, key: str, limit: Limit) -> float:
+        """The sliding-window estimate of hits on ``key`` now, without adding one (0 when off)."""
+        if not self.enabled:
+            return 0.0
+        self._longest = max(self._longest, limit.seconds)
+        row = await db.fetchrow(_PEEK, key_digest(key), limit.seconds, self._now())
+        return sliding_count(limit, row["previous"], row["current"], row["elapsed"])
+
+    async def claim(self, db: Queryable, key: str, delay: float) -> int:
+        """Take ``key``'s slot and hold it for ``delay`` seconds: 0 if taken, else whole seconds to wait."""
+        if not self.enabled:
+            return 0
+        row = await db.fetchrow(_CLAIM, key_digest(key), float(delay), self._now())
+        if row["claimed"]:
+            return 0
+        wait = row["wait"] if row["wait"] is not None else delay
+        return max(1, math.ceil(wait - 1e-9))
 
     async def reset(self, db: Queryable, key: str) -> None:
         """Forget every count for ``key`` (an operator unblocking someone, or a test)."""
@@ -244,7 +375,8 @@ class RateLimiter:
         older than twice the longest limit in use (configured, or passed to ``hit``) can go.
         """
         status = await db.execute(_PRUNE, 2 * self._longest, self._now())
-        return int(status.rsplit(" ", 1)[-1])
+        slots = await db.execute(_PRUNE_SLOTS, self._now())
+        return int(status.rsplit(" ", 1)[-1]) + int(slots.rsplit(" ", 1)[-1])
 
     async def _maybe_prune(self, db: Queryable) -> None:
         if self._prune_every is None:

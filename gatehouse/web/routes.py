@@ -102,12 +102,19 @@ async def login(request: Request) -> Response:
         if action == "signup":
             await service.sign_up(SignupForm(email=email, password=password), _client(request), None)
             return RedirectResponse("/check-email?" + urlencode({"email": email}), status_code=303)
-        tokens = await service.sign_in_password(PasswordGrant(email=email, password=password), _client(request))
+        tokens = await service.sign_in_password(
+            PasswordGrant(email=email, password=password), _client(request), devices=request.cookies
+        )
     except GatehouseError as error:
-        return page(request, "login.html", status=400 if error.status < 500 else error.status,
-                    email=email, error=_login_message(error))
+        status = error.status if error.status == 429 or error.status >= 500 else 400
+        response = page(request, "login.html", status=status, email=email, error=_login_message(error))
+        if error.extra.get("retry_after"):
+            response.headers["Retry-After"] = str(error.extra["retry_after"])
+        return response
     session = web_session(request)
     store(session, tokens, verifier=request.app.state.verifier, secure=_secure(request))
+    # This browser has now logged in to the account: others' guessing will not slow it down.
+    session.set_cookies.append(service.devices.set_cookie(tokens["user"]["email"]))
     return RedirectResponse("/account", status_code=303)
 
 
@@ -116,7 +123,8 @@ def _login_message(error: GatehouseError) -> str:
         "invalid_credentials": "That email and password do not match an account.",
         "email_not_confirmed": "Confirm your email first: open the link we sent you.",
         "weak_password": error.message,
-        "over_request_rate_limit": "Too many attempts. Wait a few minutes and try again.",
+        "over_request_rate_limit":
+            f"Too many attempts. Wait {error.extra.get('retry_after', 60)} seconds and try again.",
         "user_banned": "This account is blocked. Contact the site's administrator.",
     }.get(error.code, error.message)
 

@@ -330,3 +330,91 @@ async def test_hit_does_not_prune_inside_a_callers_transaction(db: Database) -> 
     assert len(await stored_rows(db, stale)) == 1
     await rl.hit(db.admin, new_key(), Limit(5, 60))
     assert await stored_rows(db, stale) == []
+
+
+# -- count first, refund later; peek; slots -------------------------------------------------------
+
+
+async def test_count_reports_without_refusing_and_refund_takes_one_back(db: Database) -> None:
+    rl, key, limit = limiter(Clock(T0 + 5)), new_key(), Limit(2, 60)
+    seen = [await rl.count(db.admin, key, limit) for _ in range(3)]
+    assert [c.current for c in seen] == [1, 2, 3]
+    assert [c.over for c in seen] == [False, False, True]
+    assert [c.alone for c in seen] == [True, False, False]
+    assert seen[2].retry_after > 0
+    await rl.refund(db.admin, seen[2])
+    await rl.refund(db.admin, seen[1])
+    assert await stored_rows(db, key) == [(T0, 1)]
+    assert await rl.peek(db.admin, key, limit) == 1
+    await rl.refund(db.admin, seen[0])  # the last hit of a window deletes the row
+    assert await stored_rows(db, key) == []
+    assert await rl.peek(db.admin, key, limit) == 0
+
+
+async def test_a_refund_goes_back_to_the_window_it_was_counted_in(db: Database) -> None:
+    clock = Clock(T0 + 59)
+    rl, key, limit = limiter(clock), new_key(), Limit(5, 60)
+    first = await rl.count(db.admin, key, limit)
+    clock.now = T0 + 61
+    await rl.count(db.admin, key, limit)
+    await rl.refund(db.admin, first)
+    assert await stored_rows(db, key) == [(T0 + 60, 1)]
+
+
+async def test_peek_reads_the_sliding_estimate_without_counting(db: Database) -> None:
+    clock = Clock(T0 + 1)
+    rl, key, limit = limiter(clock), new_key(), Limit(10, 60)
+    for _ in range(4):
+        await rl.count(db.admin, key, limit)
+    clock.now = T0 + 90  # half of the previous window has slid out
+    assert await rl.peek(db.admin, key, limit) == pytest.approx(2)
+    assert await stored_rows(db, key) == [(T0, 4)]
+
+
+async def test_a_slot_goes_to_one_claim_per_delay(db: Database) -> None:
+    clock = Clock(T0)
+    rl, key = limiter(clock), new_key("slowdown")
+    assert await rl.claim(db.admin, key, 8) == 0
+    assert await rl.claim(db.admin, key, 8) == 8
+    clock.now = T0 + 5.5
+    assert await rl.claim(db.admin, key, 8) == 3
+    clock.now = T0 + 8
+    assert await rl.claim(db.admin, key, 16) == 0
+    clock.now = T0 + 9
+    assert await rl.claim(db.admin, key, 16) == 15
+
+
+async def test_concurrent_claims_from_two_processes_hand_out_one_slot(db: Database, database_url: str) -> None:
+    other = await asyncpg.create_pool(database_url, min_size=4, max_size=4)
+    try:
+        a, b = limiter(Clock(T0)), limiter(Clock(T0))
+        key = new_key("slowdown")
+        waits = await asyncio.gather(
+            *((a.claim(db.admin, key, 30) if i % 2 else b.claim(other, key, 30)) for i in range(40))
+        )
+    finally:
+        await other.close()
+    assert waits.count(0) == 1
+    assert all(1 <= wait <= 30 for wait in waits if wait)
+
+
+async def test_prune_deletes_slots_whose_moment_has_passed(db: Database) -> None:
+    clock = Clock(T0)
+    rl, gone, kept = limiter(clock), new_key("slowdown"), new_key("slowdown")
+    await rl.claim(db.admin, gone, 5)
+    await rl.claim(db.admin, kept, 60)
+    clock.now = T0 + 10
+    await rl.prune(db.admin)
+    rows = await db.admin.fetch(
+        "SELECT key FROM auth.login_slowdown WHERE key = ANY($1)", [key_digest(gone), key_digest(kept)]
+    )
+    assert [row["key"] for row in rows] == [key_digest(kept)]
+
+
+async def test_disabled_limiter_counts_and_claims_nothing(db: Database) -> None:
+    rl, key = limiter(rate_limits_enabled=False), new_key()
+    counted = await rl.count(db.admin, key, Limit(0, 60))
+    assert not counted.over and counted.alone
+    await rl.refund(db.admin, counted)
+    assert await rl.claim(db.admin, key, 30) == 0 and await rl.claim(db.admin, key, 30) == 0
+    assert await stored_rows(db, key) == []
