@@ -1,0 +1,49 @@
+"""Bucket rules and signed URLs through the unmodified supabase-py storage client."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable
+
+import pytest
+from PIL import Image
+from storage3.exceptions import StorageApiError
+from supabase import Client
+
+from tests.support import RunningServer
+
+
+def png(size: int = 32, color: str = "teal") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_copy_and_move_follow_the_buckets_rules(live: RunningServer,
+                                                clients: Callable[..., tuple[Client, str | None]]) -> None:
+    """Rules tightened after the upload hold for copies and moves, which answer as an upload would."""
+    service, _ = clients(signed_in=False, key=live.keys.secret_key)
+    bucket_id = f"rules-{uuid.uuid4().hex[:6]}"
+    service.storage.create_bucket(bucket_id, options={"public": True})
+    files = service.storage.from_(bucket_id)
+    files.upload("page.html", b"<script>alert(1)</script>", {"content-type": "text/html"})
+    files.upload("big.txt", b"x" * 5000, {"content-type": "text/plain"})
+    files.upload("face.png", png(), {"content-type": "image/png"})
+    service.storage.update_bucket(bucket_id, {"public": True, "allowed_mime_types": ["image/*", "text/plain"],
+                                              "file_size_limit": 1000})
+    for operation in (files.copy, files.move):
+        with pytest.raises(StorageApiError) as html:
+            operation("page.html", "page.png")
+        assert html.value.status == "415" and "text/html" in html.value.message
+        with pytest.raises(StorageApiError) as big:
+            operation("big.txt", "big-copy.txt")
+        assert big.value.status == "413" and "1000 bytes" in big.value.message
+    with pytest.raises(StorageApiError) as upload:
+        files.upload("again.html", b"<p>", {"content-type": "text/html"})
+    assert upload.value.status == "415"
+    assert files.exists("page.png") is False and files.exists("big-copy.txt") is False
+    assert files.download("page.html") == b"<script>alert(1)</script>" and files.download("big.txt") == b"x" * 5000
+    files.copy("face.png", "face-copy.png")
+    files.move("face.png", "face-moved.png")
+    assert files.download("face-copy.png") == png() and files.download("face-moved.png") == png()
