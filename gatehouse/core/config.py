@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         3600, ge=1, description="At start, delete temporary upload files and unreferenced bytes older than this (seconds)."
     )
     storage_signed_upload_expiry: int = Field(7200, ge=1, description="Seconds a signed upload URL stays valid.")
+    storage_signed_url_max_expiry: int = Field(
+        604_800, ge=1, description="Longest expiresIn a signed download URL may ask for, in seconds (7 days)."
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
     s3_region: str = Field("us-east-1", description="S3 region.")

@@ -73,14 +73,14 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _expires_in(body: dict[str, Any]) -> int:
+def _expires_in(body: dict[str, Any], longest: int) -> int:
     value = body.get("expiresIn")
     try:
         seconds = int(value)  # supabase-py sends it as a string
     except (TypeError, ValueError):
         raise invalid("expiresIn must be a number of seconds") from None
-    if not 1 <= seconds <= 10 * 365 * 86400:
-        raise invalid("expiresIn must be between 1 second and 10 years")
+    if not 1 <= seconds <= longest:
+        raise invalid(f"expiresIn must be between 1 and {longest} seconds, got {seconds}")
     return seconds
 
 
@@ -262,8 +262,9 @@ async def sign_one(request: Request) -> Response:
     bucket, name = _path(request)
     body = await _json(request)
     service = _service(request)
-    await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
-    token = service.sign("storage.download", bucket, name, _expires_in(body))
+    expires_in = _expires_in(body, service.settings.storage_signed_url_max_expiry)
+    obj = await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
+    token = service.sign_download(obj, expires_in)
     return JSONResponse({"signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
 
 
@@ -273,31 +274,29 @@ async def sign_many(request: Request) -> Response:
     paths = body.get("paths")
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > 1000:
         raise invalid("paths must be a list of at most 1000 object names")
-    expires_in = _expires_in(body)
     service, claims = _service(request), _claims(request) or {}
+    expires_in = _expires_in(body, service.settings.storage_signed_url_max_expiry)
     results = []
     for name in paths:
         try:
-            await service.find(claims, bucket, name)
+            obj = await service.find(claims, bucket, name)
         except Exception:  # noqa: BLE001 - reported per path, as Supabase does
             results.append({"error": "Either the object does not exist or you do not have access to it",
                             "path": name, "signedURL": None})
             continue
-        token = service.sign("storage.download", bucket, name, expires_in)
+        token = service.sign_download(obj, expires_in)
         results.append({"error": None, "path": name, "signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
     return JSONResponse(results)
 
 
 async def signed_download(request: Request) -> Response:
     bucket, name = _path(request)
-    service = _service(request)
-    service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
-    return await _serve(request, await _signed_object(service, bucket, name))
+    return await _serve(request, await _signed_object(request, bucket, name))
 
 
-async def _signed_object(service: StorageService, bucket: str, name: str) -> StoredObject:
-    """A signed URL is a capability: the object is read without the caller's RLS context."""
-    return await service.find({"role": "service_role"}, bucket, name)
+async def _signed_object(request: Request, bucket: str, name: str) -> StoredObject:
+    """The object the URL's token grants: still the version it was signed for (no RLS: a capability)."""
+    return await _service(request).signed_object(request.query_params.get("token", ""), bucket, name)
 
 
 async def sign_upload(request: Request) -> Response:
@@ -338,8 +337,7 @@ async def render(request: Request) -> Response:
     elif mode not in ("sign", "authenticated"):
         raise invalid("render mode must be public, authenticated or sign")
     elif mode == "sign":
-        service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
-        obj = await _signed_object(service, bucket, name)
+        obj = await _signed_object(request, bucket, name)
     else:
         obj = await service.find(_claims(request) or {}, bucket, name)
     downloaded: list[Path] = []

@@ -21,6 +21,7 @@ and the row's statement writes nothing if the settings changed (then the upload 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -423,7 +424,8 @@ class StorageService:
                 original = _object(row)
                 metadata = await self._admit_stored(original, bucket)
                 owner = _owner(claims)
-                await _may_create(conn, bucket.id, target, owner, metadata, original.user_metadata, new_version)
+                if (target_bucket, target) != (bucket_id, source):  # onto itself: the UPDATE's policies decide
+                    await _may_create(conn, bucket.id, target, owner, metadata, original.user_metadata, new_version)
                 version = original.version
                 if target_bucket != bucket_id:  # bytes are keyed by bucket: copy them over first
                     await self.backend.copy(original.key, f"{target_bucket}/{new_version}")
@@ -533,6 +535,24 @@ class StorageService:
         now = int(time.time())
         return self.keys.sign({"aud": "storage", "purpose": purpose, "url": f"{bucket_id}/{name}", "iat": now,
                                "exp": now + expires_in, **extra})
+
+    def sign_download(self, obj: StoredObject, expires_in: int) -> str:
+        """A download token for this version of the object: replacing the object (upsert, delete
+        and upload again, a move onto its name) gives it a new version, which the token does not name."""
+        return self.sign("storage.download", obj.bucket_id, obj.name, expires_in, v=obj.version)
+
+    async def signed_object(self, token: str, bucket_id: str, name: str) -> StoredObject:
+        """The object a download token grants, if it is still the version the token was made for.
+
+        A signed URL is a capability: the object is read without the caller's RLS context.
+        """
+        grant = self.check_signed(token, "storage.download", bucket_id, name)
+        obj = await self.find({"role": "service_role"}, bucket_id, name)
+        if not hmac.compare_digest(str(grant.get("v", "")).encode(), obj.version.encode()):
+            raise storage_error(
+                "InvalidSignature", "the signed URL was made for an earlier version of this object; ask for a new one", 400
+            )
+        return obj
 
     def check_signed(self, token: str, purpose: str, bucket_id: str, name: str) -> dict[str, Any]:
         try:

@@ -6,6 +6,7 @@ import io
 import uuid
 from collections.abc import Callable
 
+import httpx
 import pytest
 from PIL import Image
 from storage3.exceptions import StorageApiError
@@ -47,3 +48,30 @@ def test_copy_and_move_follow_the_buckets_rules(live: RunningServer,
     files.copy("face.png", "face-copy.png")
     files.move("face.png", "face-moved.png")
     assert files.download("face-copy.png") == png() and files.download("face-moved.png") == png()
+
+
+def test_signed_urls_are_capped_and_bound_to_the_version(clients: Callable[..., tuple[Client, str | None]]) -> None:
+    supabase, uid = clients()
+    avatars = supabase.storage.from_("avatars")
+    path = f"{uid}-signed-{uuid.uuid4().hex[:6]}.png"
+    avatars.upload(path, png(color="red"), {"content-type": "image/png"})
+    week = 7 * 86400
+    for ask in (lambda: avatars.create_signed_url(path, week + 1),
+                lambda: avatars.create_signed_urls([path], week + 1),
+                lambda: avatars.create_signed_url(path, 10 * 365 * 86400)):
+        with pytest.raises(StorageApiError) as too_long:
+            ask()
+        assert too_long.value.status == "400" and "expiresIn" in too_long.value.message
+    old = avatars.create_signed_url(path, week)["signedURL"]
+    old_batch = avatars.create_signed_urls([path], week)[0]["signedURL"]
+    assert "/object/sign/avatars/" in old and "?token=" in old
+    assert httpx.get(old).content == png(color="red") and httpx.get(old_batch).content == png(color="red")
+
+    avatars.update(path, png(color="blue"), {"content-type": "image/png"})  # the object is replaced
+    for stale in (old, old_batch):
+        answer = httpx.get(stale)
+        assert answer.status_code == 400 and answer.json()["code"] == "InvalidSignature"
+    fresh = avatars.create_signed_url(path, 60)["signedURL"]
+    assert httpx.get(fresh).content == png(color="blue")
+    tampered = fresh[:-3] + ("aaa" if not fresh.endswith("aaa") else "bbb")
+    assert httpx.get(tampered).json()["code"] in ("InvalidSignature", "InvalidJWT")
