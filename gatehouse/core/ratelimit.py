@@ -103,6 +103,7 @@ class RateLimits:
     email: Limit
     email_address: Limit
     password_attempts: Limit
+    render: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -113,6 +114,7 @@ class RateLimits:
             email=Limit.parse(settings.rate_limit_email),
             email_address=Limit.parse(settings.rate_limit_email_address),
             password_attempts=Limit.parse(settings.rate_limit_password_attempts),
+            render=Limit.parse(settings.rate_limit_render),
         )
 
     @property

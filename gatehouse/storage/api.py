@@ -332,6 +332,7 @@ async def render(request: Request) -> Response:
     mode = request.path_params["mode"]
     service = _service(request)
     transform = Transform.parse(request.query_params)
+    claims: dict[str, Any] | None = None  # public and signed URLs render as for anonymous callers
     if mode == "public":
         obj = await service.find(None, bucket, name, public=True)
     elif mode not in ("sign", "authenticated"):
@@ -339,8 +340,12 @@ async def render(request: Request) -> Response:
     elif mode == "sign":
         obj = await _signed_object(request, bucket, name)
     else:
-        obj = await service.find(_claims(request) or {}, bucket, name)
+        claims = _claims(request) or {}
+        obj = await service.find(claims, bucket, name)
     downloaded: list[Path] = []
+
+    async def on_miss() -> None:
+        await service.count_render(claims, request.client.host if request.client else "")
 
     async def source() -> Path:
         local = await service.local_copy(obj)
@@ -349,7 +354,9 @@ async def render(request: Request) -> Response:
         return local
 
     try:
-        path, content_type = await request.app.state.render_cache.get_or_render(obj.key, source, transform)
+        path, content_type = await request.app.state.render_cache.get_or_render(
+            obj.key, source, transform, max_input_pixels=service.render_pixel_limit(claims), on_miss=on_miss
+        )
     finally:
         for copy_path in downloaded:
             copy_path.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from gatehouse.core.config import Settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import InvalidToken, JWTVerifier, KeySet
+from gatehouse.core.ratelimit import RateLimited, RateLimiter
 from gatehouse.storage import names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.errors import access_denied, bucket_not_found, invalid, not_found, storage_error
@@ -161,6 +162,7 @@ class StorageService:
         self.verifier = JWTVerifier(keys, audiences=frozenset({"storage"}))
         #: Buckets as last read, by id: a hint that saves uploads a round trip (see _upload_bucket).
         self._remembered: dict[str, Bucket] = {}
+        self.limiter = RateLimiter(settings)
 
     # -- buckets as configuration ----------------------------------------------------------------
 
@@ -529,6 +531,31 @@ class StorageService:
                 handle.write(chunk)
         return target
 
+    # -- image renders ----------------------------------------------------------------------------
+
+    def render_pixel_limit(self, claims: dict[str, Any] | None) -> int:
+        """The largest source a caller may have rendered: anonymous callers and public or signed URLs
+        (``claims`` None) get the lower limit; signed-in users and the service role the higher."""
+        role = (claims or {}).get("role")
+        if role in ("authenticated", "service_role"):
+            return self.settings.storage_render_max_pixels
+        return self.settings.storage_render_max_pixels_public
+
+    async def count_render(self, claims: dict[str, Any] | None, address: str) -> None:
+        """Count one new render (a cache miss) for a client address; over the limit, 429.
+
+        The service role (trusted server code, often rendering for many users) is not counted.
+        """
+        if (claims or {}).get("role") == "service_role":
+            return
+        try:
+            await self.limiter.hit(self.db.admin, f"render:ip:{address}", self.limiter.limits.render)
+        except RateLimited as exc:
+            raise GatehouseError(
+                "SlowDown", f"Too many new image renders from this address; try again in {exc.retry_after} seconds",
+                status=429, http_status=429, retry_after=exc.retry_after,
+            ) from None
+
     # -- signed URLs ----------------------------------------------------------------------------
 
     def sign(self, purpose: str, bucket_id: str, name: str, expires_in: int, **extra: Any) -> str:
@@ -550,7 +577,8 @@ class StorageService:
         obj = await self.find({"role": "service_role"}, bucket_id, name)
         if not hmac.compare_digest(str(grant.get("v", "")).encode(), obj.version.encode()):
             raise storage_error(
-                "InvalidSignature", "the signed URL was made for an earlier version of this object; ask for a new one", 400
+                "InvalidSignature",
+                "the signed URL was made for an earlier version of this object; ask for a new one", 400,
             )
         return obj
 
