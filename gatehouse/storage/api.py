@@ -263,9 +263,27 @@ async def sign_one(request: Request) -> Response:
     body = await _json(request)
     service = _service(request)
     expires_in = _expires_in(body, service.settings.storage_signed_url_max_expiry)
+    transform = _signed_transform(body.get("transform"))
     obj = await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
-    token = service.sign_download(obj, expires_in)
-    return JSONResponse({"signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+    token = service.sign_download(obj, expires_in, transform=transform)
+    route = "render/image" if transform else "object"  # as Supabase: a transformed URL renders
+    return JSONResponse({"signedURL": f"/{route}/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+
+
+def _signed_transform(value: Any) -> dict[str, str] | None:
+    """The transformation a signed URL fixes (``transform``, as the clients send it), checked as a
+    render would check it; None if there is none."""
+    from gatehouse.storage.images import Transform
+
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(item, int | str) and not isinstance(item, bool) for item in value.values()
+    ):
+        raise invalid("transform must be an object of width, height, resize, quality and format")
+    params = {key: str(item) for key, item in value.items() if key in ("width", "height", "resize", "quality", "format")}
+    Transform.parse(params)
+    return params or None
 
 
 async def sign_many(request: Request) -> Response:
@@ -291,11 +309,13 @@ async def sign_many(request: Request) -> Response:
 
 async def signed_download(request: Request) -> Response:
     bucket, name = _path(request)
-    return await _serve(request, await _signed_object(request, bucket, name))
+    obj, _ = await _signed_object(request, bucket, name)
+    return await _serve(request, obj)
 
 
-async def _signed_object(request: Request, bucket: str, name: str) -> StoredObject:
-    """The object the URL's token grants: still the version it was signed for (no RLS: a capability)."""
+async def _signed_object(request: Request, bucket: str, name: str) -> tuple[StoredObject, dict[str, Any]]:
+    """The object the URL's token grants, still the version it was signed for (no RLS: a capability),
+    and the token's claims."""
     return await _service(request).signed_object(request.query_params.get("token", ""), bucket, name)
 
 
@@ -338,7 +358,9 @@ async def render(request: Request) -> Response:
     elif mode not in ("sign", "authenticated"):
         raise invalid("render mode must be public, authenticated or sign")
     elif mode == "sign":
-        obj = await _signed_object(request, bucket, name)
+        obj, grant = await _signed_object(request, bucket, name)
+        if isinstance(grant.get("transform"), dict):  # fixed when signed: the query cannot change it
+            transform = Transform.parse(grant["transform"])
     else:
         claims = _claims(request) or {}
         obj = await service.find(claims, bucket, name)

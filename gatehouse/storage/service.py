@@ -563,13 +563,18 @@ class StorageService:
         return self.keys.sign({"aud": "storage", "purpose": purpose, "url": f"{bucket_id}/{name}", "iat": now,
                                "exp": now + expires_in, **extra})
 
-    def sign_download(self, obj: StoredObject, expires_in: int) -> str:
+    def sign_download(self, obj: StoredObject, expires_in: int, *, transform: dict[str, str] | None = None) -> str:
         """A download token for this version of the object: replacing the object (upsert, delete
-        and upload again, a move onto its name) gives it a new version, which the token does not name."""
-        return self.sign("storage.download", obj.bucket_id, obj.name, expires_in, v=obj.version)
+        and upload again, a move onto its name) gives it a new version, which the token does not name.
+        ``transform``: the image transformation a render with this token must use."""
+        extra: dict[str, Any] = {"v": obj.version}
+        if transform:
+            extra["transform"] = transform
+        return self.sign("storage.download", obj.bucket_id, obj.name, expires_in, **extra)
 
-    async def signed_object(self, token: str, bucket_id: str, name: str) -> StoredObject:
-        """The object a download token grants, if it is still the version the token was made for.
+    async def signed_object(self, token: str, bucket_id: str, name: str) -> tuple[StoredObject, dict[str, Any]]:
+        """The object a download token grants, if it is still the version the token was made for,
+        and the token's claims.
 
         A signed URL is a capability: the object is read without the caller's RLS context.
         """
@@ -580,7 +585,7 @@ class StorageService:
                 "InvalidSignature",
                 "the signed URL was made for an earlier version of this object; ask for a new one", 400,
             )
-        return obj
+        return obj, grant
 
     def check_signed(self, token: str, purpose: str, bucket_id: str, name: str) -> dict[str, Any]:
         try:

@@ -75,3 +75,16 @@ def test_signed_urls_are_capped_and_bound_to_the_version(clients: Callable[..., 
     assert httpx.get(fresh).content == png(color="blue")
     tampered = fresh[:-3] + ("aaa" if not fresh.endswith("aaa") else "bbb")
     assert httpx.get(tampered).json()["code"] in ("InvalidSignature", "InvalidJWT")
+
+
+def test_a_signed_url_with_a_transformation_renders_it(clients: Callable[..., tuple[Client, str | None]]) -> None:
+    supabase, uid = clients()
+    avatars = supabase.storage.from_("avatars")
+    path = f"{uid}-poster-{uuid.uuid4().hex[:6]}.png"
+    avatars.upload(path, png(64), {"content-type": "image/png"})
+    signed = avatars.create_signed_url(path, 60, {"transform": {"width": 16, "height": 8}})["signedURL"]
+    assert "/render/image/sign/avatars/" in signed
+    rendered = httpx.get(signed)
+    assert rendered.status_code == 200 and Image.open(io.BytesIO(rendered.content)).size == (16, 8)
+    avatars.update(path, png(64, color="red"), {"content-type": "image/png"})
+    assert httpx.get(signed).json()["code"] == "InvalidSignature"

@@ -146,3 +146,21 @@ def test_signed_image_renders_follow_the_same_rule(service: httpx.Client, server
     invalid_signature(httpx.get(render, params={"token": token, "width": "12", "format": "png"}))
     fresh = sign(service, "photo.png").split("token=", 1)[1]
     assert httpx.get(render, params={"token": fresh, "width": "10", "format": "png"}).status_code == 200
+
+
+def test_a_signed_transformation_is_fixed(service: httpx.Client, server: RunningServer) -> None:
+    """``transform`` in the request (supabase-js and supabase-py send it) gives a render URL, as on
+    Supabase; the token fixes the size, so its holder cannot ask for other renders."""
+    put(service, "poster.png", png(64, color="green"), "image/png")
+    answer = service.post("/object/sign/files/poster.png", json={"expiresIn": 60, "transform": {"width": 16, "height": 8}})
+    assert answer.status_code == 200, answer.text
+    signed = answer.json()["signedURL"]
+    assert signed.startswith("/render/image/sign/files/poster.png?token=")
+    for extra in ("", "&width=40&height=40", "&format=webp"):
+        rendered = fetch(server, signed + extra)
+        assert rendered.status_code == 200 and Image.open(io.BytesIO(rendered.content)).size == (16, 8)
+    for bad in ({"width": -1}, {"resize": "explode"}, {"quality": 5}, {"width": True}, "big", {"width": [1]}):
+        refused = service.post("/object/sign/files/poster.png", json={"expiresIn": 60, "transform": bad})
+        assert refused.status_code == 400 and refused.json()["code"] == "InvalidRequest", refused.text
+    put(service, "poster.png", png(64, color="blue"), "image/png")
+    invalid_signature(fetch(server, signed))
