@@ -140,6 +140,9 @@ class Settings(BaseSettings):
         30, ge=1, le=3600, description="Longest wait in seconds between log-in attempts on an account whose failure "
         "budget is spent (the wait starts at 1 s and doubles)."
     )
+    rate_limit_render: str = Field(
+        "60/60", description="New image renders (cache misses) per IP address; the service role is not counted."
+    )
 
     # Storage
     storage_backend: Literal["local", "s3"] = Field("local", description="Where object bytes go: local or s3.")
@@ -151,6 +154,17 @@ class Settings(BaseSettings):
         3600, ge=1, description="At start, delete temporary upload files and unreferenced bytes older than this (seconds)."
     )
     storage_signed_upload_expiry: int = Field(7200, ge=1, description="Seconds a signed upload URL stays valid.")
+    storage_render_max_pixels_public: int = Field(
+        16_000_000, ge=1,
+        description="Largest source image (width x height) rendered for anonymous callers and public or signed URLs.",
+    )
+    storage_render_max_pixels: int = Field(
+        40_000_000, ge=1,
+        description="Largest source image (width x height) rendered for signed-in users and the service role.",
+    )
+    storage_signed_url_max_expiry: int = Field(
+        604_800, ge=1, description="Longest expiresIn a signed download URL may ask for, in seconds (7 days)."
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
     s3_region: str = Field("us-east-1", description="S3 region.")
@@ -201,7 +215,7 @@ class Settings(BaseSettings):
     @field_validator(
         "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
         "rate_limit_email_address", "rate_limit_password_attempts", "rate_limit_password_client",
-        "rate_limit_password_device",
+        "rate_limit_password_device", "rate_limit_render",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

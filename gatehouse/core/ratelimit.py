@@ -117,6 +117,7 @@ class RateLimits:
     password_attempts: Limit
     password_client: Limit
     password_device: Limit
+    render: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -129,6 +130,7 @@ class RateLimits:
             password_attempts=Limit.parse(settings.rate_limit_password_attempts),
             password_client=Limit.parse(settings.rate_limit_password_client),
             password_device=Limit.parse(settings.rate_limit_password_device),
+            render=Limit.parse(settings.rate_limit_render),
         )
 
     @property

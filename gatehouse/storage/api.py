@@ -97,14 +97,14 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _expires_in(body: dict[str, Any]) -> int:
+def _expires_in(body: dict[str, Any], longest: int) -> int:
     value = body.get("expiresIn")
     try:
         seconds = int(value)  # supabase-py sends it as a string
     except (TypeError, ValueError):
         raise invalid("expiresIn must be a number of seconds") from None
-    if not 1 <= seconds <= 10 * 365 * 86400:
-        raise invalid("expiresIn must be between 1 second and 10 years")
+    if not 1 <= seconds <= longest:
+        raise invalid(f"expiresIn must be between 1 and {longest} seconds, got {seconds}")
     return seconds
 
 
@@ -295,9 +295,28 @@ async def sign_one(request: Request) -> Response:
     bucket, name = _path(request)
     body = await _json(request)
     service = _service(request)
-    await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
-    token = service.sign("storage.download", bucket, name, _expires_in(body))
-    return JSONResponse({"signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+    expires_in = _expires_in(body, service.settings.storage_signed_url_max_expiry)
+    transform = _signed_transform(body.get("transform"))
+    obj = await service.find(_claims(request) or {}, bucket, name)  # the caller must be able to read it
+    token = service.sign_download(obj, expires_in, transform=transform)
+    route = "render/image" if transform else "object"  # as Supabase: a transformed URL renders
+    return JSONResponse({"signedURL": f"/{route}/sign/{quote(bucket)}/{quote(name)}?token={token}"})
+
+
+def _signed_transform(value: Any) -> dict[str, str] | None:
+    """The transformation a signed URL fixes (``transform``, as the clients send it), checked as a
+    render would check it; None if there is none."""
+    from gatehouse.storage.images import Transform
+
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(item, int | str) and not isinstance(item, bool) for item in value.values()
+    ):
+        raise invalid("transform must be an object of width, height, resize, quality and format")
+    params = {key: str(item) for key, item in value.items() if key in ("width", "height", "resize", "quality", "format")}
+    Transform.parse(params)
+    return params or None
 
 
 async def sign_many(request: Request) -> Response:
@@ -306,31 +325,31 @@ async def sign_many(request: Request) -> Response:
     paths = body.get("paths")
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > 1000:
         raise invalid("paths must be a list of at most 1000 object names")
-    expires_in = _expires_in(body)
     service, claims = _service(request), _claims(request) or {}
+    expires_in = _expires_in(body, service.settings.storage_signed_url_max_expiry)
     results = []
     for name in paths:
         try:
-            await service.find(claims, bucket, name)
+            obj = await service.find(claims, bucket, name)
         except Exception:  # noqa: BLE001 - reported per path, as Supabase does
             results.append({"error": "Either the object does not exist or you do not have access to it",
                             "path": name, "signedURL": None})
             continue
-        token = service.sign("storage.download", bucket, name, expires_in)
+        token = service.sign_download(obj, expires_in)
         results.append({"error": None, "path": name, "signedURL": f"/object/sign/{quote(bucket)}/{quote(name)}?token={token}"})
     return JSONResponse(results)
 
 
 async def signed_download(request: Request) -> Response:
     bucket, name = _path(request)
-    service = _service(request)
-    service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
-    return await _serve(request, await _signed_object(service, bucket, name))
+    obj, _ = await _signed_object(request, bucket, name)
+    return await _serve(request, obj)
 
 
-async def _signed_object(service: StorageService, bucket: str, name: str) -> StoredObject:
-    """A signed URL is a capability: the object is read without the caller's RLS context."""
-    return await service.find({"role": "service_role"}, bucket, name)
+async def _signed_object(request: Request, bucket: str, name: str) -> tuple[StoredObject, dict[str, Any]]:
+    """The object the URL's token grants, still the version it was signed for (no RLS: a capability),
+    and the token's claims."""
+    return await _service(request).signed_object(request.query_params.get("token", ""), bucket, name)
 
 
 async def sign_upload(request: Request) -> Response:
@@ -366,16 +385,22 @@ async def render(request: Request) -> Response:
     mode = request.path_params["mode"]
     service = _service(request)
     transform = Transform.parse(request.query_params)
+    claims: dict[str, Any] | None = None  # public and signed URLs render as for anonymous callers
     if mode == "public":
         obj = await service.find(None, bucket, name, public=True)
     elif mode not in ("sign", "authenticated"):
         raise invalid("render mode must be public, authenticated or sign")
     elif mode == "sign":
-        service.check_signed(request.query_params.get("token", ""), "storage.download", bucket, name)
-        obj = await _signed_object(service, bucket, name)
+        obj, grant = await _signed_object(request, bucket, name)
+        if isinstance(grant.get("transform"), dict):  # fixed when signed: the query cannot change it
+            transform = Transform.parse(grant["transform"])
     else:
-        obj = await service.find(_claims(request) or {}, bucket, name)
+        claims = _claims(request) or {}
+        obj = await service.find(claims, bucket, name)
     downloaded: list[Path] = []
+
+    async def on_miss() -> None:
+        await service.count_render(claims, request.client.host if request.client else "")
 
     async def source() -> Path:
         local = await service.local_copy(obj)
@@ -384,7 +409,9 @@ async def render(request: Request) -> Response:
         return local
 
     try:
-        path, content_type = await request.app.state.render_cache.get_or_render(obj.key, source, transform)
+        path, content_type = await request.app.state.render_cache.get_or_render(
+            obj.key, source, transform, max_input_pixels=service.render_pixel_limit(claims), on_miss=on_miss
+        )
     finally:
         for copy_path in downloaded:
             copy_path.unlink(missing_ok=True)

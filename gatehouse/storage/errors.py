@@ -32,6 +32,7 @@ _LEGACY = {
     "BucketNotEmpty": "InvalidRequest",
     "InvalidImage": "Invalid Input",
     "StorageBackendError": "internal",
+    "SlowDown": "Too Many Requests",
 }
 
 
@@ -66,4 +67,5 @@ def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
         "error": _LEGACY.get(error.code, error.code),
         "message": error.message,
     }
-    return JSONResponse(body, status_code=http_status)
+    headers = {"Retry-After": str(error.extra["retry_after"])} if "retry_after" in error.extra else None
+    return JSONResponse(body, status_code=http_status, headers=headers)

@@ -416,19 +416,32 @@ class RenderCache:
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self._render = renderer or functools.partial(render, max_input_pixels=max_input_pixels)
+        self.max_input_pixels = max_input_pixels
+        self._renderer = renderer
         self._now = now
         self._renders = asyncio.Semaphore(max_concurrent or os.cpu_count() or 2)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._prune_lock = asyncio.Lock()
         self._total: int | None = None  # unknown until the first scan
 
-    async def get_or_render(self, folder_key: str, source: Source, transform: Transform) -> tuple[Path, str]:
+    async def get_or_render(
+        self,
+        folder_key: str,
+        source: Source,
+        transform: Transform,
+        *,
+        max_input_pixels: int | None = None,
+        on_miss: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[Path, str]:
         """The cached variant's path and content type, rendering it first on a miss.
 
         ``source`` is the original's path, or an async callable giving it, awaited only on a
         miss (for backends that must download the blob first; cleaning that file up is the
         caller's job). Render errors propagate and nothing is cached.
+
+        On a miss, ``on_miss`` is awaited first (a rate limit: it may raise to refuse the render),
+        and a source above ``max_input_pixels`` (default: the cache's) is refused from its header,
+        before it is decoded. Both bound the work of rendering, so a hit is served whatever they say.
         """
         shard, stem = self._name(folder_key, transform)
         if hit := self._lookup(shard, stem):
@@ -436,9 +449,14 @@ class RenderCache:
         async with self._variant_lock(stem):
             if hit := self._lookup(shard, stem):
                 return hit
+            if on_miss is not None:
+                await on_miss()
             path = source if isinstance(source, Path) else await source()
+            renderer = self._renderer or functools.partial(
+                render, max_input_pixels=max_input_pixels or self.max_input_pixels
+            )
             async with self._renders:
-                data, content_type = await asyncio.to_thread(self._render, path, transform)
+                data, content_type = await asyncio.to_thread(renderer, path, transform)
             target = await asyncio.to_thread(self._write, shard, stem, data, content_type)
         await self._account(len(data), keep=target)
         return target, content_type

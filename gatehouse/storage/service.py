@@ -21,6 +21,7 @@ and the row's statement writes nothing if the settings changed (then the upload 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -38,11 +39,12 @@ from gatehouse.core.config import Settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import InvalidToken, JWTVerifier, KeySet
+from gatehouse.core.ratelimit import RateLimited, RateLimiter
 from gatehouse.storage import names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.errors import access_denied, bucket_not_found, invalid, not_found, storage_error
 from gatehouse.storage.files import INLINE_LIMIT
-from gatehouse.storage.sniff import is_raster_image, mime_allowed, mime_matches, sniff_mime
+from gatehouse.storage.sniff import HEAD_BYTES, is_raster_image, mime_allowed, mime_matches, sniff_mime
 from gatehouse.storage.upload import Spooled, spool, too_large
 
 SORT_COLUMNS = {"name", "updated_at", "created_at", "last_accessed_at"}
@@ -160,6 +162,7 @@ class StorageService:
         self.verifier = JWTVerifier(keys, audiences=frozenset({"storage"}))
         #: Buckets as last read, by id: a hint that saves uploads a round trip (see _upload_bucket).
         self._remembered: dict[str, Bucket] = {}
+        self.limiter = RateLimiter(settings)
 
     # -- buckets as configuration ----------------------------------------------------------------
 
@@ -401,9 +404,16 @@ class StorageService:
         return [object_json(_object(row)) for row in rows]
 
     async def move(self, claims: dict[str, Any], bucket_id: str, source: str, target_bucket: str, target: str) -> None:
+        """Rename an object, into another bucket if asked, checked as an upload to the target would be.
+
+        The target bucket's size and type rules apply (:meth:`_admit_stored`), and the caller must
+        be allowed to create the target (the INSERT policies, tried and rolled back) as well as to
+        update the object (the UPDATE policies): a refusal changes nothing.
+        """
+        names.bucket_id(bucket_id)
         names.object_name(source)
         names.object_name(target)
-        await self.bucket(target_bucket)
+        bucket = await self.bucket(target_bucket)
         new_version = str(uuid.uuid4())
         copied = False
         try:
@@ -413,16 +423,26 @@ class StorageService:
                 )
                 if row is None:
                     raise not_found()
-                version = row["version"]
+                original = _object(row)
+                metadata = await self._admit_stored(original, bucket)
+                owner = _owner(claims)
+                if (target_bucket, target) != (bucket_id, source):  # onto itself: the UPDATE's policies decide
+                    await _may_create(conn, bucket.id, target, owner, metadata, original.user_metadata, new_version)
+                version = original.version
                 if target_bucket != bucket_id:  # bytes are keyed by bucket: copy them over first
-                    await self.backend.copy(f"{bucket_id}/{version}", f"{target_bucket}/{new_version}")
+                    await self.backend.copy(original.key, f"{target_bucket}/{new_version}")
                     copied, version = True, new_version
                 moved = await conn.fetchval(
                     "UPDATE storage.objects SET bucket_id = $3, name = $4, version = $5, owner = coalesce($6, owner), "
-                    "updated_at = now() WHERE bucket_id = $1 AND name = $2 RETURNING id",
-                    bucket_id, source, target_bucket, target, version, _owner(claims),
+                    "owner_id = coalesce($6::text, owner_id), metadata = $7, updated_at = now() "
+                    "WHERE bucket_id = $1 AND name = $2 AND storage.bucket_unchanged($3, $8, $9) RETURNING id",
+                    bucket_id, source, target_bucket, target, version, owner, metadata,
+                    bucket.file_size_limit, bucket.allowed_mime_types,
                 )
                 if moved is None:
+                    if not await conn.fetchval("SELECT storage.bucket_unchanged($1, $2, $3)", bucket.id,
+                                               bucket.file_size_limit, bucket.allowed_mime_types):
+                        raise _bucket_changed()
                     raise access_denied("you may not move this object")
             copied = False
         except asyncpg.PostgresError as exc:
@@ -432,29 +452,72 @@ class StorageService:
                 await self.backend.delete(f"{target_bucket}/{new_version}")
 
     async def copy(self, claims: dict[str, Any], bucket_id: str, source: str, target_bucket: str, target: str) -> dict[str, str]:
+        """A new object with the source's bytes, checked as an upload of them to the target would be:
+        the target bucket's size and type rules, then one statement as the caller (RLS decides)."""
         names.object_name(target)
         original = await self.find(claims, bucket_id, source)
-        await self.bucket(target_bucket)
+        bucket = await self.bucket(target_bucket)
+        metadata = await self._admit_stored(original, bucket)
         version = str(uuid.uuid4())
         key = f"{target_bucket}/{version}"
         await self.backend.copy(original.key, key)
         done = False
         try:
             owner = _owner(claims)
-            async with self.db.as_user(claims) as conn:
-                object_id = await conn.fetchval(
-                    "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                    target_bucket, target, owner, str(owner) if owner else None, original.metadata,
-                    original.user_metadata, version,
-                )
+            values = [bucket.id, target, str(owner) if owner else None, str(owner) if owner else None, metadata,
+                      original.user_metadata, version, bucket.file_size_limit, bucket.allowed_mime_types]
+            try:
+                result = await self.db.run_as(claims, _INSERT.format(conflict=""), values)
+            except asyncpg.PostgresError as exc:
+                if is_unavailable(exc):
+                    done = True  # the row may have been committed: the bytes stay for the sweep to judge
+                raise _translate(exc) from None
+            except GatehouseError:
+                raise  # refused before the statement was sent: the bytes go
+            except BaseException:
+                done = True  # a lost connection (or a cancel): the database may have the row
+                raise
+            if result.page_count == 0:
+                raise _bucket_changed()
             done = True
-        except asyncpg.PostgresError as exc:
-            raise _translate(exc) from None
         finally:
             if not done:
                 await self.backend.delete(key)
-        return {"Id": str(object_id), "Key": f"{target_bucket}/{target}"}
+        return {"Id": str(result.body), "Key": f"{target_bucket}/{target}"}
+
+    async def _admit_stored(self, obj: StoredObject, bucket: Bucket) -> dict[str, Any]:
+        """Check a stored object against ``bucket``'s rules as an upload of its bytes would be checked.
+
+        Copy and move put bytes into a bucket without an upload, so they answer exactly as one
+        would: 413 over the size limit, 415 for a type the bucket refuses or for bytes that are not
+        the image they claim to be (the upload's own checks, run on the stored bytes). Nothing is
+        written before this passes. Returns the metadata the new row gets.
+        """
+        size = await self.backend.size(obj.key)
+        size = obj.size if size is None else size
+        limit = self._limit(bucket)
+        if size > limit:
+            raise too_large(limit)
+        declared = str(obj.metadata.get("mimetype") or "") or None
+        if declared and not mime_allowed(declared, bucket.allowed_mime_types):
+            raise _bad_type(declared)  # refused on the type alone: no need to read the bytes
+        head = b""
+        if size:
+            async with self.backend.open(obj.key, 0, HEAD_BYTES - 1) as stream:
+                async for chunk in stream:
+                    head += chunk
+        stored = Spooled(Path(obj.key), size, obj.etag.strip('"'), head, declared, None)  # the bytes as an upload
+        mimetype = self._check_type(stored, bucket)
+        if is_raster_image(mimetype):
+            local = self.backend.local_path(obj.key)
+            path = local if local is not None else await self.local_copy(obj)
+            try:
+                await asyncio.to_thread(_verify_image, path, mimetype)
+            finally:
+                if local is None:
+                    path.unlink(missing_ok=True)
+        return {**obj.metadata, "mimetype": mimetype, "size": size, "contentLength": size,
+                "lastModified": datetime.now(UTC).isoformat()}
 
     async def local_copy(self, obj: StoredObject) -> Path:
         """A local file with the object's bytes (for image rendering): the blob itself when the
@@ -468,12 +531,61 @@ class StorageService:
                 handle.write(chunk)
         return target
 
+    # -- image renders ----------------------------------------------------------------------------
+
+    def render_pixel_limit(self, claims: dict[str, Any] | None) -> int:
+        """The largest source a caller may have rendered: anonymous callers and public or signed URLs
+        (``claims`` None) get the lower limit; signed-in users and the service role the higher."""
+        role = (claims or {}).get("role")
+        if role in ("authenticated", "service_role"):
+            return self.settings.storage_render_max_pixels
+        return self.settings.storage_render_max_pixels_public
+
+    async def count_render(self, claims: dict[str, Any] | None, address: str) -> None:
+        """Count one new render (a cache miss) for a client address; over the limit, 429.
+
+        The service role (trusted server code, often rendering for many users) is not counted.
+        """
+        if (claims or {}).get("role") == "service_role":
+            return
+        try:
+            await self.limiter.hit(self.db.admin, f"render:ip:{address}", self.limiter.limits.render)
+        except RateLimited as exc:
+            raise GatehouseError(
+                "SlowDown", f"Too many new image renders from this address; try again in {exc.retry_after} seconds",
+                status=429, http_status=429, retry_after=exc.retry_after,
+            ) from None
+
     # -- signed URLs ----------------------------------------------------------------------------
 
     def sign(self, purpose: str, bucket_id: str, name: str, expires_in: int, **extra: Any) -> str:
         now = int(time.time())
         return self.keys.sign({"aud": "storage", "purpose": purpose, "url": f"{bucket_id}/{name}", "iat": now,
                                "exp": now + expires_in, **extra})
+
+    def sign_download(self, obj: StoredObject, expires_in: int, *, transform: dict[str, str] | None = None) -> str:
+        """A download token for this version of the object: replacing the object (upsert, delete
+        and upload again, a move onto its name) gives it a new version, which the token does not name.
+        ``transform``: the image transformation a render with this token must use."""
+        extra: dict[str, Any] = {"v": obj.version}
+        if transform:
+            extra["transform"] = transform
+        return self.sign("storage.download", obj.bucket_id, obj.name, expires_in, **extra)
+
+    async def signed_object(self, token: str, bucket_id: str, name: str) -> tuple[StoredObject, dict[str, Any]]:
+        """The object a download token grants, if it is still the version the token was made for,
+        and the token's claims.
+
+        A signed URL is a capability: the object is read without the caller's RLS context.
+        """
+        grant = self.check_signed(token, "storage.download", bucket_id, name)
+        obj = await self.find({"role": "service_role"}, bucket_id, name)
+        if not hmac.compare_digest(str(grant.get("v", "")).encode(), obj.version.encode()):
+            raise storage_error(
+                "InvalidSignature",
+                "the signed URL was made for an earlier version of this object; ask for a new one", 400,
+            )
+        return obj, grant
 
     def check_signed(self, token: str, purpose: str, bucket_id: str, name: str) -> dict[str, Any]:
         try:
@@ -593,6 +705,33 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise invalid("public must be true or false")
     return value
+
+
+def _bucket_changed() -> GatehouseError:
+    return storage_error("BucketChanged", "the bucket's settings changed during the request; try again", 409)
+
+
+class _Probe(Exception):
+    """Rolls back the trial insert of :func:`_may_create`."""
+
+
+async def _may_create(
+    conn: asyncpg.Connection, bucket_id: str, name: str, owner: uuid.UUID | None, metadata: dict[str, Any],
+    user_metadata: dict[str, Any] | None, version: str,
+) -> None:
+    """Whether the caller (``conn`` runs as them) may create ``name``, as an upload would: the row is
+    inserted in a savepoint and rolled back, so the INSERT policies and the unique name decide
+    (403 or 409, as an upload's refusal) and nothing stays."""
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, metadata, user_metadata, version) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                bucket_id, name, owner, str(owner) if owner else None, metadata, user_metadata, version,
+            )
+            raise _Probe
+    except _Probe:
+        pass
 
 
 def _bad_type(mimetype: str) -> GatehouseError:

@@ -472,6 +472,32 @@ async def test_a_lazy_source_is_fetched_only_on_a_miss(tmp_path: Path, wide_png:
     assert first == second and len(fetched) == 1
 
 
+async def test_the_miss_hook_and_pixel_limit_bound_new_renders_only(tmp_path: Path, wide_png: Path) -> None:
+    """``on_miss`` runs (and may refuse) before a miss is rendered, never on a hit; a per-call pixel
+    limit refuses a big source from its header, and a variant already rendered is still served."""
+    misses: list[int] = []
+
+    async def count() -> None:
+        misses.append(1)
+        if len(misses) > 2:
+            raise GatehouseError("SlowDown", "too many", status=429)
+
+    cache = RenderCache(tmp_path / "cache")
+    wide = Transform(width=20)
+    await cache.get_or_render("k", wide_png, wide, on_miss=count)
+    await cache.get_or_render("k", wide_png, wide, on_miss=count)  # a hit: not counted
+    assert len(misses) == 1
+    with pytest.raises(GatehouseError) as big:  # 400 x 200 = 80,000 pixels
+        await cache.get_or_render("k", wide_png, Transform(width=30), max_input_pixels=79_999, on_miss=count)
+    assert big.value.code == "EntityTooLarge" and big.value.status == 413
+    with pytest.raises(GatehouseError) as refused:
+        await cache.get_or_render("k", wide_png, Transform(width=40), on_miss=count)
+    assert refused.value.status == 429
+    assert len(files(tmp_path / "cache")) == 1
+    hit = await cache.get_or_render("k", wide_png, wide, max_input_pixels=1, on_miss=count)
+    assert decode(hit[0].read_bytes()).size == (20, 10) and len(misses) == 3
+
+
 async def test_render_errors_propagate_and_nothing_is_cached(tmp_path: Path) -> None:
     source = tmp_path / "junk"
     source.write_bytes(b"not an image")
