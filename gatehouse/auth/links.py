@@ -1,4 +1,4 @@
-"""One-time tokens (email links and codes) and where links may send people.
+"""One-time tokens (email links and codes); where links may send people is ``redirects``.
 
 A token row is deleted when it is used, so a link works once; it also dies at ``expires_at``
 and when a newer token of the same type replaces it (one per user and type).
@@ -6,15 +6,14 @@ and when a newer token of the same type replaces it (one per user and type).
 
 from __future__ import annotations
 
-import fnmatch
 import uuid
-from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import asyncpg
 
+from gatehouse.auth.redirects import Redirects
 from gatehouse.auth.tokens import PKCE_PREFIX, new_otp, stored_hash, token_hash
-from gatehouse.core.config import Settings
+
+__all__ = ["VERIFY_TYPES", "Redirects", "consume", "issue", "pending_types"]
 
 #: Which stored token types each verification ``type`` may consume.
 VERIFY_TYPES: dict[str, tuple[str, ...]] = {
@@ -82,36 +81,3 @@ async def pending_types(conn: asyncpg.Connection, user_id: uuid.UUID, token_type
         list(token_types),
     )
     return [row[0] for row in rows]
-
-
-class Redirects:
-    """Decides where a ``redirect_to`` may lead: the site itself or the allow list, else the site URL."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.site_url = settings.public_site_url
-        self._site = urlsplit(self.site_url)
-        self._patterns = [item.strip() for item in settings.redirect_allow_list.split(",") if item.strip()]
-
-    def allowed(self, url: str | None) -> str:
-        if not url:
-            return self.site_url
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            return self.site_url
-        if parts.scheme not in ("http", "https") or not parts.netloc or "\\" in url:
-            return self.site_url
-        if (parts.scheme, parts.netloc) == (self._site.scheme, self._site.netloc):
-            return url
-        if any(fnmatch.fnmatchcase(url, pattern) for pattern in self._patterns):
-            return url
-        return self.site_url
-
-    def confirm_link(self, link_token: str, verify_type: str, redirect_to: str | None) -> str:
-        """The email link of the server-side flow: ``{SITE_URL}/auth/confirm?token_hash=...&type=...``."""
-        query: dict[str, Any] = {"token_hash": link_token, "type": verify_type}
-        target = self.allowed(redirect_to) if redirect_to else None
-        if target and target != self.site_url:
-            query["next"] = target
-        return f"{self.site_url}/auth/confirm?{urlencode(query)}"

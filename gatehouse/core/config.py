@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     mailer_autoconfirm: bool = Field(False, description="Sign users in at sign-up without email confirmation.")
     secure_email_change: bool = Field(True, description="An email change must be confirmed from both addresses.")
     redirect_allow_list: str = Field(
-        "", description="Comma-separated URLs (glob * allowed) that redirect_to may name, besides the site URL."
+        "",
+        description="Comma-separated URLs that redirect_to may name besides the site URL: scheme://host[:port][/path], "
+        "* for one left-most host label (** for several) or within the path.",
     )
     password_min_length: int = Field(8, ge=6, le=72, description="Shortest password accepted.")
     password_required_characters: str = Field(
