@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         10, ge=0, description="Seconds a just-rotated refresh token may still be used (returns the same successor)."
     )
     otp_expiry: int = Field(86400, ge=60, description="Lifetime of email links and codes in seconds.")
+    otp_max_attempts: int = Field(
+        5, ge=1, le=100, description="Wrong codes typed for an address before its emailed code stops working (the link still works)."
+    )
 
     # Sign-up and passwords
     disable_signup: bool = Field(False, description="Refuse new sign-ups (admins can still create users).")
