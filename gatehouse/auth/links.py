@@ -20,8 +20,12 @@ import asyncpg
 
 from gatehouse.auth.redirects import Redirects
 from gatehouse.auth.tokens import PKCE_PREFIX, code_hash, new_link_token, new_otp, stored_hash
+from gatehouse.mail.base import Message
 
-__all__ = ["VERIFY_TYPES", "Flow", "Redirects", "consume", "consume_code", "issue", "pending_types"]
+__all__ = [
+    "VERIFY_TYPES", "Flow", "Redirects", "consume", "consume_code", "issue", "new_secrets", "pending_types",
+    "send_if_found",
+]
 
 #: Which stored token types each verification ``type`` may consume.
 VERIFY_TYPES: dict[str, tuple[str, ...]] = {
@@ -141,3 +145,91 @@ class Flow:
     challenge_method: str
     challenge: str
     authentication_method: str
+
+
+def new_secrets(flow: Flow | None) -> tuple[str, str]:
+    """A fresh (6-digit code, link token) pair for ``send_if_found``; PKCE links carry ``pkce_``."""
+    otp, link_token = new_otp(), new_link_token()
+    return otp, (PKCE_PREFIX + link_token if flow is not None else link_token)
+
+
+#: Everything an email to an existing address needs, in one statement that also runs, changing
+#: no rows but the audit log's, when there is no such address. Both cases send the same statement,
+#: write one row and flush the log at commit: their cost does not tell whether the address has an
+#: account. The outbox row is ``mail.outbox.enqueue``'s, written here to stay in this statement.
+_SEND_IF_FOUND = """
+WITH target AS (
+    SELECT id FROM auth.users
+    WHERE email = $1 AND is_sso_user = false AND deleted_at IS NULL AND (email_confirmed_at IS NOT NULL) = $2
+    FOR UPDATE
+), flow AS (
+    INSERT INTO auth.flow_state (code_challenge_method, code_challenge, authentication_method)
+    SELECT $3, $4, $5 FROM target WHERE $4::text IS NOT NULL
+    RETURNING id
+), token AS (
+    INSERT INTO auth.one_time_tokens
+        (user_id, token_type, token_hash, code_hash, relates_to, expires_at, flow_state_id)
+    SELECT target.id, $6::auth.one_time_token_type, $7, $8, $1, now() + make_interval(secs => $9),
+           (SELECT id FROM flow)
+    FROM target
+    ON CONFLICT (user_id, token_type) DO UPDATE
+    SET token_hash = excluded.token_hash, code_hash = excluded.code_hash, failed_attempts = 0,
+        relates_to = excluded.relates_to, expires_at = excluded.expires_at,
+        flow_state_id = excluded.flow_state_id, created_at = now(), updated_at = now()
+    RETURNING user_id
+), stamped AS (
+    UPDATE auth.users
+    SET recovery_sent_at = CASE WHEN $6 = 'recovery_token' THEN now() ELSE recovery_sent_at END,
+        confirmation_sent_at = CASE WHEN $6 = 'confirmation_token' THEN now() ELSE confirmation_sent_at END
+    WHERE id IN (SELECT user_id FROM token)
+), queued AS (
+    INSERT INTO gatehouse.mail_outbox (kind, to_address, subject, text_body, html_body, user_id)
+    SELECT $10, $1, $11, $12, $13, user_id FROM token
+    RETURNING id
+), audited AS (
+    INSERT INTO auth.audit_log_entries (payload, ip_address)
+    SELECT json_build_object(
+        'action', $14::text, 'actor_id', coalesce((SELECT id::text FROM target), ''),
+        'actor_username', CASE WHEN EXISTS (SELECT 1 FROM target) THEN $1 ELSE '' END, 'actor_via_sso', false,
+        'log_type', 'user', 'traits', json_build_object('account_found', EXISTS (SELECT 1 FROM target))
+    ), $15
+)
+SELECT id, pg_notify('gatehouse_mail', '') FROM queued
+"""
+
+
+async def send_if_found(
+    conn: asyncpg.Connection,
+    *,
+    address: str,
+    confirmed: bool,
+    token_type: str,
+    secrets: tuple[str, str],
+    expires_in: int,
+    flow: Flow | None,
+    message: Message,
+    audit_action: str,
+    ip: str,
+) -> bool:
+    """Issue a token to the account with this address (confirmed or not, as asked) and queue its
+    email, already rendered with ``secrets`` (from ``new_secrets``). True if there was one."""
+    otp, link_token = secrets
+    queued = await conn.fetch(
+        _SEND_IF_FOUND,
+        address,
+        confirmed,
+        flow.challenge_method if flow else None,
+        flow.challenge if flow else None,
+        flow.authentication_method if flow else None,
+        token_type,
+        stored_hash(link_token),
+        code_hash(address, otp),
+        float(expires_in),
+        message.kind,
+        message.subject,
+        message.text,
+        message.html,
+        audit_action,
+        ip[:64],
+    )
+    return bool(queued)

@@ -416,15 +416,37 @@ class AuthService:
     # -- recovery and passwordless --------------------------------------------------------
 
     async def recover(self, form: RecoverForm, client: Client, redirect_to: str | None) -> None:
-        """Send a password-reset email; the same answer whether or not the address has an account."""
+        """Send a password-reset email; the same answer, and the same work, whether or not the
+        address has an account.
+
+        The email is rendered and one statement (``links.send_if_found``) is sent either way, so
+        the time taken does not tell either. An address nobody confirmed gets nothing: its
+        pending password may be a stranger's, and a reset link would confirm the address with
+        it (signing up again starts over instead).
+        """
         email = await self._email_request(form.email, client)
+        flow = _pkce(form, "recovery")
+        await self._send_if_found(
+            email, confirmed=True, kind="recovery", token_type="recovery_token", verify_type="recovery",
+            flow=flow, redirect_to=redirect_to, audit_action="user_recovery_requested", client=client,
+        )
+
+    async def _send_if_found(
+        self, email: str, *, confirmed: bool, kind: str, token_type: str, verify_type: str, flow: links.Flow | None,
+        redirect_to: str | None, audit_action: str, client: Client,
+    ) -> bool:
+        secrets = links.new_secrets(flow)
+        otp, link_token = secrets
+        action_url = self.redirects.confirm_link(link_token, verify_type, redirect_to)
+        message = self.templates.message(
+            kind, email, action_url=action_url, token=otp, token_hash=link_token, link_type=verify_type
+        )
         async with self.db.admin.acquire() as conn, conn.transaction():
-            user = await users.by_email(conn, email, for_update=True)
-            if user is None:
-                return
-            flow_id = await self._flow_state(conn, form, "recovery")
-            await self._send_recovery_token(conn, user, "recovery", "recovery", redirect_to, flow_id)
-            await users.audit(conn, "user_recovery_requested", actor=user, ip=client.ip)
+            return await links.send_if_found(
+                conn, address=email, confirmed=confirmed, token_type=token_type, secrets=secrets,
+                expires_in=self.settings.otp_expiry, flow=flow, message=message, audit_action=audit_action,
+                ip=client.ip,
+            )
 
     async def send_otp(self, form: OtpForm, client: Client, redirect_to: str | None) -> None:
         """A magic link and code; a confirmation instead for a new (or unconfirmed) address.
@@ -461,21 +483,25 @@ class AuthService:
             await self._send_recovery_token(conn, user, "magic_link", "magiclink", redirect_to, flow_id)
 
     async def resend(self, form: ResendForm, client: Client, redirect_to: str | None) -> None:
-        """Send a pending confirmation again; silent when there is nothing pending."""
+        """Send a pending confirmation again; silent when there is nothing pending.
+
+        A sign-up's confirmation is re-sent for the pending sign-up (same password) with the
+        same work whatever the address (see ``recover``).
+        """
         if form.type not in ("signup", "email_change"):
             if form.type in ("sms", "phone_change"):
                 raise _no_phone()
             raise GatehouseError("validation_failed", "Resend type must be signup or email_change", status=400)
         email = await self._email_request(form.email, client)
+        if form.type == "signup":
+            await self._send_if_found(
+                email, confirmed=False, kind="confirmation", token_type="confirmation_token", verify_type="email",
+                flow=None, redirect_to=redirect_to, audit_action="user_confirmation_requested", client=client,
+            )
+            return
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
-            if user is None:
-                return
-            if form.type == "signup":
-                if user["email_confirmed_at"] is None:
-                    await self._send_confirmation(conn, user, redirect_to, None)
-                return
-            if user["email_change"]:
+            if user is not None and user["email_change"]:
                 await self._send_email_change(conn, user, user["email_change"], redirect_to, None)
 
     # -- the signed-in user -------------------------------------------------------------------

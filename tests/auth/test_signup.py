@@ -158,6 +158,13 @@ async def test_a_magic_link_for_an_unconfirmed_address_drops_the_pending_passwor
     assert await db.admin.fetchval("SELECT full_name FROM public.profiles WHERE id = $1::uuid", session["user"]["id"]) is None
 
 
+def test_a_reset_for_an_unconfirmed_address_sends_nothing(auth: Auth) -> None:
+    email = new_email()
+    auth.sign_up(email, "the attackers passphrase")
+    assert auth.post("/recover", {"email": email}).json() == {}
+    assert [message["subject"] for message in auth.messages(email)] == ["Confirm your email address"]
+
+
 def test_a_newer_link_replaces_the_older_one(auth: Auth) -> None:
     email = new_email()
     auth.sign_up(email)
