@@ -13,7 +13,7 @@ Allow-list entries (``GATEHOUSE_REDIRECT_ALLOW_LIST``, comma-separated) look lik
   ``a.b.example.com``), ``**.example.com`` one or more. Names are compared as browsers resolve
   them: lower case, international names as punycode (UTS #46), a trailing dot ignored.
 * Port: the one given, or the scheme's default (80, 443). No wildcard.
-* Path: no path (or ``/*``, ``/**``) admits any path; otherwise ``*`` matches any characters
+* Path: no path (or ``/``, ``/*``, ``/**``) admits any path; otherwise ``*`` matches any characters
   within one segment and ``**`` any characters across segments. The query and the fragment of a
   ``redirect_to`` are kept and never matched.
 
