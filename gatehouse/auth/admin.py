@@ -165,6 +165,10 @@ class AdminService:
                 user = await users.create(
                     conn, email=email, password_hash=None, user_metadata=form.data or {}, confirmed=False, invited=True
                 )
+            else:  # a sign-up nobody confirmed: the invitee must not inherit its password or metadata
+                user, _ = await users.start_over(
+                    conn, user, password_hash=None, user_metadata=form.data or {}, invited=True
+                )
             await self.auth._send(  # noqa: SLF001 - the same mail path as every flow
                 conn, user, kind="invite", token_type="confirmation_token", verify_type="invite",
                 to=email, redirect_to=redirect_to,
@@ -195,6 +199,12 @@ class AdminService:
                 )
             elif link_type in ("signup", "invite") and user["email_confirmed_at"] is not None:
                 raise email_exists()
+            elif link_type in ("signup", "invite"):  # a sign-up nobody confirmed starts over with this one
+                password_hash = await self._password_hash(AdminUserForm(password=form.password)) if form.password else None
+                user, _ = await users.start_over(
+                    conn, user, password_hash=password_hash, user_metadata=form.data or {},
+                    invited=link_type == "invite",
+                )
             token_type, verify_type, address = {
                 "signup": ("confirmation_token", "signup", email),
                 "invite": ("confirmation_token", "invite", email),

@@ -24,7 +24,7 @@ from gatehouse.auth.forms import (
 from gatehouse.auth.passwords import PasswordHasher, PasswordPolicy, check_max_length
 from gatehouse.auth.sessions import Sessions
 from gatehouse.auth.throttle import PasswordThrottle
-from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex, token_hash, verify_pkce
+from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex, verify_pkce
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
 from gatehouse.core.errors import GatehouseError
@@ -51,6 +51,16 @@ def invalid_credentials() -> GatehouseError:
 
 def otp_expired() -> GatehouseError:
     return GatehouseError("otp_expired", "Email link is invalid or has expired", status=403)
+
+
+def _pkce(form: PKCE, method: str) -> links.Flow | None:
+    """The PKCE challenge a request carries, checked, for a flow row written later."""
+    if not form.code_challenge:
+        return None
+    challenge_method = (form.code_challenge_method or "s256").lower()
+    if challenge_method not in ("s256", "plain"):
+        raise GatehouseError("validation_failed", "code_challenge_method must be s256 or plain", status=400)
+    return links.Flow(challenge_method, form.code_challenge, method)
 
 
 def _no_phone() -> GatehouseError:
@@ -93,17 +103,15 @@ class AuthService:
     # -- mail ---------------------------------------------------------------------------------
 
     async def _flow_state(self, conn: asyncpg.Connection, form: PKCE, method: str) -> uuid.UUID | None:
-        if not form.code_challenge:
+        flow = _pkce(form, method)
+        if flow is None:
             return None
-        challenge_method = (form.code_challenge_method or "s256").lower()
-        if challenge_method not in ("s256", "plain"):
-            raise GatehouseError("validation_failed", "code_challenge_method must be s256 or plain", status=400)
         flow_id: uuid.UUID = await conn.fetchval(
             "INSERT INTO auth.flow_state (code_challenge_method, code_challenge, authentication_method) "
             "VALUES ($1, $2, $3) RETURNING id",
-            challenge_method,
-            form.code_challenge,
-            method,
+            flow.challenge_method,
+            flow.challenge,
+            flow.authentication_method,
         )
         return flow_id
 
@@ -127,7 +135,10 @@ class AuthService:
         )
         action_url = self.redirects.confirm_link(link_token, verify_type, redirect_to)
         context.setdefault("email", user["email"])
-        message = self.templates.message(kind, to, user_id=user["id"], action_url=action_url, token=otp, **context)
+        message = self.templates.message(
+            kind, to, user_id=user["id"], action_url=action_url, token=otp, token_hash=link_token,
+            link_type=verify_type, **context,
+        )
         await enqueue(conn, message)
 
     async def _send_confirmation(
@@ -157,7 +168,9 @@ class AuthService:
 
         An address that already has a confirmed account gets an email telling its owner, and
         the caller gets an answer shaped exactly like a new sign-up's: nothing reveals that the
-        address is taken.
+        address is taken. An address with a sign-up nobody confirmed starts over with this one
+        (see ``users.start_over``): the answer is the new registration, never the old one's id,
+        dates or metadata.
         """
         if form.phone and not form.email:
             raise _no_phone()
@@ -206,11 +219,23 @@ class AuthService:
                         verify_type="recovery", to=email, redirect_to=redirect_to,
                     )
                 return _lookalike_user(email, form.data or {})
-            # Registered but never confirmed: send the confirmation again; keep the first password.
-            if await self._may_mail(email):
+            # Registered but never confirmed: whoever sent that sign-up may not own the address,
+            # so this one starts over (new password, metadata and link; the old link is dead)
+            # and only a link from this sign-up's email can activate this password.
+            user, recreated = await users.start_over(
+                conn, existing, password_hash=password_hash, user_metadata=form.data or {}
+            )
+            await users.audit(
+                conn, "user_signedup", actor=user, ip=client.ip,
+                traits={"provider": "email", "replaces": str(existing["id"])},
+            )
+            mailed = await self._may_mail(email)
+            if mailed:
                 flow_id = await self._flow_state(conn, form, "email/signup")
-                await self._send_confirmation(conn, existing, redirect_to, flow_id)
-            fresh = await users.by_id(conn, existing["id"])
+                await self._send_confirmation(conn, user, redirect_to, flow_id)
+            if not (recreated and mailed):  # the answer must not tell the address has a pending sign-up
+                return _lookalike_user(email, form.data or {})
+            fresh = await users.by_id(conn, user["id"])
             assert fresh is not None
             return users.user_json(fresh)
 
@@ -298,7 +323,12 @@ class AuthService:
     # -- verification -------------------------------------------------------------------------
 
     async def verify(self, form: VerifyForm, client: Client) -> dict[str, Any]:
-        """Use an email link (``token_hash``) or code (``email`` + ``token``): a session."""
+        """Use an email link (``token_hash``) or code (``email`` + ``token``): a session.
+
+        A link token is random and unguessable; a code is six digits, so wrong codes are counted
+        per address in the token rows (``links.consume_code``), and the count commits even
+        though the request fails.
+        """
         if form.type not in links.VERIFY_TYPES:
             raise GatehouseError("validation_failed", f"Verify type {form.type!r} is not supported", status=400)
         if form.token_hash:
@@ -306,19 +336,27 @@ class AuthService:
                 raise GatehouseError(
                     "validation_failed", "Only the token_hash and type should be provided", status=400
                 )
-            link_token = form.token_hash
+            await self._limit(f"verify:{client.ip}", self.limiter.limits.verify)
+            async with self.db.admin.acquire() as conn, conn.transaction():
+                row = await links.consume(conn, form.token_hash, form.type)
+                result = await self._use_row(conn, row, form.token_hash, form.type, client)
         elif form.token and form.email:
             email = normalize_email(form.email)
             assert email is not None
             await self._limit(f"verify:{email}", self.limiter.limits.verify)
-            link_token = token_hash(email, form.token.strip())
+            await self._limit(f"verify:{client.ip}", self.limiter.limits.verify)
+            async with self.db.admin.acquire() as conn:
+                async with conn.transaction():
+                    row = await links.consume_code(
+                        conn, email, form.token.strip(), form.type, self.settings.otp_max_attempts
+                    )
+                    result = None if row is None else await self._use_row(conn, row, "", form.type, client)
+                if row is None:  # raised after the commit: the failed attempt stays counted
+                    raise otp_expired()
         elif form.phone:
             raise _no_phone()
         else:
             raise GatehouseError("validation_failed", "Verify requires either a token hash or an email and a token", status=400)
-        await self._limit(f"verify:{client.ip}", self.limiter.limits.verify)
-        async with self.db.admin.acquire() as conn, conn.transaction():
-            result = await self._use_token(conn, link_token, form.type, client)
         if result is None:
             return {"msg": EMAIL_CHANGE_ACCEPTED, "code": "200"}
         return result[0]
@@ -330,16 +368,18 @@ class AuthService:
             raise GatehouseError("validation_failed", f"Verify type {verify_type!r} is not supported", status=400)
         await self._limit(f"verify:{client.ip}", self.limiter.limits.verify)
         async with self.db.admin.acquire() as conn, conn.transaction():
-            result = await self._use_token(conn, link_token, verify_type, client, pkce_code=True)
+            row = await links.consume(conn, link_token, verify_type)
+            result = await self._use_row(conn, row, link_token, verify_type, client, pkce_code=True)
         if result is None:
             return "accepted", EMAIL_CHANGE_ACCEPTED
         session, code = result
         return ("code", code) if code else ("session", session)
 
-    async def _use_token(
-        self, conn: asyncpg.Connection, link_token: str, verify_type: str, client: Client, *, pkce_code: bool = False
+    async def _use_row(
+        self, conn: asyncpg.Connection, row: asyncpg.Record | None, link_token: str, verify_type: str, client: Client,
+        *, pkce_code: bool = False,
     ) -> tuple[dict[str, Any], str | None] | None:
-        row = await links.consume(conn, link_token, verify_type)
+        """Act on a used token: confirm, sign in or change the email. None: half of an email change."""
         if row is None:
             raise otp_expired()
         user = await users.by_id(conn, row["user_id"], for_update=True)
@@ -353,6 +393,10 @@ class AuthService:
             await users.mark_email_confirmed(conn, user["id"])
             await users.audit(conn, "user_confirmed", actor=user, ip=client.ip)
         elif token_type == "recovery_token":
+            if user["email_confirmed_at"] is None:
+                # Only an admin's generated link mails a recovery token to an unconfirmed address:
+                # its reader did not choose the pending sign-up's password or metadata.
+                await users.drop_pending(conn, user["id"])
             await users.mark_email_confirmed(conn, user["id"])
             method = "recovery" if verify_type == "recovery" else "magiclink"
             await users.audit(conn, "login", actor=user, ip=client.ip, traits={"method": method})
@@ -385,18 +429,44 @@ class AuthService:
     # -- recovery and passwordless --------------------------------------------------------
 
     async def recover(self, form: RecoverForm, client: Client, redirect_to: str | None) -> None:
-        """Send a password-reset email; the same answer whether or not the address has an account."""
+        """Send a password-reset email; the same answer, and the same work, whether or not the
+        address has an account.
+
+        The email is rendered and one statement (``links.send_if_found``) is sent either way, so
+        the time taken does not tell either. An address nobody confirmed gets nothing: its
+        pending password may be a stranger's, and a reset link would confirm the address with
+        it (signing up again starts over instead).
+        """
         email = await self._email_request(form.email, client)
+        flow = _pkce(form, "recovery")
+        await self._send_if_found(
+            email, confirmed=True, kind="recovery", token_type="recovery_token", verify_type="recovery",
+            flow=flow, redirect_to=redirect_to, audit_action="user_recovery_requested", client=client,
+        )
+
+    async def _send_if_found(
+        self, email: str, *, confirmed: bool, kind: str, token_type: str, verify_type: str, flow: links.Flow | None,
+        redirect_to: str | None, audit_action: str, client: Client,
+    ) -> bool:
+        secrets = links.new_secrets(flow)
+        otp, link_token = secrets
+        action_url = self.redirects.confirm_link(link_token, verify_type, redirect_to)
+        message = self.templates.message(
+            kind, email, action_url=action_url, token=otp, token_hash=link_token, link_type=verify_type
+        )
         async with self.db.admin.acquire() as conn, conn.transaction():
-            user = await users.by_email(conn, email, for_update=True)
-            if user is None:
-                return
-            flow_id = await self._flow_state(conn, form, "recovery")
-            await self._send_recovery_token(conn, user, "recovery", "recovery", redirect_to, flow_id)
-            await users.audit(conn, "user_recovery_requested", actor=user, ip=client.ip)
+            return await links.send_if_found(
+                conn, address=email, confirmed=confirmed, token_type=token_type, secrets=secrets,
+                expires_in=self.settings.otp_expiry, flow=flow, message=message, audit_action=audit_action,
+                ip=client.ip,
+            )
 
     async def send_otp(self, form: OtpForm, client: Client, redirect_to: str | None) -> None:
-        """A magic link and code; a confirmation instead for a new (or unconfirmed) address."""
+        """A magic link and code; a confirmation instead for a new (or unconfirmed) address.
+
+        An unconfirmed address starts over as a new passwordless sign-up (``users.start_over``):
+        confirming it must not activate the password of a sign-up someone else may have sent.
+        """
         if form.phone and not form.email:
             raise _no_phone()
         email = await self._email_request(form.email, client)
@@ -411,6 +481,13 @@ class AuthService:
                     conn, email=email, password_hash=None, user_metadata=form.data or {}, confirmed=False
                 )
                 await users.audit(conn, "user_signedup", actor=user, ip=client.ip, traits={"provider": "email"})
+            elif user["email_confirmed_at"] is None:
+                replaced = user["id"]
+                user, _ = await users.start_over(conn, user, password_hash=None, user_metadata=form.data or {})
+                await users.audit(
+                    conn, "user_signedup", actor=user, ip=client.ip,
+                    traits={"provider": "email", "replaces": str(replaced)},
+                )
             if user["email_confirmed_at"] is None:
                 flow_id = await self._flow_state(conn, form, "email/signup")
                 await self._send_confirmation(conn, user, redirect_to, flow_id)
@@ -419,21 +496,25 @@ class AuthService:
             await self._send_recovery_token(conn, user, "magic_link", "magiclink", redirect_to, flow_id)
 
     async def resend(self, form: ResendForm, client: Client, redirect_to: str | None) -> None:
-        """Send a pending confirmation again; silent when there is nothing pending."""
+        """Send a pending confirmation again; silent when there is nothing pending.
+
+        A sign-up's confirmation is re-sent for the pending sign-up (same password) with the
+        same work whatever the address (see ``recover``).
+        """
         if form.type not in ("signup", "email_change"):
             if form.type in ("sms", "phone_change"):
                 raise _no_phone()
             raise GatehouseError("validation_failed", "Resend type must be signup or email_change", status=400)
         email = await self._email_request(form.email, client)
+        if form.type == "signup":
+            await self._send_if_found(
+                email, confirmed=False, kind="confirmation", token_type="confirmation_token", verify_type="email",
+                flow=None, redirect_to=redirect_to, audit_action="user_confirmation_requested", client=client,
+            )
+            return
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
-            if user is None:
-                return
-            if form.type == "signup":
-                if user["email_confirmed_at"] is None:
-                    await self._send_confirmation(conn, user, redirect_to, None)
-                return
-            if user["email_change"]:
+            if user is not None and user["email_change"]:
                 await self._send_email_change(conn, user, user["email_change"], redirect_to, None)
 
     # -- the signed-in user -------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 Nothing here touches the database. Every secret the server keeps is a hash:
 
-* **One-time tokens.** An email carries a 6-digit code and a link with
-  ``token_hash = hex(SHA-224(email + code))`` (GoTrue's format, so links made for Supabase
-  clients keep working). The table stores ``SHA-256(token_hash)``: reading the table gives
-  neither the code nor a working link.
+* **One-time tokens.** An email carries a 6-digit code and a link whose ``token_hash`` is a
+  random 128-bit value of its own (32 hex digits). GoTrue derives the link from the code
+  (``SHA-224(email + code)``), which makes the link as guessable as the code and escapes the
+  limits on typed codes; here the two are unrelated. The table stores ``SHA-256`` of the link
+  token and a salted ``SHA-256`` of the code: reading the table gives no working link, and the
+  code's hash is never compared with a link.
 * **Refresh tokens.** Opaque random strings; the table stores their SHA-256. A token's
   successor is ``HMAC(secret, token)``, so a client that retries a refresh within the reuse
   interval gets the same successor back although the server never stored it.
@@ -39,9 +41,14 @@ def new_otp() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-def token_hash(address: str, otp: str) -> str:
-    """GoTrue's link token: hex SHA-224 of the address and the code."""
-    return hashlib.sha224((address + otp).encode()).hexdigest()
+def new_link_token() -> str:
+    """The secret in an email link: 128 random bits, unrelated to the code mailed beside it."""
+    return secrets.token_hex(16)
+
+
+def code_hash(address: str, otp: str) -> str:
+    """What the table keeps for a code: bound to the address it was mailed to and to its purpose."""
+    return sha256_hex(f"gatehouse email code\x00{address}\x00{otp}")
 
 
 def stored_hash(link_token: str) -> str:

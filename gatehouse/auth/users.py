@@ -126,6 +126,65 @@ async def create(
     return row
 
 
+async def start_over(
+    conn: asyncpg.Connection,
+    pending: asyncpg.Record,
+    *,
+    password_hash: str | None,
+    user_metadata: dict[str, Any],
+    invited: bool = False,
+) -> tuple[asyncpg.Record, bool]:
+    """Replace a never-confirmed registration with a new one for the same address.
+
+    Nothing of the old registration survives: its password, metadata, profile, links and
+    codes go with its row, and the new one gets a new id. Returns (user, True). If another
+    table refers to the old row without ``ON DELETE CASCADE`` (an application's own table),
+    the row is kept and reset in place instead: same id, new password and metadata, no links
+    or flows left. Returns (user, False) then.
+    """
+    try:
+        async with conn.transaction():  # a savepoint: the in-place reset below needs the rest intact
+            await conn.execute("DELETE FROM auth.users WHERE id = $1 AND email_confirmed_at IS NULL", pending["id"])
+            user = await create(
+                conn, email=pending["email"], password_hash=password_hash, user_metadata=user_metadata,
+                confirmed=False, invited=invited,
+            )
+        return user, True
+    except asyncpg.ForeignKeyViolationError:
+        pass
+    await conn.execute(
+        """
+        WITH reset AS (
+            UPDATE auth.users
+            SET encrypted_password = $2, raw_user_meta_data = $3, invited_at = CASE WHEN $4 THEN now() END,
+                confirmation_sent_at = NULL, recovery_sent_at = NULL, email_change = '', email_change_sent_at = NULL,
+                email_change_confirm_status = 0, updated_at = now()
+            WHERE id = $1 AND email_confirmed_at IS NULL RETURNING id
+        ), tokens AS (
+            DELETE FROM auth.one_time_tokens WHERE user_id IN (SELECT id FROM reset)
+        )
+        DELETE FROM auth.flow_state WHERE user_id IN (SELECT id FROM reset)
+        """,
+        pending["id"],
+        password_hash,
+        user_metadata,
+        invited,
+    )
+    row = await by_id(conn, pending["id"])
+    assert row is not None
+    return row, False
+
+
+async def drop_pending(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Forget what a never-confirmed sign-up asked for (password and metadata): someone who did
+    not send that sign-up is confirming the address."""
+    await conn.execute(
+        "UPDATE auth.users SET encrypted_password = NULL, raw_user_meta_data = '{}', updated_at = now() "
+        "WHERE id = $1 AND email_confirmed_at IS NULL",
+        user_id,
+    )
+
+
 async def mark_email_confirmed(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     await conn.execute(
         """

@@ -95,13 +95,18 @@ class Settings(BaseSettings):
         10, ge=0, description="Seconds a just-rotated refresh token may still be used (returns the same successor)."
     )
     otp_expiry: int = Field(86400, ge=60, description="Lifetime of email links and codes in seconds.")
+    otp_max_attempts: int = Field(
+        5, ge=1, le=100, description="Wrong codes typed for an address before its emailed code stops working (the link still works)."
+    )
 
     # Sign-up and passwords
     disable_signup: bool = Field(False, description="Refuse new sign-ups (admins can still create users).")
     mailer_autoconfirm: bool = Field(False, description="Sign users in at sign-up without email confirmation.")
     secure_email_change: bool = Field(True, description="An email change must be confirmed from both addresses.")
     redirect_allow_list: str = Field(
-        "", description="Comma-separated URLs (glob * allowed) that redirect_to may name, besides the site URL."
+        "",
+        description="Comma-separated URLs that redirect_to may name besides the site URL: scheme://host[:port][/path], "
+        "* for one left-most host label (** for several) or within the path.",
     )
     password_min_length: int = Field(8, ge=6, le=72, description="Shortest password accepted.")
     password_required_characters: str = Field(

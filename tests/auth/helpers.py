@@ -23,12 +23,14 @@ def new_email(prefix: str = "user") -> str:
 class Auth:
     """Raw HTTP against /auth/v1, with the publishable key (or another) as apikey."""
 
-    def __init__(self, server: RunningServer, key: str | None = None) -> None:
+    def __init__(self, server: RunningServer, key: str | None = None, *, source_ip: str | None = None) -> None:
+        """``source_ip``: connect from another loopback address (127.0.0.2, ...), as another client."""
         self.server = server
         self.http = httpx.Client(
             base_url=f"{server.url}/auth/v1",
             headers={"apikey": key or server.keys.publishable_key} | VERSIONED,
             timeout=15,
+            transport=httpx.HTTPTransport(local_address=source_ip) if source_ip else None,
         )
 
     def close(self) -> None:

@@ -163,3 +163,37 @@ def test_invite(admin: Auth, public: Auth) -> None:
     assert session["user"]["email_confirmed_at"]
     again = admin.post("/invite", {"email": email})
     assert again.status_code == 422 and again.json()["code"] == "email_exists"
+
+
+def test_an_invite_to_an_unconfirmed_address_drops_the_pending_sign_up(admin: Auth, public: Auth) -> None:
+    email = new_email("invited")
+    pending = public.sign_up(email, "the attackers passphrase", data={"full_name": "Mallory"}).json()
+    attacker_link, _ = public.latest_link(email)
+    user = admin.post("/invite", {"email": email, "data": {"team": "blue"}}).json()
+    assert user["id"] != pending["id"] and user["user_metadata"] == {"team": "blue"}
+    assert public.post("/verify", {"type": "email", "token_hash": attacker_link}).json()["code"] == "otp_expired"
+    token_hash, _ = public.latest_link(email)
+    session = public.post("/verify", {"type": "invite", "token_hash": token_hash}).json()
+    assert session["user"]["user_metadata"] == {"team": "blue"}
+    assert public.log_in(email, "the attackers passphrase").json()["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize("link_type", ["magiclink", "recovery"])
+def test_a_generated_link_confirming_an_unconfirmed_address_drops_the_pending_password(
+    admin: Auth, public: Auth, link_type: str
+) -> None:
+    email = new_email()
+    public.sign_up(email, "the attackers passphrase", data={"full_name": "Mallory"})
+    link = admin.post("/admin/generate_link", {"type": link_type, "email": email}).json()
+    session = public.post("/verify", {"type": link_type, "token_hash": link["hashed_token"]}).json()
+    assert session["user"]["email_confirmed_at"] and session["user"]["user_metadata"] == {}
+    assert public.log_in(email, "the attackers passphrase").json()["code"] == "invalid_credentials"
+
+
+def test_a_generated_sign_up_link_for_an_unconfirmed_address_starts_over(admin: Auth, public: Auth) -> None:
+    email = new_email()
+    public.sign_up(email, "the attackers passphrase")
+    link = admin.post("/admin/generate_link", {"type": "signup", "email": email, "password": PASSWORD}).json()
+    assert public.post("/verify", {"type": "signup", "token_hash": link["hashed_token"]}).status_code == 200
+    assert public.log_in(email, "the attackers passphrase").status_code == 400
+    assert public.log_in(email, PASSWORD).status_code == 200

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.auth.helpers import Auth, new_email
+from tests.auth.helpers import Auth, new_email, shape
 from tests.support import RunningServer
 
 TIGHT = {
@@ -58,3 +58,22 @@ def test_mail_to_one_address_is_limited(pair: tuple[Auth, Auth]) -> None:
     assert limited.status_code == 429
     assert limited.json()["code"] == "over_email_send_rate_limit"
     assert "60 seconds" in limited.json()["message"]
+
+
+def test_a_sign_up_over_the_mail_limit_still_starts_over_and_reveals_nothing(pair: tuple[Auth, Auth]) -> None:
+    """Over the per-address mail limit, a sign-up of an unconfirmed address still kills the older
+    link (its password may be a stranger's) and answers a lookalike: no mail, nothing told."""
+    first, _ = pair
+    client = Auth(first.server, source_ip="127.0.0.20")
+    try:
+        email = new_email()
+        owner = client.sign_up(email, "the attackers passphrase").json()  # a new address: mailed
+        second = client.sign_up(email).json()  # starts over, mailed (the address's first limited mail)
+        link, _ = client.latest_link(email)
+        third = client.sign_up(email, "a third passphrase here")  # starts over, over the mail limit
+        assert third.status_code == 200
+        assert shape(third.json()) == shape(second) and third.json()["id"] not in (owner["id"], second["id"])
+        assert len(client.messages(email)) == 2
+        assert client.post("/verify", {"type": "email", "token_hash": link}).json()["code"] == "otp_expired"
+    finally:
+        client.close()

@@ -80,16 +80,89 @@ def test_existing_address_gets_an_indistinguishable_answer(auth: Auth) -> None:
     assert auth.messages(taken)[0]["subject"] == "You already have an account"
 
 
-def test_unconfirmed_address_gets_the_confirmation_again_and_keeps_its_password(auth: Auth) -> None:
-    email = new_email()
-    first = auth.sign_up(email).json()
-    again = auth.sign_up(email, password="another passphrase entirely").json()
-    assert again["id"] == first["id"]
+async def test_a_second_sign_up_of_an_unconfirmed_address_starts_over(auth: Auth, db: Database) -> None:
+    """Pre-account takeover: the attacker's pending password and metadata must not survive the
+    victim's sign-up and confirmation, and the answer must not show the attacker's registration."""
+    email = new_email("victim")
+    attacker = auth.sign_up(email, "the attackers passphrase", data={"full_name": "Mallory", "avatar_url": "m.png"})
+    attacker_link, _ = auth.latest_link(email)
+    attacker_code = CODE.search(auth.messages(email)[0]["text"])
+    assert attacker_code
+
+    victim = auth.sign_up(email, PASSWORD, data={"full_name": "Victor"})
+    assert victim.status_code == 200
+    answer = victim.json()
+    assert answer["id"] != attacker.json()["id"] and answer["created_at"] != attacker.json()["created_at"]
+    assert answer["user_metadata"] == {"full_name": "Victor"}
+    assert shape(answer) == shape(auth.sign_up(new_email(), data={"full_name": "Other"}).json())
     assert len(auth.messages(email)) == 2
-    token_hash, _ = auth.latest_link(email)
-    assert auth.post("/verify", {"type": "email", "token_hash": token_hash}).status_code == 200
-    assert auth.log_in(email, "another passphrase entirely").status_code == 400
+    victim_link, _ = auth.latest_link(email)
+    assert victim_link != attacker_link
+
+    # the attacker's link and code are dead
+    assert auth.post("/verify", {"type": "email", "token_hash": attacker_link}).json()["code"] == "otp_expired"
+    dead = auth.post("/verify", {"type": "email", "email": email, "token": attacker_code.group(1)})
+    assert dead.json()["code"] == "otp_expired"
+    # the victim confirms from the mailbox: only the victim's password works
+    session = auth.post("/verify", {"type": "email", "token_hash": victim_link}).json()
+    assert session["user"]["id"] == answer["id"] and session["user"]["user_metadata"] == {"full_name": "Victor"}
+    assert auth.log_in(email, "the attackers passphrase").json()["code"] == "invalid_credentials"
     assert auth.log_in(email, PASSWORD).status_code == 200
+    profile = await db.admin.fetchrow("SELECT full_name, avatar_url FROM public.profiles WHERE id = $1::uuid", answer["id"])
+    assert dict(profile) == {"full_name": "Victor", "avatar_url": None}
+    assert await db.admin.fetchval("SELECT count(*) FROM auth.users WHERE email = $1", email) == 1
+
+
+def test_a_sign_up_after_the_victims_kills_the_victims_link_not_the_rule(auth: Auth) -> None:
+    """Whoever signs up last owns the only live link; confirming it activates that sign-up's password."""
+    email = new_email()
+    auth.sign_up(email, PASSWORD)
+    first_link, _ = auth.latest_link(email)
+    auth.sign_up(email, "a second passphrase here")
+    second_link, _ = auth.latest_link(email)
+    assert auth.post("/verify", {"type": "email", "token_hash": first_link}).json()["code"] == "otp_expired"
+    assert auth.post("/verify", {"type": "email", "token_hash": second_link}).status_code == 200
+    assert auth.log_in(email, PASSWORD).status_code == 400
+    assert auth.log_in(email, "a second passphrase here").status_code == 200
+
+
+async def test_a_sign_up_kept_by_an_application_table_starts_over_in_place(auth: Auth, db: Database) -> None:
+    """An application's table that refers to users without ON DELETE CASCADE keeps the row: the
+    sign-up is reset in place (same id, new password and metadata) and the answer is a lookalike."""
+    await db.admin.execute(
+        "CREATE TABLE IF NOT EXISTS public.app_notes (user_id uuid NOT NULL REFERENCES auth.users (id), note text)"
+    )
+    email = new_email()
+    first = auth.sign_up(email, "the attackers passphrase", data={"role": "admin"}).json()
+    await db.admin.execute("INSERT INTO public.app_notes VALUES ($1::uuid, 'kept')", first["id"])
+    old_link, _ = auth.latest_link(email)
+    again = auth.sign_up(email, PASSWORD, data={"x": 1})
+    assert again.status_code == 200 and again.json()["id"] != first["id"] and again.json()["user_metadata"] == {"x": 1}
+    assert auth.post("/verify", {"type": "email", "token_hash": old_link}).json()["code"] == "otp_expired"
+    link, _ = auth.latest_link(email)
+    session = auth.post("/verify", {"type": "email", "token_hash": link}).json()
+    assert session["user"]["id"] == first["id"] and session["user"]["user_metadata"] == {"x": 1}
+    assert auth.log_in(email, "the attackers passphrase").status_code == 400
+    assert auth.log_in(email, PASSWORD).status_code == 200
+
+
+async def test_a_magic_link_for_an_unconfirmed_address_drops_the_pending_password(auth: Auth, db: Database) -> None:
+    email = new_email()
+    auth.sign_up(email, "the attackers passphrase", data={"full_name": "Mallory"})
+    assert auth.post("/otp", {"email": email}).status_code == 200
+    link, link_type = auth.latest_link(email)
+    assert link_type == "email"
+    session = auth.post("/verify", {"type": "email", "token_hash": link}).json()
+    assert session["user"]["user_metadata"] == {}
+    assert auth.log_in(email, "the attackers passphrase").json()["code"] == "invalid_credentials"
+    assert await db.admin.fetchval("SELECT full_name FROM public.profiles WHERE id = $1::uuid", session["user"]["id"]) is None
+
+
+def test_a_reset_for_an_unconfirmed_address_sends_nothing(auth: Auth) -> None:
+    email = new_email()
+    auth.sign_up(email, "the attackers passphrase")
+    assert auth.post("/recover", {"email": email}).json() == {}
+    assert [message["subject"] for message in auth.messages(email)] == ["Confirm your email address"]
 
 
 def test_a_newer_link_replaces_the_older_one(auth: Auth) -> None:

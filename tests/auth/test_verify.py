@@ -8,6 +8,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -80,6 +81,99 @@ def test_code_from_the_email_verifies(auth: Auth) -> None:
     assert auth.post("/verify", {"type": "email", "email": email, "token": wrong}).status_code == 403
     session = auth.post("/verify", {"type": "signup", "email": email.upper(), "token": code.group(1)}).json()
     assert session["user"]["email"] == email and session["user"]["identities"][0]["identity_data"]["email_verified"]
+
+
+def _signed_up_with_code(auth: Auth) -> tuple[str, str, str]:
+    """A new sign-up's (email, link token, code)."""
+    email = new_email()
+    auth.sign_up(email)
+    link, _ = auth.latest_link(email)
+    code = CODE.search(auth.messages(email)[0]["text"])
+    assert code
+    return email, link, code.group(1)
+
+
+def _wrong(code: str, n: int) -> str:
+    return f"{(int(code) + 1 + n) % 1_000_000:06d}"
+
+
+def test_the_link_token_is_random_not_derived_from_the_code(auth: Auth) -> None:
+    email, link, code = _signed_up_with_code(auth)
+    derived = hashlib.sha224((email + code).encode()).hexdigest()  # GoTrue's token_hash
+    assert link != derived and len(link) == 32 and int(link, 16) >= 0
+    refused = auth.post("/verify", {"type": "email", "token_hash": derived})
+    assert refused.status_code == 403 and refused.json()["code"] == "otp_expired"
+    by_get = auth.http.get("/verify", params={"token": derived, "type": "signup"})
+    assert parse_qs(urlsplit(by_get.headers["location"]).fragment)["error_code"] == ["otp_expired"]
+    assert auth.post("/verify", {"type": "email", "token_hash": link}).status_code == 200
+    assert auth.post("/verify", {"type": "email", "token_hash": link}).json()["code"] == "otp_expired"
+
+
+async def test_wrong_codes_are_counted_per_address_whatever_the_client(auth: Auth, db: Database) -> None:
+    """Five wrong codes from five client addresses, in every form, kill the code (not the link)."""
+    email, link, code = _signed_up_with_code(auth)
+    forms = [
+        {"type": "email", "email": email},
+        {"type": "signup", "email": email.upper()},
+        {"type": "email", "email": f"  {email} "},
+        {"type": "magiclink", "email": email},
+        {"type": "signup", "email": email},
+    ]
+    for n, form in enumerate(forms):
+        other = Auth(auth.server, source_ip=f"127.0.0.{n + 2}")
+        try:
+            guess = _wrong(code, n)
+            derived = hashlib.sha224((email + guess).encode()).hexdigest()
+            assert other.post("/verify", {"type": "email", "token_hash": derived}).json()["code"] == "otp_expired"
+            assert other.post("/verify", {**form, "token": guess}).json()["code"] == "otp_expired"
+        finally:
+            other.close()
+    last = Auth(auth.server, source_ip="127.0.0.9")
+    try:
+        right = last.post("/verify", {"type": "email", "email": email, "token": code})
+        assert right.status_code == 403 and right.json()["code"] == "otp_expired"
+        derived = hashlib.sha224((email + code).encode()).hexdigest()
+        assert last.post("/verify", {"type": "email", "token_hash": derived}).json()["code"] == "otp_expired"
+        assert last.post("/verify", {"type": "email", "token_hash": link}).status_code == 200  # the link still works
+    finally:
+        last.close()
+    assert await db.admin.fetchval(
+        "SELECT count(*) FROM auth.one_time_tokens WHERE relates_to = $1", email
+    ) == 0
+
+
+async def test_concurrent_guesses_are_all_counted(auth: Auth, db: Database) -> None:
+    email, _, code = _signed_up_with_code(auth)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(
+            lambda n: auth.post("/verify", {"type": "email", "email": email, "token": _wrong(code, n)}).status_code,
+            range(16),
+        ))
+    assert answers == [403] * 16
+    row = await db.admin.fetchrow(
+        "SELECT failed_attempts, code_hash FROM auth.one_time_tokens WHERE relates_to = $1", email
+    )
+    assert row["failed_attempts"] == 5 and row["code_hash"] is None
+    assert auth.post("/verify", {"type": "email", "email": email, "token": code}).json()["code"] == "otp_expired"
+
+
+def test_under_the_limit_the_code_works_and_a_new_email_starts_a_new_count(auth: Auth) -> None:
+    email, _, code = _signed_up_with_code(auth)
+    for n in range(5):
+        auth.post("/verify", {"type": "email", "email": email, "token": _wrong(code, n)})
+    auth.post("/resend", {"type": "signup", "email": email})
+    fresh = CODE.search(auth.messages(email)[0]["text"])
+    assert fresh
+    for n in range(4):
+        assert auth.post("/verify", {"type": "email", "email": email, "token": _wrong(fresh.group(1), n)}).status_code == 403
+    assert auth.post("/verify", {"type": "email", "email": email, "token": fresh.group(1)}).status_code == 200
+
+
+def test_a_code_works_only_for_the_address_it_was_mailed_to(auth: Auth) -> None:
+    first, _, first_code = _signed_up_with_code(auth)
+    second, _, _ = _signed_up_with_code(auth)
+    assert auth.post("/verify", {"type": "email", "email": second, "token": first_code}).json()["code"] == "otp_expired"
+    assert auth.post("/verify", {"type": "email", "email": first, "token": first_code}).status_code == 200
 
 
 def test_get_verify_redirects_with_the_session_in_the_fragment(auth: Auth) -> None:

@@ -200,3 +200,35 @@ def test_publishable_key_is_not_admin(inbox_server: RunningServer) -> None:
     with pytest.raises(AuthApiError) as refused:
         client(inbox_server).auth.admin.list_users()
     assert refused.value.code == "not_admin" and refused.value.status == 403
+
+
+def test_a_second_sign_up_of_an_unconfirmed_address_starts_over(inbox_server: RunningServer) -> None:
+    """Pre-account takeover through the client: the first sign-up's password and link die."""
+    email = f"twice-{uuid.uuid4().hex[:8]}@example.com"
+
+    def newest_link() -> str:
+        messages = httpx.get(f"{inbox_server.url}/_inbox/messages", params={"to": email}).json()["messages"]
+        match = LINK.search(messages[0]["text"])
+        assert match
+        return match.group(1)
+
+    first = client(inbox_server).auth.sign_up(
+        {"email": email, "password": "the attackers passphrase", "options": {"data": {"full_name": "Mallory"}}}
+    )
+    first_link = newest_link()
+    second = client(inbox_server).auth.sign_up(
+        {"email": email, "password": PASSWORD, "options": {"data": {"full_name": "Victor"}}}
+    )
+    assert first.user is not None and second.user is not None and second.user.id != first.user.id
+    assert second.user.user_metadata == {"full_name": "Victor"}
+
+    supabase = client(inbox_server)
+    verified = supabase.auth.verify_otp({"token_hash": newest_link(), "type": "email"})
+    assert verified.user is not None and verified.user.user_metadata == {"full_name": "Victor"}
+    with pytest.raises(AuthApiError) as refused:
+        client(inbox_server).auth.sign_in_with_password({"email": email, "password": "the attackers passphrase"})
+    assert refused.value.code == "invalid_credentials"
+    assert client(inbox_server).auth.sign_in_with_password({"email": email, "password": PASSWORD}).session is not None
+    with pytest.raises(AuthApiError) as dead:
+        client(inbox_server).auth.verify_otp({"token_hash": first_link, "type": "email"})
+    assert dead.value.code == "otp_expired"
