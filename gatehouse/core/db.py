@@ -50,6 +50,31 @@ def unavailable() -> GatehouseError:
     )
 
 
+#: What ``gatehouse.check_session`` raises (0014_session_check.sql) when a token's session is gone.
+SESSION_ENDED_SQLSTATE = "GH401"
+
+
+class SessionEnded(GatehouseError):
+    """The access token is still signed and unexpired, but the session it names has ended.
+
+    Signed out (any scope), ended by an administrator (ban, delete), expired or belonging to a
+    deleted or banned user: the request is refused before anything runs as the caller. Each
+    API renders it in its own shape (auth: GoTrue's ``session_not_found``; rest: PGRST303 401;
+    storage: InvalidJWT).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("session_not_found", f"Session from session_id claim in JWT does not exist: {reason}",
+                         status=403)
+        self.reason = reason
+
+
+def _session_ended(error: asyncpg.PostgresError) -> SessionEnded | None:
+    if error.sqlstate == SESSION_ENDED_SQLSTATE:
+        return SessionEnded(error.message)
+    return None
+
+
 def with_credentials(url: str, user: str, password: str) -> str:
     """The same server and database as ``url``, logging in as another role."""
     parts = urlsplit(url)
@@ -124,16 +149,25 @@ class Database:
         The role comes from the verified claims' ``role`` (``anon`` when there are none) and
         ``request.jwt.claims`` holds the claims, so ``auth.uid()``, ``auth.role()``,
         ``auth.jwt()`` and every RLS policy see the caller. Both settings are transaction-local:
-        they end with the transaction, whatever happens, before the connection is reused.
+        they end with the transaction, whatever happens, before the connection is reused. A token
+        with a ``session_id`` is checked in the same first statement: ``SessionEnded`` if the
+        session has ended or expired, or its user is banned or deleted.
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
             async with conn.transaction(readonly=readonly):
-                await conn.execute(
-                    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-                    role,
-                    _claims_json(claims),
-                )
+                if "session_id" in claims:
+                    # One statement: the session check (0014_session_check.sql), then role and claims.
+                    try:
+                        await conn.execute("SELECT gatehouse.become($1, $2)", role, _claims_json(claims))
+                    except asyncpg.PostgresError as exc:
+                        raise _session_ended(exc) or exc from None
+                else:
+                    await conn.execute(
+                        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                        role,
+                        _claims_json(claims),
+                    )
                 yield conn
 
     async def ready(self, migrations_dir: Any = None) -> dict[str, str]:
@@ -150,11 +184,27 @@ class Database:
         """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
 
         The same rules as ``as_user``: the role comes from the verified claims and must be one of
-        the request roles; values travel as one JSON array read back by the statement.
+        the request roles; values travel as one JSON array read back by the statement. A token
+        naming a session that has ended raises ``SessionEnded``, checked inside the same call.
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
-            return await _run_as(conn, role, claims, readonly, sql, values)
+            try:
+                return await _run_as(conn, role, claims, readonly, sql, values)
+            except asyncpg.PostgresError as exc:
+                raise _session_ended(exc) or exc from None
+
+    async def confirm_session(self, claims: Mapping[str, Any] | None) -> None:
+        """Raise ``SessionEnded`` unless the claims' session is alive (for requests that run no SQL
+        as the caller, such as signing an upload URL). Claims without a session pass."""
+        if not claims or claims.get("session_id") is None:
+            return
+        async with self._request_pool.acquire() as conn:
+            try:
+                await conn.execute("SELECT gatehouse.check_session($1, $2)", str(claims["session_id"]),
+                                   str(claims.get("sub")))
+            except asyncpg.PostgresError as exc:
+                raise _session_ended(exc) or exc from None
 
     def _caller(self, claims: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
         """The role to run as (``anon`` without claims), refused unless it is a request role."""
