@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def unavailable() -> GatehouseError:
     )
 
 
-#: What ``gatehouse.check_session`` raises (0014_session_check.sql) when a token's session is gone.
+#: What ``gatehouse.run_as`` and ``gatehouse.become`` raise (0014_session_check.sql) when a token's session is gone.
 SESSION_ENDED_SQLSTATE = "GH401"
 
 
@@ -199,12 +200,14 @@ class Database:
         as the caller, such as signing an upload URL). Claims without a session pass."""
         if not claims or claims.get("session_id") is None:
             return
+        try:
+            session_id, user_id = uuid.UUID(str(claims["session_id"])), uuid.UUID(str(claims.get("sub")))
+        except ValueError:
+            raise SessionEnded("the access token names no valid session") from None
         async with self._request_pool.acquire() as conn:
-            try:
-                await conn.execute("SELECT gatehouse.check_session($1, $2)", str(claims["session_id"]),
-                                   str(claims.get("sub")))
-            except asyncpg.PostgresError as exc:
-                raise _session_ended(exc) or exc from None
+            refusal = await conn.fetchval("SELECT gatehouse.session_refusal($1, $2)", session_id, user_id)
+        if refusal is not None:
+            raise SessionEnded(refusal)
 
     def _caller(self, claims: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
         """The role to run as (``anon`` without claims), refused unless it is a request role."""
@@ -212,6 +215,12 @@ class Database:
         role = checked.get("role", "anon")
         if role not in REQUEST_ROLES:
             raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
+        if checked.get("session_id") is not None:  # the database casts both to uuid: refuse anything else here
+            try:
+                uuid.UUID(str(checked["session_id"]))
+                uuid.UUID(str(checked.get("sub")))
+            except ValueError:
+                raise SessionEnded("the access token names no valid session") from None
         return role, checked
 
     @property

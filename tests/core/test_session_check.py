@@ -259,3 +259,27 @@ def test_api_keys_carry_no_session_and_keep_working(server: RunningServer) -> No
         response = httpx.get(f"{server.url}/rest/v1/profiles?limit=1", headers={"apikey": key, "Authorization": f"Bearer {key}"})
         assert response.status_code == 200, response.text
     assert object_exists(server, "nothing-here.png") is False  # the secret key runs storage as service_role
+
+
+@pytest.mark.parametrize("forge", ["someone else's session", "session_id not a uuid", "sub not a uuid", "unknown session"])
+def test_a_token_naming_a_session_it_does_not_own_is_refused(server: RunningServer, auth: Auth, forge: str) -> None:
+    """Tokens signed with the real key (as after a key leak, or a bug elsewhere) still need their own live session."""
+    user, other = new_user(server, auth), new_user(server, auth)
+    claims = jwt.decode(user.first, options={"verify_signature": False})
+    claims["session_id"] = {
+        "someone else's session": User.session_of(other.first),
+        "session_id not a uuid": "'; DROP TABLE auth.sessions; --",
+        "sub not a uuid": claims["session_id"],
+        "unknown session": str(uuid.uuid4()),
+    }[forge]
+    if forge == "sub not a uuid":
+        claims["sub"] = "not-a-uuid"
+    token = server.keys.sign(claims)
+    with api(server, token) as client:
+        read = client.get(f"/rest/v1/profiles?id=eq.{user.id}")
+        stored = client.post(f"/storage/v1/object/avatars/{user.id}-forged.png", content=PNG,
+                             headers={"Content-Type": "image/png"})
+    assert read.status_code == 401 and read.json()["code"] == "PGRST303", read.text
+    assert stored.status_code == 400 and stored.json()["code"] == "InvalidJWT", stored.text
+    assert not object_exists(server, f"{user.id}-forged.png")
+    assert_works(server, user, user.first)
