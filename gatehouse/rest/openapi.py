@@ -336,8 +336,7 @@ class _Document:
             "Content-Range": {"description": "`0-24/3573458`, `*/0`, `0-24/*`.", "schema": {"type": "string"}},
         }
         allowed = self.operations[table.name]
-        item: JSON = {}
-        item["get"] = {
+        read: JSON = {
             "summary": f"Read rows of {table.name}",
             "tags": tags,
             "parameters": [
@@ -351,8 +350,7 @@ class _Document:
                 **_error_refs("400", "401", "403", "404", "406", "416"),
             },
         }
-        if "select" not in allowed:
-            del item["get"]
+        item: JSON = {"get": read} if "select" in allowed else {}
         if "insert" in allowed:
             item["post"] = {
                 "summary": f"Insert (or upsert) rows into {table.name}",
