@@ -76,6 +76,14 @@ def _session_ended(error: asyncpg.PostgresError) -> SessionEnded | None:
     return None
 
 
+def _is_uuid(value: object) -> bool:
+    """A UUID in its canonical text form, the only form Gatehouse puts in tokens."""
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
 def with_credentials(url: str, user: str, password: str) -> str:
     """The same server and database as ``url``, logging in as another role."""
     parts = urlsplit(url)
@@ -200,12 +208,11 @@ class Database:
         as the caller, such as signing an upload URL). Claims without a session pass."""
         if not claims or claims.get("session_id") is None:
             return
-        try:
-            session_id, user_id = uuid.UUID(str(claims["session_id"])), uuid.UUID(str(claims.get("sub")))
-        except ValueError:
-            raise SessionEnded("the access token names no valid session") from None
+        if not (_is_uuid(claims["session_id"]) and _is_uuid(claims.get("sub"))):
+            raise SessionEnded("the access token names no valid session")
         async with self._request_pool.acquire() as conn:
-            refusal = await conn.fetchval("SELECT gatehouse.session_refusal($1, $2)", session_id, user_id)
+            refusal = await conn.fetchval("SELECT gatehouse.session_refusal($1::uuid, $2::uuid)",
+                                          str(claims["session_id"]), str(claims["sub"]))
         if refusal is not None:
             raise SessionEnded(refusal)
 
@@ -215,12 +222,10 @@ class Database:
         role = checked.get("role", "anon")
         if role not in REQUEST_ROLES:
             raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
-        if checked.get("session_id") is not None:  # the database casts both to uuid: refuse anything else here
-            try:
-                uuid.UUID(str(checked["session_id"]))
-                uuid.UUID(str(checked.get("sub")))
-            except ValueError:
-                raise SessionEnded("the access token names no valid session") from None
+        if checked.get("session_id") is not None and not (
+            _is_uuid(checked["session_id"]) and _is_uuid(checked.get("sub"))
+        ):  # the database casts both to uuid: refuse anything else before it does
+            raise SessionEnded("the access token names no valid session")
         return role, checked
 
     @property
