@@ -20,7 +20,7 @@ import jwt
 import pytest
 from PIL import Image
 
-from tests.auth.helpers import Auth, new_email
+from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.support import RunningServer
 
 RPC_FUNCTIONS = """
@@ -283,3 +283,18 @@ def test_a_token_naming_a_session_it_does_not_own_is_refused(server: RunningServ
     assert stored.status_code == 400 and stored.json()["code"] == "InvalidJWT", stored.text
     assert not object_exists(server, f"{user.id}-forged.png")
     assert_works(server, user, user.first)
+
+
+def test_the_web_app_refuses_an_ended_session_too(server: RunningServer, auth: Auth, admin: Auth) -> None:
+    user = new_user(server, auth)
+    with httpx.Client(base_url=server.url, follow_redirects=False, timeout=15) as browser:
+        browser.get("/login")
+        csrf = browser.cookies["gh-csrf"]
+        signed_in = browser.post("/login", data={"csrf": csrf, "email": user.email, "password": PASSWORD,
+                                                 "action": "login"})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/account"
+        assert browser.get("/account").status_code == 200
+        assert admin.put(f"/admin/users/{user.id}", {"ban_duration": "1h"}).status_code == 200
+        assert browser.get("/account").headers["location"] == "/login"
+        photo = browser.post("/account/avatar", data={"csrf": csrf}, files={"avatar": ("a.png", PNG, "image/png")})
+        assert photo.status_code == 303 and photo.headers["location"] == "/login"
