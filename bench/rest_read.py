@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import jwt as pyjwt
 
 from bench.harness import Figures, confirmed_user, gatehouse, median_of, percentile, table, wrk
 from gatehouse.core.config import load_settings
@@ -88,7 +89,8 @@ def main() -> None:
             query = grammar.parse_query([("select", SELECT), ("id", f"eq.{uid}")])
             params = sqlgen.Params()
             sql = sqlgen.read_sql(planner.read(planner.table("profiles"), query), params, single=True)
-            claims = {"sub": uid, "role": "authenticated"}
+            # The token's own claims: session_id included, so the floor pays for the session check too.
+            claims = pyjwt.decode(str(session["access_token"]), options={"verify_signature": False})
             return [await driver_floor(database_url, keys.authenticator_password, sql, params.values, claims, args.seconds)
                     for _ in range(args.runs)]
 

@@ -8,7 +8,8 @@ import logging
 import signal
 
 import asyncpg
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.auth import api as auth_api
 from gatehouse.auth.admin import AdminService
@@ -29,8 +30,10 @@ from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
-from gatehouse.core.http import ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
-from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
+from gatehouse.core.http import (
+    ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware, bearer_token,
+)
+from gatehouse.core.keys import API_KEY_ROLES, InvalidToken, JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import observe as observe_request
 from gatehouse.core.metrics import metrics as metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
@@ -51,8 +54,13 @@ from gatehouse.mail.smtp import SMTPMailer
 
 log = logging.getLogger("gatehouse.app")
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 #: Prefixes whose callers must present an API key.
 API_PREFIXES = ("/auth/v1/", "/rest/v1/")  # storage checks its own callers: public URLs need no key
+#: The only paths other sites' scripts may read (CORS): the three APIs. The pages, the mail inbox
+#: and /metrics answer same-origin callers only.
+CORS_PREFIXES = ("/auth/v1/", "/rest/v1/", "/storage/v1/")
 
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
@@ -61,6 +69,59 @@ CORS_ALLOW_HEADERS = [
     "x-retry-count", "traceparent", "tracestate", "baggage",
 ]
 CORS_EXPOSE_HEADERS = ["Content-Range", "X-Total-Count", "Link", "X-Supabase-Api-Version", "X-Request-Id"]
+
+
+class ApiCORSMiddleware:
+    """Starlette's CORS middleware on the API prefixes only; other paths get no CORS headers.
+
+    ``Access-Control-Allow-Origin: *`` lets any web page read the answer from a visitor's browser.
+    The APIs are meant for that (their callers present keys and tokens), but the development
+    inbox holds live sign-in links and must never be readable by another site's script.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefixes: tuple[str, ...], **options: Any) -> None:
+        self.app = app
+        self.prefixes = prefixes
+        self.cors = CORSMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path + "/").startswith(self.prefixes):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def secret_key_only(endpoint: Endpoint, keys: KeySet, verifier: JWTVerifier) -> Endpoint:
+    """``endpoint`` for callers that send the secret key (or the legacy service_role JWT) only.
+
+    The key may come as ``Authorization: Bearer <key>`` (what Prometheus' ``authorization``
+    setting sends) or in the ``apikey`` header.
+    """
+
+    async def guarded(request: Request) -> Response:
+        key = bearer_token(request.headers) or request.headers.get("apikey") or ""
+        if _key_role(key, keys, verifier) != "service_role":
+            raise GatehouseError(
+                "secret_key_required",
+                f"{request.url.path} needs the secret key: send it as Authorization: Bearer <secret key>",
+                status=401,
+            )
+        return await endpoint(request)
+
+    return guarded
+
+
+def _key_role(key: str, keys: KeySet, verifier: JWTVerifier) -> str | None:
+    if not key:
+        return None
+    if key.startswith("sb_"):
+        return keys.role_for_api_key(key)
+    try:
+        role = verifier.verify(key).get("role")
+    except InvalidToken:
+        return None
+    return role if role in API_KEY_ROLES else None
 
 
 def _render_plain(scope: Scope, error: GatehouseError) -> Response:
@@ -176,7 +237,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
             await sender.start()
         elif settings.environment == "production":
-            log.warning("GATEHOUSE_SMTP_HOST is not set: emails wait in gatehouse.mail_outbox, undelivered")
+            log.warning("GATEHOUSE_SMTP_HOST is not set: emails wait in gatehouse.mail_outbox, undelivered "
+                        "(the /_inbox page is off in production)")
         try:
             yield
         finally:
@@ -197,10 +259,14 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         Mount("/rest/v1", routes=rest_api.routes),
         storage_api.StorageMount("/storage/v1"),
     ]
-    if settings.environment == "development":
-        routes += mail_inbox.routes  # the development inbox: the outbox, readable in a browser
+    development = settings.environment == "development"
+    if development:
+        # The development inbox: the outbox, readable in a browser. Never in production: the
+        # messages hold live sign-in and recovery links.
+        routes += mail_inbox.routes
     if settings.metrics_enabled:
-        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+        endpoint = metrics_endpoint if development else secret_key_only(metrics_endpoint, keys, verifier)
+        routes.append(Route("/metrics", endpoint, methods=["GET"]))
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 
     app = Starlette(
@@ -208,7 +274,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         middleware=[
             Middleware(RequestContextMiddleware, observe=observe_request if settings.metrics_enabled else None),
             Middleware(
-                CORSMiddleware,
+                ApiCORSMiddleware,
+                prefixes=CORS_PREFIXES,
                 allow_origins=["*"],
                 allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=CORS_ALLOW_HEADERS,

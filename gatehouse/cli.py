@@ -71,6 +71,16 @@ def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
         raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
 
 
+def _development_warning(settings: Settings) -> str:
+    """A line for development mode asked for where others can reach it (the inbox is open)."""
+    if settings.environment != "development":
+        return ""
+    if settings.model_copy(update={"env": None}).environment == "development":
+        return ""  # loopback and a plain-http loopback site URL: only this machine reaches it
+    return ("\n  WARNING          development mode: /_inbox (sign-in links) and /metrics are open to anyone "
+            "who reaches this server; set GATEHOUSE_ENV=production")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -98,6 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"\nGatehouse {__version__} ({settings.environment}) on {database}"
             + (f", {len(applied)} migrations applied" if applied else "")
+            + f"\n  Mode             {settings.environment_reason}"
+            + _development_warning(settings)
             + f"\n  URL              {settings.public_site_url}"
             + f"\n  API URL          {settings.public_api_url}"
             + f"\n  Publishable key  {keys.publishable_key}"

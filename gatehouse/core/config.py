@@ -9,11 +9,25 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1), with or without brackets."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):
@@ -55,7 +69,9 @@ class Settings(BaseSettings):
         None, description="Public URL of the API, the JWT issuer's base. Unset: http://HOST:PORT."
     )
     env: Literal["development", "production"] | None = Field(
-        None, description="development or production. Unset: development when bound to loopback."
+        None,
+        description="development or production. Unset: development only when Gatehouse listens on loopback "
+        "and the site URL is http on a loopback host; production otherwise.",
     )
 
     # Embedded PostgreSQL
@@ -196,7 +212,11 @@ class Settings(BaseSettings):
     # Requests and logs
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body in bytes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    metrics: bool | None = Field(None, description="Serve Prometheus metrics at /metrics. Unset: on in development only.")
+    metrics: bool | None = Field(
+        None,
+        description="Serve Prometheus metrics at /metrics (in production only to callers sending the secret key). "
+        "Unset: on in development only.",
+    )
     log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text.")
 
     @field_validator("database_url")
@@ -239,18 +259,33 @@ class Settings(BaseSettings):
 
     @property
     def is_loopback(self) -> bool:
-        if self.host in LOOPBACK_NAMES:
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     @property
     def environment(self) -> str:
+        return self.environment_reason.partition(":")[0]
+
+    @property
+    def environment_reason(self) -> str:
+        """The mode and why, e.g. ``development: GATEHOUSE_ENV is unset and the site URL ... is on loopback``.
+
+        Development mode opens the mail inbox (live sign-in links) and the metrics to anyone who
+        can reach the server, so it must be asked for or be obvious: ``GATEHOUSE_ENV=development``,
+        or no ``GATEHOUSE_ENV`` while Gatehouse listens on loopback and the site URL people use is
+        plain http on a loopback host. Anything else (a TLS site URL behind a reverse proxy on
+        127.0.0.1, a public name, a public bind address) is production.
+        """
         if self.env is not None:
-            return self.env
-        return "development" if self.is_loopback else "production"
+            return f"{self.env}: GATEHOUSE_ENV is {self.env}"
+        if not self.is_loopback:
+            return f"production: GATEHOUSE_ENV is unset and Gatehouse listens on {self.host}, not on loopback"
+        url = self.public_site_url
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            return f"production: GATEHOUSE_ENV is unset and the site URL {url} is {parts.scheme}, not plain http"
+        if not is_loopback_host(parts.hostname):
+            return f"production: GATEHOUSE_ENV is unset and the site URL {url} is not on a loopback host"
+        return f"development: GATEHOUSE_ENV is unset and the site URL {url} is on loopback"
 
     @property
     def listen_url(self) -> str:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,39 @@ def unavailable() -> GatehouseError:
     return GatehouseError(
         "database_unavailable", "The database is unavailable right now; try again in a few seconds", status=503
     )
+
+
+#: What ``gatehouse.run_as`` and ``gatehouse.become`` raise (0014_session_check.sql) when a token's session is gone.
+SESSION_ENDED_SQLSTATE = "GH401"
+
+
+class SessionEnded(GatehouseError):
+    """The access token is still signed and unexpired, but the session it names has ended.
+
+    Signed out (any scope), ended by an administrator (ban, delete), expired or belonging to a
+    deleted or banned user: the request is refused before anything runs as the caller. Each
+    API renders it in its own shape (auth: GoTrue's ``session_not_found``; rest: PGRST303 401;
+    storage: InvalidJWT).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("session_not_found", f"Session from session_id claim in JWT does not exist: {reason}",
+                         status=403)
+        self.reason = reason
+
+
+def _session_ended(error: asyncpg.PostgresError) -> SessionEnded | None:
+    if error.sqlstate == SESSION_ENDED_SQLSTATE:
+        return SessionEnded(error.message)
+    return None
+
+
+def _is_uuid(value: object) -> bool:
+    """A UUID in its canonical text form, the only form Gatehouse puts in tokens."""
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def with_credentials(url: str, user: str, password: str) -> str:
@@ -124,16 +158,25 @@ class Database:
         The role comes from the verified claims' ``role`` (``anon`` when there are none) and
         ``request.jwt.claims`` holds the claims, so ``auth.uid()``, ``auth.role()``,
         ``auth.jwt()`` and every RLS policy see the caller. Both settings are transaction-local:
-        they end with the transaction, whatever happens, before the connection is reused.
+        they end with the transaction, whatever happens, before the connection is reused. A token
+        with a ``session_id`` is checked in the same first statement: ``SessionEnded`` if the
+        session has ended or expired, or its user is banned or deleted.
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
             async with conn.transaction(readonly=readonly):
-                await conn.execute(
-                    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-                    role,
-                    _claims_json(claims),
-                )
+                if "session_id" in claims:
+                    # One statement: the session check (0014_session_check.sql), then role and claims.
+                    try:
+                        await conn.execute("SELECT gatehouse.become($1, $2)", role, _claims_json(claims))
+                    except asyncpg.PostgresError as exc:
+                        raise _session_ended(exc) or exc from None
+                else:
+                    await conn.execute(
+                        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                        role,
+                        _claims_json(claims),
+                    )
                 yield conn
 
     async def ready(self, migrations_dir: Any = None) -> dict[str, str]:
@@ -150,11 +193,28 @@ class Database:
         """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
 
         The same rules as ``as_user``: the role comes from the verified claims and must be one of
-        the request roles; values travel as one JSON array read back by the statement.
+        the request roles; values travel as one JSON array read back by the statement. A token
+        naming a session that has ended raises ``SessionEnded``, checked inside the same call.
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
-            return await _run_as(conn, role, claims, readonly, sql, values)
+            try:
+                return await _run_as(conn, role, claims, readonly, sql, values)
+            except asyncpg.PostgresError as exc:
+                raise _session_ended(exc) or exc from None
+
+    async def confirm_session(self, claims: Mapping[str, Any] | None) -> None:
+        """Raise ``SessionEnded`` unless the claims' session is alive (for requests that run no SQL
+        as the caller, such as signing an upload URL). Claims without a session pass."""
+        if not claims or claims.get("session_id") is None:
+            return
+        if not (_is_uuid(claims["session_id"]) and _is_uuid(claims.get("sub"))):
+            raise SessionEnded("the access token names no valid session")
+        async with self._request_pool.acquire() as conn:
+            refusal = await conn.fetchval("SELECT gatehouse.session_refusal($1::uuid, $2::uuid)",
+                                          str(claims["session_id"]), str(claims["sub"]))
+        if refusal is not None:
+            raise SessionEnded(refusal)
 
     def _caller(self, claims: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
         """The role to run as (``anon`` without claims), refused unless it is a request role."""
@@ -162,6 +222,10 @@ class Database:
         role = checked.get("role", "anon")
         if role not in REQUEST_ROLES:
             raise GatehouseError("bad_jwt", f"role {role!r} is not allowed", status=403)
+        if checked.get("session_id") is not None and not (
+            _is_uuid(checked["session_id"]) and _is_uuid(checked.get("sub"))
+        ):  # the database casts both to uuid: refuse anything else before it does
+            raise SessionEnded("the access token names no valid session")
         return role, checked
 
     @property

@@ -21,7 +21,7 @@ from gatehouse.core.http import JSONResponse, bearer_token, state
 from gatehouse.core.keys import InvalidToken
 from gatehouse.rest import grammar, sqlgen
 from gatehouse.rest.errors import from_postgres, rest_error
-from gatehouse.rest.openapi import openapi
+from gatehouse.rest.openapi import PRIVILEGES_SQL, Privileges, openapi
 from gatehouse.rest.plan import Planner
 from gatehouse.rest.query import Query, Shaping
 from gatehouse.rest.schema import SchemaCache
@@ -345,9 +345,12 @@ async def rpc(request: Request) -> Response:
 
 
 async def root(request: Request) -> Response:
+    """The OpenAPI description of what the caller's role may use (PostgREST's follow-privileges)."""
     schema = _schema(request, write=False)
     settings = request.app.state.settings
-    document = openapi(request.app.state.rest_schema.cache, schema, server_url=f"{settings.public_api_url}/rest/v1")
+    result = await _run(request, _claims(request), PRIVILEGES_SQL, [schema], readonly=True)
+    document = openapi(request.app.state.rest_schema.cache, schema, server_url=f"{settings.public_api_url}/rest/v1",
+                       privileges=Privileges.from_json(result.body))
     return JSONResponse(document, headers={"Content-Type": "application/openapi+json; charset=utf-8"})
 
 

@@ -11,7 +11,7 @@ import asyncpg
 from starlette.responses import Response
 from starlette.types import Scope
 
-from gatehouse.core.db import is_unavailable, unavailable
+from gatehouse.core.db import SessionEnded, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import JSONResponse
 
@@ -54,6 +54,10 @@ def rest_error(code: str, message: str, status: int, *, details: str | None = No
 
 
 def render_rest_error(scope: Scope, error: GatehouseError) -> Response:
+    if isinstance(error, SessionEnded):
+        # PostgREST knows no sessions; a token it would refuse is PGRST303 ("JWT expired" and other
+        # claim failures), 401, which clients already treat as "sign in again".
+        error = rest_error("PGRST303", error.message, 401)
     extra = dict(error.extra)
     body = {
         "code": error.code,

@@ -2,15 +2,23 @@
 
 PostgREST serves Swagger 2.0; this is the same information in OpenAPI 3.0.3, which current
 tooling reads. Descriptions keep PostgREST's ``<pk/>`` and ``<fk table=… column=…/>`` notes, which
-some client generators look for. The document lists every relation and function of the schema:
-which of them a caller may actually use is for the grants and policies to say at request time.
+some client generators look for.
+
+The document follows the caller's privileges, as PostgREST's ``openapi-mode = follow-privileges``
+does: a table or view appears if the caller's role may SELECT, INSERT, UPDATE or DELETE it
+(column grants count), with only the operations it holds the privilege for; a function appears if
+the role may EXECUTE it. ``PRIVILEGES_SQL`` asks the catalog as the caller, in the request's
+round trip; what rows the policies then let through is for RLS to say at request time.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 from urllib.parse import quote
 
 from gatehouse import __version__
@@ -66,11 +74,68 @@ _PREFER = {
 }
 
 
-def openapi(cache: SchemaCache, schema: str, *, server_url: str, title: str = "Gatehouse data API") -> JSON:
-    """The OpenAPI 3.0.3 document for ``schema``, which must be one of ``cache.schemas``."""
+#: What the calling role may do in schema ``$1->>0``, for ``Database.run_as`` (run as the caller, so
+#: the privilege functions answer for its role): ``{"usage", "tables": {name: [select, insert,
+#: update, delete]}, "functions": [[name, [input arg types]]]}``.
+PRIVILEGES_SQL = """
+SELECT jsonb_build_object(
+    'usage', coalesce((SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = $1->>0), false),
+    'tables', coalesce((
+        SELECT jsonb_object_agg(c.relname, jsonb_build_array(
+            has_any_column_privilege(c.oid, 'SELECT'), has_any_column_privilege(c.oid, 'INSERT'),
+            has_any_column_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1->>0 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')), '{}'::jsonb),
+    'functions', coalesce((
+        SELECT jsonb_agg(jsonb_build_array(p.proname, ARRAY(
+            SELECT format_type(u.type, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(type, ord)
+            ORDER BY u.ord)))
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = $1->>0 AND p.prokind = 'f' AND has_function_privilege(p.oid, 'EXECUTE')), '[]'::jsonb)
+)::text, 1::bigint, NULL::bigint
+"""
+
+_OPERATIONS = ("select", "insert", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """What one role may do in one schema: operations per table, and the callable overloads."""
+
+    tables: dict[str, frozenset[str]]
+    functions: frozenset[tuple[str, tuple[str, ...]]]  # (name, input argument types)
+
+    @classmethod
+    def from_json(cls, body: str | None) -> Privileges:
+        """From ``PRIVILEGES_SQL``'s answer; no USAGE on the schema means nothing at all."""
+        data = orjson.loads(body or "{}")
+        if not data.get("usage"):
+            return cls({}, frozenset())
+        tables = {
+            name: frozenset(op for op, allowed in zip(_OPERATIONS, flags, strict=True) if allowed)
+            for name, flags in data.get("tables", {}).items()
+        }
+        functions = frozenset((name, tuple(types)) for name, types in data.get("functions", []))
+        return cls({name: ops for name, ops in tables.items() if ops}, functions)
+
+    def table(self, table: TableInfo) -> frozenset[str]:
+        return self.tables.get(table.name, frozenset())
+
+    def may_call(self, fn: FunctionInfo) -> bool:
+        return (fn.name, tuple(arg.type for arg in fn.args)) in self.functions
+
+
+def openapi(
+    cache: SchemaCache, schema: str, *, server_url: str, title: str = "Gatehouse data API",
+    privileges: Privileges | None = None,
+) -> JSON:
+    """The OpenAPI 3.0.3 document for ``schema``, which must be one of ``cache.schemas``.
+
+    With ``privileges``, only what they allow is described; without, everything in the schema.
+    """
     if schema not in cache.schemas:
         raise ValueError(f"schema {schema!r} is not exposed")
-    return _Document(cache, schema).build(server_url, title)
+    return _Document(cache, schema, privileges).build(server_url, title)
 
 
 class _Keys:
@@ -119,11 +184,26 @@ def _common_parameters() -> JSON:
     return params
 
 
+_EVERYTHING = frozenset(_OPERATIONS)
+
+
+def _supported(table: TableInfo) -> frozenset[str]:
+    """The operations the relation itself allows (a view may be read-only)."""
+    return frozenset(
+        op for op, ok in zip(_OPERATIONS, (True, table.insertable, table.updatable, table.deletable), strict=True) if ok
+    )
+
+
 class _Document:
-    def __init__(self, cache: SchemaCache, schema: str) -> None:
+    def __init__(self, cache: SchemaCache, schema: str, privileges: Privileges | None = None) -> None:
         self.cache = cache
         self.schema = schema
-        self.tables = cache.tables(schema)
+        self.privileges = privileges
+        self.operations = {
+            t.name: (privileges.table(t) if privileges is not None else _EVERYTHING) & _supported(t)
+            for t in cache.tables(schema)
+        }
+        self.tables = [t for t in cache.tables(schema) if self.operations[t.name]]
         self.schema_keys = _Keys(["Error"])
         self.param_keys = _Keys(_common_parameters())
         self.table_keys = {t.name: self.schema_keys(t.name) for t in self.tables}
@@ -137,7 +217,8 @@ class _Document:
             paths["/" + quote(table.name, safe="")] = self._table_path(table)
         functions: dict[str, list[FunctionInfo]] = {}
         for fn in self.cache.functions(self.schema):
-            functions.setdefault(fn.name, []).append(fn)
+            if self.privileges is None or self.privileges.may_call(fn):
+                functions.setdefault(fn.name, []).append(fn)
         for name, overloads in functions.items():
             paths["/rpc/" + quote(name, safe="")] = self._rpc_path(overloads)
         tags = [{"name": t.name, **({"description": t.description} if t.description else {})} for t in self.tables]
@@ -254,7 +335,8 @@ class _Document:
         rows_header = {
             "Content-Range": {"description": "`0-24/3573458`, `*/0`, `0-24/*`.", "schema": {"type": "string"}},
         }
-        item: JSON = {"get": {
+        allowed = self.operations[table.name]
+        read: JSON = {
             "summary": f"Read rows of {table.name}",
             "tags": tags,
             "parameters": [
@@ -267,8 +349,9 @@ class _Document:
                 "206": {"description": "Partial Content", "headers": rows_header, "content": rows_content},
                 **_error_refs("400", "401", "403", "404", "406", "416"),
             },
-        }}
-        if table.insertable:
+        }
+        item: JSON = {"get": read} if "select" in allowed else {}
+        if "insert" in allowed:
             item["post"] = {
                 "summary": f"Insert (or upsert) rows into {table.name}",
                 "tags": tags,
@@ -292,7 +375,7 @@ class _Document:
         }
         write_params = [*filters, *common, _ref("parameters", "order"), _ref("parameters", "limit"),
                         _ref("parameters", "preferWrite"), _ref("parameters", "contentProfile")]
-        if table.updatable:
+        if "update" in allowed:
             item["patch"] = {
                 "summary": f"Update the rows of {table.name} that match the filters",
                 "tags": tags,
@@ -302,7 +385,7 @@ class _Document:
                 }},
                 "responses": written,
             }
-        if table.deletable:
+        if "delete" in allowed:
             item["delete"] = {
                 "summary": f"Delete the rows of {table.name} that match the filters",
                 "tags": tags,

@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Mount, Route, compile_path
 
+from gatehouse.core.db import SessionEnded
 from gatehouse.core.http import JSONResponse, bearer_token, has_nul, state
 from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
 from gatehouse.storage import listing, names
@@ -331,6 +332,8 @@ async def sign_many(request: Request) -> Response:
     for name in paths:
         try:
             obj = await service.find(claims, bucket, name)
+        except SessionEnded:
+            raise  # the caller, not the path, is refused
         except Exception:  # noqa: BLE001 - reported per path, as Supabase does
             results.append({"error": "Either the object does not exist or you do not have access to it",
                             "path": name, "signedURL": None})
@@ -356,12 +359,15 @@ async def sign_upload(request: Request) -> Response:
     bucket, name = _path(request)
     claims = _claims(request) or {}
     service = _service(request)
+    await service.db.confirm_session(claims)
     await service.bucket(bucket)
     upsert = request.headers.get("x-upsert", "").lower() == "true"
     names.object_name(name)
     signer = {"role": claims.get("role", "anon"), "upsert": upsert}
     if claims.get("sub"):
         signer["sub"] = claims["sub"]
+    if claims.get("session_id"):
+        signer["session_id"] = claims["session_id"]  # the URL dies with the session that signed it
     token = service.sign("storage.upload", bucket, name, service.settings.storage_signed_upload_expiry, **signer)
     url = f"/object/upload/sign/{quote(bucket)}/{quote(name)}?token={token}"
     return JSONResponse({"url": url, "token": token})
@@ -372,6 +378,8 @@ async def signed_upload(request: Request) -> Response:
     service = _service(request)
     grant = service.check_signed(request.query_params.get("token", ""), "storage.upload", bucket, name)
     signer = {"role": grant.get("role", "anon"), "sub": grant.get("sub")}
+    if grant.get("session_id"):
+        signer["session_id"] = grant["session_id"]
     return await upload(request, upsert=bool(grant.get("upsert")), claims=signer)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gatehouse.core.db import SessionEnded
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import JSONResponse
 
@@ -57,6 +58,8 @@ def invalid(message: str) -> GatehouseError:
 
 
 def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
+    if isinstance(error, SessionEnded):
+        error = storage_error("InvalidJWT", error.message, 403)  # what storage answers for a token it refuses
     status = error.status
     http_status = status if status >= 500 or status == 304 else 400
     if error.extra.get("http_status"):

@@ -26,6 +26,7 @@ from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, UserUpd
 from gatehouse.auth.links import VERIFY_TYPES
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
+from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
 from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
 
@@ -184,13 +185,6 @@ async def _profile(request: Request, session: WebSession) -> dict[str, Any]:
     return dict(row) if row else {"full_name": None, "username": None, "website": None, "avatar_url": None}
 
 
-def _avatar_src(request: Request, avatar_url: str | None) -> str | None:
-    if not avatar_url:
-        return None
-    query = urlencode({"width": AVATAR_SIZE, "height": AVATAR_SIZE, "resize": "cover"})
-    return f"/storage/v1/render/image/public/avatars/{avatar_url}?{query}"
-
-
 async def account(request: Request) -> Response:
     session = await _current_user(request)
     if session is None:
@@ -224,7 +218,7 @@ async def account(request: Request) -> Response:
     return page(
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
-        avatar=_avatar_src(request, profile["avatar_url"]), avatar_size=AVATAR_SIZE,
+        avatar=avatars.image_src(profile["avatar_url"], AVATAR_SIZE), avatar_size=AVATAR_SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
     )
@@ -243,7 +237,9 @@ async def avatar(request: Request) -> Response:
     extension = AVATAR_TYPES.get((upload.content_type or "").lower())
     if extension is None:
         return _avatar_error("Upload a PNG, JPEG, GIF or WebP image.")
-    name = f"{session.user_id}-{secrets.token_hex(6)}.{extension}"
+    name = avatars.object_name(f"{session.user_id}-{secrets.token_hex(6)}.{extension}")
+    if name is None:  # the session's user id is a UUID: this never happens, but nothing unchecked is saved
+        return _avatar_error("That photo cannot be saved; sign in again.")
 
     async def chunks() -> AsyncIterator[bytes]:
         while chunk := await upload.read(65536):
@@ -251,7 +247,7 @@ async def avatar(request: Request) -> Response:
 
     try:
         await request.app.state.storage.upload(
-            session.claims, "avatars", name, chunks(), content_type=upload.content_type,
+            session.claims, avatars.BUCKET, name, chunks(), content_type=upload.content_type,
             content_length=upload.size, headers={"cache-control": "max-age=3600"}, upsert=False,
         )
     except GatehouseError as error:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
+from tests.smtp import SMTPServer
 from tests.support import RunningServer
 
 VERSIONED = {"X-Supabase-Api-Version": "2024-01-01"}
@@ -161,3 +163,60 @@ def test_the_worker_factory_freezes_what_start_up_made(tmp_path: Path, keys_dir:
             "create_app_from_env(); print(gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout) > 10_000
+
+
+# -- development mode: asked for or obvious; the inbox and /metrics closed otherwise ------------------
+
+
+def test_behind_a_reverse_proxy_the_inbox_and_metrics_are_closed(
+    server_factory: Callable[..., RunningServer], smtp: SMTPServer
+) -> None:
+    """127.0.0.1 behind nginx with an https site URL and SMTP: production, so no open inbox or metrics."""
+    server = server_factory(env={
+        "GATEHOUSE_SITE_URL": "https://app.example.com", "GATEHOUSE_METRICS": "true",
+        "GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(smtp.port), "GATEHOUSE_SMTP_TLS": "none",
+    })
+    assert "Mode             production: GATEHOUSE_ENV is unset and the site URL https://app.example.com is https" in server.log()
+    for path in ("/_inbox", "/_inbox/messages?to=victim@example.com"):
+        response = httpx.get(server.url + path, headers={"Origin": "https://evil.example"})
+        assert response.status_code == 404, path
+        assert "access-control-allow-origin" not in response.headers
+    secret = server.keys.secret_key
+    for headers in ({}, {"apikey": server.keys.publishable_key}, {"Authorization": f"Bearer {server.keys.publishable_key}"},
+                    {"Authorization": f"Bearer {server.keys.anon_key}"}, {"Authorization": f"Bearer {secret}x"},
+                    {"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}):
+        response = httpx.get(f"{server.url}/metrics", headers={"Origin": "https://evil.example", **headers})
+        assert response.status_code == 401, headers
+        assert response.json()["code"] == "secret_key_required"
+        assert "access-control-allow-origin" not in response.headers
+    for headers in ({"Authorization": f"Bearer {secret}"}, {"apikey": secret},
+                    {"Authorization": f"Bearer {server.keys.service_role_key}"}):
+        response = httpx.get(f"{server.url}/metrics", headers=headers)
+        assert response.status_code == 200, headers
+        assert "gatehouse_requests_total" in response.text
+
+
+def test_development_on_loopback_keeps_the_inbox_same_origin(server: RunningServer) -> None:
+    assert "Mode             development: GATEHOUSE_ENV is unset and the site URL http://127.0.0.1:" in server.log()
+    for path in ("/_inbox/messages", "/metrics"):
+        response = httpx.get(server.url + path, headers={"Origin": "https://evil.example"})
+        assert response.status_code == 200, path
+        assert "access-control-allow-origin" not in response.headers, path
+        preflight = httpx.options(server.url + path, headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
+        })
+        assert "access-control-allow-origin" not in preflight.headers, path
+    # the APIs keep answering other origins
+    response = httpx.get(f"{server.url}/rest/v1/profiles", headers={"Origin": "https://app.example",
+                                                                     "apikey": server.keys.publishable_key})
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_development_asked_for_on_a_public_site_url_is_warned_about(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(env={"GATEHOUSE_ENV": "development", "GATEHOUSE_SITE_URL": "https://app.example.com"})
+    log = server.log()
+    assert "Mode             development: GATEHOUSE_ENV is development" in log
+    assert "WARNING          development mode: /_inbox (sign-in links) and /metrics are open" in log
+    assert httpx.get(f"{server.url}/_inbox/messages").status_code == 200  # asked for explicitly

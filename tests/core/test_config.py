@@ -57,6 +57,50 @@ def test_environment_follows_the_bind_address(host: str, environment: str) -> No
 
 
 @pytest.mark.parametrize(
+    ("overrides", "environment", "why"),
+    [
+        # GATEHOUSE_ENV, when set, decides
+        ({"env": "development", "host": "0.0.0.0", "site_url": "https://app.example.com"}, "development",
+         "GATEHOUSE_ENV is development"),
+        ({"env": "production"}, "production", "GATEHOUSE_ENV is production"),
+        # unset, no site URL: the derived http://HOST:PORT on a loopback bind stays development
+        ({}, "development", "the site URL http://127.0.0.1:8000 is on loopback"),
+        ({"host": "::1"}, "development", "the site URL http://[::1]:8000 is on loopback"),
+        ({"host": "localhost"}, "development", "the site URL http://localhost:8000 is on loopback"),
+        ({"host": "127.0.0.2"}, "development", "the site URL http://127.0.0.2:8000 is on loopback"),
+        # unset, plain http site URL on a loopback host (a front-end dev server, say)
+        ({"site_url": "http://localhost:3000"}, "development", "the site URL http://localhost:3000 is on loopback"),
+        ({"site_url": "http://[::1]:3000"}, "development", "is on loopback"),
+        # unset, behind a reverse proxy on 127.0.0.1: the site URL says production
+        ({"site_url": "https://app.example.com"}, "production",
+         "the site URL https://app.example.com is https, not plain http"),
+        ({"site_url": "https://localhost:8443"}, "production", "is https, not plain http"),
+        ({"site_url": "http://app.example.com"}, "production",
+         "the site URL http://app.example.com is not on a loopback host"),
+        ({"site_url": "http://192.168.1.5:8000"}, "production", "is not on a loopback host"),
+        ({"site_url": "http://localhost.example.com"}, "production", "is not on a loopback host"),
+        # unset, listening beyond loopback: production whatever the site URL says
+        ({"host": "0.0.0.0"}, "production", "Gatehouse listens on 0.0.0.0, not on loopback"),
+        ({"host": "::"}, "production", "Gatehouse listens on ::, not on loopback"),
+        ({"host": "10.0.0.7", "site_url": "http://localhost:8000"}, "production", "listens on 10.0.0.7"),
+    ],
+)
+def test_development_mode_must_be_asked_for_or_obvious(
+    overrides: dict[str, str], environment: str, why: str
+) -> None:
+    settings = load_settings(**overrides)
+    assert settings.environment == environment
+    assert settings.environment_reason.startswith(f"{environment}: ")
+    assert why in settings.environment_reason
+
+
+def test_metrics_default_follows_the_environment() -> None:
+    assert load_settings().metrics_enabled
+    assert not load_settings(site_url="https://app.example.com").metrics_enabled
+    assert load_settings(site_url="https://app.example.com", metrics=True).metrics_enabled
+
+
+@pytest.mark.parametrize(
     ("name", "value", "message"),
     [
         ("GATEHOUSE_PORT", "eighty", "GATEHOUSE_PORT"),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from openapi_spec_validator import validate
 
 from tests.rest.conftest import Rest
 
@@ -222,3 +225,55 @@ async def test_a_remembered_read_is_planned_again_after_a_schema_change(anon: Re
     while anon.http.get("/reshaped?id=eq.1").json() != [{"id": 1, "label": "new"}]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+async def test_openapi_follows_the_callers_privileges(
+    anon: Rest, service: Rest, user_factory: Callable[[], tuple[Rest, dict[str, object]]], db: object
+) -> None:
+    """As PostgREST's follow-privileges: only what the role may use, operations per privilege."""
+    import time
+
+    from gatehouse.core.db import Database
+
+    assert isinstance(db, Database)
+    await db.admin.execute("""
+        CREATE TABLE public.staff_only (id int PRIMARY KEY, note text);
+        GRANT SELECT, INSERT ON public.staff_only TO authenticated;
+        GRANT ALL ON public.staff_only TO service_role;
+        CREATE TABLE public.column_granted (id int PRIMARY KEY, shown text, kept text);
+        GRANT SELECT (id, shown) ON public.column_granted TO anon;
+        CREATE FUNCTION public.staff_secret() RETURNS int LANGUAGE sql AS 'SELECT 1';
+        REVOKE EXECUTE ON FUNCTION public.staff_secret() FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION public.staff_secret() TO service_role;
+        CREATE FUNCTION public.overloaded(a int) RETURNS int LANGUAGE sql AS 'SELECT a';
+        CREATE FUNCTION public.overloaded(a text) RETURNS text LANGUAGE sql AS 'SELECT a';
+        REVOKE EXECUTE ON FUNCTION public.overloaded(text) FROM PUBLIC;
+        NOTIFY gatehouse_schema, 'reload';
+    """)
+    deadline = time.monotonic() + 10
+    while "/staff_only" not in service.http.get("/").json()["paths"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    user, _ = user_factory()
+    documents = {name: client.http.get("/").json() for name, client in
+                 (("anon", anon), ("user", user), ("service", service))}
+    paths = {name: document["paths"] for name, document in documents.items()}
+
+    assert "/staff_only" not in paths["anon"] and "StaffOnly" not in str(documents["anon"]["components"]["schemas"])
+    assert "staff_only" not in documents["anon"]["components"]["schemas"]
+    assert "/rpc/staff_secret" not in paths["anon"] and "/rpc/staff_secret" not in paths["user"]
+    assert set(paths["user"]["/staff_only"]) == {"get", "post"}
+    assert set(paths["service"]["/staff_only"]) == {"get", "post", "patch", "delete"}
+    assert "/rpc/staff_secret" in paths["service"]
+    assert set(paths["anon"]["/countries"]) == {"get"}  # SELECT only
+    assert set(paths["user"]["/countries"]) == {"get", "post", "patch", "delete"}
+    assert set(paths["anon"]["/column_granted"]) == {"get"}  # a column grant is enough to read
+    assert "/column_granted" not in paths["user"]
+    assert "/rpc/add" in paths["anon"]  # EXECUTE to PUBLIC, PostgreSQL's default
+    overload = paths["anon"]["/rpc/overloaded"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert overload["properties"]["a"]["type"] == "integer"  # the text overload is not the anon's to call
+    assert {"/staff_only", "/rpc/staff_secret"} <= set(paths["service"]) - set(paths["anon"])
+    for table in ("/countries", "/cities", "/notes"):  # granted to both: anon may do less
+        assert set(paths["anon"][table]) < set(paths["service"][table])
+    for document in documents.values():
+        validate(document)

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 
+from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
 from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.support import RunningServer
@@ -227,3 +229,68 @@ def test_pages_send_security_headers(browser: Browser) -> None:
 )
 def test_profile_form_rules(data: dict[str, str], errors: set[str]) -> None:
     assert set(ProfileForm.parse(data).errors) == errors
+
+
+# -- the avatar's URL: an object name in the avatars bucket, encoded, or no image ---------------------
+
+AVATAR_QUERY = "?width=160&height=160&resize=cover"
+HOSTILE_AVATARS = [
+    "../../auth/v1/user",  # traversal out of the bucket to another same-origin URL
+    "x/../../../_inbox/messages",
+    "./a.png",
+    "https://evil.example/a.png",  # absolute URLs
+    "//evil.example/a.png",
+    "/auth/v1/user",
+    "javascript:alert(1)",  # schemes
+    "data:image/svg+xml,<svg onload=alert(1)>",
+    "JaVaScRiPt:alert(1)",
+    "..%2F..%2Fauth%2Fv1%2Fuser",  # encoded slashes and dots
+    "%2e%2e/%2e%2e/auth/v1/user",
+    "a.png?x=/../../auth/v1/user",  # query and fragment tricks
+    "a.png#/../../x",
+    "a.png?",
+    "a\\..\\..\\auth",
+    "a.png\nb",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_AVATARS)
+def test_an_avatar_url_that_is_not_an_object_name_shows_no_image(value: str) -> None:
+    assert avatars.object_name(value) is None
+    assert avatars.image_src(value, 160) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ("1f0c-aa11.png", "1f0c-aa11.png"),
+        ("folder/my photo é.png", "folder/my%20photo%20%C3%A9.png"),
+        ('a&b"c<d>.png', "a%26b%22c%3Cd%3E.png"),
+        ("0.123456.jpg", "0.123456.jpg"),
+    ],
+)
+def test_an_avatar_object_name_is_encoded_as_a_path(value: str, path: str) -> None:
+    assert avatars.image_src(value, 160) == f"/storage/v1/render/image/public/avatars/{path}{AVATAR_QUERY}"
+
+
+def test_avatar_urls_written_through_the_rest_api_never_leave_the_bucket(browser: Browser, server: RunningServer) -> None:
+    browser.sign_in()
+    access = browser.http.cookies["gh-access-token"]
+    user_id = jwt.decode(access, options={"verify_signature": False})["sub"]
+    rest = httpx.Client(base_url=f"{server.url}/rest/v1", timeout=15, headers={
+        "apikey": server.keys.publishable_key, "Authorization": f"Bearer {access}", "Prefer": "resolution=merge-duplicates",
+    })
+    with rest:
+        for value in HOSTILE_AVATARS:
+            saved = rest.post("/profiles", json={"id": user_id, "avatar_url": value})
+            assert saved.status_code == 201, saved.text
+            page = browser.http.get("/account")
+            assert page.status_code == 200
+            assert '<img id="avatar-image"' not in page.text, value
+            assert 'aria-label="No photo yet"' in page.text
+        good = f"{user_id}/photo 1.png"
+        assert rest.post("/profiles", json={"id": user_id, "avatar_url": good}).status_code == 201
+        page = browser.http.get("/account").text
+        src = f"/storage/v1/render/image/public/avatars/{user_id}/photo%201.png{AVATAR_QUERY.replace('&', '&amp;')}"
+        assert f'<img id="avatar-image" class="avatar" src="{src}"' in page
