@@ -81,6 +81,14 @@ def _development_warning(settings: Settings) -> str:
             "who reaches this server; set GATEHOUSE_ENV=production")
 
 
+def _api_url_warning(settings: Settings) -> str:
+    """Outside development the API's public URL must be given: tokens and admin links name it."""
+    if settings.environment == "development" or settings.api_external_url:
+        return ""
+    return (f"\n  WARNING          GATEHOUSE_API_EXTERNAL_URL is unset: access tokens name {settings.jwt_issuer} "
+            "as their issuer and admin links point there; set it to the API's public URL")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -112,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + _development_warning(settings)
             + f"\n  URL              {settings.public_site_url}"
             + f"\n  API URL          {settings.public_api_url}"
+            + _api_url_warning(settings)
             + f"\n  Publishable key  {keys.publishable_key}"
             + f"\n  Secret key       {keys.secret_key}"
             + "\n  (keep the secret key on servers; `gatehouse keys` prints all keys)\n",
