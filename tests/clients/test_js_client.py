@@ -137,3 +137,18 @@ def test_ssr_renders_that_cannot_store_cookies_keep_the_session(
     )
     assert result.returncode == 0, f"ssr_refresh.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
     assert '"step":"done"' in result.stdout
+
+
+def test_supabase_js_signed_url_with_a_transform_serves_the_resized_image(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    poster = tmp_path / "poster.png"
+    Image.new("RGB", (64, 64), "teal").save(poster, format="PNG")
+    command = [*node, str(JS_DIR / "signed_transform.mjs"), server.url, server.keys.secret_key, str(poster)]
+    result = subprocess.run(command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True,
+                            text=True, timeout=FLOW_TIMEOUT, check=False)
+    assert result.returncode == 0, f"signed_transform.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
+    assert '"step":"done"' in result.stdout
