@@ -222,6 +222,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
                 renderer=render_error,
                 protected_prefixes=API_PREFIXES,
                 open_paths=auth_api.OPEN_PATHS,
+                browser_checked_prefixes=("/storage/v1/",),
             ),
             Middleware(
                 SessionMiddleware,
