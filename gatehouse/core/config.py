@@ -193,7 +193,9 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an origin such as https://files.example.com")
         if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must be an origin only (scheme, host and port), with no path, e.g. https://files.example.com")
+            raise ValueError(
+                "must be an origin only (scheme, host and port), with no path, e.g. https://files.example.com"
+            )
         return f"{parts.scheme}://{parts.netloc.lower()}"
 
     @model_validator(mode="after")
@@ -201,7 +203,8 @@ class Settings(BaseSettings):
         if self.storage_public_url is None:
             return self
         storage_host = urlsplit(self.storage_public_url).hostname
-        for name, url in (("GATEHOUSE_SITE_URL", self.public_site_url), ("GATEHOUSE_API_EXTERNAL_URL", self.public_api_url)):
+        apart = (("GATEHOUSE_SITE_URL", self.public_site_url), ("GATEHOUSE_API_EXTERNAL_URL", self.public_api_url))
+        for name, url in apart:
             if urlsplit(url).hostname == storage_host:
                 raise ValueError(
                     f"GATEHOUSE_STORAGE_PUBLIC_URL must use another host name than {name} ({url}): browsers share "

@@ -146,7 +146,10 @@ async def _serve(request: Request, obj: StoredObject) -> Response:
     if obj.etag:
         headers["ETag"] = obj.etag
     download_as = request.query_params.get("download")
-    if download_as is not None or (is_document(content_type) and not (await service.bucket(obj.bucket_id)).inline_documents):
+    attachment = download_as is not None or (
+        is_document(content_type) and not (await service.bucket(obj.bucket_id)).inline_documents
+    )  # the bucket is read only for document types
+    if attachment:
         filename = download_as or obj.name.rsplit("/", 1)[-1]
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     if_none_match = request.headers.get("if-none-match")

@@ -61,6 +61,9 @@ class StorageOriginMiddleware:
         self.storage_host = urlsplit(storage_url).netloc.lower() if storage_url else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self._on_storage_host(scope):
+            await send({"type": "websocket.close", "code": 1008})  # no socket of the app on the storage origin
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -84,11 +87,13 @@ class StorageOriginMiddleware:
 
         await self.app(scope, receive, send_sandboxed)
 
+    def _on_storage_host(self, scope: Scope) -> bool:
+        return self.storage_host is not None and Headers(scope=scope).get("host", "").lower() == self.storage_host
+
     def _route(self, scope: Scope, path: str, storage: bool) -> Response | None:
         """A response that replaces the app's: the storage origin's 404, or a redirect to it."""
         headers = Headers(scope=scope)
-        host = headers.get("host", "").lower()
-        if host == self.storage_host:
+        if self._on_storage_host(scope):
             if storage:
                 return None
             return PlainTextResponse(
@@ -99,7 +104,8 @@ class StorageOriginMiddleware:
             query = scope.get("query_string", b"").decode("latin-1")
             raw_path = scope.get("raw_path") or path.encode()
             target = f"{self.storage_url}{raw_path.decode('latin-1')}" + (f"?{query}" if query else "")
-            return Response(status_code=307, headers={"Location": target, "Cache-Control": "no-store", "Vary": "Sec-Fetch-Dest"})
+            headers = {"Location": target, "Cache-Control": "no-store", "Vary": "Sec-Fetch-Dest"}
+            return Response(status_code=307, headers=headers)
         return None
 
     @staticmethod

@@ -114,3 +114,43 @@ def test_the_pages_allow_images_from_the_storage_origin(split_server: RunningSer
     page = httpx.get(f"{split_server.url}/login")
     assert page.status_code == 200
     assert f"img-src 'self' http://{storage_host} blob: data:" in page.headers["content-security-policy"]
+
+
+async def test_no_websocket_of_the_app_on_the_storage_origin() -> None:
+    from gatehouse.storage.origin import StorageOriginMiddleware
+
+    reached: list[str] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        reached.append("app")
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    middleware = StorageOriginMiddleware(app, storage_url="https://files.example-usercontent.com")
+    scope = {"type": "websocket", "path": "/realtime/v1/websocket", "headers": [(b"host", b"files.example-usercontent.com")]}
+    await middleware(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [{"type": "websocket.close", "code": 1008}] and reached == []
+    await middleware(scope | {"headers": [(b"host", b"app.example.com")]}, receive, send)  # type: ignore[arg-type]
+    assert reached == ["app"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "opens"),
+    [
+        ({"sec-fetch-dest": "document"}, True), ({"sec-fetch-dest": "iframe"}, True), ({"sec-fetch-dest": "image"}, True),
+        ({"sec-fetch-dest": "empty", "accept": "text/html"}, False), ({"accept": "text/html,*/*"}, True),
+        ({"sec-fetch-mode": "cors", "accept": "text/html"}, False), ({"accept": "*/*"}, False), ({}, False),
+    ],
+)
+def test_what_counts_as_a_browser_opening_content(headers: dict[str, str], opens: bool) -> None:
+    from starlette.datastructures import Headers
+
+    from gatehouse.storage.origin import opens_in_browser
+
+    assert opens_in_browser(Headers(headers)) is opens
