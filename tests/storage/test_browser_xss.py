@@ -16,6 +16,7 @@ longer be uploaded, so they are written into the rows in SQL, as rows stored bef
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from gatehouse.core.db import Database
 from gatehouse.core.embedded import free_port
@@ -305,4 +307,42 @@ def test_a_plain_fetch_from_a_page_is_not_redirected(stored: Stored, context: Br
         "return {status: r.status, redirected: r.redirected, body: await r.text()}; }", url,
     )
     assert result["status"] == 200 and not result["redirected"] and "stored page" in result["body"]
+    tab.close()
+
+
+def test_the_account_page_shows_the_avatar_from_the_storage_origin(
+    stored: Stored, context: BrowserContext, evidence: Evidence, tmp_path: Path
+) -> None:
+    """With a storage origin the pages build object URLs on it, and the app's cookies never go there."""
+    email, password = f"avatar-{uuid.uuid4().hex[:8]}@example.com", "a-long-Passphrase-for-the-origin-42"
+    created = httpx.post(f"{stored.split.url}/auth/v1/admin/users", headers={"apikey": stored.split.keys.secret_key},
+                         json={"email": email, "password": password, "email_confirm": True})
+    assert created.status_code == 200, created.text
+    storage_host = urlsplit(stored.storage_origin).netloc
+    to_storage: list[dict[str, str]] = []
+
+    def record(request: Request) -> None:
+        if urlsplit(request.url).netloc == storage_host:
+            to_storage.append(request.all_headers())
+
+    context.on("request", record)
+    tab = context.new_page()
+    tab.goto(f"{stored.split.url}/login")
+    tab.fill("#email", email)
+    tab.fill("#password", password)
+    tab.get_by_role("button", name="Log in", exact=True).click()
+    tab.wait_for_url(f"{stored.split.url}/account")
+    picture = tmp_path / "me.png"
+    Image.new("RGB", (200, 200), (200, 80, 20)).save(picture)
+    tab.set_input_files("#avatar", str(picture))
+    tab.get_by_role("button", name="Upload", exact=True).click()
+    tab.wait_for_url(re.compile(r"/account\?avatar=updated$"))
+    src = tab.locator("img#avatar-image").get_attribute("src") or ""
+    assert src.startswith(f"{stored.storage_origin}/storage/v1/render/image/public/avatars/"), src
+    tab.wait_for_function(
+        "() => { const i = document.querySelector('img#avatar-image'); return i && i.complete && i.naturalWidth > 0 }"
+    )
+    assert context.cookies(stored.split.url), "signed in: the app's origin has cookies"
+    assert to_storage and all("cookie" not in headers for headers in to_storage), to_storage
+    context.remove_listener("request", record)
     tab.close()
