@@ -18,7 +18,7 @@ from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
 from gatehouse.storage import names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
 from gatehouse.storage.files import LocalFileResponse
-from gatehouse.storage.media import OBJECT_CSP, essence, is_document
+from gatehouse.storage.media import OBJECT_CSP, body_type, is_document
 from gatehouse.storage.service import StorageService, StoredObject
 
 
@@ -93,7 +93,7 @@ async def upload(request: Request, *, upsert: bool | None = None, claims: dict[s
     bucket, name = _path(request)
     if upsert is None:
         upsert = request.method == "PUT" or request.headers.get("x-upsert", "").lower() == "true"
-    essence(request.headers.get("content-type"))  # one valid media type, refused before the bucket's rules
+    body_type(request.headers.get("content-type"))  # one valid media type, refused before the bucket's rules
     length = request.headers.get("content-length")
     result = await _service(request).upload(
         claims if claims is not None else _claims(request) or {},

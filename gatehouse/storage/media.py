@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_CACHE_CONTROL",
     "DEFAULT_TYPE",
     "OBJECT_CSP",
+    "body_type",
     "cache_control",
     "essence",
     "is_document",
@@ -43,6 +44,7 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
 _PARAMETER = rf"{_TOKEN}=(?:{_TOKEN}|{_QUOTED})"
 _MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})(?:[ \t]*;[ \t]*(?:{_PARAMETER})?)*")
+_CONTROL_OR_COMMA = re.compile(r"[^ -~]|,")
 #: A cache directive list: printable ASCII only, so it can never break or smuggle a header.
 _CACHE_CONTROL = re.compile(r"[ -~]+")
 
@@ -76,6 +78,19 @@ def essence(value: str | None, *, what: str = "Content-Type") -> str | None:
     if match is None:
         raise invalid_type(value, what)
     return f"{match.group(1)}/{match.group(2)}".lower()
+
+
+def body_type(content_type: str | None) -> str | None:
+    """The media type a raw upload's ``Content-Type`` declares for the object; None for a form.
+
+    A form's own header is not checked as strictly: RFC 2046 lets a boundary hold characters
+    that are not token characters, and that header is never stored or served.
+    """
+    if content_type is not None:
+        media, _, params = content_type.partition(";")
+        if media.strip(_OWS).lower() == "multipart/form-data" and not _CONTROL_OR_COMMA.search(params):
+            return None
+    return essence(content_type)
 
 
 def invalid_type(value: str, what: str = "Content-Type") -> GatehouseError:

@@ -78,11 +78,17 @@ class StorageOriginMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # Content the app's origin serves to API clients is redirected for browsers: caches must not mix them.
+        vary = self.storage_host is not None and is_content_path(path)
+
         async def send_sandboxed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["Content-Security-Policy"] = OBJECT_CSP
                 headers["X-Content-Type-Options"] = "nosniff"
+                if vary:
+                    headers.add_vary_header("Sec-Fetch-Dest")
+                    headers.add_vary_header("Accept")
             await send(message)
 
         await self.app(scope, receive, send_sandboxed)
@@ -104,7 +110,7 @@ class StorageOriginMiddleware:
             query = scope.get("query_string", b"").decode("latin-1")
             raw_path = scope.get("raw_path") or path.encode()
             target = f"{self.storage_url}{raw_path.decode('latin-1')}" + (f"?{query}" if query else "")
-            headers = {"Location": target, "Cache-Control": "no-store", "Vary": "Sec-Fetch-Dest"}
+            headers = {"Location": target, "Cache-Control": "no-store", "Vary": "Sec-Fetch-Dest, Accept"}
             return Response(status_code=307, headers=headers)
         return None
 

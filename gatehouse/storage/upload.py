@@ -28,7 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import has_nul
 from gatehouse.storage.errors import invalid, storage_error
-from gatehouse.storage.media import cache_control, essence
+from gatehouse.storage.media import body_type, cache_control, essence
 from gatehouse.storage.sniff import HEAD_BYTES
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -117,7 +117,7 @@ async def spool(
     limit in force (never beyond ``hard_limit``).
     """
     media, options = parse_options_header(content_type or "")
-    raw_type = essence(content_type)  # one valid media type, or refused before any byte is read
+    raw_type = body_type(content_type)  # one valid media type, or refused before any byte is read
     path, handle = _new_temp(spool_dir)
     sink = _Sink(handle, limit, max(limit, hard_limit or limit), recheck)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gatehouse.core.errors import GatehouseError
-from gatehouse.storage.media import DEFAULT_TYPE, cache_control, essence, is_document, safe_metadata
+from gatehouse.storage.media import DEFAULT_TYPE, body_type, cache_control, essence, is_document, safe_metadata
 
 
 @pytest.mark.parametrize(
@@ -112,3 +112,28 @@ def test_stored_values_are_made_safe_on_the_way_out(stored: dict[str, object], s
 def test_good_metadata_is_served_as_stored() -> None:
     metadata = {"mimetype": "image/png", "cacheControl": "max-age=60", "eTag": '"abc"', "size": 3}
     assert safe_metadata(metadata) is metadata
+
+
+@pytest.mark.parametrize(
+    ("content_type", "declared"),
+    [
+        ("multipart/form-data; boundary=----WebKitFormBoundaryx7Y", None),
+        ("multipart/form-data; boundary==_Part_0_1.2:3?/()", None),  # RFC 2046 boundary characters
+        ('Multipart/Form-Data; boundary="a b"', None),
+        ("text/plain", "text/plain"),
+        (None, None),
+    ],
+)
+def test_a_form_header_needs_only_a_boundary(content_type: str | None, declared: str | None) -> None:
+    assert body_type(content_type) == declared
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data,text/html", "multipart/form-data; boundary=a,text/html", "multipart/form-data; b=\r\nX: y",
+     "text/html,multipart/form-data"],
+)
+def test_a_form_header_is_still_one_media_type(content_type: str) -> None:
+    with pytest.raises(GatehouseError) as refused:
+        body_type(content_type)
+    assert refused.value.code == "InvalidMimeType"

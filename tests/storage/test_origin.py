@@ -76,6 +76,7 @@ def test_api_clients_are_served_on_the_app_origin(split_server: RunningServer, s
         served = httpx.get(url, headers=client)
         assert served.status_code == 200 and served.content == png(), client
         assert served.headers["content-security-policy"] == CSP
+        assert {"Sec-Fetch-Dest", "Accept"} <= {v.strip() for v in served.headers["vary"].split(",")}  # not cached for browsers
     info = httpx.get(f"{split_server.url}/storage/v1/object/info/public/site/{stored['image']}", headers=NAVIGATE)
     assert info.status_code == 200 and info.json()["name"] == stored["image"]  # not content: not moved
 
