@@ -9,6 +9,10 @@ supabase-py sends ``multipart/form-data`` with ``cacheControl``, optional ``meta
 file part ``file``; supabase-js sends either a form whose file part has an empty name, or the
 raw bytes with ``content-type``, ``cache-control`` and ``x-metadata`` (base64 JSON). The first
 part with a filename (or named ``file`` or ``""``) is the file, whatever its name.
+
+What is stored comes back as response headers, so it is checked here (``storage.media``): the
+declared type (the raw body's ``Content-Type``, a form's ``contentType`` field or file part type)
+must be exactly one media type, and ``cacheControl`` printable ASCII; both are refused with 400.
 """
 
 from __future__ import annotations
