@@ -45,6 +45,7 @@ from gatehouse.storage.backends.base import create_backend
 from gatehouse.storage.errors import render_storage_error
 from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
+from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware
@@ -273,6 +274,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, observe=observe_request if settings.metrics_enabled else None),
+            Middleware(StorageOriginMiddleware, storage_url=settings.storage_public_url),
             Middleware(
                 ApiCORSMiddleware,
                 prefixes=CORS_PREFIXES,
@@ -289,6 +291,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
                 renderer=render_error,
                 protected_prefixes=API_PREFIXES,
                 open_paths=auth_api.OPEN_PATHS,
+                browser_checked_prefixes=("/storage/v1/",),
             ),
             Middleware(
                 SessionMiddleware,

@@ -117,10 +117,10 @@ def server_factory(
     """Start real Gatehouse servers on this module's database; all are stopped at the end."""
     started: list[RunningServer] = []
 
-    def start(env: dict[str, str] | None = None, workers: int = 1) -> RunningServer:
+    def start(env: dict[str, str] | None = None, workers: int = 1, port: int | None = None) -> RunningServer:
         server = start_server(
             tmp_path_factory.mktemp("server"), keys,
-            database_url=database_url, env=env, keys_file=keys_dir / "keys.json", workers=workers,
+            database_url=database_url, env=env, keys_file=keys_dir / "keys.json", workers=workers, port=port,
         )
         started.append(server)
         return server

@@ -71,12 +71,13 @@ def start_server(
     env: dict[str, str] | None = None,
     keys_file: Path | None = None,
     workers: int = 1,
+    port: int | None = None,
 ) -> RunningServer:
-    """Start ``gatehouse serve`` on a free loopback port and wait until it answers."""
+    """Start ``gatehouse serve`` on a loopback port (a free one unless given) and wait until it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if keys_file is not None and not (data_dir / "keys.json").exists():
         shutil.copy(keys_file, data_dir / "keys.json")
-    port = free_port()
+    port = port or free_port()
     full_env = {
         key: value for key, value in os.environ.items() if not key.startswith("GATEHOUSE_")
     } | {"GATEHOUSE_LOG_FORMAT": "json", "GATEHOUSE_LOG_LEVEL": "info", **(env or {})}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -186,6 +186,11 @@ class Settings(BaseSettings):
     storage_signed_url_max_expiry: int = Field(
         604_800, ge=1, description="Longest expiresIn a signed download URL may ask for, in seconds (7 days)."
     )
+    storage_public_url: str | None = Field(
+        None,
+        description="A separate origin (another host name) that serves object downloads, e.g. "
+        "https://files.example-usercontent.com. Unset: objects are served from the app's own origin.",
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
     s3_region: str = Field("us-east-1", description="S3 region.")
@@ -236,6 +241,34 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("storage_public_url")
+    @classmethod
+    def _origin_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an origin such as https://files.example.com")
+        if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(
+                "must be an origin only (scheme, host and port), with no path, e.g. https://files.example.com"
+            )
+        return f"{parts.scheme}://{parts.netloc.lower()}"
+
+    @model_validator(mode="after")
+    def _storage_origin_apart(self) -> Settings:
+        if self.storage_public_url is None:
+            return self
+        storage_host = urlsplit(self.storage_public_url).hostname
+        apart = (("GATEHOUSE_SITE_URL", self.public_site_url), ("GATEHOUSE_API_EXTERNAL_URL", self.public_api_url))
+        for name, url in apart:
+            if urlsplit(url).hostname == storage_host:
+                raise ValueError(
+                    f"GATEHOUSE_STORAGE_PUBLIC_URL must use another host name than {name} ({url}): browsers share "
+                    "cookies between ports of one host, so only another host name keeps stored files apart from the app"
+                )
+        return self
 
     @field_validator(
         "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
@@ -324,6 +357,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = "GATEHOUSE_" + "_".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"{name}: {error['msg']}")
+            if error["loc"]:
+                name = "GATEHOUSE_" + "_".join(str(part) for part in error["loc"]).upper()
+                lines.append(f"{name}: {error['msg']}")
+            else:  # a rule across settings: its message names them
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -132,8 +132,10 @@ class ApiKeyMiddleware:
 
     ``sb_publishable_`` and legacy anon JWTs grant ``anon``; ``sb_secret_`` and legacy
     service_role JWTs grant ``service_role``. As on Supabase, a secret key sent by a browser is
-    refused: it would be visible to anyone using the page. ``open_paths`` need no key (health,
-    the public key set, links opened from email).
+    refused (:func:`secret_key_from_browser`): it would be visible to anyone using the page.
+    ``open_paths`` need no key (health, the public key set, links opened from email).
+    ``browser_checked_prefixes`` (storage, which resolves its callers itself because public URLs
+    need no key) get only the browser check, the same one, in the same place.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class ApiKeyMiddleware:
         renderer: ErrorRenderer,
         protected_prefixes: tuple[str, ...],
         open_paths: frozenset[str],
+        browser_checked_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.keys = keys
@@ -152,20 +155,25 @@ class ApiKeyMiddleware:
         self.renderer = renderer
         self.protected_prefixes = protected_prefixes
         self.open_paths = open_paths
+        self.checked_prefixes = protected_prefixes + browser_checked_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in self.open_paths or not path.startswith(self.protected_prefixes):
+        if path in self.open_paths or not path.startswith(self.checked_prefixes):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        key = headers.get("apikey")
-        if not key:
-            bearer = bearer_token(headers)
-            key = bearer if bearer and bearer.startswith("sb_") else None
+        key = presented_key(headers)
+        if not path.startswith(self.protected_prefixes):  # the key is optional here; the browser rule is not
+            error = secret_key_from_browser(headers, self.keys)
+            if error is not None:
+                await self.renderer(scope, error)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if not key:
             error = GatehouseError(
                 "no_api_key",
@@ -180,12 +188,8 @@ class ApiKeyMiddleware:
             error = GatehouseError("invalid_api_key", "Invalid API key", status=401, hint="Double check your API key.")
             await self.renderer(scope, error)(scope, receive, send)
             return
-        if role == "service_role" and key.startswith("sb_secret_") and _is_browser(headers):
-            error = GatehouseError(
-                "forbidden_secret_key",
-                "Secret API keys cannot be used in a browser. Use the publishable key there.",
-                status=401,
-            )
+        error = secret_key_from_browser(headers, self.keys)
+        if error is not None:
             await self.renderer(scope, error)(scope, receive, send)
             return
         state(scope)["api_role"] = role
@@ -202,8 +206,46 @@ class ApiKeyMiddleware:
         return role if role in API_KEY_ROLES else None
 
 
-def _is_browser(headers: Headers) -> bool:
+def presented_key(headers: Headers) -> str | None:
+    """The API key a request presents: the ``apikey`` header, else an ``sb_`` key sent as bearer."""
+    key = headers.get("apikey")
+    if not key:
+        bearer = bearer_token(headers)
+        key = bearer if bearer and bearer.startswith("sb_") else None
+    return key or None
+
+
+def is_browser(headers: Headers) -> bool:
+    """Whether a request comes from a web page, by the headers only browsers send.
+
+    ``Origin`` (any cross-origin or non-GET request a page makes), or the fetch metadata that
+    only browsers add: ``Sec-Fetch-Site``, ``Sec-Fetch-Dest``, ``Sec-Fetch-User``. Node's
+    ``fetch`` (undici) sends ``Sec-Fetch-Mode: cors`` on every request, server side too, so
+    that header alone counts only with a browser's ``Mozilla/`` user agent.
+    """
+    if "origin" in headers or "sec-fetch-site" in headers or "sec-fetch-dest" in headers or "sec-fetch-user" in headers:
+        return True
     return headers.get("user-agent", "").startswith("Mozilla/") and "sec-fetch-mode" in headers
+
+
+def secret_key_from_browser(headers: Headers, keys: KeySet) -> GatehouseError | None:
+    """The refusal of a valid secret key (``sb_secret_``) sent by a browser, or None.
+
+    Both places a key can travel count: the ``apikey`` header and an ``sb_`` bearer token. One
+    rule for auth, the data API and storage; each renders the error in its own shape (401).
+    """
+    bearer = bearer_token(headers)
+    presented = [key for key in (headers.get("apikey"), bearer) if key and key.startswith("sb_secret_")]
+    if not presented or not is_browser(headers):
+        return None
+    if not any(keys.role_for_api_key(key) == "service_role" for key in presented):
+        return None  # not our secret key: the API's own key check refuses it
+    return GatehouseError(
+        "forbidden_secret_key",
+        "Secret API keys cannot be used in a browser, where anyone using the page could read them. "
+        "Use the publishable key there, and keep the secret key on your server.",
+        status=401,
+    )
 
 
 class BodyLimitMiddleware:

@@ -20,6 +20,7 @@ from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
 from gatehouse.storage import listing, names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
 from gatehouse.storage.files import LocalFileResponse
+from gatehouse.storage.media import OBJECT_CSP, body_type, is_document
 from gatehouse.storage.service import StorageService, StoredObject
 
 class _ObjectPath(Convertor[str]):
@@ -44,9 +45,6 @@ class StorageMount(Mount):
     def __init__(self, path: str) -> None:
         super().__init__(path, routes=routes)
         self.path_regex, self.path_format, self.param_convertors = compile_path(self.path + "/{path:objectpath}")
-
-#: Content types a browser could run: served as attachments-only sandboxes.
-ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml")
 
 
 def _service(request: Request) -> StorageService:
@@ -123,6 +121,7 @@ async def upload(request: Request, *, upsert: bool | None = None, claims: dict[s
     bucket, name = _path(request)
     if upsert is None:
         upsert = request.method == "PUT" or request.headers.get("x-upsert", "").lower() == "true"
+    body_type(request.headers.get("content-type"))  # one valid media type, refused before the bucket's rules
     length = request.headers.get("content-length")
     result = await _service(request).upload(
         claims if claims is not None else _claims(request) or {},
@@ -156,23 +155,35 @@ async def _find(request: Request, bucket: str, name: str, claims: dict[str, Any]
 
 
 async def _serve(request: Request, obj: StoredObject) -> Response:
+    """The object's bytes (whole, a range, or headers only) with headers no stored value can break.
+
+    Whatever the type, the response is sandboxed (``OBJECT_CSP``: no script runs in it) and never
+    sniffed. Types a browser renders as documents (HTML, SVG, XML, ...) are attachments unless
+    the bucket serves them inline (``storage.buckets.inline_documents``). The type and cache
+    directive were made safe when the row was read (``media.safe_metadata``).
+    """
     service = _service(request)
     metadata = obj.metadata
     content_type = str(metadata.get("mimetype") or "application/octet-stream")
     headers = {
-        "ETag": obj.etag,
         "Cache-Control": str(metadata.get("cacheControl") or "no-cache"),
         "Last-Modified": format_datetime(obj.updated_at, usegmt=True),
         "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": OBJECT_CSP,
     }
-    if content_type in ACTIVE_TYPES:
-        headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    if obj.etag:
+        headers["ETag"] = obj.etag
     download_as = request.query_params.get("download")
-    if download_as is not None:
+    attachment = download_as is not None or (
+        is_document(content_type) and not (await service.bucket(obj.bucket_id)).inline_documents
+    )  # the bucket is read only for document types
+    if attachment:
         filename = download_as or obj.name.rsplit("/", 1)[-1]
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and (if_none_match.strip() == "*" or obj.etag in [t.strip() for t in if_none_match.split(",")]):
+    if if_none_match and obj.etag and (
+        if_none_match.strip() == "*" or obj.etag in [t.strip() for t in if_none_match.split(",")]
+    ):
         return Response(status_code=304, headers=headers)
     requested = request.headers.get("range", "").strip()
     headers["Accept-Ranges"] = "bytes"

@@ -2,7 +2,8 @@
 
 Storage answers client errors with HTTP 400 and puts the real status in ``statusCode`` as a
 string; the clients branch on that (storage3's ``exists()`` looks for ``"404"``). Server errors
-keep their HTTP status.
+keep their HTTP status, and so does 401: on Supabase a refused API key (a secret key sent by a
+browser) is answered before storage, with a real 401, and the same rule answers it here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _LEGACY = {
     "InvalidImage": "Invalid Input",
     "StorageBackendError": "internal",
     "SlowDown": "Too Many Requests",
+    "forbidden_secret_key": "Unauthorized",
 }
 
 
@@ -61,7 +63,7 @@ def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
     if isinstance(error, SessionEnded):
         error = storage_error("InvalidJWT", error.message, 403)  # what storage answers for a token it refuses
     status = error.status
-    http_status = status if status >= 500 or status == 304 else 400
+    http_status = status if status >= 500 or status in (304, 401) else 400
     if error.extra.get("http_status"):
         http_status = int(error.extra["http_status"])
     body = {

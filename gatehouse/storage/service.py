@@ -44,6 +44,7 @@ from gatehouse.storage import names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.errors import access_denied, bucket_not_found, invalid, not_found, storage_error
 from gatehouse.storage.files import INLINE_LIMIT
+from gatehouse.storage.media import safe_metadata
 from gatehouse.storage.sniff import HEAD_BYTES, is_raster_image, mime_allowed, mime_matches, sniff_mime
 from gatehouse.storage.upload import Spooled, spool, too_large
 
@@ -58,6 +59,8 @@ class Bucket:
     public: bool
     file_size_limit: int | None
     allowed_mime_types: list[str] | None
+    #: Serve document types (HTML, SVG, XML, ...) inline rather than as attachments (0010).
+    inline_documents: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,15 @@ class StoredObject:
 
 def _object(row: asyncpg.Record) -> StoredObject:
     return StoredObject(
-        row["id"], row["bucket_id"], row["name"], row["version"], row["metadata"] or {}, row["user_metadata"],
-        row["created_at"], row["updated_at"], row["last_accessed_at"],
+        row["id"], row["bucket_id"], row["name"], row["version"], safe_metadata(row["metadata"] or {}),
+        row["user_metadata"], row["created_at"], row["updated_at"], row["last_accessed_at"],
     )
 
 
 def _object_from_json(row: dict[str, Any]) -> StoredObject:
     """An object from its row as ``to_jsonb`` renders it (the shape ``run_as`` returns)."""
     return StoredObject(
-        uuid.UUID(row["id"]), row["bucket_id"], row["name"], row["version"], row["metadata"] or {},
+        uuid.UUID(row["id"]), row["bucket_id"], row["name"], row["version"], safe_metadata(row["metadata"] or {}),
         row["user_metadata"], datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["updated_at"]),
         datetime.fromisoformat(row["last_accessed_at"]),
     )
@@ -170,12 +173,14 @@ class StorageService:
         """The bucket as the database has it now (and remembered, as a hint for uploads)."""
         names.bucket_id(bucket_id)
         row = await self.db.admin.fetchrow(
-            "SELECT id, name, public, file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1", bucket_id
+            "SELECT id, name, public, file_size_limit, allowed_mime_types, inline_documents FROM storage.buckets "
+            "WHERE id = $1", bucket_id
         )
         if row is None:
             self._remembered.pop(bucket_id, None)
             raise bucket_not_found()
-        bucket = Bucket(row["id"], row["name"], row["public"], row["file_size_limit"], row["allowed_mime_types"])
+        bucket = Bucket(row["id"], row["name"], row["public"], row["file_size_limit"], row["allowed_mime_types"],
+                        row["inline_documents"])
         self._remembered[bucket.id] = bucket
         return bucket
 
@@ -618,11 +623,12 @@ class StorageService:
         try:
             async with self.db.as_user(claims) as conn:
                 await conn.execute(
-                    "INSERT INTO storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types, "
+                    "inline_documents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     bucket_id, str(body.get("name") or bucket_id), _owner(claims), claims.get("sub"),
                     _bool(body.get("public", False)), _size_limit(body.get("file_size_limit")),
                     _mime_list(body.get("allowed_mime_types")),
+                    _bool(body.get("inline_documents", False), "inline_documents"),
                 )
         except asyncpg.UniqueViolationError:
             raise storage_error("BucketAlreadyExists", "The resource already exists", 409) from None
@@ -635,15 +641,19 @@ class StorageService:
         self._remembered.pop(bucket_id, None)
         if "public" in body and not isinstance(body["public"], bool | None):
             raise invalid("public must be true or false")
+        if "inline_documents" in body and not isinstance(body["inline_documents"], bool | None):
+            raise invalid("inline_documents must be true or false")
         try:
             async with self.db.as_user(claims) as conn:
                 done = await conn.fetchval(
                     "UPDATE storage.buckets SET public = coalesce($2, public), "
                     "file_size_limit = CASE WHEN $5 THEN $3 ELSE file_size_limit END, "
-                    "allowed_mime_types = CASE WHEN $6 THEN $4 ELSE allowed_mime_types END, updated_at = now() "
+                    "allowed_mime_types = CASE WHEN $6 THEN $4 ELSE allowed_mime_types END, "
+                    "inline_documents = coalesce($7, inline_documents), updated_at = now() "
                     "WHERE id = $1 RETURNING id",
                     bucket_id, body.get("public"), _size_limit(body.get("file_size_limit")),
                     _mime_list(body.get("allowed_mime_types")), "file_size_limit" in body, "allowed_mime_types" in body,
+                    body.get("inline_documents"),
                 )
         except asyncpg.PostgresError as exc:
             raise _translate(exc) from None
@@ -678,7 +688,8 @@ def bucket_json(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"], "name": row["name"], "owner": str(row["owner"]) if row["owner"] else "",
         "public": row["public"], "file_size_limit": row["file_size_limit"],
-        "allowed_mime_types": row["allowed_mime_types"], "created_at": row["created_at"].isoformat(),
+        "allowed_mime_types": row["allowed_mime_types"], "inline_documents": row["inline_documents"],
+        "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
 
@@ -701,9 +712,9 @@ def _verify_image(path: Path, mimetype: str) -> None:
         raise storage_error("InvalidMimeType", f"the file is not a valid {mimetype} image", 415) from None
 
 
-def _bool(value: Any) -> bool:
+def _bool(value: Any, name: str = "public") -> bool:
     if not isinstance(value, bool):
-        raise invalid("public must be true or false")
+        raise invalid(f"{name} must be true or false")
     return value
 
 

@@ -9,6 +9,10 @@ supabase-py sends ``multipart/form-data`` with ``cacheControl``, optional ``meta
 file part ``file``; supabase-js sends either a form whose file part has an empty name, or the
 raw bytes with ``content-type``, ``cache-control`` and ``x-metadata`` (base64 JSON). The first
 part with a filename (or named ``file`` or ``""``) is the file, whatever its name.
+
+What is stored comes back as response headers, so it is checked here (``storage.media``): the
+declared type (the raw body's ``Content-Type``, a form's ``contentType`` field or file part type)
+must be exactly one media type, and ``cacheControl`` printable ASCII; both are refused with 400.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import has_nul
 from gatehouse.storage.errors import invalid, storage_error
+from gatehouse.storage.media import body_type, cache_control, essence
 from gatehouse.storage.sniff import HEAD_BYTES
+
 MAX_FIELD_BYTES = 64 * 1024
 
 
@@ -115,6 +121,7 @@ async def spool(
     limit in force (never beyond ``hard_limit``).
     """
     media, options = parse_options_header(content_type or "")
+    raw_type = body_type(content_type)  # one valid media type, or refused before any byte is read
     path, handle = _new_temp(spool_dir)
     sink = _Sink(handle, limit, max(limit, hard_limit or limit), recheck)
     try:
@@ -124,27 +131,22 @@ async def spool(
                 if not boundary:
                     raise invalid("multipart body without a boundary")
                 fields = await _multipart(stream, boundary, sink)
-                file_type = fields.pop("__file_content_type__", None)
-                declared = fields.get("contentType") or file_type
-                cache_control = fields.get("cacheControl")
+                file_type = essence(fields.pop("__file_content_type__", None), what="the file part's Content-Type")
+                declared = essence(fields.get("contentType"), what="contentType") or file_type
+                cache = cache_control(fields.get("cacheControl"))
                 metadata = _json_field(fields.get("metadata"))
             else:
                 async for chunk in stream:
                     sink.write(chunk)
                     await sink.confirm()
-                declared = content_type
-                cache_control = headers.get("cache-control")
+                declared = raw_type
+                cache = cache_control(headers.get("cache-control"))
                 metadata = _base64_json(headers.get("x-metadata"))
             handle.flush()  # durability comes from the backend's fsync before it moves the file into place
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    if cache_control and cache_control.isdigit():
-        cache_control = f"max-age={cache_control}"
-    return Spooled(
-        path, sink.size, sink.digest.hexdigest(), bytes(sink.head),
-        (declared or "").split(";")[0].strip().lower() or None, cache_control, metadata,
-    )
+    return Spooled(path, sink.size, sink.digest.hexdigest(), bytes(sink.head), declared, cache, metadata)
 
 
 async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, sink: _Sink) -> dict[str, str]:

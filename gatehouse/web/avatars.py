@@ -34,11 +34,14 @@ def object_name(value: object) -> str | None:
         return None
 
 
-def image_src(value: object, size: int) -> str | None:
-    """The same-site URL that shows the avatar at ``size`` pixels, or None for no image."""
+def image_src(value: object, size: int, *, origin: str = "") -> str | None:
+    """The URL that shows the avatar at ``size`` pixels, or None for no image.
+
+    Same-site unless ``origin`` names the storage origin (``GATEHOUSE_STORAGE_PUBLIC_URL``).
+    """
     name = object_name(value)
     if name is None:
         return None
     path = "/".join(quote(segment, safe="") for segment in name.split("/"))
     query = urlencode({"width": size, "height": size, "resize": "cover"})
-    return f"/storage/v1/render/image/public/{BUCKET}/{path}?{query}"
+    return f"{origin}/storage/v1/render/image/public/{BUCKET}/{path}?{query}"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from starlette.datastructures import UploadFile
@@ -34,10 +34,13 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
 AVATAR_SIZE = 160
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' {storage}blob: data:; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
-    "style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": PAGE_CSP.format(storage=""),
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
@@ -58,8 +61,15 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> Resp
     context.setdefault("user_id", session.user_id)
     return templates.TemplateResponse(
         request, name, {"csrf": session.csrf, "development": settings.environment == "development", **context},
-        status_code=status, headers=PAGE_HEADERS,
+        status_code=status, headers=_page_headers(settings.storage_public_url),
     )
+
+
+def _page_headers(storage_url: str | None) -> dict[str, str]:
+    """The pages' headers; images may also come from the storage origin when there is one."""
+    if not storage_url:
+        return PAGE_HEADERS
+    return PAGE_HEADERS | {"Content-Security-Policy": PAGE_CSP.format(storage=f"{storage_url} ")}
 
 
 def _secure(request: Request) -> bool:
@@ -218,7 +228,9 @@ async def account(request: Request) -> Response:
     return page(
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
-        avatar=avatars.image_src(profile["avatar_url"], AVATAR_SIZE), avatar_size=AVATAR_SIZE,
+        avatar=avatars.image_src(profile["avatar_url"], AVATAR_SIZE,
+                                 origin=request.app.state.settings.storage_public_url or ""),
+        avatar_size=AVATAR_SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
     )

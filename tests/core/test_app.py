@@ -72,6 +72,60 @@ def test_secret_key_from_a_browser_is_refused(server: RunningServer) -> None:
     assert response.json()["code"] == "forbidden_secret_key"
 
 
+#: What browsers send that server-side clients do not: any one of these marks a browser.
+BROWSER_HEADERS = [
+    {"Origin": "https://app.example.com"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Dest": "empty"},
+    {"Sec-Fetch-User": "?1"},
+    {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0", "Sec-Fetch-Mode": "cors"},
+]
+#: One read per API, and how each API's clients read a refusal.
+API_READS = {
+    "auth": ("/auth/v1/settings", lambda body: body["error_code"] == "forbidden_secret_key" and body["code"] == 401),
+    "rest": ("/rest/v1/", lambda body: body["code"] == "forbidden_secret_key" and set(body) >= {"details", "hint"}),
+    "storage": ("/storage/v1/bucket", lambda body: body["statusCode"] == "401" and body["code"] == "forbidden_secret_key"
+                and body["error"] == "Unauthorized"),
+}
+
+
+@pytest.mark.parametrize("api", sorted(API_READS))
+@pytest.mark.parametrize("browser", BROWSER_HEADERS, ids=lambda h: "+".join(h))
+@pytest.mark.parametrize("carrier", ["apikey", "bearer"])
+def test_secret_key_from_a_browser_is_refused_by_every_api(server: RunningServer, api: str, browser: dict[str, str],
+                                                            carrier: str) -> None:
+    path, refused_shape = API_READS[api]
+    key = server.keys.secret_key
+    sent = {"apikey": key} if carrier == "apikey" else {"Authorization": f"Bearer {key}"}
+    response = httpx.get(f"{server.url}{path}", headers=sent | browser)
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert refused_shape(body), body
+    assert "browser" in (body.get("message") or body.get("msg"))
+    # the same request from a server is served
+    assert httpx.get(f"{server.url}{path}", headers=sent).status_code == 200
+
+
+@pytest.mark.parametrize("api", sorted(API_READS))
+def test_a_secret_bearer_beside_a_publishable_apikey_is_refused_too(server: RunningServer, api: str) -> None:
+    path, refused_shape = API_READS[api]
+    headers = {"apikey": server.keys.publishable_key, "Authorization": f"Bearer {server.keys.secret_key}",
+               "Origin": "https://app.example.com"}
+    response = httpx.get(f"{server.url}{path}", headers=headers)
+    assert response.status_code == 401 and refused_shape(response.json()), response.text
+
+
+@pytest.mark.parametrize("api", sorted(API_READS))
+def test_server_side_fetch_and_browsers_with_the_publishable_key_are_served(server: RunningServer, api: str) -> None:
+    path, _ = API_READS[api]
+    node_fetch = {"User-Agent": "node", "Sec-Fetch-Mode": "cors", "Accept-Language": "*"}  # undici's own headers
+    assert httpx.get(f"{server.url}{path}", headers={"apikey": server.keys.secret_key} | node_fetch).status_code == 200
+    browser = {"Origin": "https://app.example.com", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
+    publishable = httpx.get(f"{server.url}{path}", headers={"apikey": server.keys.publishable_key} | browser)
+    assert publishable.status_code == 200, publishable.text
+
+
 def test_auth_errors_have_the_legacy_shape_without_api_version(server: RunningServer) -> None:
     body = httpx.get(f"{server.url}/auth/v1/settings").json()
     assert body["code"] == 401 and body["error_code"] == "no_api_key" and body["msg"]

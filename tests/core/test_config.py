@@ -130,3 +130,32 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     missing = [f"GATEHOUSE_{name.upper()}" for name in Settings.model_fields
                if f"| `GATEHOUSE_{name.upper()}` |" not in readme]
     assert not missing, f"README.md lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("https://Files.Example-Usercontent.com/", "https://files.example-usercontent.com"),
+     ("http://files.test:8001", "http://files.test:8001"), ("", None)],
+)
+def test_the_storage_origin_is_an_origin(value: str, stored: str | None) -> None:
+    assert load_settings(storage_public_url=value).storage_public_url == stored
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"storage_public_url": "ftp://files.example.com"}, "GATEHOUSE_STORAGE_PUBLIC_URL: "),
+        ({"storage_public_url": "https://example.com/files"}, "no path"),
+        ({"storage_public_url": "https://files.example.com?x=1"}, "no path"),
+        # another port of the app's host shares its cookies: refused
+        ({"storage_public_url": "http://127.0.0.1:9000"}, "another host name than GATEHOUSE_SITE_URL"),
+        ({"site_url": "https://app.example.com", "storage_public_url": "https://app.example.com:8443"},
+         "another host name than GATEHOUSE_SITE_URL"),
+        ({"site_url": "https://app.example.com", "api_external_url": "https://api.example.com",
+          "storage_public_url": "https://api.example.com:444"}, "another host name than GATEHOUSE_API_EXTERNAL_URL"),
+    ],
+)
+def test_a_storage_origin_sharing_the_app_host_is_refused(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(**overrides)
+    assert message in str(refused.value)

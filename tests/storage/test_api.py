@@ -245,7 +245,8 @@ def test_active_content_is_sandboxed(server: RunningServer) -> None:
     httpx.post(f"{server.url}/storage/v1/object/site/page.html", headers=key | {"Content-Type": "text/html"},
                content=b"<script>alert(1)</script>")
     served = httpx.get(f"{server.url}/storage/v1/object/public/site/page.html")
-    assert served.headers["content-security-policy"].startswith("sandbox")
+    assert served.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert served.headers["content-disposition"].startswith("attachment")
     assert served.headers["x-content-type-options"] == "nosniff"
     assert Path  # noqa: B018 - typing import kept for helpers
 
