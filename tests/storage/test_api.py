@@ -47,20 +47,6 @@ def server(server_factory: Callable[..., RunningServer], folder_policy: None) ->
     return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
 
 
-@pytest.fixture(scope="module")
-def user(server: RunningServer) -> Iterator[tuple[httpx.Client, str]]:
-    auth = Auth(server)
-    _, session = auth.confirmed_user()
-    client = httpx.Client(
-        base_url=f"{server.url}/storage/v1",
-        headers={"apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"},
-        timeout=15,
-    )
-    yield client, session["user"]["id"]
-    client.close()
-    auth.close()
-
-
 async def consistent(db: Database, server: RunningServer) -> None:
     """Every row has its bytes and every stored blob has its row (or waits in the janitor's queue)."""
     rows = {r["key"] for r in await db.admin.fetch("SELECT bucket_id || '/' || version AS key FROM storage.objects")}

@@ -4,7 +4,7 @@ and a rate limit on new renders (cache misses) per client address."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -12,7 +12,6 @@ from PIL import Image
 
 from gatehouse.core.db import Database
 from gatehouse.core.ratelimit import key_digest
-from tests.auth.helpers import Auth
 from tests.support import RunningServer
 
 #: Every request of these tests comes from here, so they share one count.
@@ -32,20 +31,6 @@ def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
         "GATEHOUSE_STORAGE_RENDER_MAX_PIXELS_PUBLIC": "10000",  # 100 x 100
         "GATEHOUSE_STORAGE_RENDER_MAX_PIXELS": "40000",  # 200 x 200
     })
-
-
-@pytest.fixture(scope="module")
-def user(server: RunningServer) -> Iterator[tuple[httpx.Client, str]]:
-    auth = Auth(server)
-    _, session = auth.confirmed_user()
-    client = httpx.Client(
-        base_url=f"{server.url}/storage/v1",
-        headers={"apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"},
-        timeout=15,
-    )
-    yield client, session["user"]["id"]
-    client.close()
-    auth.close()
 
 
 @pytest.fixture(autouse=True)

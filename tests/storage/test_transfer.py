@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from gatehouse.core.db import Database
-from tests.auth.helpers import Auth
 from tests.storage.test_api import consistent
 from tests.support import RunningServer
 
@@ -53,20 +52,6 @@ async def policies(db: Database) -> None:
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer], policies: None) -> RunningServer:
     return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
-
-
-@pytest.fixture(scope="module")
-def user(server: RunningServer) -> Iterator[tuple[httpx.Client, str]]:
-    auth = Auth(server)
-    _, session = auth.confirmed_user()
-    client = httpx.Client(
-        base_url=f"{server.url}/storage/v1",
-        headers={"apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"},
-        timeout=30,
-    )
-    yield client, session["user"]["id"]
-    client.close()
-    auth.close()
 
 
 @pytest.fixture(scope="module")
