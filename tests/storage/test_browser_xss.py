@@ -15,9 +15,7 @@ longer be uploaded, so they are written into the rows in SQL, as rows stored bef
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,29 +28,18 @@ from PIL import Image
 
 from gatehouse.core.db import Database
 from gatehouse.core.embedded import free_port
+from tests.chromium import IN_CI, chromium
 from tests.support import RunningServer
 
-IN_CI = bool(os.environ.get("CI"))
 try:
-    from playwright.sync_api import Browser, BrowserContext, Download, Page, Request, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Download, Page, Request
     from playwright.sync_api import Error as PlaywrightError
 except ImportError:  # pragma: no cover - the test extras install it
     if IN_CI:
         raise
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 STORAGE_HOST = "files.gatehouse.test"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the suite runs as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    f"--host-resolver-rules=MAP {STORAGE_HOST} 127.0.0.1",
-]
 TIMEOUT_MS = 15_000
 MARKER = "xss-marker"
 
@@ -172,15 +159,8 @@ async def stored(server_factory: Callable[..., RunningServer], db: Database,
 @pytest.fixture(scope="module")
 def browser(stored: Stored) -> Iterator[Browser]:
     """Headless Chromium, started after the async fixtures (its sync API marks the loop as running)."""
-    if not Path(CHROMIUM).exists():
-        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(reason + ": .ci/run installs it", pytrace=False)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium(f"--host-resolver-rules=MAP {STORAGE_HOST} 127.0.0.1") as browser:
+        yield browser
 
 
 class Evidence:

@@ -12,9 +12,7 @@ browser starts and tears it down after the browser has stopped.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,26 +25,16 @@ from PIL import Image
 
 from gatehouse.core.embedded import free_port
 from tests.smtp import SMTPServer
+from tests.chromium import IN_CI, chromium
 from tests.support import RunningServer
 
-IN_CI = bool(os.environ.get("CI"))
 try:
-    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, ViewportSize, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, ViewportSize, expect
 except ImportError:  # pragma: no cover - the test extras install it
     if IN_CI:
         raise
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the suite runs as root
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a-long-Passphrase-for-the-browser-42"
 TIMEOUT_MS = 15_000
 RENDER_PREFIX = "/storage/v1/render/image/public/avatars/"
@@ -86,15 +74,8 @@ def short_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
 @pytest.fixture(scope="module")
 def browser(server_factory: Callable[..., RunningServer]) -> Iterator[Browser]:
     """Headless Chromium. Depends on ``server_factory`` so that the database outlives the browser."""
-    if not Path(CHROMIUM).exists():
-        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(reason + ": .ci/run installs it", pytrace=False)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 class Dialogs:

@@ -6,23 +6,21 @@ other loopback addresses (``tests.auth.throttling``). Plain ``def`` tests, as in
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.auth.helpers import PASSWORD, Auth
 from tests.auth.throttling import ENV, WRONG, Peer, burn, hold_the_slot, refused, slowed
+from tests.chromium import chromium
 from tests.support import RunningServer
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, expect
 except ImportError:  # pragma: no cover - the test extras install it
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 15_000
 
 
@@ -34,15 +32,8 @@ def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
 @pytest.fixture(scope="module")
 def browser(server: RunningServer) -> Iterator[Browser]:
     """Headless Chromium; depends on the server so that the database outlives the browser."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def log_in(page: Page, server: RunningServer, email: str) -> None:

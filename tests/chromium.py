@@ -1,0 +1,50 @@
+"""Debian's Chromium through Playwright, for the browser tests: one way to launch it, one rule when it is missing.
+
+Playwright's own browser downloads cannot run here, so the tests drive the system's ``chromium``
+(``executable_path``). Without it a test is skipped on a developer's machine and fails under CI,
+where ``.ci/run`` installs it and a skip would hide a missing install step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+IN_CI = bool(os.environ.get("CI"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",  # the suite runs as root
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Browser]:
+    """A headless Chromium for the block (``extra_args`` after the common ones)."""
+    if not Path(CHROMIUM).exists():
+        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(reason + ": .ci/run installs it", pytrace=False)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *extra_args], headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
