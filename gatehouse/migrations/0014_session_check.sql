@@ -57,27 +57,17 @@ $$;
 REVOKE ALL ON FUNCTION gatehouse.become(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION gatehouse.become(text, text) TO authenticator;
 
--- run_as (0007_request_function.sql) with the same check before the role switch. Same signature,
--- so the grant to authenticator stays.
+-- run_as (0007_request_function.sql) switching through become, so the check comes before the
+-- role switch. Same signature, so the grant to authenticator stays.
 CREATE OR REPLACE FUNCTION gatehouse.run_as(req_role text, req_claims text, req_readonly boolean, req_sql text, req_params jsonb)
     RETURNS TABLE (body text, page_count bigint, total bigint)
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    claims jsonb := req_claims::jsonb;
-    refusal text;
 BEGIN
     IF req_readonly THEN
         SET TRANSACTION READ ONLY;
     END IF;
-    IF claims ->> 'session_id' IS NOT NULL THEN
-        refusal := gatehouse.session_refusal((claims ->> 'session_id')::uuid, (claims ->> 'sub')::uuid);
-        IF refusal IS NOT NULL THEN
-            RAISE EXCEPTION '%', refusal USING ERRCODE = 'GH401';
-        END IF;
-    END IF;
-    PERFORM set_config('role', req_role, true);
-    PERFORM set_config('request.jwt.claims', req_claims, true);
+    PERFORM gatehouse.become(req_role, req_claims);  -- the session check, then the role and claims
     RETURN QUERY EXECUTE req_sql USING req_params;
 END;
 $$;
