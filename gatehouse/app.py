@@ -31,9 +31,9 @@ from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
 from gatehouse.core.http import (
-    ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware, bearer_token,
+    ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware, bearer_token, key_role,
 )
-from gatehouse.core.keys import API_KEY_ROLES, InvalidToken, JWTVerifier, KeySet, load_keys
+from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import observe as observe_request
 from gatehouse.core.metrics import metrics as metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
@@ -102,7 +102,7 @@ def secret_key_only(endpoint: Endpoint, keys: KeySet, verifier: JWTVerifier) -> 
 
     async def guarded(request: Request) -> Response:
         key = bearer_token(request.headers) or request.headers.get("apikey") or ""
-        if _key_role(key, keys, verifier) != "service_role":
+        if key_role(key, keys, verifier) != "service_role":
             raise GatehouseError(
                 "secret_key_required",
                 f"{request.url.path} needs the secret key: send it as Authorization: Bearer <secret key>",
@@ -111,18 +111,6 @@ def secret_key_only(endpoint: Endpoint, keys: KeySet, verifier: JWTVerifier) -> 
         return await endpoint(request)
 
     return guarded
-
-
-def _key_role(key: str, keys: KeySet, verifier: JWTVerifier) -> str | None:
-    if not key:
-        return None
-    if key.startswith("sb_"):
-        return keys.role_for_api_key(key)
-    try:
-        role = verifier.verify(key).get("role")
-    except InvalidToken:
-        return None
-    return role if role in API_KEY_ROLES else None
 
 
 def _render_plain(scope: Scope, error: GatehouseError) -> Response:

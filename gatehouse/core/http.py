@@ -196,14 +196,20 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
     def _role_for(self, key: str) -> str | None:
-        if key.startswith("sb_"):
-            return self.keys.role_for_api_key(key)
-        try:
-            claims = self.verifier.verify(key)
-        except InvalidToken:
-            return None
-        role = claims.get("role")
-        return role if role in API_KEY_ROLES else None
+        return key_role(key, self.keys, self.verifier)
+
+
+def key_role(key: str, keys: KeySet, verifier: JWTVerifier) -> str | None:
+    """The base role an API key grants: an ``sb_`` key's, or a legacy anon/service_role JWT's; else None."""
+    if not key:
+        return None
+    if key.startswith("sb_"):
+        return keys.role_for_api_key(key)
+    try:
+        role = verifier.verify(key).get("role")
+    except InvalidToken:
+        return None
+    return role if role in API_KEY_ROLES else None
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -15,8 +15,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Mount, Route, compile_path
 
 from gatehouse.core.db import SessionEnded
-from gatehouse.core.http import JSONResponse, bearer_token, has_nul, state
-from gatehouse.core.keys import API_KEY_ROLES, InvalidToken
+from gatehouse.core.http import JSONResponse, bearer_token, has_nul, key_role, state
+from gatehouse.core.keys import InvalidToken
 from gatehouse.storage import listing, names
 from gatehouse.storage.errors import access_denied, invalid, storage_error
 from gatehouse.storage.files import LocalFileResponse
@@ -64,21 +64,13 @@ def _claims(request: Request, *, required: bool = True) -> dict[str, Any] | None
         return claims
     key = token if token else request.headers.get("apikey")
     if key:
-        role = request.app.state.keys.role_for_api_key(key) if key.startswith("sb_") else _jwt_key_role(request, key)
+        role = key_role(key, request.app.state.keys, request.app.state.verifier)
         if role is None:
             raise storage_error("InvalidJWT", "Invalid API key", 403)
         return {"role": role}
     if required:
         raise access_denied("Authorization is required: send an access token or an API key")
     return None
-
-
-def _jwt_key_role(request: Request, key: str) -> str | None:
-    try:
-        role = request.app.state.verifier.verify(key).get("role")
-    except InvalidToken:
-        return None
-    return role if role in API_KEY_ROLES else None
 
 
 async def _json(request: Request) -> dict[str, Any]:
