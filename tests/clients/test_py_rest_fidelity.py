@@ -62,8 +62,12 @@ def test_range_operators(client: Client, method: str, operator: str, expected: l
     assert ids(query.execute()) == expected, operator
 
 
-def test_range_overlaps(client: Client) -> None:
-    assert ids(client.table("slots").select("id").overlaps("during", "[11,20)").execute()) == [3, 4, 6]
+def test_range_overlaps_contains_and_contained_by(client: Client) -> None:
+    assert ids(client.table("slots").select("id").overlaps("during", "[11,20)").execute()) == [3, 4, 6]  # &&
+    assert ids(client.table("slots").select("id").contains("during", "[2,3)").execute()) == [1, 6]  # @>
+    assert ids(client.table("slots").select("id").contained_by("during", "[0,12)").execute()) == [1, 2]  # <@
+    assert ids(client.table("slots").select("id").eq("during", "[12,15)").execute()) == [3]
+    assert ids(client.table("slots").select("id").neq("during", "[12,15)").execute()) == [1, 2, 4, 5, 6]
 
 
 def test_counts_on_writes(client: Client) -> None:
