@@ -1,7 +1,8 @@
-"""Helpers shared by the tests: a real Gatehouse server in a subprocess, free ports, waiting."""
+"""Helpers shared by the tests: a real Gatehouse server in a subprocess, free ports, waiting, a PNG."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 from gatehouse.core.embedded import free_port
 from gatehouse.core.keys import KeySet
@@ -97,3 +99,10 @@ def start_server(
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(url, process, log_path)
     return RunningServer(url, process, data_dir, log_path, keys, full_env)
+
+
+def png(size: int = 24, color: str = "orange") -> bytes:
+    """A real PNG of ``size`` x ``size`` pixels in one colour (different colours, different bytes)."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, format="PNG")
+    return out.getvalue()

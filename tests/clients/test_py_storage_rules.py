@@ -12,13 +12,7 @@ from PIL import Image
 from storage3.exceptions import StorageApiError
 from supabase import Client
 
-from tests.support import RunningServer
-
-
-def png(size: int = 32, color: str = "teal") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, format="PNG")
-    return out.getvalue()
+from tests.support import RunningServer, png
 
 
 def test_copy_and_move_follow_the_buckets_rules(live: RunningServer,

@@ -9,7 +9,6 @@ other users) keep working, and nothing is written (no object survives a deleted 
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,10 +17,9 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-from PIL import Image
 
 from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import RunningServer
+from tests.support import RunningServer, png
 
 RPC_FUNCTIONS = """
 CREATE FUNCTION public.session_probe() RETURNS uuid LANGUAGE sql STABLE AS 'SELECT auth.uid()';
@@ -30,13 +28,8 @@ GRANT EXECUTE ON FUNCTION public.session_probe(), public.session_touch() TO anon
 """
 
 
-def png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (4, 4), (200, 30, 30)).save(out, "PNG")
-    return out.getvalue()
 
-
-PNG = png()
+PNG = png(4, "red")
 
 
 @pytest.fixture(scope="module")

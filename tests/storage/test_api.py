@@ -19,13 +19,7 @@ from PIL import Image
 
 from gatehouse.core.db import Database
 from tests.auth.helpers import Auth
-from tests.support import RunningServer
-
-
-def png(size: int = 24, color: str = "orange") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, format="PNG")
-    return out.getvalue()
+from tests.support import RunningServer, png
 
 
 @pytest.fixture(scope="module")

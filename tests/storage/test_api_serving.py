@@ -9,27 +9,20 @@ stored before these checks (or written in SQL) are served safely.
 from __future__ import annotations
 
 import base64
-import io
 import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
 import pytest
-from PIL import Image
 
 from gatehouse.core.db import Database
-from tests.support import RunningServer
+from tests.support import RunningServer, png
 
 CSP = "default-src 'none'; sandbox"
 HTML = b"<!doctype html><title>stored</title><script>document.title='XSS'</script>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="XSS"</script></svg>'
 
-
-def png(size: int = 24) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), "teal").save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,18 @@ object content, API clients are served where they ask, and that origin serves st
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from PIL import Image
 
 from gatehouse.core.embedded import free_port
-from tests.support import RunningServer
+from tests.support import RunningServer, png
 
 CSP = "default-src 'none'; sandbox"
 NAVIGATE = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site"}
 
-
-def png(size: int = 32) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), "purple").save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

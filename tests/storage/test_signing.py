@@ -13,15 +13,10 @@ import pytest
 from PIL import Image
 
 from gatehouse.core.keys import KeySet
-from tests.support import RunningServer
+from tests.support import RunningServer, png
 
 WEEK = 7 * 86400
 
-
-def png(size: int = 24, color: str = "orange") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

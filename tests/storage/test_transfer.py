@@ -16,13 +16,7 @@ from PIL import Image
 
 from gatehouse.core.db import Database
 from tests.storage.test_api import consistent
-from tests.support import RunningServer
-
-
-def png(size: int = 24, color: str = "orange") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, format="PNG")
-    return out.getvalue()
+from tests.support import RunningServer, png
 
 
 def noisy_png(side: int) -> bytes:
