@@ -280,7 +280,7 @@ class StorageService:
                     placed = None
                     return stored
                 bucket, fresh = await self.bucket(bucket_id), True  # changed since it was read: again
-            raise storage_error("BucketChanged", "the bucket's settings changed during the upload; try again", 409)
+            raise _bucket_changed()
         finally:
             spooled.discard()
             if placed is not None:
