@@ -6,62 +6,56 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-from contextlib import asynccontextmanager
-
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.auth import api as auth_api
 from gatehouse.auth.admin import AdminService
 from gatehouse.auth.service import AuthService
-from gatehouse.auth.errors import render_auth_error
 from gatehouse.core import logs
+from gatehouse.core.caller import CallerMiddleware, Callers, bearer_token
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
-from gatehouse.core.errors import ErrorRenderer, GatehouseError, from_status
-from gatehouse.core.http import (
-    ApiKeyMiddleware, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware, bearer_token, key_role,
-)
+from gatehouse.core.errors import GatehouseError, from_status
+from gatehouse.core.http import ApiMount, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
-from gatehouse.core.metrics import observe as observe_request
 from gatehouse.core.metrics import metrics as metrics_endpoint
+from gatehouse.core.metrics import observe as observe_request
 from gatehouse.mail import inbox as mail_inbox
+from gatehouse.mail.outbox import OutboxSender
+from gatehouse.mail.render import Templates
+from gatehouse.mail.smtp import SMTPMailer
 from gatehouse.rest import api as rest_api
-from gatehouse.rest.errors import render_rest_error
 from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends.base import create_backend
-from gatehouse.storage.errors import render_storage_error
 from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware
-from gatehouse.mail.outbox import OutboxSender
-from gatehouse.mail.render import Templates
-from gatehouse.mail.smtp import SMTPMailer
 
 log = logging.getLogger("gatehouse.app")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-#: Prefixes whose callers must present an API key.
-API_PREFIXES = ("/auth/v1/", "/rest/v1/")  # storage checks its own callers: public URLs need no key
-#: The only paths other sites' scripts may read (CORS): the three APIs. The pages, the mail inbox
+#: The APIs, each under its prefix with its wire error shape and its edge rules: the one list of
+#: API prefixes. Only these answer other sites' scripts (CORS); the pages, the development inbox
 #: and /metrics answer same-origin callers only.
-CORS_PREFIXES = ("/auth/v1/", "/rest/v1/", "/storage/v1/")
+API_MOUNTS: tuple[ApiMount, ...] = (auth_api.MOUNT, rest_api.MOUNT, storage_api.MOUNT)
 
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
@@ -93,7 +87,7 @@ class ApiCORSMiddleware:
             await self.app(scope, receive, send)
 
 
-def secret_key_only(endpoint: Endpoint, keys: KeySet, verifier: JWTVerifier) -> Endpoint:
+def secret_key_only(endpoint: Endpoint, callers: Callers) -> Endpoint:
     """``endpoint`` for callers that send the secret key (or the legacy service_role JWT) only.
 
     The key may come as ``Authorization: Bearer <key>`` (what Prometheus' ``authorization``
@@ -101,8 +95,8 @@ def secret_key_only(endpoint: Endpoint, keys: KeySet, verifier: JWTVerifier) -> 
     """
 
     async def guarded(request: Request) -> Response:
-        key = bearer_token(request.headers) or request.headers.get("apikey") or ""
-        if key_role(key, keys, verifier) != "service_role":
+        granted = callers.key(bearer_token(request.headers) or request.headers.get("apikey"))
+        if granted is None or granted[0] != "service_role":
             raise GatehouseError(
                 "secret_key_required",
                 f"{request.url.path} needs the secret key: send it as Authorization: Bearer <secret key>",
@@ -127,19 +121,12 @@ def _render_plain(scope: Scope, error: GatehouseError) -> Response:
     return JSONResponse({"code": error.code, "message": error.message, **error.extra}, status_code=error.status)
 
 
-#: Which wire shape each path prefix gets; the first match wins.
-RENDERERS: list[tuple[str, ErrorRenderer]] = [
-    ("/auth/v1", render_auth_error),
-    ("/rest/v1", render_rest_error),
-    ("/storage/v1", render_storage_error),
-]
-
-
 def render_error(scope: Scope, error: GatehouseError) -> Response:
+    """The error in the wire shape of the API the request was for; plain outside the APIs."""
     path: str = scope.get("path", "")
-    for prefix, renderer in RENDERERS:
-        if path == prefix or path.startswith(prefix + "/"):
-            return renderer(scope, error)
+    for mount in API_MOUNTS:
+        if mount.owns(path):
+            return mount.renderer(scope, error)
     return _render_plain(scope, error)
 
 
@@ -201,12 +188,19 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": "ready" if status == 200 else "unavailable", **checks}, status_code=status)
 
 
+def body_limit_for(limit: int) -> Callable[[str], int | None]:
+    """The body cap of a path: none for an API that caps its own streams (storage), else ``limit``."""
+    unlimited = tuple(mount.prefix + "/" for mount in API_MOUNTS if not mount.limit_body)
+    return lambda path: None if path.startswith(unlimited) else limit
+
+
 def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     """Build the app. The database must already be prepared (``gatehouse serve`` does that)."""
     if not settings.database_url:
         raise ConfigError("create_app needs GATEHOUSE_DATABASE_URL; `gatehouse serve` sets it for you")
     keys = keys or load_keys(settings)
     verifier = JWTVerifier(keys)
+    callers = Callers(keys, verifier)
     database = Database(settings.database_url, keys, settings)
     auth = AuthService(database, settings, keys, Templates(settings))
     backend = create_backend(settings)
@@ -244,9 +238,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/health/live", live, methods=["GET", "HEAD"]),
         Route("/health/ready", ready, methods=["GET", "HEAD"]),
-        Mount("/auth/v1", routes=auth_api.routes),
-        Mount("/rest/v1", routes=rest_api.routes),
-        storage_api.StorageMount("/storage/v1"),
+        *(mount.route for mount in API_MOUNTS),
     ]
     development = settings.environment == "development"
     if development:
@@ -254,7 +246,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         # messages hold live sign-in and recovery links.
         routes += mail_inbox.routes
     if settings.metrics_enabled:
-        endpoint = metrics_endpoint if development else secret_key_only(metrics_endpoint, keys, verifier)
+        endpoint = metrics_endpoint if development else secret_key_only(metrics_endpoint, callers)
         routes.append(Route("/metrics", endpoint, methods=["GET"]))
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 
@@ -265,33 +257,22 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             Middleware(StorageOriginMiddleware, storage_url=settings.storage_public_url),
             Middleware(
                 ApiCORSMiddleware,
-                prefixes=CORS_PREFIXES,
+                prefixes=tuple(mount.prefix + "/" for mount in API_MOUNTS),
                 allow_origins=["*"],
                 allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=CORS_ALLOW_HEADERS,
                 expose_headers=CORS_EXPOSE_HEADERS,
                 max_age=3600,
             ),
-            Middleware(
-                ApiKeyMiddleware,
-                keys=keys,
-                verifier=verifier,
-                renderer=render_error,
-                protected_prefixes=API_PREFIXES,
-                open_paths=auth_api.OPEN_PATHS,
-                browser_checked_prefixes=("/storage/v1/",),
-            ),
+            Middleware(CallerMiddleware, callers=callers, mounts=API_MOUNTS),
             Middleware(
                 SessionMiddleware,
                 auth=auth,
-                verifier=verifier,
+                callers=callers,
                 secure=settings.public_site_url.startswith("https://"),
+                skip_prefixes=(*(mount.prefix for mount in API_MOUNTS), "/_inbox"),
             ),
-            Middleware(
-                BodyLimitMiddleware,
-                limit_for=lambda path: None if path.startswith("/storage/v1/") else body_limit,
-                renderer=render_error,
-            ),
+            Middleware(BodyLimitMiddleware, limit_for=body_limit_for(body_limit), renderer=render_error),
         ],
         exception_handlers={
             GatehouseError: _on_gatehouse_error,

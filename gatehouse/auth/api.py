@@ -8,17 +8,16 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from gatehouse import __version__
 from gatehouse.auth import forms
 from gatehouse.auth.admin import AdminService
+from gatehouse.auth.errors import render_auth_error
 from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.caller import caller
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import JSONResponse, bearer_token, state
-from gatehouse.core.keys import InvalidToken
-
-ADMIN_ROLES = ("service_role", "supabase_admin")
+from gatehouse.core.http import ApiMount, JSONResponse
 
 
 def _auth(request: Request) -> AuthService:
@@ -38,29 +37,13 @@ def _redirect_to(request: Request) -> str | None:
 
 
 def user_claims(request: Request) -> dict[str, Any]:
-    """The verified claims of the Bearer access token, or GoTrue's 401/403."""
-    token = bearer_token(request.headers)
-    if token is None or token.startswith("sb_"):
-        raise GatehouseError("no_authorization", "This endpoint requires a Bearer token", status=401)
-    try:
-        claims = request.app.state.verifier.verify(token)
-    except InvalidToken as exc:
-        raise GatehouseError("bad_jwt", f"invalid JWT: unable to parse or verify signature, {exc}", status=403) from None
-    state(request.scope)["user_id"] = claims.get("sub")
-    return claims  # type: ignore[no-any-return]
+    """The claims of the caller's access token (verified at the edge), or GoTrue's 401/403."""
+    return caller(request).signed_in().db_claims()
 
 
 def require_admin(request: Request) -> None:
     """Admin routes take the secret key (as apikey or Bearer) or a service_role JWT."""
-    token = bearer_token(request.headers)
-    if token is not None and not token.startswith("sb_"):
-        try:
-            role = request.app.state.verifier.verify(token).get("role")
-        except InvalidToken as exc:
-            raise GatehouseError("bad_jwt", f"invalid JWT: {exc}", status=403) from None
-    else:
-        role = state(request.scope).get("api_role")
-    if role not in ADMIN_ROLES:
+    if not caller(request).checked().is_admin:
         raise GatehouseError("not_admin", "User not allowed", status=403)
 
 
@@ -294,3 +277,8 @@ routes = [
 #: Paths under /auth/v1 that need no API key, as on Supabase's gateway: health, the public
 #: key set, and the link people open from their email.
 OPEN_PATHS = frozenset({"/auth/v1/health", "/auth/v1/.well-known/jwks.json", "/auth/v1/verify"})
+
+MOUNT = ApiMount(
+    "/auth/v1", Mount("/auth/v1", routes=routes), render_auth_error, key_required=True, token_at_edge=False,
+    open_paths=OPEN_PATHS,
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gatehouse.core.caller import Unauthenticated
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import JSONResponse
+from gatehouse.core.http import InvalidBody, JSONResponse
 
 API_VERSION_HEADER = "x-supabase-api-version"
 API_VERSION = "2024-01-01"
@@ -25,7 +26,25 @@ def _requested_api_version(scope: Scope) -> str | None:
     return None
 
 
+def _auth_shaped(error: GatehouseError) -> GatehouseError:
+    """The edge's and core's own errors, as GoTrue names them."""
+    if isinstance(error, Unauthenticated):
+        if error.reason in ("invalid_token", "expired_token"):
+            return GatehouseError(
+                "bad_jwt", f"invalid JWT: unable to parse or verify signature, {error.detail}", status=403
+            )
+        if error.reason == "no_token":
+            return GatehouseError("no_authorization", error.message, status=401)
+        if error.reason == "secret_key_in_browser":
+            return GatehouseError("forbidden_secret_key", error.message, status=401)
+        return error  # no_api_key, invalid_api_key
+    if isinstance(error, InvalidBody):
+        return GatehouseError("validation_failed" if error.reason == "nul" else "bad_json", error.message, status=400)
+    return error
+
+
 def render_auth_error(scope: Scope, error: GatehouseError) -> Response:
+    error = _auth_shaped(error)
     version = _requested_api_version(scope)
     headers: dict[str, str] = {}
     body: dict[str, object]

@@ -8,13 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal, TypeVar
 
-import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import has_nul
+from gatehouse.core.http import read_json
 
 Form = TypeVar("Form", bound=BaseModel)
 MAX_EMAIL = 255
@@ -118,23 +117,6 @@ class DeleteUserForm(_Form):
     should_soft_delete: bool = False
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is ``{}``."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatehouseError("bad_json", f"Could not parse request body as JSON: {exc}", status=400) from None
-    if not isinstance(data, dict):
-        raise GatehouseError("bad_json", "Request body must be a JSON object", status=400)
-    if has_nul(data):
-        raise GatehouseError("validation_failed", "Request body contains a NUL character, which cannot be stored",
-                             status=400)
-    return data
-
-
 def parse(form: type[Form], data: dict[str, Any]) -> Form:
     try:
         return form.model_validate(data)
@@ -145,7 +127,8 @@ def parse(form: type[Form], data: dict[str, Any]) -> Form:
 
 
 async def read_form(request: Request, form: type[Form]) -> Form:
-    return parse(form, await read_json(request))
+    data: dict[str, Any] = await read_json(request)
+    return parse(form, data)
 
 
 def normalize_email(value: str | None, *, required: bool = True) -> str | None:

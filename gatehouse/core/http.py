@@ -1,4 +1,4 @@
-"""The HTTP edge shared by every service: JSON responses, request ids, API keys, body limits.
+"""The HTTP edge shared by every service: JSON responses, request ids, the mount table, body limits.
 
 The middlewares are plain ASGI (no per-request task or body copy) and render their own errors
 through the app's ``ErrorRenderer``, so each client gets the error shape it parses.
@@ -13,15 +13,17 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.core.errors import ErrorRenderer, GatehouseError
-from gatehouse.core.keys import API_KEY_ROLES, InvalidToken, JWTVerifier, KeySet
 
 access_log = logging.getLogger("gatehouse.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -119,139 +121,56 @@ class RequestContextMiddleware:
                 )
 
 
-def bearer_token(headers: Headers) -> str | None:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+@dataclass(frozen=True, slots=True)
+class ApiMount:
+    """One API under its prefix: its routes, the renderer of its wire error shape, and how the edge
+    treats its callers and bodies. The app's table of these is the one list of API prefixes."""
+
+    prefix: str
+    route: BaseRoute
+    renderer: ErrorRenderer
+    #: The API needs an ``apikey`` (auth and the data API); storage's public URLs need none.
+    key_required: bool
+    #: A bad bearer token is refused before the request is parsed (PostgREST's order); otherwise
+    #: the refusal waits for an endpoint that needs the token.
+    token_at_edge: bool
+    #: Bodies are capped by ``GATEHOUSE_MAX_BODY_BYTES`` at the edge; False for an API that streams
+    #: bodies and caps them itself (storage uploads).
+    limit_body: bool = True
+    #: Paths under the prefix that need no key: health, the public key set, links opened from mail.
+    open_paths: frozenset[str] = frozenset()
+
+    def owns(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
 
 
-class ApiKeyMiddleware:
-    """Requires an ``apikey`` on API paths and records the base role it grants.
+class InvalidBody(GatehouseError):
+    """A request body that is not the JSON an endpoint takes. Each API renders it in its own shape."""
 
-    ``sb_publishable_`` and legacy anon JWTs grant ``anon``; ``sb_secret_`` and legacy
-    service_role JWTs grant ``service_role``. As on Supabase, a secret key sent by a browser is
-    refused (:func:`secret_key_from_browser`): it would be visible to anyone using the page.
-    ``open_paths`` need no key (health, the public key set, links opened from email).
-    ``browser_checked_prefixes`` (storage, which resolves its callers itself because public URLs
-    need no key) get only the browser check, the same one, in the same place.
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__("bad_json", message, status=400)
+        #: ``syntax`` (not JSON), ``shape`` (not an object) or ``nul`` (holds a NUL character).
+        self.reason = reason
+
+
+async def read_json(request: Request, *, object_only: bool = True, reject_nul: bool = True) -> Any:
+    """The request body as JSON: the one reader every API uses; raises :class:`InvalidBody`.
+
+    An empty body is ``{}`` (``None`` when any JSON value is taken). ``reject_nul``: PostgreSQL
+    text cannot hold a NUL character, so refuse it here with a sentence a person can act on.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        keys: KeySet,
-        verifier: JWTVerifier,
-        renderer: ErrorRenderer,
-        protected_prefixes: tuple[str, ...],
-        open_paths: frozenset[str],
-        browser_checked_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        self.app = app
-        self.keys = keys
-        self.verifier = verifier
-        self.renderer = renderer
-        self.protected_prefixes = protected_prefixes
-        self.open_paths = open_paths
-        self.checked_prefixes = protected_prefixes + browser_checked_prefixes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path in self.open_paths or not path.startswith(self.checked_prefixes):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        key = presented_key(headers)
-        if not path.startswith(self.protected_prefixes):  # the key is optional here; the browser rule is not
-            error = secret_key_from_browser(headers, self.keys)
-            if error is not None:
-                await self.renderer(scope, error)(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
-        if not key:
-            error = GatehouseError(
-                "no_api_key",
-                "No API key found in request. Send your publishable key in the apikey header.",
-                status=401,
-                hint="No `apikey` request header or url param was found.",
-            )
-            await self.renderer(scope, error)(scope, receive, send)
-            return
-        role = self._role_for(key)
-        if role is None:
-            error = GatehouseError("invalid_api_key", "Invalid API key", status=401, hint="Double check your API key.")
-            await self.renderer(scope, error)(scope, receive, send)
-            return
-        error = secret_key_from_browser(headers, self.keys)
-        if error is not None:
-            await self.renderer(scope, error)(scope, receive, send)
-            return
-        state(scope)["api_role"] = role
-        await self.app(scope, receive, send)
-
-    def _role_for(self, key: str) -> str | None:
-        return key_role(key, self.keys, self.verifier)
-
-
-def key_role(key: str, keys: KeySet, verifier: JWTVerifier) -> str | None:
-    """The base role an API key grants: an ``sb_`` key's, or a legacy anon/service_role JWT's; else None."""
-    if not key:
-        return None
-    if key.startswith("sb_"):
-        return keys.role_for_api_key(key)
+    raw = await request.body()
+    if not raw.strip():
+        return {} if object_only else None
     try:
-        role = verifier.verify(key).get("role")
-    except InvalidToken:
-        return None
-    return role if role in API_KEY_ROLES else None
-
-
-def presented_key(headers: Headers) -> str | None:
-    """The API key a request presents: the ``apikey`` header, else an ``sb_`` key sent as bearer."""
-    key = headers.get("apikey")
-    if not key:
-        bearer = bearer_token(headers)
-        key = bearer if bearer and bearer.startswith("sb_") else None
-    return key or None
-
-
-def is_browser(headers: Headers) -> bool:
-    """Whether a request comes from a web page, by the headers only browsers send.
-
-    ``Origin`` (any cross-origin or non-GET request a page makes), or the fetch metadata that
-    only browsers add: ``Sec-Fetch-Site``, ``Sec-Fetch-Dest``, ``Sec-Fetch-User``. Node's
-    ``fetch`` (undici) sends ``Sec-Fetch-Mode: cors`` on every request, server side too, so
-    that header alone counts only with a browser's ``Mozilla/`` user agent.
-    """
-    if "origin" in headers or "sec-fetch-site" in headers or "sec-fetch-dest" in headers or "sec-fetch-user" in headers:
-        return True
-    return headers.get("user-agent", "").startswith("Mozilla/") and "sec-fetch-mode" in headers
-
-
-def secret_key_from_browser(headers: Headers, keys: KeySet) -> GatehouseError | None:
-    """The refusal of a valid secret key (``sb_secret_``) sent by a browser, or None.
-
-    Both places a key can travel count: the ``apikey`` header and an ``sb_`` bearer token. One
-    rule for auth, the data API and storage; each renders the error in its own shape (401).
-    """
-    bearer = bearer_token(headers)
-    presented = [key for key in (headers.get("apikey"), bearer) if key and key.startswith("sb_secret_")]
-    if not presented or not is_browser(headers):
-        return None
-    if not any(keys.role_for_api_key(key) == "service_role" for key in presented):
-        return None  # not our secret key: the API's own key check refuses it
-    return GatehouseError(
-        "forbidden_secret_key",
-        "Secret API keys cannot be used in a browser, where anyone using the page could read them. "
-        "Use the publishable key there, and keep the secret key on your server.",
-        status=401,
-    )
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody("syntax", f"Could not parse request body as JSON: {exc}") from None
+    if object_only and not isinstance(data, dict):
+        raise InvalidBody("shape", "Request body must be a JSON object")
+    if reject_nul and has_nul(data):
+        raise InvalidBody("nul", "Request body contains a NUL character, which cannot be stored")
+    return data
 
 
 class BodyLimitMiddleware:
@@ -293,7 +212,13 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
-def too_large(limit: int) -> GatehouseError:
-    return GatehouseError(
-        "request_too_large", f"Request body is larger than the limit of {limit} bytes", status=413
-    )
+class TooLarge(GatehouseError):
+    """A body over a limit. Each API renders it in its own shape (storage: ``EntityTooLarge``)."""
+
+    def __init__(self, limit: int, what: str = "Request body") -> None:
+        super().__init__("request_too_large", f"{what} is larger than the limit of {limit} bytes", status=413)
+        self.limit = limit
+
+
+def too_large(limit: int) -> TooLarge:
+    return TooLarge(limit)

@@ -14,13 +14,13 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from gatehouse.core.caller import caller
 from gatehouse.core.db import Database, Result
-from gatehouse.core.http import JSONResponse, bearer_token, state
-from gatehouse.core.keys import InvalidToken
+from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.rest import grammar, sqlgen
-from gatehouse.rest.errors import from_postgres, rest_error
+from gatehouse.rest.errors import from_postgres, render_rest_error, rest_error
 from gatehouse.rest.openapi import PRIVILEGES_SQL, Privileges, openapi
 from gatehouse.rest.plan import Planner
 from gatehouse.rest.query import Query, Shaping
@@ -69,18 +69,8 @@ class Prefer:
 
 
 def _claims(request: Request) -> dict[str, Any]:
-    """The caller: a verified user JWT's claims, else the base role of the API key."""
-    token = bearer_token(request.headers)
-    if token is not None and not token.startswith("sb_"):
-        try:
-            claims: dict[str, Any] = request.app.state.verifier.verify(token)
-        except InvalidToken as exc:
-            expired = "expired" in str(exc)
-            raise rest_error("PGRST303" if expired else "PGRST301", "JWT expired" if expired else str(exc), 401) from None
-        claims.setdefault("role", "anon")
-        state(request.scope)["user_id"] = claims.get("sub")
-        return claims
-    return {"role": state(request.scope).get("api_role", "anon")}
+    """The caller's claims, as the edge verified them (before anything was parsed)."""
+    return caller(request).checked().db_claims()
 
 
 def _schema(request: Request, *, write: bool) -> str:
@@ -130,13 +120,7 @@ def _parse_query(items: list[tuple[str, str]], range_header: str | None, rpc_arg
 
 
 async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise rest_error("PGRST102", "Empty or invalid json", 400, details=str(exc)) from None
+    return await read_json(request, object_only=False, reject_nul=False)  # NUL: the database's own 22P05
 
 
 async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool) -> Result:
@@ -360,3 +344,6 @@ routes = [
     Route("/{table}", read, methods=["GET", "HEAD"]),
     Route("/{table}", write, methods=["POST", "PATCH", "DELETE"]),
 ]
+
+#: PostgREST checks the token before it parses the request: a bad token wins over a bad filter.
+MOUNT = ApiMount("/rest/v1", Mount("/rest/v1", routes=routes), render_rest_error, key_required=True, token_at_edge=True)

@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Mount, Route, compile_path
 
+from gatehouse.core.caller import caller
 from gatehouse.core.db import SessionEnded
-from gatehouse.core.http import JSONResponse, bearer_token, has_nul, key_role, state
-from gatehouse.core.keys import InvalidToken
+from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.storage import listing, names
-from gatehouse.storage.errors import access_denied, invalid, storage_error
+from gatehouse.storage.errors import access_denied, invalid, render_storage_error, storage_error
 from gatehouse.storage.files import LocalFileResponse
 from gatehouse.storage.media import OBJECT_CSP, body_type, is_document
 from gatehouse.storage.service import StorageService, StoredObject
+
 
 class _ObjectPath(Convertor[str]):
     """Like Starlette's ``path``, but matching newlines too: a name with a control character is
@@ -52,39 +52,17 @@ def _service(request: Request) -> StorageService:
 
 
 def _claims(request: Request, *, required: bool = True) -> dict[str, Any] | None:
-    """The caller: a verified JWT's claims, else the API key's role; None if anonymous."""
-    token = bearer_token(request.headers)
-    if token is not None and not token.startswith("sb_"):
-        try:
-            claims: dict[str, Any] = request.app.state.verifier.verify(token)
-        except InvalidToken as exc:
-            raise storage_error("InvalidJWT", f"invalid JWT: {exc}", 403) from None
-        claims.setdefault("role", "anon")
-        state(request.scope)["user_id"] = claims.get("sub")
-        return claims
-    key = token if token else request.headers.get("apikey")
-    if key:
-        role = key_role(key, request.app.state.keys, request.app.state.verifier)
-        if role is None:
-            raise storage_error("InvalidJWT", "Invalid API key", 403)
-        return {"role": role}
-    if required:
-        raise access_denied("Authorization is required: send an access token or an API key")
-    return None
+    """The caller's claims (a verified token's, else the API key's role); None if anonymous."""
+    found = caller(request).checked()
+    if found.token is None and found.key == "none":
+        if required:
+            raise access_denied("Authorization is required: send an access token or an API key")
+        return None
+    return found.db_claims()
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise invalid("the body must be a JSON object")
-    if has_nul(data):
-        raise invalid("the body contains a NUL character, which cannot be stored")
+    data: dict[str, Any] = await read_json(request)
     return data
 
 
@@ -482,3 +460,9 @@ routes = [
     Route("/object/{bucket}", delete_many, methods=["DELETE"]),
     Route("/render/image/{mode:str}/{bucket}/{path:objectpath}", render, methods=["GET"]),
 ]
+
+#: Storage's public URLs need no key, and its uploads stream (capped per bucket, not at the edge).
+MOUNT = ApiMount(
+    "/storage/v1", StorageMount("/storage/v1"), render_storage_error, key_required=False, token_at_edge=False,
+    limit_body=False,
+)

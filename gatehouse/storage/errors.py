@@ -11,9 +11,10 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gatehouse.core.caller import Unauthenticated
 from gatehouse.core.db import SessionEnded
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import JSONResponse
+from gatehouse.core.http import InvalidBody, JSONResponse, TooLarge
 
 #: The legacy ``error`` word storage puts beside each code.
 _LEGACY = {
@@ -60,8 +61,7 @@ def invalid(message: str) -> GatehouseError:
 
 
 def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
-    if isinstance(error, SessionEnded):
-        error = storage_error("InvalidJWT", error.message, 403)  # what storage answers for a token it refuses
+    error = _storage_shaped(error)
     status = error.status
     http_status = status if status >= 500 or status in (304, 401) else 400
     if error.extra.get("http_status"):
@@ -74,3 +74,22 @@ def render_storage_error(scope: Scope, error: GatehouseError) -> Response:
     }
     headers = {"Retry-After": str(error.extra["retry_after"])} if "retry_after" in error.extra else None
     return JSONResponse(body, status_code=http_status, headers=headers)
+
+
+def _storage_shaped(error: GatehouseError) -> GatehouseError:
+    """The edge's and core's own errors, as storage names them."""
+    if isinstance(error, SessionEnded):
+        return storage_error("InvalidJWT", error.message, 403)  # what storage answers for a token it refuses
+    if isinstance(error, Unauthenticated):
+        if error.reason == "secret_key_in_browser":
+            return storage_error("forbidden_secret_key", error.message, 401)
+        if error.reason == "invalid_api_key":
+            return storage_error("InvalidJWT", "Invalid API key", 403)
+        if error.reason == "no_token":
+            return access_denied("Authorization is required: send an access token or an API key")
+        return storage_error("InvalidJWT", f"invalid JWT: {error.detail}", 403)
+    if isinstance(error, InvalidBody):
+        return invalid(error.message)
+    if isinstance(error, TooLarge):
+        return storage_error("EntityTooLarge", f"The object exceeded the maximum allowed size of {error.limit} bytes", 413)
+    return error

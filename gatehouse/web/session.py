@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -24,15 +25,15 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.auth.service import AuthService, Client
+from gatehouse.core.caller import Caller, Callers, Unauthenticated, remember
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import state
-from gatehouse.core.keys import InvalidToken, JWTVerifier
+from gatehouse.core.keys import JWTVerifier
 
 ACCESS = "gh-access-token"
 REFRESH = "gh-refresh-token"
 CSRF = "gh-csrf"
 REFRESH_MAX_AGE = 30 * 24 * 3600
-API_PREFIXES = ("/auth/v1", "/rest/v1", "/storage/v1", "/_inbox")
 
 
 @dataclass
@@ -61,14 +62,20 @@ def cookie(name: str, value: str, *, max_age: int, secure: bool) -> str:
 
 
 class SessionMiddleware:
-    def __init__(self, app: ASGIApp, *, auth: AuthService, verifier: JWTVerifier, secure: bool) -> None:
+    """Resolves the browser's session for the pages; ``skip_prefixes`` (the APIs) have their own callers."""
+
+    def __init__(
+        self, app: ASGIApp, *, auth: AuthService, callers: Callers, secure: bool, skip_prefixes: tuple[str, ...]
+    ) -> None:
         self.app = app
         self.auth = auth
-        self.verifier = verifier
+        self.callers = callers
+        self.verifier = callers.verifier
         self.secure = secure
+        self.skip_prefixes = skip_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(API_PREFIXES):
+        if scope["type"] != "http" or scope["path"].startswith(self.skip_prefixes):
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
@@ -78,8 +85,9 @@ class SessionMiddleware:
             session.set_cookies.append(cookie(CSRF, session.csrf, max_age=REFRESH_MAX_AGE, secure=self.secure))
         await self._load(conn, session)
         state(scope)["web_session"] = session
-        if session.user_id:
-            state(scope)["user_id"] = session.user_id
+        if session.claims:
+            remember(scope, Caller(role=str(session.claims["role"]), claims=MappingProxyType(session.claims),
+                                   token=session.access_token))
 
         async def send_with_cookies(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -94,10 +102,10 @@ class SessionMiddleware:
         access = conn.cookies.get(ACCESS)
         if access:
             try:
-                session.claims = self.verifier.verify(access)
+                session.claims = self.callers.token(access).db_claims()
                 session.access_token = access
                 return
-            except InvalidToken:
+            except Unauthenticated:
                 pass  # expired or bad: try the refresh token
         refresh = conn.cookies.get(REFRESH)
         if not refresh:

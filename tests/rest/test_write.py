@@ -139,6 +139,19 @@ def test_expired_or_forged_token(rest_server: object, anon: Rest) -> None:
     assert anon.http.get("/countries", headers={"Authorization": f"Bearer {bad_role}"}).status_code in (401, 403)
 
 
+def test_the_token_is_checked_before_the_request_is_parsed(rest_server: object, anon: Rest) -> None:
+    """As PostgREST: an expired token with a bad filter is PGRST303, not the filter's PGRST100."""
+    import time
+
+    expired = anon.server.keys.sign(
+        {"sub": "x", "role": "authenticated", "aud": "authenticated", "exp": int(time.time()) - 1}
+    )
+    headers = {"Authorization": f"Bearer {expired}"}
+    assert anon.http.get("/countries?name=nonsense.x", headers=headers).json()["code"] == "PGRST303"
+    assert anon.http.post("/countries", content=b"{not json", headers=headers).json()["code"] == "PGRST303"
+    assert anon.http.get("/countries?name=nonsense.x").json()["code"] == "PGRST100"  # the filter is bad
+
+
 def test_rpc(user_factory: UserFactory, anon: Rest) -> None:
     rest, session = user_factory()
     assert anon.http.post("/rpc/add", json={"a": 2, "b": 3}).json() == 5
