@@ -1,7 +1,7 @@
 """The user-management app: log in, sign up, confirm, account, avatar, sign out. Server-rendered.
 
 Pages call the same services as the HTTP APIs, in-process: ``AuthService`` for accounts,
-``Database.as_user`` for the profile (RLS decides, never a privileged role), and
+``gatehouse.profiles`` for the profile (run as the user: RLS decides), and
 ``StorageService`` for the avatar, as the signed-in user.
 """
 
@@ -12,9 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-import asyncpg
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,10 +21,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gatehouse import profiles
 from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, UserUpdateForm, VerifyForm
 from gatehouse.auth.links import VERIFY_TYPES
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
+from gatehouse.profiles import Profile, ProfileError
 from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
 from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
@@ -186,22 +187,14 @@ def _to_login() -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-async def _profile(request: Request, session: WebSession) -> dict[str, Any]:
-    async with request.app.state.database.as_user(session.claims, readonly=True) as conn:
-        row = await conn.fetchrow(
-            "SELECT full_name, username, website, avatar_url FROM public.profiles WHERE id = $1",
-            uuid.UUID(session.user_id),
-        )
-    return dict(row) if row else {"full_name": None, "username": None, "website": None, "avatar_url": None}
-
-
 async def account(request: Request) -> Response:
     session = await _current_user(request)
     if session is None:
         return _to_login()
-    profile = await _profile(request, session)
-    form = ProfileForm(full_name=profile["full_name"] or "", username=profile["username"] or "",
-                       website=profile["website"] or "")
+    database, user_id = request.app.state.database, uuid.UUID(session.user_id)
+    profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
+    form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
+                       website=profile.website or "")
     notice = {"password": "Password changed.", "profile": "Profile updated."}.get(
         request.query_params.get("changed", ""), ""
     )
@@ -212,23 +205,16 @@ async def account(request: Request) -> Response:
         form = ProfileForm.parse({k: str(v) for k, v in data.items()})
         if not form.errors:
             try:
-                async with request.app.state.database.as_user(session.claims) as conn:
-                    await conn.execute(
-                        "INSERT INTO public.profiles (id, full_name, username, website, updated_at) "
-                        "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, "
-                        "username = excluded.username, website = excluded.website, updated_at = now()",
-                        uuid.UUID(session.user_id), *form.values().values(),
-                    )
+                await profiles.save_details(database, session.claims, user_id, **form.values())
                 # Post/Redirect/Get: reloading the page must not send the form again
                 return RedirectResponse("/account?changed=profile", status_code=303)
-            except asyncpg.UniqueViolationError:
-                form.errors["username"] = "That username is taken. Pick another."
-            except asyncpg.CheckViolationError:
-                form.errors["username"] = "Use at least 3 characters."
+            except ProfileError as error:
+                if not form.refused(error):
+                    raise
     return page(
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
-        avatar=avatars.image_src(profile["avatar_url"], AVATAR_SIZE,
+        avatar=avatars.image_src(profile.avatar_url, AVATAR_SIZE,
                                  origin=request.app.state.settings.storage_public_url or ""),
         avatar_size=AVATAR_SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
@@ -266,12 +252,7 @@ async def avatar(request: Request) -> Response:
         messages = {"413": "That image is larger than 2 MB. Pick a smaller one.",
                     "415": "That file is not a PNG, JPEG, GIF or WebP image."}
         return _avatar_error(messages.get(str(error.status), error.message))
-    async with request.app.state.database.as_user(session.claims) as conn:
-        await conn.execute(
-            "INSERT INTO public.profiles (id, avatar_url, updated_at) VALUES ($1, $2, now()) "
-            "ON CONFLICT (id) DO UPDATE SET avatar_url = excluded.avatar_url, updated_at = now()",
-            uuid.UUID(session.user_id), name,
-        )
+    await profiles.save_avatar(request.app.state.database, session.claims, uuid.UUID(session.user_id), name)
     return RedirectResponse("/account?avatar=updated", status_code=303)
 
 
