@@ -7,14 +7,11 @@ Pages call the same services as the HTTP APIs, in-process: ``AuthService`` for a
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -33,8 +30,6 @@ from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
-AVATAR_SIZE = 160
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' {storage}blob: data:; script-src 'self'; "
     "style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -214,9 +209,9 @@ async def account(request: Request) -> Response:
     return page(
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
-        avatar=avatars.image_src(profile.avatar_url, AVATAR_SIZE,
+        avatar=avatars.image_src(profile.avatar_url, avatars.SIZE,
                                  origin=request.app.state.settings.storage_public_url or ""),
-        avatar_size=AVATAR_SIZE,
+        avatar_size=avatars.SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
     )
@@ -229,35 +224,12 @@ async def avatar(request: Request) -> Response:
     data = await _checked_form(request)
     if isinstance(data, Response):
         return data
-    upload = data.get("avatar")
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        return _avatar_error("Choose an image to upload.")
-    extension = AVATAR_TYPES.get((upload.content_type or "").lower())
-    if extension is None:
-        return _avatar_error("Upload a PNG, JPEG, GIF or WebP image.")
-    name = avatars.object_name(f"{session.user_id}-{secrets.token_hex(6)}.{extension}")
-    if name is None:  # the session's user id is a UUID: this never happens, but nothing unchecked is saved
-        return _avatar_error("That photo cannot be saved; sign in again.")
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await upload.read(65536):
-            yield chunk
-
     try:
-        await request.app.state.storage.upload(
-            session.claims, avatars.BUCKET, name, chunks(), content_type=upload.content_type,
-            content_length=upload.size, headers={"cache-control": "max-age=3600"}, upsert=False,
-        )
-    except GatehouseError as error:
-        messages = {"413": "That image is larger than 2 MB. Pick a smaller one.",
-                    "415": "That file is not a PNG, JPEG, GIF or WebP image."}
-        return _avatar_error(messages.get(str(error.status), error.message))
-    await profiles.save_avatar(request.app.state.database, session.claims, uuid.UUID(session.user_id), name)
+        await avatars.replace(request.app.state.storage, request.app.state.database, session.claims or {},
+                              uuid.UUID(session.user_id), data.get("avatar"))
+    except avatars.AvatarRefused as refused:
+        return RedirectResponse("/account?" + urlencode({"avatar_error": refused.message}), status_code=303)
     return RedirectResponse("/account?avatar=updated", status_code=303)
-
-
-def _avatar_error(message: str) -> Response:
-    return RedirectResponse("/account?" + urlencode({"avatar_error": message}), status_code=303)
 
 
 async def signout(request: Request) -> Response:
