@@ -6,7 +6,16 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from gatehouse import profiles
+
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+
+
+#: What the form says next to the username when the database refuses it.
+_REFUSALS = {
+    profiles.USERNAME_TAKEN: "That username is taken. Pick another.",
+    profiles.USERNAME_TOO_SHORT: "Use at least 3 characters.",
+}
 
 
 @dataclass
@@ -35,6 +44,14 @@ class ProfileForm:
             if parts.scheme not in ("http", "https") or not parts.netloc or len(form.website) > 2000:
                 form.errors["website"] = "Enter a full address starting with https:// (or http://)."
         return form
+
+    def refused(self, error: profiles.ProfileError) -> bool:
+        """Show the database's refusal next to its field; False if it belongs to none."""
+        message = _REFUSALS.get(error.code)
+        if message is None:
+            return False
+        self.errors["username"] = message
+        return True
 
     def values(self) -> dict[str, str | None]:
         return {

@@ -1,39 +1,35 @@
 """The user-management app: log in, sign up, confirm, account, avatar, sign out. Server-rendered.
 
 Pages call the same services as the HTTP APIs, in-process: ``AuthService`` for accounts,
-``Database.as_user`` for the profile (RLS decides, never a privileged role), and
+``gatehouse.profiles`` for the profile (run as the user: RLS decides), and
 ``StorageService`` for the avatar, as the signed-in user.
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-import asyncpg
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gatehouse import profiles
 from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, UserUpdateForm, VerifyForm
 from gatehouse.auth.links import VERIFY_TYPES
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
+from gatehouse.profiles import Profile, ProfileError
 from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
 from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-AVATAR_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
-AVATAR_SIZE = 160
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' {storage}blob: data:; script-src 'self'; "
     "style-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -186,22 +182,14 @@ def _to_login() -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-async def _profile(request: Request, session: WebSession) -> dict[str, Any]:
-    async with request.app.state.database.as_user(session.claims, readonly=True) as conn:
-        row = await conn.fetchrow(
-            "SELECT full_name, username, website, avatar_url FROM public.profiles WHERE id = $1",
-            uuid.UUID(session.user_id),
-        )
-    return dict(row) if row else {"full_name": None, "username": None, "website": None, "avatar_url": None}
-
-
 async def account(request: Request) -> Response:
     session = await _current_user(request)
     if session is None:
         return _to_login()
-    profile = await _profile(request, session)
-    form = ProfileForm(full_name=profile["full_name"] or "", username=profile["username"] or "",
-                       website=profile["website"] or "")
+    database, user_id = request.app.state.database, uuid.UUID(session.user_id)
+    profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
+    form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
+                       website=profile.website or "")
     notice = {"password": "Password changed.", "profile": "Profile updated."}.get(
         request.query_params.get("changed", ""), ""
     )
@@ -212,25 +200,18 @@ async def account(request: Request) -> Response:
         form = ProfileForm.parse({k: str(v) for k, v in data.items()})
         if not form.errors:
             try:
-                async with request.app.state.database.as_user(session.claims) as conn:
-                    await conn.execute(
-                        "INSERT INTO public.profiles (id, full_name, username, website, updated_at) "
-                        "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, "
-                        "username = excluded.username, website = excluded.website, updated_at = now()",
-                        uuid.UUID(session.user_id), *form.values().values(),
-                    )
+                await profiles.save_details(database, session.claims, user_id, **form.values())
                 # Post/Redirect/Get: reloading the page must not send the form again
                 return RedirectResponse("/account?changed=profile", status_code=303)
-            except asyncpg.UniqueViolationError:
-                form.errors["username"] = "That username is taken. Pick another."
-            except asyncpg.CheckViolationError:
-                form.errors["username"] = "Use at least 3 characters."
+            except ProfileError as error:
+                if not form.refused(error):
+                    raise
     return page(
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
-        avatar=avatars.image_src(profile["avatar_url"], AVATAR_SIZE,
+        avatar=avatars.image_src(profile.avatar_url, avatars.SIZE,
                                  origin=request.app.state.settings.storage_public_url or ""),
-        avatar_size=AVATAR_SIZE,
+        avatar_size=avatars.SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
     )
@@ -243,40 +224,12 @@ async def avatar(request: Request) -> Response:
     data = await _checked_form(request)
     if isinstance(data, Response):
         return data
-    upload = data.get("avatar")
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        return _avatar_error("Choose an image to upload.")
-    extension = AVATAR_TYPES.get((upload.content_type or "").lower())
-    if extension is None:
-        return _avatar_error("Upload a PNG, JPEG, GIF or WebP image.")
-    name = avatars.object_name(f"{session.user_id}-{secrets.token_hex(6)}.{extension}")
-    if name is None:  # the session's user id is a UUID: this never happens, but nothing unchecked is saved
-        return _avatar_error("That photo cannot be saved; sign in again.")
-
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await upload.read(65536):
-            yield chunk
-
     try:
-        await request.app.state.storage.upload(
-            session.claims, avatars.BUCKET, name, chunks(), content_type=upload.content_type,
-            content_length=upload.size, headers={"cache-control": "max-age=3600"}, upsert=False,
-        )
-    except GatehouseError as error:
-        messages = {"413": "That image is larger than 2 MB. Pick a smaller one.",
-                    "415": "That file is not a PNG, JPEG, GIF or WebP image."}
-        return _avatar_error(messages.get(str(error.status), error.message))
-    async with request.app.state.database.as_user(session.claims) as conn:
-        await conn.execute(
-            "INSERT INTO public.profiles (id, avatar_url, updated_at) VALUES ($1, $2, now()) "
-            "ON CONFLICT (id) DO UPDATE SET avatar_url = excluded.avatar_url, updated_at = now()",
-            uuid.UUID(session.user_id), name,
-        )
+        await avatars.replace(request.app.state.storage, request.app.state.database, session.claims or {},
+                              uuid.UUID(session.user_id), data.get("avatar"))
+    except avatars.AvatarRefused as refused:
+        return RedirectResponse("/account?" + urlencode({"avatar_error": refused.message}), status_code=303)
     return RedirectResponse("/account?avatar=updated", status_code=303)
-
-
-def _avatar_error(message: str) -> Response:
-    return RedirectResponse("/account?" + urlencode({"avatar_error": message}), status_code=303)
 
 
 async def signout(request: Request) -> Response:
