@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    install into .venv and start Gatehouse on http://127.0.0.1:8000
-#   make test   install with the test extras and run the whole suite
+#   make test   install with the test extras, run ruff and mypy --strict, then the whole suite
 #   make load   N simulated tutorial users for 60 s on a server of its own (LOAD_ARGS="--users 20 --seconds 60")
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +23,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/gatehouse serve
 
-test: $(VENV)/.installed-test
+# make check: the linters alone (ruff on everything, mypy --strict on the package); make test runs them first.
+.PHONY: check
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check gatehouse tests bench
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
