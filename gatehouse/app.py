@@ -41,7 +41,7 @@ from gatehouse.rest import api as rest_api
 from gatehouse.rest.errors import render_rest_error
 from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.storage import api as storage_api
-from gatehouse.storage.backends.base import create_backend
+from gatehouse.storage.backends import create_backend
 from gatehouse.storage.errors import render_storage_error
 from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
