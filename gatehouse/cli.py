@@ -18,13 +18,13 @@ import asyncpg
 
 from gatehouse import __version__
 from gatehouse.core import logs
-from gatehouse.core.backup import BackupError
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
-from gatehouse.core.errors import GatehouseError
 from gatehouse.core.embedded import EmbeddedPostgresError, bin_dir, port_is_free
+from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
+from gatehouse.ops.backup import BackupError
 
 DESCRIPTION = """\
 Gatehouse: self-hosted user management (auth, data API, storage) that the
@@ -66,7 +66,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
     try:
         return asyncio.run(prepare(url, keys, settings))
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         where = urlsplit(url)
         raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
 
@@ -195,7 +195,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from gatehouse.core.backup import backup
+    from gatehouse.ops.backup import backup
 
     settings = _settings(args)
     _graceful_sigterm()
@@ -206,7 +206,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from gatehouse.core.backup import restore
+    from gatehouse.ops.backup import restore
 
     settings = _settings(args)
     _graceful_sigterm()
