@@ -35,7 +35,7 @@ from gatehouse.core.http import (
 )
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import observe as observe_request
-from gatehouse.core.metrics import metrics as metrics_endpoint
+from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.errors import render_rest_error
@@ -49,6 +49,7 @@ from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware
+from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
@@ -254,7 +255,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         # messages hold live sign-in and recovery links.
         routes += mail_inbox.routes
     if settings.metrics_enabled:
-        endpoint = metrics_endpoint if development else secret_key_only(metrics_endpoint, keys, verifier)
+        metrics = metrics_endpoint(database, outbox.figures(database))
+        endpoint = metrics if development else secret_key_only(metrics, keys, verifier)
         routes.append(Route("/metrics", endpoint, methods=["GET"]))
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 

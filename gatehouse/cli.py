@@ -1,4 +1,4 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql."""
+"""The ``gatehouse`` command: serve, migrate, keys, psql, users, backup, restore, mail test."""
 
 from __future__ import annotations
 
@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="start the HTTP server (and the embedded PostgreSQL when no database URL is set)",
-        description="Apply migrations, then serve the auth API on /auth/v1. Stops cleanly on Ctrl-C or SIGTERM.",
+        description="Apply migrations, then serve the auth (/auth/v1), data (/rest/v1) and storage (/storage/v1) "
+        "APIs, the web pages and the health checks. Stops cleanly on Ctrl-C or SIGTERM.",
     )
     serve.add_argument("--host", metavar="H", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, metavar="P", help="port to listen on (default 8000)")
