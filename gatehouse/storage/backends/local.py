@@ -313,14 +313,8 @@ class LocalBackend(Backend):
         return str(self._blobs)
 
     def staging(self, purpose: str) -> Staging:
-        """A new folder ``root/.<purpose>-<random>``, beside the blobs; stale ones of the same purpose go first."""
-        local_staging.remove_stale(self.root, purpose)
-        folder = self.root / f".{purpose}-{secrets.token_hex(8)}"
-        try:
-            folder.mkdir(mode=0o700, parents=True)
-        except OSError as exc:
-            raise BackendError(f"cannot create a staging folder in {self.root}: {exc.strerror or exc}") from exc
-        return Staging(folder)
+        """A new folder ``root/.<purpose>-<random>``, beside the blobs (``local_staging.new``)."""
+        return local_staging.new(self.root, purpose)
 
     async def stage(self, keys: Iterable[str]) -> Staging:
         """Hard-link each key's file into the staging folder (``local_staging.link``), in a worker thread."""

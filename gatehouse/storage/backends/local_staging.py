@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import stat
 import time
@@ -25,6 +26,17 @@ STALE_STAGING = 24 * 3600
 
 #: A hard link may fail for these reasons while the blob is still readable where it is.
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def new(root: Path, purpose: str) -> Staging:
+    """A new private folder ``root/.<purpose>-<random>``; killed backups' or restores' stale ones go first."""
+    remove_stale(root, purpose)
+    folder = root / f".{purpose}-{secrets.token_hex(8)}"
+    try:
+        folder.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise BackendError(f"cannot create a staging folder in {root}: {exc.strerror or exc}") from exc
+    return Staging(folder)
 
 
 def link(staging: Staging, keys: list[str], path_of: Callable[[str], Path]) -> None:
