@@ -31,16 +31,17 @@ from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError, from_status
 from gatehouse.core.http import ApiMount, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
-from gatehouse.core.metrics import metrics as metrics_endpoint
+from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
 from gatehouse.mail import inbox as mail_inbox
+from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.storage import api as storage_api
-from gatehouse.storage.backends.base import create_backend
+from gatehouse.storage.backends import create_backend
 from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
@@ -246,7 +247,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         # messages hold live sign-in and recovery links.
         routes += mail_inbox.routes
     if settings.metrics_enabled:
-        endpoint = metrics_endpoint if development else secret_key_only(metrics_endpoint, callers)
+        metrics = metrics_endpoint(database, outbox.figures(database))
+        endpoint = metrics if development else secret_key_only(metrics, callers)
         routes.append(Route("/metrics", endpoint, methods=["GET"]))
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 

@@ -1,4 +1,4 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql."""
+"""The ``gatehouse`` command: serve, migrate, keys, psql, users, backup, restore, mail test."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import asyncpg
 
 from gatehouse import __version__
 from gatehouse.core import logs
-from gatehouse.core.backup import BackupError
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
-from gatehouse.core.errors import GatehouseError
 from gatehouse.core.embedded import EmbeddedPostgresError, bin_dir, port_is_free
+from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
+from gatehouse.ops.backup import BackupError
 
 DESCRIPTION = """\
 Gatehouse: self-hosted user management (auth, data API, storage) that the
@@ -66,7 +66,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
     try:
         return asyncio.run(prepare(url, keys, settings))
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         where = urlsplit(url)
         raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
 
@@ -195,7 +195,7 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from gatehouse.core.backup import backup
+    from gatehouse.ops.backup import backup
 
     settings = _settings(args)
     _graceful_sigterm()
@@ -206,7 +206,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from gatehouse.core.backup import restore
+    from gatehouse.ops.backup import restore
 
     settings = _settings(args)
     _graceful_sigterm()
@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="start the HTTP server (and the embedded PostgreSQL when no database URL is set)",
-        description="Apply migrations, then serve the auth API on /auth/v1. Stops cleanly on Ctrl-C or SIGTERM.",
+        description="Apply migrations, then serve the auth (/auth/v1), data (/rest/v1) and storage (/storage/v1) "
+        "APIs, the web pages and the health checks. Stops cleanly on Ctrl-C or SIGTERM.",
     )
     serve.add_argument("--host", metavar="H", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, metavar="P", help="port to listen on (default 8000)")

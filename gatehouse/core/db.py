@@ -1,7 +1,10 @@
 """Database access: the two pools, the one place roles are set (``as_user``), and start-up.
 
-* The **admin pool** connects with ``GATEHOUSE_DATABASE_URL`` (or the embedded superuser). Only
-  the auth service (for ``auth.*``) and migrations use it.
+* The **admin pool** connects with ``GATEHOUSE_DATABASE_URL`` (or the embedded superuser). It
+  serves Gatehouse's own bookkeeping, never a caller's data: the auth service and its admin API
+  (``auth.*``), storage's bucket settings, public-bucket reads and render rate limits, the
+  background workers (schema watcher, blob janitor, mail sender), the development mail inbox,
+  and the readiness check and metrics. Migrations run on a connection of their own (``prepare``).
 * The **request pool** connects as ``authenticator``, which has no rights of its own. Every data
   access made for a caller goes through ``as_user(claims)``, which switches to the caller's role
   for one transaction. Nothing else in Gatehouse sets roles.
@@ -144,9 +147,17 @@ class Database:
                 await pool.close()
         self._admin = self._request = None
 
+    def pool_figures(self) -> dict[str, PoolFigures]:
+        """Connections of each open pool (``admin``, ``request``), for metrics."""
+        return {
+            name: PoolFigures(size=pool.get_size(), idle=pool.get_idle_size())
+            for name, pool in (("admin", self._admin), ("request", self._request))
+            if pool is not None
+        }
+
     @property
     def admin(self) -> asyncpg.Pool:
-        """The privileged pool: for the auth service's own tables, never for a caller's data."""
+        """The privileged pool: for Gatehouse's own tables (see the module docstring), never for a caller's data."""
         if self._admin is None:
             raise RuntimeError("database is not open")
         return self._admin
@@ -233,6 +244,18 @@ class Database:
         if self._request is None:
             raise RuntimeError("database is not open")
         return self._request
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """A pool's connections at one moment: all it holds, and the idle ones among them."""
+
+    size: int
+    idle: int
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self.idle
 
 
 @dataclass(frozen=True)

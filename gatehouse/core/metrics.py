@@ -3,18 +3,34 @@
 On by default in development and off in production (``GATEHOUSE_METRICS``). With several worker
 processes the CLI points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder, so that a scrape of any
 worker reports the sum over all of them.
+
+Each figure comes from whoever owns it, asked at scrape time: the database reports its pools
+(``Database.pool_figures``), and services hand the app their own ``Figure``s (the mail outbox
+its backlog), which the app passes to ``metrics_endpoint``; core knows no service.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from gatehouse.core.db import Database
 
 REQUESTS = Counter("gatehouse_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -23,7 +39,29 @@ LATENCY = Histogram(
 )
 POOL = Gauge("gatehouse_db_pool_connections", "Database pool connections", ["pool", "state"],
              multiprocess_mode="livesum")
-OUTBOX = Gauge("gatehouse_mail_outbox_backlog", "Emails not yet sent", multiprocess_mode="max")
+#: The gauges of services' figures, by name: made once per process, however many apps it builds.
+_GAUGES: dict[str, Gauge] = {}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number a service reports at each scrape, as a gauge without labels.
+
+    ``multiprocess_mode`` says how the workers' values combine (prometheus_client's modes):
+    ``max`` for a figure every worker reads from the same database.
+    """
+
+    name: str
+    documentation: str
+    read: Callable[[], Awaitable[float]]
+    multiprocess_mode: Literal["max", "min", "livesum", "liveall", "all", "sum"] = "max"
+
+    @property
+    def gauge(self) -> Gauge:
+        gauge = _GAUGES.get(self.name)
+        if gauge is None:
+            gauge = _GAUGES[self.name] = Gauge(self.name, self.documentation, multiprocess_mode=self.multiprocess_mode)
+        return gauge
 
 
 def route_of(scope: Scope) -> str:
@@ -42,21 +80,22 @@ def observe(scope: Scope, status: int, seconds: float) -> None:
     LATENCY.labels(route).observe(seconds)
 
 
-async def metrics(request: Request) -> Response:
-    database = request.app.state.database
-    for name, pool in (("admin", database._admin), ("request", database._request)):  # noqa: SLF001
-        if pool is not None:
-            size, idle = pool.get_size(), pool.get_idle_size()
-            POOL.labels(name, "in_use").set(size - idle)
-            POOL.labels(name, "idle").set(idle)
-    backlog: Any = await database.admin.fetchval(
-        "SELECT count(*) FROM gatehouse.mail_outbox WHERE status IN ('pending', 'sending')"
-    )
-    OUTBOX.set(backlog)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        body = generate_latest()
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+def metrics_endpoint(database: Database, figures: Sequence[Figure] = ()) -> Callable[[Request], Awaitable[Response]]:
+    """The /metrics endpoint: reads the figures, then renders every metric in Prometheus' text format."""
+    gauges = [(figure.gauge, figure.read) for figure in figures]  # registered now, before any scrape
+
+    async def metrics(request: Request) -> Response:
+        for name, pool in database.pool_figures().items():
+            POOL.labels(name, "in_use").set(pool.in_use)
+            POOL.labels(name, "idle").set(pool.idle)
+        for gauge, read in gauges:
+            gauge.set(await read())
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            body = generate_latest(registry)
+        else:
+            body = generate_latest()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return metrics

@@ -30,6 +30,8 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from gatehouse.core.db import Database
+from gatehouse.core.metrics import Figure
 from gatehouse.mail.base import MailDeliveryError, Mailer, Message
 
 log = logging.getLogger("gatehouse.mail")
@@ -252,6 +254,17 @@ async def delivery_log(pool: asyncpg.Pool, outbox_id: int) -> list[DeliveryAttem
         outbox_id,
     )
     return [DeliveryAttempt(row["attempted_at"], row["ok"], row["response"]) for row in rows]
+
+
+async def backlog(pool: asyncpg.Pool) -> int:
+    """How many messages are not sent yet (waiting, or being sent now)."""
+    count: int = await pool.fetchval("SELECT count(*) FROM gatehouse.mail_outbox WHERE status IN ('pending', 'sending')")
+    return count
+
+
+def figures(database: Database) -> list[Figure]:
+    """The outbox's figures for /metrics: its backlog, read through the admin pool at each scrape."""
+    return [Figure("gatehouse_mail_outbox_backlog", "Emails not yet sent", lambda: backlog(database.admin))]
 
 
 class OutboxSender:

@@ -7,6 +7,7 @@ loopback port), over HTTP, through the same aiobotocore client production uses.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import hashlib
 import itertools
@@ -379,6 +380,62 @@ async def test_sweep_spool(backend: Backend) -> None:
     assert await backend.size(blob) == 4
 
 
+async def test_stage_takes_blobs_out_for_a_backup(backend: Backend) -> None:
+    first, second, absent = await put(backend, b"first"), await put(backend, b"second", key("docs")), key()
+    staging = await backend.stage([first, second, absent])
+    try:
+        assert staging.missing == [absent]
+        assert {name: path.read_bytes() for name, path in staging.sources.items()} == {
+            first: b"first", second: b"second",
+        }
+        await backend.delete(first)  # gone from the store (the janitor), still readable for the backup
+        assert staging.sources[first].read_bytes() == b"first"
+        assert {name async for name, _ in backend.keys()} == {second}  # noqa: SIM118 - staging is no key
+    finally:
+        staging.discard()
+    assert not staging.folder.exists()
+    assert await read(backend.open(second)) == b"second"
+    assert backend.location
+
+
+async def test_adopt_brings_restored_blobs_back(backend: Backend) -> None:
+    kept = await put(backend, b"kept")
+    staging = backend.staging("restore")
+    assert staging.folder.stat().st_mode & 0o777 == 0o700
+    restored = {key(): b"one", key("docs"): b"two"}
+    for name, data in restored.items():
+        staging.path(name).write_bytes(data)
+    (staging.folder / "stray.txt").write_text("not a key")
+    try:
+        await backend.adopt(staging)
+    finally:
+        staging.discard()
+    for name, data in restored.items():
+        assert await read(backend.open(name)) == data
+    assert {name async for name, _ in backend.keys()} == {kept, *restored}  # noqa: SIM118
+
+
+async def test_local_stage_links_or_reads_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBackend(tmp_path / "storage")
+    blob = await put(store, b"linked")
+    stale = store.root / ".backup-0000000000000000"
+    stale.mkdir()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    staging = await store.stage([blob])
+    assert not stale.exists(), "a killed backup's folder is removed by the next one"
+    assert staging.folder.parent == store.root and staging.sources[blob].stat().st_nlink == 2
+    staging.discard()
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    staging = await store.stage([blob])
+    assert staging.sources[blob] == store.local_path(blob)  # read where it is
+    staging.discard()
+
+
 async def test_a_large_file_streams_in_bounded_chunks(backend: Backend) -> None:
     data = os.urandom(20 * MiB)  # above the S3 multipart threshold: sent in parts
     blob = await put(backend, data, content_type="application/octet-stream")
@@ -457,6 +514,8 @@ async def test_every_method_checks_keys(backend: Backend) -> None:
             await backend.copy(good, bad)
         with pytest.raises(ValueError):
             await backend.copy(bad, good)
+        with pytest.raises(ValueError):
+            await backend.stage([good, bad])
     assert {name async for name, _ in backend.keys()} == {good}  # noqa: SIM118
 
 

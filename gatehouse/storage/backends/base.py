@@ -1,14 +1,13 @@
 """What every blob store speaks: opaque keys in, bytes out, two errors.
 
-The storage service names each stored version ``"<bucket_id>/<version_uuid>"`` and nothing
-else: no object name a user chose ever reaches a backend, so a key is checked against that one
-shape (``validate_key``) by every backend method, and the local backend checks the resolved
-path again. A key that fails is a bug upstream, hence ``ValueError`` and not a domain error.
+Keys have one shape, ``"<bucket_id>/<version_uuid>"`` (``keys.py``), checked by every backend
+method. Backends raise ``BlobNotFound`` when a key is absent, ``InvalidRange`` when a byte range
+lies past the end, and ``BackendError`` when the store itself failed (disk, network,
+credentials); each backend translates its library's exceptions at its own boundary, so callers
+never see an ``OSError`` or a botocore error.
 
-Backends raise ``BlobNotFound`` when a key is absent, ``InvalidRange`` when a byte range lies
-past the end, and ``BackendError`` when the store itself failed (disk, network, credentials);
-each backend translates its library's exceptions at its own boundary, so callers never see an
-``OSError`` or a botocore error.
+Backups reach the bytes through the same interface (``stage``, ``adopt``, ``keys``): only the
+backends know where and how they keep them.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-import re
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,15 +25,29 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from gatehouse.core.errors import GatehouseError
+from gatehouse.storage.backends.keys import is_key, split_key, validate_key, validate_prefix
+from gatehouse.storage.backends.staging import Staging
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Backend",
+    "BackendError",
+    "BlobNotFound",
+    "BlobStream",
+    "InvalidRange",
+    "LocalFile",
+    "Reader",
+    "Staging",
+    "check_range",
+    "clamp_range",
+    "is_key",
+    "split_key",
+    "validate_key",
+    "validate_prefix",
+]
 
 #: Bytes per chunk that ``open`` yields (at most).
 CHUNK_SIZE = 64 * 1024
-
-_BUCKET = r"[a-z0-9][a-z0-9._-]{0,62}"
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_KEY = re.compile(rf"({_BUCKET})/({_UUID})")
-_PREFIX = re.compile(rf"{_BUCKET}(/[0-9a-f-]{{0,36}})?")
-
 
 class BlobNotFound(GatehouseError):
     """No blob is stored under the key."""
@@ -57,46 +70,6 @@ class BackendError(GatehouseError):
 
     def __init__(self, message: str) -> None:
         super().__init__("StorageBackendError", message, status=503)
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is exactly ``"<bucket_id>/<version uuid>"``; raise ValueError otherwise.
-
-    The uuid is the canonical lowercase form (``str(uuid.uuid4())``). As in supabase/storage's
-    secure-path.ts the obvious escapes (NUL, absolute paths, ``..``) are named first; the strict
-    pattern then refuses everything else, so a key is always two safe path components.
-    """
-    if not isinstance(key, str):
-        raise TypeError(f"a storage key must be a string, not {type(key).__name__}")
-    if "\0" in key:
-        raise ValueError("a storage key must not contain NUL")
-    if key.startswith(("/", "\\")):
-        raise ValueError(f"a storage key must be relative: {key[:80]!r}")
-    if ".." in key.replace("\\", "/").split("/"):
-        raise ValueError(f"a storage key must not contain '..': {key[:80]!r}")
-    if _KEY.fullmatch(key) is None:
-        raise ValueError(f"a storage key must be '<bucket_id>/<version uuid>': {key[:80]!r}")
-    return key
-
-
-def validate_prefix(prefix: str) -> str:
-    """A ``keys()`` filter: empty, or the start of a valid key (``"avatars/"``, ``"avatars/1f"``)."""
-    if prefix == "":
-        return prefix
-    if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
-        raise ValueError(f"a key prefix must be empty or start like '<bucket_id>/': {str(prefix)[:80]!r}")
-    return prefix
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``(bucket_id, version)`` of a valid key."""
-    match = _KEY.fullmatch(validate_key(key))
-    assert match is not None
-    return match.group(1), match.group(2)
-
-
-def is_key(name: str) -> bool:
-    return _KEY.fullmatch(name) is not None
 
 
 def check_range(start: int, end: int | None) -> None:
@@ -311,8 +284,62 @@ class Backend(abc.ABC):
     def keys(self, prefix: str = "") -> AsyncIterator[tuple[str, datetime]]:
         """Every stored key starting with ``prefix``, with its modification time (UTC), in no set order.
 
-        For the janitor's orphan sweep; never includes the spool or anything that is not a key.
+        For the janitor's orphan sweep and a restore's check that the store is empty; never
+        includes the spool, a staging folder or anything that is not a key.
         """
+
+    @property
+    def location(self) -> str:
+        """Where the blobs are, for messages (a folder, an endpoint and bucket)."""
+        return repr(self)
+
+    def staging(self, purpose: str) -> Staging:
+        """A new, empty private folder for a backup (``"backup"``) or a restore (``"restore"``) to hold blobs in."""
+        folder = self.spool_dir / f".{purpose}-{secrets.token_hex(8)}"
+        try:
+            folder.mkdir(mode=0o700)
+        except OSError as exc:
+            raise BackendError(f"cannot create a staging folder in {self.spool_dir}: {exc.strerror or exc}") from exc
+        return Staging(folder)
+
+    async def stage(self, keys: Iterable[str]) -> Staging:
+        """Take the blobs of ``keys`` out for a backup, into a new staging folder.
+
+        Afterwards ``sources`` says where each blob can be read until ``discard()``, however
+        long that takes, and ``missing`` lists the keys that have no blob. This copies each blob
+        through ``open``; a backend that can pin blobs more cheaply (the local one hard-links
+        them) does that instead.
+        """
+        staging = self.staging("backup")
+        try:
+            for key in keys:
+                try:
+                    stream = await self.open(key)
+                except BlobNotFound:
+                    staging.missing.append(key)
+                    continue
+                path = staging.path(key)
+                async with stream:
+                    with path.open("wb") as out:
+                        async for chunk in stream:
+                            await asyncio.to_thread(out.write, chunk)
+                staging.sources[key] = path
+        except OSError as exc:
+            staging.discard()
+            raise BackendError(f"cannot write the staging folder {staging.folder}: {exc.strerror or exc}") from exc
+        except BaseException:
+            staging.discard()
+            raise
+        return staging
+
+    async def adopt(self, staging: Staging) -> None:
+        """Store every blob of a restore's staging folder under its key; each file is moved or removed."""
+        try:
+            files = await asyncio.to_thread(lambda: list(staging.files()))
+        except OSError as exc:
+            raise BackendError(f"cannot read the staging folder {staging.folder}: {exc.strerror or exc}") from exc
+        for key, path in files:
+            await self.put(key, path, content_type="application/octet-stream")
 
     @abc.abstractmethod
     async def check(self) -> None:
@@ -348,59 +375,3 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections and files; the backend is not used afterwards."""
-
-
-def create_backend(settings: Any) -> Backend:
-    """The backend the settings name: ``storage_backend`` is ``"local"`` (default) or ``"s3"``.
-
-    Settings are read with defaults so that this works with any settings object::
-
-        storage_backend       "local" | "s3"           default "local"
-        storage_dir           Path                     default data_dir / "storage" (S3: the spool only)
-        s3_endpoint_url       str | None               default None (AWS)
-        s3_bucket             str                      required for s3
-        s3_region             str                      default "us-east-1"
-        s3_access_key_id      str | None               default None (botocore's chain)
-        s3_secret_access_key  str | None               default None
-        s3_prefix             str                      default ""
-        s3_force_path_style   bool                     default True
-    """
-    from gatehouse.core.config import ConfigError
-
-    kind = str(getattr(settings, "storage_backend", None) or "local").strip().lower()
-    storage_dir = getattr(settings, "storage_dir", None)
-    if storage_dir is None:
-        storage_dir = Path(getattr(settings, "data_dir", Path(".gatehouse"))) / "storage"
-    storage_dir = Path(storage_dir).expanduser()
-    if kind == "local":
-        from gatehouse.storage.backends.local import LocalBackend
-
-        return LocalBackend(storage_dir)
-    if kind == "s3":
-        from gatehouse.storage.backends.s3 import S3Backend
-
-        bucket = getattr(settings, "s3_bucket", None)
-        if not bucket:
-            raise ConfigError("GATEHOUSE_S3_BUCKET is required when GATEHOUSE_STORAGE_BACKEND is s3")
-        try:
-            return S3Backend(
-                endpoint_url=getattr(settings, "s3_endpoint_url", None) or None,
-                bucket=str(bucket),
-                region=getattr(settings, "s3_region", None) or "us-east-1",
-                access_key_id=getattr(settings, "s3_access_key_id", None) or None,
-                secret_access_key=_secret(getattr(settings, "s3_secret_access_key", None)),
-                prefix=getattr(settings, "s3_prefix", None) or "",
-                force_path_style=bool(getattr(settings, "s3_force_path_style", True)),
-                spool_dir=storage_dir / ".spool",
-            )
-        except ValueError as exc:
-            raise ConfigError(f"GATEHOUSE_S3_*: {exc}") from None
-    raise ConfigError(f"GATEHOUSE_STORAGE_BACKEND must be local or s3, not {kind!r}")
-
-
-def _secret(value: Any) -> str | None:
-    """A plain string, or pydantic's SecretStr unwrapped."""
-    if value is None:
-        return None
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else value) or None

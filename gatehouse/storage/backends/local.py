@@ -1,5 +1,8 @@
 """Blobs as files in a folder: ``root/blobs/<bucket_id>/<version>``, uploads spooled in ``root/.spool``.
 
+Only this backend knows that layout: backups stage blobs by hard links in ``root/.backup-*`` and
+restores rename them in from ``root/.restore-*`` (``local_staging``).
+
 The spool and the blobs share a filesystem, so ``put`` is ``os.replace``: a blob appears whole
 or not at all, and after the file and its folder are fsynced it survives a power cut. File I/O
 runs in worker threads (``asyncio.to_thread``) so the event loop never waits on the disk.
@@ -18,12 +21,13 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from gatehouse.storage.backends import local_staging
 from gatehouse.storage.backends.base import (
     CHUNK_SIZE,
     Backend,
@@ -32,10 +36,9 @@ from gatehouse.storage.backends.base import (
     LocalFile,
     Reader,
     clamp_range,
-    is_key,
-    split_key,
-    validate_prefix,
 )
+from gatehouse.storage.backends.keys import is_key, split_key, validate_prefix
+from gatehouse.storage.backends.staging import Staging
 
 T = TypeVar("T")
 
@@ -302,6 +305,30 @@ class LocalBackend(Backend):
                         break
             finally:
                 entries.close()
+
+    # -- backups -------------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return str(self._blobs)
+
+    def staging(self, purpose: str) -> Staging:
+        """A new folder ``root/.<purpose>-<random>``, beside the blobs (``local_staging.new``)."""
+        return local_staging.new(self.root, purpose)
+
+    async def stage(self, keys: Iterable[str]) -> Staging:
+        """Hard-link each key's file into the staging folder (``local_staging.link``), in a worker thread."""
+        staging = self.staging("backup")
+        try:
+            await self._run("read the stored files", partial(local_staging.link, staging, list(keys), self._path))
+        except BaseException:
+            staging.discard()
+            raise
+        return staging
+
+    async def adopt(self, staging: Staging) -> None:
+        """Rename each staged blob into place (``local_staging.move_in``), in a worker thread."""
+        await self._run("store the restored files", partial(local_staging.move_in, staging, self._path))
 
     async def close(self) -> None:
         return None

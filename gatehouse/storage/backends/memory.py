@@ -21,9 +21,8 @@ from gatehouse.storage.backends.base import (
     BlobNotFound,
     Reader,
     clamp_range,
-    validate_key,
-    validate_prefix,
 )
+from gatehouse.storage.backends.keys import validate_key, validate_prefix
 
 OPERATIONS = frozenset({"put", "open", "size", "delete", "copy", "keys", "check"})
 
@@ -60,6 +59,10 @@ class MemoryBackend(Backend):
         if left > 0:
             self._failures[operation] = left - 1
             raise BackendError(f"the store is unavailable (memory backend told to fail {operation})")
+
+    @property
+    def location(self) -> str:
+        return "memory"
 
     async def check(self) -> None:
         self._maybe_fail("check")

@@ -5,9 +5,9 @@ Object names are ``<prefix><bucket_id>/<version>``. Small uploads are one PUT; a
 memory stays at one part however large the file. Downloads stream the GET body (with a
 ``Range`` header for byte ranges) in chunks.
 
-botocore's and aiohttp's exceptions stop here (``_errors``, in the manner of httpx's
-``map_httpcore_exceptions``): callers see BlobNotFound, InvalidRange or BackendError, whose
-message names the endpoint and the bucket but never a credential. The bucket must exist;
+botocore's and aiohttp's exceptions stop at this backend (``s3_errors.translated``, in the
+manner of httpx's ``map_httpcore_exceptions``): callers see BlobNotFound, InvalidRange or
+BackendError, whose message names the endpoint and the bucket but never a credential. The bucket must exist;
 Gatehouse does not create it.
 """
 
@@ -17,27 +17,17 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import AioSession, get_session  # type: ignore[import-untyped]
-from botocore.exceptions import (  # type: ignore[import-untyped]
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from gatehouse.core.errors import GatehouseError
 from gatehouse.storage.backends.base import (
     CHUNK_SIZE,
     Backend,
@@ -45,10 +35,9 @@ from gatehouse.storage.backends.base import (
     BlobNotFound,
     InvalidRange,
     Reader,
-    is_key,
-    validate_key,
-    validate_prefix,
 )
+from gatehouse.storage.backends.keys import is_key, validate_key, validate_prefix
+from gatehouse.storage.backends.s3_errors import no_bucket, translated
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -58,11 +47,6 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_COPY_SIZE = 5 * GiB
 
-_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
-_DENIED = {
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-    "AuthorizationHeaderMalformed", "InvalidSecurity", "403",
-}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
@@ -143,6 +127,10 @@ class S3Backend(Backend):
             host = f"[{host}]"
         return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
+    @property
+    def location(self) -> str:
+        return f"the S3 bucket {self.bucket!r} at {self._where}"
+
     def _name(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
@@ -187,50 +175,11 @@ class S3Backend(Backend):
             raise
 
     def _no_bucket(self) -> BackendError:
-        return BackendError(
-            f"the S3 bucket {self.bucket!r} does not exist at {self._where}; "
-            "create it (Gatehouse never creates buckets) or set GATEHOUSE_S3_BUCKET"
-        )
+        return no_bucket(self.bucket, self._where)
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
-        """Turn botocore/aiohttp failures into our errors. ``key``: a 404 means BlobNotFound(key)."""
-        try:
-            yield
-        except GatehouseError:
-            raise
-        except ClientError as exc:
-            raise self._client_error(exc, action, key) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            raise BackendError(
-                f"no usable S3 credentials to {action}: set GATEHOUSE_S3_ACCESS_KEY_ID and GATEHOUSE_S3_SECRET_ACCESS_KEY"
-            ) from exc
-        except (BotoConnectionError, ConnectionClosedError, aiohttp.ClientConnectionError) as exc:
-            raise BackendError(f"cannot reach S3 at {self._where} to {action} ({type(exc).__name__})") from exc
-        except (ReadTimeoutError, TimeoutError) as exc:
-            raise BackendError(f"S3 at {self._where} did not answer in time to {action}") from exc
-        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
-            raise BackendError(f"S3 at {self._where} failed to {action} ({type(exc).__name__})") from exc
-
-    def _client_error(self, exc: ClientError, action: str, key: str | None) -> GatehouseError:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if key is not None and code in _NOT_FOUND:
-            return BlobNotFound(key)
-        if code == "NoSuchBucket":
-            return self._no_bucket()
-        if code == "InvalidRange" or status == 416:
-            size = error.get("ActualObjectSize")
-            return InvalidRange(int(size) if str(size).isdigit() else None)
-        if code in _DENIED or status == 403:
-            return BackendError(
-                f"S3 at {self._where} refused to {action} in the bucket {self.bucket!r} ({code or status}); "
-                "check the access key, the secret and the key's permissions"
-            )
-        if code in ("SlowDown", "ServiceUnavailable", "503") or status == 503:
-            return BackendError(f"S3 at {self._where} is overloaded or unavailable ({code or status}); retry later")
-        return BackendError(f"S3 at {self._where} failed to {action}: {code or 'error'} (HTTP {status})")
+    def _errors(self, action: str, key: str | None = None) -> contextlib.AbstractContextManager[None]:
+        """Turn botocore/aiohttp failures into our errors (``s3_errors``). ``key``: a 404 means BlobNotFound(key)."""
+        return translated(self.bucket, self._where, action, key)
 
     # -- the interface -----------------------------------------------------------------------
 
