@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,7 +89,7 @@ async def test_recover_sends_the_same_statements_for_every_address(
     unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
     extra = {"code_challenge": "c" * 43, "code_challenge_method": "s256"} if pkce else {}
     runs = {
-        email: await _statements(recorder, lambda email=email: auth.recovery.recover(RecoverForm(email=email, **extra), CLIENT, None))
+        email: await _statements(recorder, partial(auth.recovery.recover, RecoverForm(email=email, **extra), CLIENT, None))
         for email in (confirmed, unconfirmed, unknown)
     }
     assert runs[confirmed] == runs[unconfirmed] == runs[unknown]
@@ -104,7 +105,7 @@ async def test_resend_sends_the_same_statements_for_every_address(
     unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
     runs = {
         email: await _statements(
-            recorder, lambda email=email: auth.verification.resend(ResendForm(type="signup", email=email), CLIENT, None)
+            recorder, partial(auth.verification.resend, ResendForm(type="signup", email=email), CLIENT, None)
         )
         for email in (confirmed, unconfirmed, unknown)
     }
