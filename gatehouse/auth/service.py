@@ -25,7 +25,6 @@ class AuthService:
 
     def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> None:
         self.deps = Deps.build(database, settings, keys, templates)
-        self.db = database
         self.settings = settings
         self.devices = self.deps.devices
         self.redirects = self.deps.redirects
