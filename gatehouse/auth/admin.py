@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
 
 from gatehouse.auth import links, users
+from gatehouse.auth.flows.base import Client, Flow
 from gatehouse.auth.forms import AdminUserForm, GenerateLinkForm, InviteForm, normalize_email
+from gatehouse.auth.models import GeneratedLink, User
 from gatehouse.auth.passwords import check_max_length
-from gatehouse.auth.service import AuthService, Client
+from gatehouse.auth.service import AuthService
 from gatehouse.core.errors import GatehouseError
 
 MAX_PER_PAGE = 1000
@@ -49,12 +50,13 @@ def parse_ban_duration(value: str) -> datetime | None:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
-class AdminService:
-    def __init__(self, auth: AuthService) -> None:
-        self.auth = auth
-        self.db = auth.db
+class AdminService(Flow):
+    """The admin API's flows, over the same parts (and mail path) as ``auth``'s."""
 
-    async def list_users(self, page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
+    def __init__(self, auth: AuthService) -> None:
+        super().__init__(auth.deps)
+
+    async def list_users(self, page: int, per_page: int) -> tuple[list[User], int]:
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(1, min(page, MAX_PAGE))
         async with self.db.admin.acquire() as conn:
@@ -65,15 +67,15 @@ class AdminService:
                 (page - 1) * per_page,
             )
             rows = [await users.by_id(conn, row["id"]) for row in ids]
-        return [users.user_json(row) for row in rows if row is not None], int(total)
+        return [User.from_row(row) for row in rows if row is not None], int(total)
 
-    async def get_user(self, user_id: uuid.UUID) -> dict[str, Any]:
-        row = await users.by_id(self.db.admin, user_id)  # type: ignore[arg-type]
+    async def get_user(self, user_id: uuid.UUID) -> User:
+        row = await users.by_id(self.db.admin, user_id)
         if row is None:
             raise user_not_found()
-        return users.user_json(row)
+        return User.from_row(row)
 
-    async def create_user(self, form: AdminUserForm, client: Client) -> dict[str, Any]:
+    async def create_user(self, form: AdminUserForm, client: Client) -> User:
         if form.phone and not form.email:
             raise GatehouseError("phone_provider_disabled", "Phone users are not available on this server", status=422)
         email = normalize_email(form.email)
@@ -99,9 +101,9 @@ class AdminService:
             await users.audit(conn, "user_signedup", actor=None, ip=client.ip, traits={"user_id": str(user["id"]), "by": "admin"})
             fresh = await users.by_id(conn, user["id"])
         assert fresh is not None
-        return users.user_json(fresh)
+        return User.from_row(fresh)
 
-    async def update_user(self, user_id: uuid.UUID, form: AdminUserForm, client: Client) -> dict[str, Any]:
+    async def update_user(self, user_id: uuid.UUID, form: AdminUserForm, client: Client) -> User:
         password_hash = await self._password_hash(form)
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_id(conn, user_id, for_update=True)
@@ -134,7 +136,7 @@ class AdminService:
             await users.audit(conn, "user_modified", actor=None, ip=client.ip, traits={"user_id": str(user_id), "by": "admin"})
             fresh = await users.by_id(conn, user_id)
         assert fresh is not None
-        return users.user_json(fresh)
+        return User.from_row(fresh)
 
     async def delete_user(self, user_id: uuid.UUID, *, soft: bool, client: Client) -> None:
         async with self.db.admin.acquire() as conn, conn.transaction():
@@ -154,7 +156,7 @@ class AdminService:
                 await conn.execute("DELETE FROM auth.users WHERE id = $1", user_id)
             await users.audit(conn, "user_deleted", actor=None, ip=client.ip, traits={"user_id": str(user_id), "soft": soft})
 
-    async def invite(self, form: InviteForm, client: Client, redirect_to: str | None) -> dict[str, Any]:
+    async def invite(self, form: InviteForm, client: Client, redirect_to: str | None) -> User:
         email = normalize_email(form.email)
         assert email is not None
         async with self.db.admin.acquire() as conn, conn.transaction():
@@ -169,7 +171,7 @@ class AdminService:
                 user, _ = await users.start_over(
                     conn, user, password_hash=None, user_metadata=form.data or {}, invited=True
                 )
-            await self.auth._send(  # noqa: SLF001 - the same mail path as every flow
+            await self.send(  # the same mail path as every flow
                 conn, user, kind="invite", token_type="confirmation_token", verify_type="invite",
                 to=email, redirect_to=redirect_to,
             )
@@ -177,13 +179,13 @@ class AdminService:
             await users.audit(conn, "user_invited", actor=None, ip=client.ip, traits={"user_email": email})
             fresh = await users.by_id(conn, user["id"])
         assert fresh is not None
-        return users.user_json(fresh)
+        return User.from_row(fresh)
 
-    async def generate_link(self, form: GenerateLinkForm, client: Client, redirect_to: str | None) -> dict[str, Any]:
+    async def generate_link(self, form: GenerateLinkForm, client: Client, redirect_to: str | None) -> GeneratedLink:
         """Make the link (and code) an email would carry, without sending it."""
         email = normalize_email(form.email)
         assert email is not None
-        redirect = self.auth.redirects.allowed(redirect_to or form.redirect_to)
+        redirect = self.deps.redirects.allowed(redirect_to or form.redirect_to)
         async with self.db.admin.acquire() as conn, conn.transaction():
             user = await users.by_email(conn, email, for_update=True)
             link_type = form.type
@@ -224,19 +226,19 @@ class AdminService:
                     user["id"], new_email,
                 )
             otp, link_token = await links.issue(
-                conn, user_id=user["id"], token_type=token_type, address=address, expires_in=self.auth.settings.otp_expiry
+                conn, user_id=user["id"], token_type=token_type, address=address, expires_in=self.settings.otp_expiry
             )
             fresh = await users.by_id(conn, user["id"])
         assert fresh is not None
         query = urlencode({"token": link_token, "type": verify_type, "redirect_to": redirect})
-        return {
-            **users.user_json(fresh),
-            "action_link": f"{self.auth.settings.public_api_url}/auth/v1/verify?{query}",
-            "email_otp": otp,
-            "hashed_token": link_token,
-            "verification_type": link_type,  # the requested type, as upstream echoes it (email_change_current, ...)
-            "redirect_to": redirect,
-        }
+        return GeneratedLink(
+            user=User.from_row(fresh),
+            action_link=f"{self.settings.public_api_url}/auth/v1/verify?{query}",
+            email_otp=otp,
+            hashed_token=link_token,
+            verification_type=link_type,  # the requested type, as upstream echoes it (email_change_current, ...)
+            redirect_to=redirect,
+        )
 
     async def _password_hash(self, form: AdminUserForm) -> str | None:
         if form.password_hash is not None:
@@ -248,7 +250,7 @@ class AdminService:
         check_max_length(form.password)
         if not form.password:
             raise GatehouseError("validation_failed", "password must not be empty", status=400)
-        return await self.auth.hasher.hash_async(form.password)
+        return await self.deps.hasher.hash_async(form.password)
 
     async def _ban(self, conn: asyncpg.Connection, user_id: uuid.UUID, duration: str) -> None:
         until = parse_ban_duration(duration)

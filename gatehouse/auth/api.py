@@ -14,7 +14,9 @@ from gatehouse import __version__
 from gatehouse.auth import forms
 from gatehouse.auth.admin import AdminService
 from gatehouse.auth.errors import render_auth_error
+from gatehouse.auth.models import AuthCode, EmailChangeAccepted, Session
 from gatehouse.auth.service import AuthService, Client
+from gatehouse.auth.wire import generated_link_json, session_json, user_json
 from gatehouse.core.caller import caller
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import ApiMount, JSONResponse
@@ -76,7 +78,8 @@ async def settings(request: Request) -> Response:
 
 async def signup(request: Request) -> Response:
     form = await forms.read_form(request, forms.SignupForm)
-    return JSONResponse(await _auth(request).sign_up(form, _client(request), _redirect_to(request)))
+    signed_up = await _auth(request).signup.sign_up(form, _client(request), _redirect_to(request))
+    return JSONResponse(session_json(signed_up) if isinstance(signed_up, Session) else user_json(signed_up))
 
 
 async def token(request: Request) -> Response:
@@ -84,27 +87,30 @@ async def token(request: Request) -> Response:
     service = _auth(request)
     data = await forms.read_json(request)
     if grant == "password":
-        session = await service.sign_in_password(
+        session = await service.login.password(
             forms.parse(forms.PasswordGrant, data), _client(request), devices=request.cookies
         )
-        response = JSONResponse(session)
+        response = JSONResponse(session_json(session))
         # A device cookie: this client may log in to the account later despite others' guessing.
-        response.headers.append("set-cookie", service.devices.set_cookie(session["user"]["email"]))
+        response.headers.append("set-cookie", service.devices.set_cookie(session.user.email))
         return response
     if grant == "refresh_token":
-        session = await service.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))
+        session = await service.login.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))
     elif grant == "pkce":
-        session = await service.exchange_code(forms.parse(forms.PKCEGrant, data), _client(request))
+        session = await service.login.exchange_code(forms.parse(forms.PKCEGrant, data), _client(request))
     else:
         raise GatehouseError(
             "unsupported_grant_type", "grant_type must be password, refresh_token or pkce", status=400
         )
-    return JSONResponse(session)
+    return JSONResponse(session_json(session))
 
 
 async def verify_post(request: Request) -> Response:
     form = await forms.read_form(request, forms.VerifyForm)
-    return JSONResponse(await _auth(request).verify(form, _client(request)))
+    verified = await _auth(request).verification.verify(form, _client(request))
+    if isinstance(verified, EmailChangeAccepted):
+        return JSONResponse({"msg": verified.message, "code": "200"})
+    return JSONResponse(session_json(verified))
 
 
 async def verify_get(request: Request) -> Response:
@@ -117,23 +123,22 @@ async def verify_get(request: Request) -> Response:
         link = params.get("token", "")
         if not link:
             raise GatehouseError("validation_failed", "Verify requires a token", status=400)
-        outcome, value = await service.verify_link(link, link_type, _client(request))
+        outcome = await service.verification.verify_link(link, link_type, _client(request))
     except GatehouseError as error:
-        fragment = {"error": "access_denied" if error.status < 500 else "server_error",
-                    "error_code": error.code, "error_description": error.message}
+        denied = {"error": "access_denied" if error.status < 500 else "server_error",
+                  "error_code": error.code, "error_description": error.message}
         pkce = params.get("token", "").startswith("pkce_")
-        return RedirectResponse(_with(target, fragment=fragment, query=fragment if pkce else None), status_code=303)
-    if outcome == "code":
-        return RedirectResponse(_with(target, query={"code": value}), status_code=303)
-    if outcome == "accepted":
-        return RedirectResponse(_with(target, fragment={"message": value, "sb": ""}), status_code=303)
-    session: dict[str, Any] = value  # type: ignore[assignment]
-    fragment = {
-        "access_token": session["access_token"],
-        "expires_at": session["expires_at"],
-        "expires_in": session["expires_in"],
-        "refresh_token": session["refresh_token"],
-        "token_type": "bearer",
+        return RedirectResponse(_with(target, fragment=denied, query=denied if pkce else None), status_code=303)
+    if isinstance(outcome, AuthCode):
+        return RedirectResponse(_with(target, query={"code": outcome.code}), status_code=303)
+    if isinstance(outcome, EmailChangeAccepted):
+        return RedirectResponse(_with(target, fragment={"message": outcome.message, "sb": ""}), status_code=303)
+    fragment: dict[str, Any] = {
+        "access_token": outcome.access_token,
+        "expires_at": outcome.expires_at,
+        "expires_in": outcome.expires_in,
+        "refresh_token": outcome.refresh_token,
+        "token_type": outcome.token_type,
         "type": link_type,
         "sb": "",
     }
@@ -150,39 +155,38 @@ def _with(url: str, *, fragment: dict[str, Any] | None = None, query: dict[str, 
 
 async def otp(request: Request) -> Response:
     form = await forms.read_form(request, forms.OtpForm)
-    await _auth(request).send_otp(form, _client(request), _redirect_to(request))
+    await _auth(request).verification.send_otp(form, _client(request), _redirect_to(request))
     return JSONResponse({})
 
 
 async def recover(request: Request) -> Response:
     form = await forms.read_form(request, forms.RecoverForm)
-    await _auth(request).recover(form, _client(request), _redirect_to(request))
+    await _auth(request).recovery.recover(form, _client(request), _redirect_to(request))
     return JSONResponse({})
 
 
 async def resend(request: Request) -> Response:
     form = await forms.read_form(request, forms.ResendForm)
-    await _auth(request).resend(form, _client(request), _redirect_to(request))
+    await _auth(request).verification.resend(form, _client(request), _redirect_to(request))
     return JSONResponse({})
 
 
 async def get_user(request: Request) -> Response:
-    from gatehouse.auth.users import user_json
-
-    return JSONResponse(user_json(await _auth(request).current_user(user_claims(request))))
+    return JSONResponse(user_json(await _auth(request).account.current_user(user_claims(request))))
 
 
 async def put_user(request: Request) -> Response:
     claims = user_claims(request)
     form = await forms.read_form(request, forms.UserUpdateForm)
-    return JSONResponse(
-        await _auth(request).update_user(claims, form, _client(request), _redirect_to(request), devices=request.cookies)
+    updated = await _auth(request).account.update_user(
+        claims, form, _client(request), _redirect_to(request), devices=request.cookies
     )
+    return JSONResponse(user_json(updated))
 
 
 async def logout(request: Request) -> Response:
     claims = user_claims(request)
-    await _auth(request).logout(claims, request.query_params.get("scope", "global"), _client(request))
+    await _auth(request).login.logout(claims, request.query_params.get("scope", "global"), _client(request))
     return Response(status_code=204)
 
 
@@ -209,7 +213,7 @@ async def admin_list_users(request: Request) -> Response:
         links.append(f'</admin/users?page={page + 1}&per_page={per_page}>; rel="next"')
     links.append(f'</admin/users?page={last}&per_page={per_page}>; rel="last"')
     return JSONResponse(
-        {"users": found, "aud": "authenticated"}, headers={"X-Total-Count": str(total), "Link": ", ".join(links)}
+        {"users": [user_json(user) for user in found], "aud": "authenticated"}, headers={"X-Total-Count": str(total), "Link": ", ".join(links)}
     )
 
 
@@ -223,7 +227,7 @@ def _user_id(request: Request) -> uuid.UUID:
 async def admin_create_user(request: Request) -> Response:
     require_admin(request)
     form = await forms.read_form(request, forms.AdminUserForm)
-    return JSONResponse(await _admin(request).create_user(form, _client(request)))
+    return JSONResponse(user_json(await _admin(request).create_user(form, _client(request))))
 
 
 async def admin_user(request: Request) -> Response:
@@ -231,10 +235,10 @@ async def admin_user(request: Request) -> Response:
     user_id = _user_id(request)
     service = _admin(request)
     if request.method == "GET":
-        return JSONResponse(await service.get_user(user_id))
+        return JSONResponse(user_json(await service.get_user(user_id)))
     if request.method == "PUT":
         form = await forms.read_form(request, forms.AdminUserForm)
-        return JSONResponse(await service.update_user(user_id, form, _client(request)))
+        return JSONResponse(user_json(await service.update_user(user_id, form, _client(request))))
     delete = await forms.read_form(request, forms.DeleteUserForm)
     await service.delete_user(user_id, soft=delete.should_soft_delete, client=_client(request))
     return JSONResponse({})
@@ -243,13 +247,14 @@ async def admin_user(request: Request) -> Response:
 async def admin_generate_link(request: Request) -> Response:
     require_admin(request)
     form = await forms.read_form(request, forms.GenerateLinkForm)
-    return JSONResponse(await _admin(request).generate_link(form, _client(request), _redirect_to(request)))
+    link = await _admin(request).generate_link(form, _client(request), _redirect_to(request))
+    return JSONResponse(generated_link_json(link))
 
 
 async def invite(request: Request) -> Response:
     require_admin(request)
     form = await forms.read_form(request, forms.InviteForm)
-    return JSONResponse(await _admin(request).invite(form, _client(request), _redirect_to(request)))
+    return JSONResponse(user_json(await _admin(request).invite(form, _client(request), _redirect_to(request))))
 
 
 routes = [

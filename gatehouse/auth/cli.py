@@ -40,7 +40,7 @@ async def _resolve(admin: AdminService, who: str) -> uuid.UUID:
         return uuid.UUID(who)
     except ValueError:
         pass
-    row = await users.by_email(admin.db.admin, who.strip().lower())  # type: ignore[arg-type]
+    row = await users.by_email(admin.db.admin, who.strip().lower())
     if row is None:
         raise GatehouseError("user_not_found", f"no user with the email {who}", status=404)
     return row["id"]  # type: ignore[no-any-return]
@@ -62,15 +62,16 @@ def run(args: argparse.Namespace, url: str, keys: KeySet, settings: Settings) ->
         found, total = await admin.list_users(args.page, args.per_page)
         print(f"{'id':36}  {'email':40}  {'confirmed':9}  created")
         for user in found:
-            confirmed = "yes" if user.get("email_confirmed_at") else "no"
-            print(f"{user['id']:36}  {user['email']:40}  {confirmed:9}  {user['created_at'][:19]}")
+            confirmed = "yes" if user.email_confirmed_at else "no"
+            created = user.created_at.isoformat()[:19] if user.created_at else ""
+            print(f"{user.id!s:36}  {user.email:40}  {confirmed:9}  {created}")
         print(f"({len(found)} of {total} users)")
         return 0
 
     async def create(admin: AdminService) -> int:
         form = AdminUserForm(email=args.email, password=_password(args), email_confirm=args.confirm)
         user = await admin.create_user(form, CLI_CLIENT)
-        print(user["id"])
+        print(user.id)
         return 0
 
     async def delete(admin: AdminService) -> int:

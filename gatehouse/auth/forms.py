@@ -24,8 +24,8 @@ class _Form(BaseModel):
 
 
 class PKCE(_Form):
-    code_challenge: str | None = Field(None, max_length=128)
-    code_challenge_method: str | None = Field(None, max_length=16)
+    code_challenge: str | None = Field(default=None, max_length=128)
+    code_challenge_method: str | None = Field(default=None, max_length=16)
 
 
 class SignupForm(PKCE):
@@ -52,11 +52,11 @@ class PKCEGrant(_Form):
 
 class VerifyForm(_Form):
     type: str
-    token_hash: str | None = Field(None, max_length=256)
-    token: str | None = Field(None, max_length=256)
+    token_hash: str | None = Field(default=None, max_length=256)
+    token: str | None = Field(default=None, max_length=256)
     email: str | None = None
     phone: str | None = None
-    redirect_to: str | None = Field(None, max_length=2048)
+    redirect_to: str | None = Field(default=None, max_length=2048)
 
 
 class OtpForm(PKCE):
@@ -90,13 +90,13 @@ class AdminUserForm(_Form):
     email: str | None = None
     phone: str | None = None
     password: str | None = None
-    password_hash: str | None = Field(None, max_length=255)
+    password_hash: str | None = Field(default=None, max_length=255)
     email_confirm: bool | None = None
     phone_confirm: bool | None = None
     user_metadata: dict[str, Any] | None = None
     app_metadata: dict[str, Any] | None = None
-    role: str | None = Field(None, max_length=255)
-    ban_duration: str | None = Field(None, max_length=32)
+    role: str | None = Field(default=None, max_length=255)
+    ban_duration: str | None = Field(default=None, max_length=32)
 
 
 class GenerateLinkForm(_Form):
@@ -105,7 +105,7 @@ class GenerateLinkForm(_Form):
     password: str | None = None
     new_email: str | None = None
     data: dict[str, Any] | None = None
-    redirect_to: str | None = Field(None, max_length=2048)
+    redirect_to: str | None = Field(default=None, max_length=2048)
 
 
 class InviteForm(_Form):

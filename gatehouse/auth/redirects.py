@@ -49,8 +49,7 @@ def normalize_host(host: str) -> str | None:
             return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
         except ValueError:
             return None
-    if host.endswith("."):
-        host = host[:-1]
+    host = host.removesuffix(".")
     if not host:
         return None
     if not host.isascii():

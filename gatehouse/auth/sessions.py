@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from gatehouse.auth import users
+from gatehouse.auth.models import Session, User
 from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex
 from gatehouse.core.errors import GatehouseError
 
@@ -67,22 +68,28 @@ class Sessions:
         self._refresh = refresh
         self._reuse_interval = reuse_interval
 
-    def response(self, user: asyncpg.Record, session_id: uuid.UUID, refresh_token: str, amr: list[dict[str, Any]]) -> dict[str, Any]:
-        """The Session body the clients parse (access token, refresh token, user)."""
-        body = users.user_json(user)
-        access = self._access.issue(body, session_id, amr=amr)
-        return {
-            "access_token": access.token,
-            "token_type": "bearer",
-            "expires_in": access.expires_in,
-            "expires_at": access.expires_at,
-            "refresh_token": refresh_token,
-            "user": body,
+    def _session(
+        self, row: asyncpg.Record, session_id: uuid.UUID, refresh_token: str, amr: list[dict[str, Any]]
+    ) -> Session:
+        """A Session for the user ``row``: a new access token, and the claims signed into it."""
+        user = User.from_row(row)
+        claimed = {
+            "id": user.id, "email": user.email, "phone": user.phone, "app_metadata": user.app_metadata,
+            "user_metadata": user.user_metadata, "role": user.role, "is_anonymous": user.is_anonymous,
         }
+        access = self._access.issue(claimed, session_id, amr=amr)
+        return Session(
+            access_token=access.token,
+            refresh_token=refresh_token,
+            expires_in=access.expires_in,
+            expires_at=access.expires_at,
+            user=user,
+            claims=access.claims,
+        )
 
     async def create(
         self, conn: asyncpg.Connection, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None
-    ) -> dict[str, Any]:
+    ) -> Session:
         """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...)."""
         token = self._refresh.new()
         created = await conn.fetchrow(
@@ -92,10 +99,10 @@ class Sessions:
         fresh = await users.by_id(conn, user["id"])
         assert fresh is not None
         amr = [{"method": method, "timestamp": created["authenticated_at"]}]
-        return self.response(fresh, created["session_id"], token, amr)
+        return self._session(fresh, created["session_id"], token, amr)
 
-    async def refresh(self, pool: asyncpg.Pool, token: str) -> tuple[dict[str, Any], asyncpg.Record]:
-        """Rotate ``token``; return the new Session and the user. Raises GoTrue's refresh errors."""
+    async def refresh(self, pool: asyncpg.Pool, token: str) -> Session:
+        """Rotate ``token``; return the new Session. Raises GoTrue's refresh errors."""
         presented = token
         for _ in range(_MAX_ADVANCE):
             successor = self._refresh.successor(presented)
@@ -106,7 +113,7 @@ class Sessions:
                     raise GatehouseError("user_not_found", "User from the refresh token no longer exists", status=400)
                 if users.is_banned(user, datetime.now(UTC)):
                     raise GatehouseError("user_banned", "User is banned", status=400)
-                return self.response(user, user["rotation_session_id"], successor, list(user["amr"])), user
+                return self._session(user, user["rotation_session_id"], successor, list(user["amr"]))
             if outcome == "advanced":
                 presented = successor
                 continue

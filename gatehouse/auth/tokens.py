@@ -86,6 +86,7 @@ class AccessToken:
     token: str
     expires_in: int
     expires_at: int
+    claims: dict[str, Any]
 
 
 class AccessTokens:
@@ -123,4 +124,4 @@ class AccessTokens:
             "session_id": str(session_id),
             "is_anonymous": bool(user.get("is_anonymous")),
         }
-        return AccessToken(self._keys.sign(claims), self._lifetime, expires)
+        return AccessToken(self._keys.sign(claims), self._lifetime, expires, claims)

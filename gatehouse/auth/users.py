@@ -1,6 +1,7 @@
-"""Users and identities: the SQL, and the JSON shape GoTrue gives them.
+"""Users and identities: the SQL. (Their GoTrue JSON is in ``wire.py``.)
 
 All functions take a connection from the admin pool: ``auth.*`` is the auth service's own data.
+Reads return the row with its identities; the flows turn it into a ``models.User`` to return.
 """
 
 from __future__ import annotations
@@ -20,52 +21,6 @@ FROM auth.users u
 """
 
 APP_METADATA_EMAIL = {"provider": "email", "providers": ["email"]}
-
-_OPTIONAL_TIMES = (
-    "email_confirmed_at", "phone_confirmed_at", "confirmed_at", "confirmation_sent_at", "recovery_sent_at",
-    "email_change_sent_at", "invited_at", "last_sign_in_at", "banned_until", "deleted_at",
-)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def identity_json(identity: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "identity_id": identity["id"],
-        "id": identity["provider_id"],
-        "user_id": identity["user_id"],
-        "identity_data": identity.get("identity_data") or {},
-        "provider": identity["provider"],
-        "last_sign_in_at": identity.get("last_sign_in_at"),
-        "created_at": identity.get("created_at"),
-        "updated_at": identity.get("updated_at"),
-        "email": identity.get("email"),
-    }
-
-
-def user_json(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    """The user as GoTrue returns it: null timestamps are left out, strings are never null."""
-    body: dict[str, Any] = {
-        "id": str(row["id"]),
-        "aud": row["aud"] or "",
-        "role": row["role"] or "",
-        "email": row["email"] or "",
-        "phone": row["phone"] or "",
-        "app_metadata": row["raw_app_meta_data"] or {},
-        "user_metadata": row["raw_user_meta_data"] or {},
-        "identities": [identity_json(identity) for identity in (row["identities"] or [])],
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "is_anonymous": bool(row["is_anonymous"]),
-    }
-    for name in _OPTIONAL_TIMES:
-        if row[name] is not None:
-            body[name] = _iso(row[name])
-    if row["email_change"]:
-        body["new_email"] = row["email_change"]
-    return body
 
 
 def is_banned(row: asyncpg.Record, now: datetime) -> bool:

@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 from gatehouse import profiles
 from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, UserUpdateForm, VerifyForm
 from gatehouse.auth.links import VERIFY_TYPES
+from gatehouse.auth.models import Session
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
 from gatehouse.profiles import Profile, ProfileError
@@ -107,9 +108,9 @@ async def login(request: Request) -> Response:
     service = _auth(request)
     try:
         if action == "signup":
-            await service.sign_up(SignupForm(email=email, password=password), _client(request), None)
+            await service.signup.sign_up(SignupForm(email=email, password=password), _client(request), None)
             return RedirectResponse("/check-email?" + urlencode({"email": email}), status_code=303)
-        tokens = await service.sign_in_password(
+        signed_in = await service.login.password(
             PasswordGrant(email=email, password=password), _client(request), devices=request.cookies
         )
     except GatehouseError as error:
@@ -119,9 +120,9 @@ async def login(request: Request) -> Response:
             response.headers["Retry-After"] = str(error.extra["retry_after"])
         return response
     session = web_session(request)
-    store(session, tokens, verifier=request.app.state.verifier, secure=_secure(request))
+    store(session, signed_in, secure=_secure(request))
     # This browser has now logged in to the account: others' guessing will not slow it down.
-    session.set_cookies.append(service.devices.set_cookie(tokens["user"]["email"]))
+    session.set_cookies.append(service.devices.set_cookie(signed_in.user.email))
     return RedirectResponse("/account", status_code=303)
 
 
@@ -153,14 +154,16 @@ async def confirm(request: Request) -> Response:
         return error_page(request, "This form expired or did not come from this site.", 403,
                           hint="Open the link from your email again.")
     try:
-        result = await _auth(request).verify(VerifyForm(type=link_type, token_hash=token_hash), _client(request))
+        result = await _auth(request).verification.verify(
+            VerifyForm(type=link_type, token_hash=token_hash), _client(request)
+        )
     except GatehouseError:
         return error_page(request, "This link has expired or was already used.",
                           hint="Log in, or ask for a new link from the log-in page.")
-    if "access_token" not in result:  # the first of two email-change confirmations
+    if not isinstance(result, Session):  # the first of two email-change confirmations
         return page(request, "message.html", title="Almost done",
                     message="Now open the confirmation link we sent to your other address.")
-    store(web_session(request), result, verifier=request.app.state.verifier, secure=_secure(request))
+    store(web_session(request), result, secure=_secure(request))
     target = "/account/password" if link_type == "recovery" else next_path
     return RedirectResponse(target, status_code=303)
 
@@ -171,7 +174,7 @@ async def _current_user(request: Request) -> WebSession | None:
     if not session.claims:
         return None
     try:
-        await _auth(request).current_user(session.claims)
+        await _auth(request).account.current_user(session.claims)
     except GatehouseError:
         clear(session, secure=_secure(request))
         return None
@@ -239,7 +242,7 @@ async def signout(request: Request) -> Response:
     session = web_session(request)
     if session.claims:
         try:
-            await _auth(request).logout(session.claims, "local", _client(request))
+            await _auth(request).login.logout(session.claims, "local", _client(request))
         except GatehouseError:
             pass  # already ended elsewhere: signing out is done either way
     clear(session, secure=_secure(request))
@@ -254,7 +257,7 @@ async def forgot(request: Request) -> Response:
         return data
     email = str(data.get("email", "")).strip()
     try:
-        await _auth(request).recover(RecoverForm(email=email), _client(request), None)
+        await _auth(request).recovery.recover(RecoverForm(email=email), _client(request), None)
     except GatehouseError as error:
         return page(request, "forgot.html", status=400, email=email, error=error.message)
     return RedirectResponse("/check-email?" + urlencode({"email": email, "reason": "recovery"}), status_code=303)
@@ -271,7 +274,9 @@ async def new_password(request: Request) -> Response:
         return data
     password = str(data.get("password", ""))
     try:
-        await _auth(request).update_user(session.claims or {}, UserUpdateForm(password=password), _client(request), None)
+        await _auth(request).account.update_user(
+            session.claims or {}, UserUpdateForm(password=password), _client(request), None
+        )
     except GatehouseError as error:
         return page(request, "password.html", status=400, error=error.message)
     return RedirectResponse("/account?changed=password", status_code=303)

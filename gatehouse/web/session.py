@@ -24,11 +24,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatehouse.auth.models import Session
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.caller import Caller, Callers, Unauthenticated, remember
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import state
-from gatehouse.core.keys import JWTVerifier
 
 ACCESS = "gh-access-token"
 REFRESH = "gh-refresh-token"
@@ -70,7 +70,6 @@ class SessionMiddleware:
         self.app = app
         self.auth = auth
         self.callers = callers
-        self.verifier = callers.verifier
         self.secure = secure
         self.skip_prefixes = skip_prefixes
 
@@ -114,20 +113,21 @@ class SessionMiddleware:
             return
         client = Client(ip=conn.client.host if conn.client else "", user_agent=conn.headers.get("user-agent", ""))
         try:
-            fresh = await self.auth.refresh(refresh, client)
+            fresh = await self.auth.login.refresh(refresh, client)
         except GatehouseError:
             clear(session, secure=self.secure)  # the session ended: the browser is signed out
             return
-        store(session, fresh, verifier=self.verifier, secure=self.secure)
+        store(session, fresh, secure=self.secure)
 
 
-def store(session: WebSession, tokens: dict[str, Any], *, verifier: JWTVerifier, secure: bool) -> None:
-    """Put a new session (from log-in, verification or refresh) into the cookies."""
-    session.access_token = tokens["access_token"]
-    session.claims = verifier.verify(tokens["access_token"])
+def store(session: WebSession, signed_in: Session, *, secure: bool) -> None:
+    """Put a new session (from log-in, verification or refresh) into the cookies. Its claims
+    are the ones auth signed into its access token: nothing to verify again."""
+    session.access_token = signed_in.access_token
+    session.claims = dict(signed_in.claims)
     session.set_cookies += [
-        cookie(ACCESS, tokens["access_token"], max_age=REFRESH_MAX_AGE, secure=secure),
-        cookie(REFRESH, tokens["refresh_token"], max_age=REFRESH_MAX_AGE, secure=secure),
+        cookie(ACCESS, signed_in.access_token, max_age=REFRESH_MAX_AGE, secure=secure),
+        cookie(REFRESH, signed_in.refresh_token, max_age=REFRESH_MAX_AGE, secure=secure),
     ]
 
 

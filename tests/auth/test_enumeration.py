@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,7 +89,7 @@ async def test_recover_sends_the_same_statements_for_every_address(
     unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
     extra = {"code_challenge": "c" * 43, "code_challenge_method": "s256"} if pkce else {}
     runs = {
-        email: await _statements(recorder, lambda email=email: auth.recover(RecoverForm(email=email, **extra), CLIENT, None))
+        email: await _statements(recorder, partial(auth.recovery.recover, RecoverForm(email=email, **extra), CLIENT, None))
         for email in (confirmed, unconfirmed, unknown)
     }
     assert runs[confirmed] == runs[unconfirmed] == runs[unknown]
@@ -104,7 +105,7 @@ async def test_resend_sends_the_same_statements_for_every_address(
     unknown = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
     runs = {
         email: await _statements(
-            recorder, lambda email=email: auth.resend(ResendForm(type="signup", email=email), CLIENT, None)
+            recorder, partial(auth.verification.resend, ResendForm(type="signup", email=email), CLIENT, None)
         )
         for email in (confirmed, unconfirmed, unknown)
     }
@@ -116,6 +117,6 @@ async def test_every_request_writes_an_audit_row(service: tuple[AuthService, Rec
     """A request that wrote nothing would commit without flushing the log: faster, and telling."""
     auth, _ = service
     before = await db.admin.fetchval("SELECT count(*) FROM auth.audit_log_entries WHERE ip_address = $1", CLIENT.ip)
-    await auth.recover(RecoverForm(email=f"nobody-{uuid.uuid4().hex[:10]}@example.com"), CLIENT, None)
+    await auth.recovery.recover(RecoverForm(email=f"nobody-{uuid.uuid4().hex[:10]}@example.com"), CLIENT, None)
     after = await db.admin.fetchval("SELECT count(*) FROM auth.audit_log_entries WHERE ip_address = $1", CLIENT.ip)
     assert after == before + 1

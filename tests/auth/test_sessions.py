@@ -13,7 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gatehouse.auth import users
+from gatehouse.auth.sessions import Sessions
+from gatehouse.auth.tokens import AccessTokens, RefreshTokens
+from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
+from gatehouse.core.keys import JWTVerifier, KeySet
 from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.support import RunningServer
 
@@ -36,7 +41,7 @@ def strict(server_factory: Callable[..., RunningServer]) -> Iterator[Auth]:
 
 
 def claims_of(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
+    return jwt.decode(token, options={"verify_signature": False})
 
 
 def test_password_log_in_returns_a_session_with_supabase_claims(auth: Auth) -> None:
@@ -150,7 +155,7 @@ def forged(auth: Auth, session: dict[str, Any]) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     hs = jwt.api_jws.PyJWS(algorithms=["HS256"])
-    hs._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]  # noqa: SLF001
+    hs._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]
 
     def b64(value: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
@@ -229,7 +234,7 @@ def test_weak_stored_password_is_flagged_at_log_in(auth: Auth) -> None:
 
 
 async def test_every_auth_event_is_audited(auth: Auth, db: Database) -> None:
-    email, session = auth.confirmed_user()
+    _email, session = auth.confirmed_user()
     refreshed = auth.refresh(session["refresh_token"]).json()
     auth.put("/user", {"data": {"x": 1}}, token=refreshed["access_token"])
     auth.post("/logout", token=refreshed["access_token"])
@@ -241,3 +246,18 @@ async def test_every_auth_event_is_audited(auth: Auth, db: Database) -> None:
     assert [row["action"] for row in rows] == [
         "user_signedup", "user_confirmed", "token_refreshed", "user_modified", "logout"
     ]
+
+
+async def test_a_session_carries_the_claims_its_access_token_verifies_to(
+    db: Database, keys: KeySet, settings: Settings
+) -> None:
+    """The web app stores a fresh Session's claims as they are: they must be the token's."""
+    sessions = Sessions(AccessTokens(keys, settings), RefreshTokens(keys), settings.refresh_token_reuse_interval)
+    async with db.admin.acquire() as conn, conn.transaction():
+        user = await users.create(
+            conn, email=new_email(), password_hash=None, user_metadata={"full_name": "Ada"}, confirmed=True
+        )
+        session = await sessions.create(conn, user, method="password", ip="192.0.2.1", user_agent="test")
+    assert session.claims == JWTVerifier(keys).verify(session.access_token)
+    assert session.claims["sub"] == str(session.user.id)
+    assert session.claims["user_metadata"] == {"full_name": "Ada"}
