@@ -43,7 +43,7 @@ from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends.base import create_backend
 from gatehouse.storage.errors import render_storage_error
-from gatehouse.storage.images import RenderCache
+from gatehouse.storage.render_cache import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.service import StorageService

@@ -258,7 +258,7 @@ async def avatar(request: Request) -> Response:
             yield chunk
 
     try:
-        await request.app.state.storage.upload(
+        await request.app.state.storage.objects.upload(
             session.claims, avatars.BUCKET, name, chunks(), content_type=upload.content_type,
             content_length=upload.size, headers={"cache-control": "max-age=3600"}, upsert=False,
         )
