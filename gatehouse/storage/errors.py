@@ -4,6 +4,8 @@ Storage answers client errors with HTTP 400 and puts the real status in ``status
 string; the clients branch on that (storage3's ``exists()`` looks for ``"404"``). Server errors
 keep their HTTP status, and so does 401: on Supabase a refused API key (a secret key sent by a
 browser) is answered before storage, with a real 401, and the same rule answers it here.
+
+:func:`translate` is storage's one table from a database error to a storage error.
 """
 
 from __future__ import annotations

@@ -148,17 +148,14 @@ class Objects:
                               recheck=None if view.fresh else view.fresh_limit)
         try:
             async with landing(self.db, self.backend, bucket_id) as land:
-                verified = False
 
                 def check(bucket: Bucket) -> str:
                     return admission.content_type(spooled, bucket, self.buckets.size_limit(bucket))
 
                 async def write(bucket: Bucket, mimetype: str) -> NewObject | None:
-                    nonlocal verified
-                    if not verified:
+                    if land.key is None:  # the first write: the image's structure, then its bytes into place
                         await admission.verify_image(spooled.path, spooled.size, mimetype)
-                        verified = True
-                    await land.place(lambda key: self.backend.put(key, spooled.path, content_type=mimetype))
+                        await land.place(lambda key: self.backend.put(key, spooled.path, content_type=mimetype))
                     metadata = {
                         "eTag": f'"{spooled.etag}"', "size": spooled.size, "mimetype": mimetype,
                         "cacheControl": spooled.cache_control or "no-cache",
