@@ -42,9 +42,9 @@ from gatehouse.rest import api as rest_api
 from gatehouse.rest.schema import SchemaWatcher
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends import create_backend
-from gatehouse.storage.images import RenderCache
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
+from gatehouse.storage.render_cache import RenderCache
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware

@@ -4,17 +4,24 @@ Storage answers client errors with HTTP 400 and puts the real status in ``status
 string; the clients branch on that (storage3's ``exists()`` looks for ``"404"``). Server errors
 keep their HTTP status, and so does 401: on Supabase a refused API key (a secret key sent by a
 browser) is answered before storage, with a real 401, and the same rule answers it here.
+
+:func:`translate` is storage's one table from a database error to a storage error.
 """
 
 from __future__ import annotations
 
+import logging
+
+import asyncpg
 from starlette.responses import Response
 from starlette.types import Scope
 
 from gatehouse.core.caller import Unauthenticated
-from gatehouse.core.db import SessionEnded
+from gatehouse.core.db import SessionEnded, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import InvalidBody, JSONResponse, TooLarge
+
+_log = logging.getLogger("gatehouse.storage")
 
 #: The legacy ``error`` word storage puts beside each code.
 _LEGACY = {
@@ -58,6 +65,32 @@ def access_denied(message: str = "new row violates row-level security policy") -
 
 def invalid(message: str) -> GatehouseError:
     return storage_error("InvalidRequest", message, 400)
+
+
+def bucket_changed() -> GatehouseError:
+    return storage_error("BucketChanged", "the bucket's settings changed during the request; try again", 409)
+
+
+def bad_type(mimetype: str) -> GatehouseError:
+    return storage_error("InvalidMimeType", f"mime type {mimetype} is not supported", 415)
+
+
+def translate(error: asyncpg.PostgresError) -> GatehouseError:
+    """A database error as storage answers it: one SQLSTATE table for all of storage."""
+    if is_unavailable(error):
+        return unavailable()
+    if (error.sqlstate or "").startswith("22"):  # data the database cannot take: NUL, overflow, bad text
+        return invalid(f"Invalid input: {error.message}")
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return storage_error("KeyAlreadyExists", "The resource already exists", 409)
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        return access_denied(error.message)
+    if isinstance(error, asyncpg.ForeignKeyViolationError):
+        return bucket_not_found()
+    if isinstance(error, asyncpg.CheckViolationError):
+        return invalid(f"Invalid input: {error.message}")
+    _log.error("storage request failed in the database", exc_info=error)
+    return storage_error("DatabaseError", "the database refused the request; the server log has the details", 500)
 
 
 def render_storage_error(scope: Scope, error: GatehouseError) -> Response:

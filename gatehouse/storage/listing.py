@@ -22,8 +22,8 @@ import orjson
 
 from gatehouse.core.db import Database
 from gatehouse.storage import names
-from gatehouse.storage.errors import invalid
-from gatehouse.storage.service import _iso, _translate  # one SQLSTATE table for all of storage
+from gatehouse.storage.errors import invalid, translate
+from gatehouse.storage.models import ListEntry
 
 MAX_KEYS = 1000
 DATE_COLUMNS = ("created_at", "updated_at")
@@ -130,7 +130,15 @@ class ListRequest:
         return cls(prefix, min(limit, MAX_KEYS), delimit, column, order == "desc", cursor)
 
 
-async def list_v2(db: Database, claims: dict[str, Any], bucket_id: str, request: ListRequest) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Page:
+    """One page: objects and folders (full names) in the order asked for, and where the next starts."""
+
+    entries: list[ListEntry]
+    next_cursor: Cursor | None
+
+
+async def list_v2(db: Database, claims: dict[str, Any], bucket_id: str, request: ListRequest) -> Page:
     """One page of the bucket's objects (and folders) that the caller may see."""
     names.bucket_id(bucket_id)
     cursor = request.cursor
@@ -145,24 +153,17 @@ async def list_v2(db: Database, claims: dict[str, Any], bucket_id: str, request:
         async with db.as_user(claims, readonly=True) as conn:
             rows = await conn.fetch(sql, *values)
     except asyncpg.PostgresError as exc:
-        raise _translate(exc) from None
+        raise translate(exc) from None
     has_next = len(rows) > request.limit
     rows = rows[: request.limit]
-    folders: list[dict[str, Any]] = []
-    objects: list[dict[str, Any]] = []
-    for row in rows:
-        if row["is_folder"]:
-            folders.append({"id": None, "name": row["key"], "key": row["key"], "bucket_id": bucket_id})
-        else:
-            objects.append({
-                "id": str(row["id"]), "name": row["key"], "key": row["key"], "bucket_id": bucket_id,
-                "metadata": row["metadata"], "created_at": _iso(row["created_at"]),
-                "updated_at": _iso(row["updated_at"]), "last_accessed_at": _iso(row["last_accessed_at"]),
-            })
-    page: dict[str, Any] = {"hasNext": has_next, "folders": folders, "objects": objects}
+    entries = [
+        ListEntry(row["key"], None, None, None, None, None) if row["is_folder"] else
+        ListEntry(row["key"], row["id"], row["created_at"], row["updated_at"], row["last_accessed_at"], row["metadata"])
+        for row in rows
+    ]
+    next_cursor = None
     if has_next:
         last = rows[-1]
         date = last[request.column] if request.column != "name" else None
-        page["nextCursor"] = Cursor(last["key"], request.column, request.descending, date).encode()
-        page["nextCursorKey"] = last["key"]
-    return page
+        next_cursor = Cursor(last["key"], request.column, request.descending, date)
+    return Page(entries, next_cursor)

@@ -110,8 +110,8 @@ class StorageOriginMiddleware:
             query = scope.get("query_string", b"").decode("latin-1")
             raw_path = scope.get("raw_path") or path.encode()
             target = f"{self.storage_url}{raw_path.decode('latin-1')}" + (f"?{query}" if query else "")
-            headers = {"Location": target, "Cache-Control": "no-store", "Vary": "Sec-Fetch-Dest, Accept"}
-            return Response(status_code=307, headers=headers)
+            return Response(status_code=307, headers={"Location": target, "Cache-Control": "no-store",
+                                                      "Vary": "Sec-Fetch-Dest, Accept"})
         return None
 
     @staticmethod

@@ -69,12 +69,12 @@ def image_src(value: object, size: int, *, origin: str = "") -> str | None:
 
 
 class Uploader(Protocol):
-    """What ``replace`` needs of the storage service: an upload as the caller."""
+    """What ``replace`` needs of storage's objects: an upload as the caller."""
 
     async def upload(
         self, claims: dict[str, Any], bucket_id: str, name: str, stream: AsyncIterator[bytes], *,
         content_type: str | None, content_length: int | None, headers: dict[str, str], upsert: bool,
-    ) -> dict[str, str]: ...
+    ) -> object: ...
 
 
 class AvatarRefused(GatehouseError):

@@ -228,7 +228,7 @@ async def avatar(request: Request) -> Response:
     if isinstance(data, Response):
         return data
     try:
-        await avatars.replace(request.app.state.storage, request.app.state.database, session.claims or {},
+        await avatars.replace(request.app.state.storage.objects, request.app.state.database, session.claims or {},
                               uuid.UUID(session.user_id), data.get("avatar"))
     except avatars.AvatarRefused as refused:
         return RedirectResponse("/account?" + urlencode({"avatar_error": refused.message}), status_code=303)
