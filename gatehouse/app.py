@@ -39,7 +39,7 @@ from gatehouse.core.metrics import metrics as metrics_endpoint
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.errors import render_rest_error
-from gatehouse.rest.schema import SchemaWatcher
+from gatehouse.rest.watcher import SchemaWatcher
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends.base import create_backend
 from gatehouse.storage.errors import render_storage_error
