@@ -13,8 +13,8 @@ import pytest
 
 from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
-from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import RunningServer
+from tests.auth.helpers import PASSWORD, new_email
+from tests.support import ConfirmedSession, RunningServer
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -27,8 +27,9 @@ def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
 class Browser:
     """A cookie-keeping HTTP client that reads CSRF tokens off forms, like a browser without JS."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: RunningServer, confirm: ConfirmedSession) -> None:
         self.server = server
+        self.confirm = confirm
         self.http = httpx.Client(base_url=server.url, follow_redirects=False, timeout=15)
 
     def csrf(self, path: str = "/login") -> str:
@@ -36,26 +37,21 @@ class Browser:
         assert match
         return match.group(1)
 
+    def new_user(self) -> str:
+        """The email of a new user whose address is confirmed (and who has not signed in here)."""
+        return self.confirm(self.server)[0]
+
     def sign_in(self) -> str:
-        email = confirmed(self.server)
+        email = self.new_user()
         response = self.http.post("/login", data={"csrf": self.csrf(), "email": email, "password": PASSWORD,
                                                   "action": "login"})
         assert response.status_code == 303 and response.headers["location"] == "/account"
         return email
 
 
-def confirmed(server: RunningServer) -> str:
-    auth = Auth(server)
-    try:
-        email, _ = auth.confirmed_user()
-    finally:
-        auth.close()
-    return email
-
-
 @pytest.fixture
-def browser(server: RunningServer) -> Iterator[Browser]:
-    client = Browser(server)
+def browser(server: RunningServer, confirmed_session: ConfirmedSession) -> Iterator[Browser]:
+    client = Browser(server, confirmed_session)
     yield client
     client.http.close()
 
@@ -70,7 +66,7 @@ def test_home_redirects_to_login_then_account(browser: Browser) -> None:
 
 def test_cookies_are_httponly_and_lax(browser: Browser) -> None:
     browser.csrf()
-    email = confirmed(browser.server)
+    email = browser.new_user()
     response = browser.http.post("/login", data={"csrf": browser.http.cookies["gh-csrf"], "email": email,
                                                  "password": PASSWORD, "action": "login"})
     cookies = response.headers.get_list("set-cookie")
@@ -81,7 +77,7 @@ def test_cookies_are_httponly_and_lax(browser: Browser) -> None:
 
 
 def test_forms_without_the_csrf_token_are_refused(browser: Browser) -> None:
-    email = confirmed(browser.server)
+    email = browser.new_user()
     no_token = browser.http.post("/login", data={"email": email, "password": PASSWORD, "action": "login"})
     assert no_token.status_code == 403 and "did not come from this site" in no_token.text
     assert "gh-access-token" not in browser.http.cookies
@@ -168,8 +164,8 @@ def test_profile_validation_and_escaping(browser: Browser) -> None:
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_username_taken_is_shown_next_to_the_field(server: RunningServer) -> None:
-    first, second = Browser(server), Browser(server)
+def test_username_taken_is_shown_next_to_the_field(server: RunningServer, confirmed_session: ConfirmedSession) -> None:
+    first, second = Browser(server, confirmed_session), Browser(server, confirmed_session)
     try:
         first.sign_in()
         second.sign_in()
