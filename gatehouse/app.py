@@ -39,7 +39,7 @@ from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
 from gatehouse.rest import api as rest_api
-from gatehouse.rest.schema import SchemaWatcher
+from gatehouse.rest.watcher import SchemaWatcher
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends import create_backend
 from gatehouse.storage.janitor import BlobJanitor

@@ -3,6 +3,7 @@
 The session migrates a template database once; each module gets a fresh copy of it
 (``CREATE DATABASE ... TEMPLATE``, a file copy), so modules never see each other's rows.
 All servers share one key set, since the ``authenticator`` role is global to the cluster.
+Beside them: SMTP servers that collect what they are sent, and confirmed users' sessions.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import itertools
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,8 +22,9 @@ from gatehouse.core.config import Settings, load_settings
 from gatehouse.core.db import Database, prepare
 from gatehouse.core.embedded import EmbeddedPostgres, free_port
 from gatehouse.core.keys import KeySet, load_keys
+from tests.auth.helpers import Auth
 from tests.smtp import SMTPServer
-from tests.support import RunningServer, start_server
+from tests.support import ConfirmedSession, RunningServer, start_server
 
 TEMPLATE = "gatehouse_template"
 _counter = itertools.count(1)
@@ -139,7 +141,7 @@ def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
 @pytest.fixture
 def output_dir(request: pytest.FixtureRequest) -> Path:
     """A folder for artefacts a person may want to look at (screenshots, logs)."""
-    folder = Path(__file__).parent.parent / "test-output" / request.node.name
+    folder = Path(__file__).parent.parent / "test-output" / str(request.node.name)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
@@ -164,3 +166,28 @@ def smtp_server() -> Iterator[Callable[..., SMTPServer]]:
 def smtp(smtp_server: Callable[..., SMTPServer]) -> SMTPServer:
     """A plain SMTP server (no TLS, no login)."""
     return smtp_server()
+
+
+@pytest.fixture(scope="module")
+def module_smtp() -> Iterator[SMTPServer]:
+    """A plain SMTP server shared by the module's tests (and the servers they start: ``smtp_env(port)``)."""
+    server = SMTPServer(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def confirmed_session() -> Iterator[ConfirmedSession]:
+    """``confirmed_session(server)``: sign a new user up on ``server``, confirm the address through the
+    emailed link (read from the development inbox), and return (email, session)."""
+    clients: dict[str, Auth] = {}
+
+    def confirm(server: RunningServer) -> tuple[str, dict[str, Any]]:
+        auth = clients.get(server.url)
+        if auth is None:
+            auth = clients[server.url] = Auth(server)
+        return auth.confirmed_user()
+
+    yield confirm
+    for auth in clients.values():
+        auth.close()

@@ -53,6 +53,11 @@ class Collector:
         return f"250 2.0.0 Ok: queued as Q{number}"
 
 
+def smtp_env(port: int) -> dict[str, str]:
+    """The settings that send a Gatehouse server's mail to plain SMTP on 127.0.0.1:``port``."""
+    return {"GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(port), "GATEHOUSE_SMTP_TLS": "none"}
+
+
 class SMTPServer:
     def __init__(self, port: int, **options: Any) -> None:
         self.port = port

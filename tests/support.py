@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -44,6 +46,10 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+#: The ``confirmed_session`` fixture: ``confirmed_session(server) -> (email, session)``.
+ConfirmedSession = Callable[[RunningServer], tuple[str, dict[str, Any]]]
 
 
 def gatehouse_command(*args: str) -> list[str]:

@@ -13,6 +13,7 @@ import httpx
 from gatehouse import __version__
 from gatehouse.core.embedded import free_port
 from gatehouse.core.keys import KeySet
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import gatehouse_command, start_server
 
 
@@ -173,22 +174,14 @@ def test_users_commands(database_url: str, keys_dir: Path, tmp_path: Path) -> No
     assert duplicate.returncode == 1 and "already been registered" in duplicate.stderr
 
 
-def test_mail_test_reports_the_servers_answer(tmp_path: Path) -> None:
-    from tests.smtp import SMTPServer
-
-    smtp = SMTPServer(free_port())
-    try:
-        env = {"GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(smtp.port), "GATEHOUSE_SMTP_TLS": "none"}
-        result = run("mail", "test", "me@example.com", env=env)
-        assert result.returncode == 0, result.stderr
-        assert "the SMTP server answered: 250" in result.stdout
-        assert smtp.received[0].recipients == ["me@example.com"]
-    finally:
-        smtp.stop()
+def test_mail_test_reports_the_servers_answer(tmp_path: Path, smtp: SMTPServer) -> None:
+    result = run("mail", "test", "me@example.com", env=smtp_env(smtp.port))
+    assert result.returncode == 0, result.stderr
+    assert "the SMTP server answered: 250" in result.stdout
+    assert smtp.received[0].recipients == ["me@example.com"]
     unconfigured = run("mail", "test", "me@example.com")
     assert unconfigured.returncode == 1 and "GATEHOUSE_SMTP_HOST" in unconfigured.stderr
-    down = run("mail", "test", "me@example.com", env={"GATEHOUSE_SMTP_HOST": "127.0.0.1",
-                                                       "GATEHOUSE_SMTP_PORT": str(free_port()), "GATEHOUSE_SMTP_TLS": "none"})
+    down = run("mail", "test", "me@example.com", env=smtp_env(free_port()))
     assert down.returncode == 1 and "Traceback" not in down.stderr
 
 

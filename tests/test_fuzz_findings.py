@@ -7,8 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import RunningServer
+from tests.auth.helpers import PASSWORD, new_email
+from tests.support import ConfirmedSession, RunningServer
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,8 @@ def test_storage_range_errors_have_storage_shape(server: RunningServer) -> None:
     assert beyond.status_code == 400 and beyond.json()["statusCode"] == "416"
 
 
-def test_empty_insert_answers_an_empty_json_array(server: RunningServer) -> None:
-    auth = Auth(server)
-    try:
-        _, session = auth.confirmed_user()
-    finally:
-        auth.close()
+def test_empty_insert_answers_an_empty_json_array(server: RunningServer, confirmed_session: ConfirmedSession) -> None:
+    _, session = confirmed_session(server)
     response = api(server, "POST", "/rest/v1/profiles", json=[],
                    headers={"Authorization": f"Bearer {session['access_token']}"})
     assert response.status_code == 201 and response.json() == []

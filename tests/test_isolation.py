@@ -46,8 +46,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gatehouse.core.db import Database
-from tests.auth.helpers import Auth
-from tests.support import RunningServer
+from tests.support import ConfirmedSession, RunningServer
 
 USERS = ("A", "B", "C")
 ACTORS = (*USERS, "anon")
@@ -187,16 +186,12 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(db: Database, server_factory: Any) -> AsyncIterator[World]:
+async def world(db: Database, server_factory: Any, confirmed_session: ConfirmedSession) -> AsyncIterator[World]:
     await db.admin.execute(SCHEMA)
     server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
     await db.admin.execute("NOTIFY gatehouse_schema, 'reload'")
     key = server.keys.publishable_key
-    auth = Auth(server)
-    try:
-        sessions = {name: auth.confirmed_user()[1] for name in USERS}
-    finally:
-        auth.close()
+    sessions = {name: confirmed_session(server)[1] for name in USERS}
     uids = {name: str(s["user"]["id"]) for name, s in sessions.items()}
     tokens = {name: str(s["access_token"]) for name, s in sessions.items()}
 

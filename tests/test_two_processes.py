@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gatehouse.core.db import Database
-from gatehouse.core.embedded import free_port
 from tests.auth.helpers import PASSWORD, new_email
-from tests.smtp import SMTPServer
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SMTPServer]:
-    server = SMTPServer(free_port())
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pair(server_factory: Callable[..., RunningServer], smtp: SMTPServer,
+def pair(server_factory: Callable[..., RunningServer], module_smtp: SMTPServer,
          tmp_path_factory: pytest.TempPathFactory) -> tuple[RunningServer, RunningServer]:
     shared: Path = tmp_path_factory.mktemp("shared-storage")
     env = {
-        "GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(smtp.port), "GATEHOUSE_SMTP_TLS": "none",
+        **smtp_env(module_smtp.port),
         "GATEHOUSE_STORAGE_DIR": str(shared), "GATEHOUSE_RATE_LIMIT_SIGNUP": "1000/300",
         "GATEHOUSE_RATE_LIMIT_TOKEN": "8/300", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDRESS": "100/60",
     }
@@ -67,16 +59,16 @@ def test_rate_limits_count_across_both(pair: tuple[RunningServer, RunningServer]
     assert statuses.count(429) >= 1 and statuses.index(429) <= 8  # 8 allowed per IP across both, not per process
 
 
-async def test_each_email_is_sent_exactly_once(pair: tuple[RunningServer, RunningServer], smtp: SMTPServer,
+async def test_each_email_is_sent_exactly_once(pair: tuple[RunningServer, RunningServer], module_smtp: SMTPServer,
                                                db: Database) -> None:
     a, b = pair
-    before = len(smtp.received)
+    before = len(module_smtp.received)
     emails = [new_email("once") for _ in range(12)]
     for index, email in enumerate(emails):
         assert auth((a, b)[index % 2], "/signup", {"email": email, "password": PASSWORD}).status_code == 200
-    received = smtp.wait_for_sync(before + len(emails))
+    received = module_smtp.wait_for_sync(before + len(emails))
     time.sleep(1.0)  # time for a duplicate to show up, if there were one
-    recipients = [r for message in smtp.received[before:] for r in message.recipients]
+    recipients = [r for message in module_smtp.received[before:] for r in message.recipients]
     assert sorted(recipients) == sorted(emails), "each confirmation exactly once"
     assert len(received) == before + len(emails)
     pending = await db.admin.fetchval("SELECT count(*) FROM gatehouse.mail_outbox WHERE status <> 'sent'")

@@ -22,6 +22,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +91,17 @@ class AccessToken:
 
 
 class AccessTokens:
-    """Issues access JWTs with the claims Supabase puts in them."""
+    """Issues access JWTs with the claims Supabase puts in them.
 
-    def __init__(self, keys: KeySet, settings: Settings) -> None:
+    ``now`` is the clock (seconds since the epoch) that ``iat`` and ``exp`` are read from: tests pass
+    a fixed or past one to get a token that has already expired, rather than sleeping one out.
+    """
+
+    def __init__(self, keys: KeySet, settings: Settings, *, now: Callable[[], float] = time.time) -> None:
         self._keys = keys
         self._issuer = settings.jwt_issuer
         self._lifetime = settings.jwt_expiry
+        self._now = now
 
     def issue(
         self,
@@ -104,9 +110,8 @@ class AccessTokens:
         *,
         amr: list[dict[str, Any]],
         aal: str = "aal1",
-        now: int | None = None,
     ) -> AccessToken:
-        issued = int(time.time()) if now is None else now
+        issued = int(self._now())
         expires = issued + self._lifetime
         claims = {
             "iss": self._issuer,

@@ -15,8 +15,21 @@ from dataclasses import field as dc_field
 from typing import Literal, NoReturn, TypeVar
 
 from gatehouse.rest.query import (
-    FTS_OPERATORS, OPERATORS, QUANTIFIABLE, Column, Condition, Embed, Field, Filter, JsonStep, Logic, OrderTerm,
-    Query, SelectItem, Shaping, Star,
+    FTS_OPERATORS,
+    OPERATORS,
+    QUANTIFIABLE,
+    Column,
+    Condition,
+    Embed,
+    Field,
+    Filter,
+    JsonStep,
+    Logic,
+    OrderTerm,
+    Query,
+    SelectItem,
+    Shaping,
+    Star,
 )
 
 __all__ = ["MAX_DEPTH", "GrammarError", "parse_filter", "parse_logic", "parse_order", "parse_query", "parse_select"]

@@ -4,45 +4,28 @@ PostgREST serves Swagger 2.0; this is the same information in OpenAPI 3.0.3, whi
 tooling reads. Descriptions keep PostgREST's ``<pk/>`` and ``<fk table=… column=…/>`` notes, which
 some client generators look for.
 
-The document follows the caller's privileges, as PostgREST's ``openapi-mode = follow-privileges``
-does: a table or view appears if the caller's role may SELECT, INSERT, UPDATE or DELETE it
-(column grants count), with only the operations it holds the privilege for; a function appears if
-the role may EXECUTE it. ``PRIVILEGES_SQL`` asks the catalog as the caller, in the request's
-round trip; what rows the policies then let through is for RLS to say at request time.
+The document follows the caller's privileges (``privileges.Privileges``); the JSON schema of each
+column and argument comes from ``jsontypes``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
 from urllib.parse import quote
 
 from gatehouse import __version__
+from gatehouse.rest.jsontypes import JSON, json_schema
+from gatehouse.rest.privileges import OPERATIONS, PRIVILEGES_SQL, Privileges
 from gatehouse.rest.schema import FunctionArg, FunctionInfo, Relationship, SchemaCache, TableInfo
 
-JSON = dict[str, Any]
+#: ``rest/api.py`` imports the privilege look-up from here, beside the document it shapes.
+__all__ = ["PRIVILEGES_SQL", "Privileges", "json_schema", "openapi"]
 
 #: Query parameters with a meaning of their own: a column of that name gets no filter parameter.
 _RESERVED_QUERY = frozenset({"select", "order", "limit", "offset", "or", "and", "not", "on_conflict", "columns"})
 #: Component keys must match ^[a-zA-Z0-9.\-_]+$ (OpenAPI 3.0.3, Components Object).
 _UNSAFE = re.compile(r"[^a-zA-Z0-9.\-_]")
-_TYPMOD = re.compile(r"\((\d+)(?:,\d+)?\)")
-
-_INTEGERS = {"smallint": "int32", "integer": "int32", "bigint": "int64"}
-_NUMBERS = {"real": "float", "double precision": "double", "numeric": None}
-_STRINGS = {"text", "character varying", "character", '"char"', "name", "citext", "bpchar"}
-_FORMATS = {
-    "uuid": "uuid",
-    "date": "date",
-    "timestamp with time zone": "date-time",
-    "timestamp without time zone": "date-time",
-    "time with time zone": "time",
-    "time without time zone": "time",
-}
 
 _ERROR: JSON = {
     "type": "object",
@@ -72,57 +55,6 @@ _PREFER = {
     " `max-affected=n`, `handling=strict|lenient`, `tx=commit|rollback`.",
     "preferRpc": "`params=single-object`, `count=exact|planned|estimated`, `tx=commit|rollback`.",
 }
-
-
-#: What the calling role may do in schema ``$1->>0``, for ``Database.run_as`` (run as the caller, so
-#: the privilege functions answer for its role): ``{"usage", "tables": {name: [select, insert,
-#: update, delete]}, "functions": [[name, [input arg types]]]}``.
-PRIVILEGES_SQL = """
-SELECT jsonb_build_object(
-    'usage', coalesce((SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = $1->>0), false),
-    'tables', coalesce((
-        SELECT jsonb_object_agg(c.relname, jsonb_build_array(
-            has_any_column_privilege(c.oid, 'SELECT'), has_any_column_privilege(c.oid, 'INSERT'),
-            has_any_column_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')))
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = $1->>0 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')), '{}'::jsonb),
-    'functions', coalesce((
-        SELECT jsonb_agg(jsonb_build_array(p.proname, ARRAY(
-            SELECT format_type(u.type, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(type, ord)
-            ORDER BY u.ord)))
-        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = $1->>0 AND p.prokind = 'f' AND has_function_privilege(p.oid, 'EXECUTE')), '[]'::jsonb)
-)::text, 1::bigint, NULL::bigint
-"""
-
-_OPERATIONS = ("select", "insert", "update", "delete")
-
-
-@dataclass(frozen=True)
-class Privileges:
-    """What one role may do in one schema: operations per table, and the callable overloads."""
-
-    tables: dict[str, frozenset[str]]
-    functions: frozenset[tuple[str, tuple[str, ...]]]  # (name, input argument types)
-
-    @classmethod
-    def from_json(cls, body: str | None) -> Privileges:
-        """From ``PRIVILEGES_SQL``'s answer; no USAGE on the schema means nothing at all."""
-        data = orjson.loads(body or "{}")
-        if not data.get("usage"):
-            return cls({}, frozenset())
-        tables = {
-            name: frozenset(op for op, allowed in zip(_OPERATIONS, flags, strict=True) if allowed)
-            for name, flags in data.get("tables", {}).items()
-        }
-        functions = frozenset((name, tuple(types)) for name, types in data.get("functions", []))
-        return cls({name: ops for name, ops in tables.items() if ops}, functions)
-
-    def table(self, table: TableInfo) -> frozenset[str]:
-        return self.tables.get(table.name, frozenset())
-
-    def may_call(self, fn: FunctionInfo) -> bool:
-        return (fn.name, tuple(arg.type for arg in fn.args)) in self.functions
 
 
 def openapi(
@@ -184,13 +116,13 @@ def _common_parameters() -> JSON:
     return params
 
 
-_EVERYTHING = frozenset(_OPERATIONS)
+_EVERYTHING = frozenset(OPERATIONS)
 
 
 def _supported(table: TableInfo) -> frozenset[str]:
     """The operations the relation itself allows (a view may be read-only)."""
     return frozenset(
-        op for op, ok in zip(_OPERATIONS, (True, table.insertable, table.updatable, table.deletable), strict=True) if ok
+        op for op, ok in zip(OPERATIONS, (True, table.insertable, table.updatable, table.deletable), strict=True) if ok
     )
 
 
@@ -469,34 +401,3 @@ def _arg_required(arg: FunctionArg) -> bool:
 
 def _error_refs(*codes: str) -> JSON:
     return {code: _ref("responses", _ERRORS[code][0]) for code in codes}
-
-
-def json_schema(pg_type: str, enum_values: tuple[str, ...] = (), *, nullable: bool = False) -> JSON:
-    """The JSON schema of a value of ``pg_type`` (``format_type()`` text) as PostgREST renders it."""
-    if pg_type.endswith("[]"):
-        result: JSON = {"type": "array", "items": json_schema(pg_type[:-2], enum_values)}
-    else:
-        match = _TYPMOD.search(pg_type)
-        base = _TYPMOD.sub("", pg_type)
-        if enum_values:
-            result = {"type": "string", "enum": list(enum_values)}
-        elif base in _INTEGERS:
-            result = {"type": "integer", "format": _INTEGERS[base]}
-        elif base in _NUMBERS:
-            number_format = _NUMBERS[base]
-            result = {"type": "number", **({"format": number_format} if number_format else {})}
-        elif base == "boolean":
-            result = {"type": "boolean"}
-        elif base in ("json", "jsonb"):
-            return {}  # any JSON value, null included
-        elif base in _STRINGS:
-            result = {"type": "string"}
-            if match and base != "text":
-                result["maxLength"] = int(match.group(1))
-        elif base in _FORMATS:
-            result = {"type": "string", "format": _FORMATS[base]}
-        else:  # interval, inet, tsvector, ranges, domains, composite types: PostgREST sends strings
-            result = {"type": "string", "format": base}
-    if nullable:
-        result["nullable"] = True
-    return result

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from supabase import Client, create_client
 
-from tests.auth.helpers import PASSWORD, Auth
-from tests.support import RunningServer
+from tests.auth.helpers import PASSWORD
+from tests.support import ConfirmedSession, RunningServer
 
 #: ``clients(signed_in=True, key=None)``: a supabase-py client, and its user's id when signed in.
 Clients = Callable[..., tuple[Client, str | None]]
@@ -20,22 +20,20 @@ def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
 
 
 @pytest.fixture
-def clients(live: RunningServer) -> Iterator[Clients]:
+def clients(live: RunningServer, confirmed_session: ConfirmedSession) -> Iterator[Clients]:
     opened: list[Client] = []
-    auth = Auth(live)
 
     def make(signed_in: bool = True, key: str | None = None) -> tuple[Client, str | None]:
         client = create_client(live.url, key or live.keys.publishable_key)
         opened.append(client)
         if not signed_in:
             return client, None
-        email, _ = auth.confirmed_user()
+        email, _ = confirmed_session(live)
         session = client.auth.sign_in_with_password({"email": email, "password": PASSWORD})
         assert session.user is not None
         return client, session.user.id
 
     yield make
-    auth.close()
     for client in opened:
         client.storage.session.close()
         client.postgrest.session.close()

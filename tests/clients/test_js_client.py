@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.auth.helpers import PASSWORD, Auth
-from tests.support import RunningServer
+from tests.auth.helpers import PASSWORD
+from tests.support import ConfirmedSession, RunningServer
 
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "auth_flow.mjs"
@@ -117,7 +117,8 @@ def test_supabase_js_auth_flow(
 
 
 def test_ssr_renders_that_cannot_store_cookies_keep_the_session(
-    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer]
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer],
+    confirmed_session: ConfirmedSession,
 ) -> None:
     """@supabase/ssr: a render that refreshes but cannot set cookies leaves the parent token in the browser."""
     server = server_factory(env={
@@ -125,11 +126,7 @@ def test_ssr_renders_that_cannot_store_cookies_keep_the_session(
         "GATEHOUSE_JWT_EXPIRY": "20",  # inside the client's refresh margin: every render refreshes
         "GATEHOUSE_REFRESH_TOKEN_REUSE_INTERVAL": "0",  # no window: only the parent rule can help
     })
-    auth = Auth(server)
-    try:
-        email, _ = auth.confirmed_user()
-    finally:
-        auth.close()
+    email, _ = confirmed_session(server)
     command = [*node, str(JS_DIR / "ssr_refresh.mjs"), server.url, server.keys.publishable_key, email, PASSWORD]
     result = subprocess.run(
         command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True, text=True,

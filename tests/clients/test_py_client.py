@@ -14,8 +14,7 @@ import pytest
 from supabase import Client, create_client
 from supabase_auth.errors import AuthApiError
 
-from gatehouse.core.embedded import free_port
-from tests.smtp import SMTPServer
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 PASSWORD = "a long passphrase 4 tests"
@@ -23,19 +22,10 @@ LINK = re.compile(r"/auth/confirm\?token_hash=([\w-]+)&type=(\w+)")
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SMTPServer]:
-    server = SMTPServer(free_port())
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mailing_server(server_factory: Callable[..., RunningServer], smtp: SMTPServer) -> RunningServer:
+def mailing_server(server_factory: Callable[..., RunningServer], module_smtp: SMTPServer) -> RunningServer:
     return server_factory(
         env={
-            "GATEHOUSE_SMTP_HOST": "127.0.0.1",
-            "GATEHOUSE_SMTP_PORT": str(smtp.port),
-            "GATEHOUSE_SMTP_TLS": "none",
+            **smtp_env(module_smtp.port),
             "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
         }
     )
@@ -100,10 +90,10 @@ def tutorial_flow(server: RunningServer, read_link: Callable[[str], tuple[str, s
     assert reused.value.code == "otp_expired"
 
 
-def test_tutorial_flow_with_mail_from_smtp(mailing_server: RunningServer, smtp: SMTPServer) -> None:
+def test_tutorial_flow_with_mail_from_smtp(mailing_server: RunningServer, module_smtp: SMTPServer) -> None:
     def read_link(email: str) -> tuple[str, str]:
-        before = len(smtp.received)
-        for received in smtp.wait_for_sync(before if before else 1):
+        before = len(module_smtp.received)
+        for received in module_smtp.wait_for_sync(before if before else 1):
             if email in received.recipients:
                 body = received.email.get_body(("plain",))
                 assert body is not None
@@ -116,7 +106,7 @@ def test_tutorial_flow_with_mail_from_smtp(mailing_server: RunningServer, smtp: 
         raise AssertionError(f"no email to {email}")
 
     tutorial_flow(mailing_server, read_link)
-    sent = [r for r in smtp.received if r.email["Subject"] == "Confirm your email address"]
+    sent = [r for r in module_smtp.received if r.email["Subject"] == "Confirm your email address"]
     assert sent and sent[-1].email["From"].endswith("<noreply@localhost>")
 
 

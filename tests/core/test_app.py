@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.smtp import SMTPServer
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 VERSIONED = {"X-Supabase-Api-Version": "2024-01-01"}
@@ -228,7 +228,7 @@ def test_behind_a_reverse_proxy_the_inbox_and_metrics_are_closed(
     """127.0.0.1 behind nginx with an https site URL and SMTP: production, so no open inbox or metrics."""
     server = server_factory(env={
         "GATEHOUSE_SITE_URL": "https://app.example.com", "GATEHOUSE_METRICS": "true",
-        "GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(smtp.port), "GATEHOUSE_SMTP_TLS": "none",
+        **smtp_env(smtp.port),
     })
     assert "Mode             production: GATEHOUSE_ENV is unset and the site URL https://app.example.com is https" in server.log()
     for path in ("/_inbox", "/_inbox/messages?to=victim@example.com"):

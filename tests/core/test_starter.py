@@ -22,8 +22,8 @@ from gatehouse.core.config import load_settings
 from gatehouse.core.db import prepare
 from gatehouse.core.keys import KeySet
 from gatehouse.core.migrate import MigrationError
-from tests.auth.helpers import Auth, new_email
-from tests.support import RunningServer, gatehouse_command, start_server
+from tests.auth.helpers import new_email
+from tests.support import ConfirmedSession, RunningServer, gatehouse_command, start_server
 
 TUTORIAL_SQL = """
 create table profiles (
@@ -88,19 +88,17 @@ def psql(server: RunningServer, *args: str, stdin: str | None = None) -> subproc
     )
 
 
-def test_the_tutorials_sql_applies_cleanly_and_its_calls_work(bare: RunningServer) -> None:
+def test_the_tutorials_sql_applies_cleanly_and_its_calls_work(
+    bare: RunningServer, confirmed_session: ConfirmedSession
+) -> None:
     before = psql(bare, "-tAc", "SELECT to_regclass('public.profiles') IS NULL, count(*) FROM storage.buckets")
     assert before.stdout.split() == ["t|0"], before.stderr  # no starter: no profiles, no avatars bucket
 
     applied = psql(bare, "-f", "-", stdin=TUTORIAL_SQL)
     assert applied.returncode == 0 and "ERROR" not in applied.stderr, applied.stderr
 
-    auth = Auth(bare)
-    try:
-        email, session = auth.confirmed_user()
-        token, uid = str(session["access_token"]), str(session["user"]["id"])
-    finally:
-        auth.close()
+    _, session = confirmed_session(bare)
+    token, uid = str(session["access_token"]), str(session["user"]["id"])
     headers = {"apikey": bare.keys.publishable_key, "Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=bare.url, headers=headers, timeout=15) as http:
         # The API sees the new table without a manual reload (the DDL event trigger's NOTIFY).

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from gatehouse.core.db import Database
 from gatehouse.core.embedded import free_port
 from tests.auth.helpers import Auth, new_email
-from tests.smtp import SMTPServer
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 
-async def test_mail_waits_for_smtp_and_goes_once(server_factory: Callable[..., RunningServer], db: Database) -> None:
+async def test_mail_waits_for_smtp_and_goes_once(
+    server_factory: Callable[..., RunningServer], db: Database, smtp_server: Callable[..., SMTPServer]
+) -> None:
     port = free_port()  # nothing listens here yet
-    server = server_factory(env={"GATEHOUSE_SMTP_HOST": "127.0.0.1", "GATEHOUSE_SMTP_PORT": str(port),
-                                 "GATEHOUSE_SMTP_TLS": "none", "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    server = server_factory(env={**smtp_env(port), "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
     auth = Auth(server)
     emails = [new_email("waiting") for _ in range(3)]
     try:
@@ -31,13 +32,10 @@ async def test_mail_waits_for_smtp_and_goes_once(server_factory: Callable[..., R
         "SELECT count(*) FROM gatehouse.mail_outbox WHERE to_address = ANY($1::text[]) AND status = 'sent'", emails
     ) == 0
     # SMTP comes back; bring the retries forward instead of waiting out the back-off
-    smtp = SMTPServer(port)
-    try:
-        await db.admin.execute("UPDATE gatehouse.mail_outbox SET next_attempt_at = now() WHERE status = 'pending'")
-        await db.admin.execute("NOTIFY gatehouse_mail")
-        received = smtp.wait_for_sync(len(emails), timeout=30)
-        time.sleep(1.0)
-        assert sorted(r for m in smtp.received for r in m.recipients) == sorted(emails)
-        assert len(received) == len(emails)
-    finally:
-        smtp.stop()
+    smtp = smtp_server(port=port)
+    await db.admin.execute("UPDATE gatehouse.mail_outbox SET next_attempt_at = now() WHERE status = 'pending'")
+    await db.admin.execute("NOTIFY gatehouse_mail")
+    received = smtp.wait_for_sync(len(emails), timeout=30)
+    time.sleep(1.0)
+    assert sorted(r for m in smtp.received for r in m.recipients) == sorted(emails)
+    assert len(received) == len(emails)

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from gatehouse.core.db import Database
-from tests.auth.helpers import Auth
-from tests.support import RunningServer
+from tests.support import ConfirmedSession, RunningServer
 
 FIXTURES = Path(__file__).with_name("fixtures.sql")
 
@@ -61,13 +60,14 @@ def service(rest_server: RunningServer) -> Iterator[Rest]:
 
 
 @pytest.fixture(scope="module")
-def user_factory(rest_server: RunningServer) -> Iterator[Callable[[], tuple[Rest, dict[str, object]]]]:
+def user_factory(
+    rest_server: RunningServer, confirmed_session: ConfirmedSession
+) -> Iterator[Callable[[], tuple[Rest, dict[str, object]]]]:
     """Signed-in users: (a Rest client with their token, their session)."""
-    auth = Auth(rest_server)
     made: list[Rest] = []
 
     def make() -> tuple[Rest, dict[str, object]]:
-        _, session = auth.confirmed_user()
+        _, session = confirmed_session(rest_server)
         client = Rest(rest_server, token=str(session["access_token"]))
         made.append(client)
         return client, session
@@ -75,4 +75,3 @@ def user_factory(rest_server: RunningServer) -> Iterator[Callable[[], tuple[Rest
     yield make
     for client in made:
         client.close()
-    auth.close()

@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from gatehouse.core.db import Database
-from gatehouse.rest.openapi import json_schema, openapi
+from gatehouse.rest.openapi import openapi
 from gatehouse.rest.schema import ColumnInfo, FunctionArg, FunctionInfo, SchemaCache, TableInfo
 from tests.rest.test_schema import FIXTURE_SQL
 
@@ -190,32 +190,6 @@ def test_security_schemes(doc: dict[str, Any]) -> None:
     assert schemes["apikey"] == {**schemes["apikey"], "type": "apiKey", "in": "header", "name": "apikey"}
     assert schemes["bearer"]["scheme"] == "bearer" and schemes["bearer"]["bearerFormat"] == "JWT"
     assert {"apikey": [], "bearer": []} in doc["security"]
-
-
-@pytest.mark.parametrize(
-    ("pg_type", "expected"),
-    [
-        ("smallint", {"type": "integer", "format": "int32"}),
-        ("bigint", {"type": "integer", "format": "int64"}),
-        ("numeric(10,2)", {"type": "number"}),
-        ("double precision", {"type": "number", "format": "double"}),
-        ("real", {"type": "number", "format": "float"}),
-        ("boolean", {"type": "boolean"}),
-        ("text", {"type": "string"}),
-        ("character varying", {"type": "string"}),
-        ("character varying(64)", {"type": "string", "maxLength": 64}),
-        ("uuid", {"type": "string", "format": "uuid"}),
-        ("timestamp(3) with time zone", {"type": "string", "format": "date-time"}),
-        ("timestamp without time zone", {"type": "string", "format": "date-time"}),
-        ("date", {"type": "string", "format": "date"}),
-        ("json", {}),
-        ("jsonb[]", {"type": "array", "items": {}}),
-        ("integer[]", {"type": "array", "items": {"type": "integer", "format": "int32"}}),
-        ("inet", {"type": "string", "format": "inet"}),
-    ],
-)
-def test_type_mapping(pg_type: str, expected: dict[str, Any]) -> None:
-    assert json_schema(pg_type) == expected
 
 
 def test_awkward_names_stay_valid() -> None:

@@ -7,15 +7,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.auth.helpers import Auth
-from tests.support import RunningServer
+from tests.support import ConfirmedSession, RunningServer
 
 
 @pytest.fixture(scope="module")
-def user(server: RunningServer) -> Iterator[tuple[httpx.Client, str]]:
+def user(server: RunningServer, confirmed_session: ConfirmedSession) -> Iterator[tuple[httpx.Client, str]]:
     """(a client of /storage/v1 with a confirmed user's token, the user's id); ``server`` is the module's own."""
-    auth = Auth(server)
-    _, session = auth.confirmed_user()
+    _, session = confirmed_session(server)
     client = httpx.Client(
         base_url=f"{server.url}/storage/v1",
         headers={"apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"},
@@ -23,4 +21,3 @@ def user(server: RunningServer) -> Iterator[tuple[httpx.Client, str]]:
     )
     yield client, session["user"]["id"]
     client.close()
-    auth.close()

@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 from gatehouse.core.db import Database
-from tests.auth.helpers import Auth
-from tests.support import RunningServer, png
+from tests.support import ConfirmedSession, RunningServer, png
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +177,10 @@ async def test_overwrite_and_delete_queue_old_bytes_for_the_janitor(user: tuple[
     await consistent(db, server)
 
 
-async def test_deleting_a_user_deletes_their_objects(server: RunningServer, db: Database) -> None:
-    auth = Auth(server)
-    try:
-        _, session = auth.confirmed_user()
-    finally:
-        auth.close()
+async def test_deleting_a_user_deletes_their_objects(
+    server: RunningServer, db: Database, confirmed_session: ConfirmedSession
+) -> None:
+    _, session = confirmed_session(server)
     uid = session["user"]["id"]
     headers = {"Authorization": f"Bearer {session['access_token']}", "Content-Type": "image/png"}
     assert httpx.post(f"{server.url}/storage/v1/object/avatars/{uid}-bye.png", content=png(), headers=headers).status_code == 200

@@ -12,8 +12,7 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from gatehouse.core.embedded import free_port
-from tests.auth.helpers import Auth
-from tests.support import RunningServer
+from tests.support import ConfirmedSession, RunningServer
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
@@ -49,13 +48,11 @@ def s3_keys(client: object) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def test_upload_download_range_delete(server: RunningServer, s3: tuple[str, object]) -> None:
+def test_upload_download_range_delete(
+    server: RunningServer, s3: tuple[str, object], confirmed_session: ConfirmedSession
+) -> None:
     _, client = s3
-    auth = Auth(server)
-    try:
-        _, session = auth.confirmed_user()
-    finally:
-        auth.close()
+    _, session = confirmed_session(server)
     uid = session["user"]["id"]
     headers = {"Authorization": f"Bearer {session['access_token']}"}
     out = io.BytesIO()

@@ -23,8 +23,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from gatehouse.core.embedded import free_port
-from tests.smtp import SMTPServer
+from tests.smtp import SMTPServer, smtp_env
 from tests.chromium import IN_CI, chromium
 from tests.support import RunningServer
 
@@ -48,19 +47,10 @@ MailReader = Callable[[str], str]
 
 
 @pytest.fixture(scope="module")
-def smtp_mail() -> Iterator[SMTPServer]:
-    mail = SMTPServer(free_port())
-    yield mail
-    mail.stop()
-
-
-@pytest.fixture(scope="module")
-def mail_server(server_factory: Callable[..., RunningServer], smtp_mail: SMTPServer) -> RunningServer:
+def mail_server(server_factory: Callable[..., RunningServer], module_smtp: SMTPServer) -> RunningServer:
     """A server that sends its mail to the SMTP server above."""
     return server_factory(env={
-        "GATEHOUSE_SMTP_HOST": "127.0.0.1",
-        "GATEHOUSE_SMTP_PORT": str(smtp_mail.port),
-        "GATEHOUSE_SMTP_TLS": "none",
+        **smtp_env(module_smtp.port),
         "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
     })
 
@@ -245,7 +235,7 @@ def assert_clean_log(server: RunningServer) -> None:
 
 
 def test_sign_up_profile_avatar_sign_out_and_in(
-    page: Page, context: BrowserContext, mail_server: RunningServer, smtp_mail: SMTPServer,
+    page: Page, context: BrowserContext, mail_server: RunningServer, module_smtp: SMTPServer,
     output_dir: Path, tmp_path: Path,
 ) -> None:
     server = mail_server
@@ -262,7 +252,7 @@ def test_sign_up_profile_avatar_sign_out_and_in(
     assert_fits(page, NARROW["width"])
     page.set_viewport_size(WIDE)
 
-    sign_up_and_confirm(page, server, email, smtp_reader(smtp_mail, server))
+    sign_up_and_confirm(page, server, email, smtp_reader(module_smtp, server))
     assert_cookie_flags(context, server)
 
     # The profile: saved, and still there on a fresh load.
@@ -372,14 +362,14 @@ def test_expired_access_token_is_refreshed_and_global_sign_out_ends_the_browser_
 
 
 def test_profile_values_are_escaped(
-    page: Page, context: BrowserContext, mail_server: RunningServer, smtp_mail: SMTPServer, dialogs: Dialogs,
+    page: Page, context: BrowserContext, mail_server: RunningServer, module_smtp: SMTPServer, dialogs: Dialogs,
 ) -> None:
     server = mail_server
     page.evaluate("alert('probe')")  # the dialog hook works (CSP would also stop inline scripts: check the HTML)
     assert dialogs.messages == ["probe"]
     dialogs.messages.clear()
     email = f"escape-{uuid.uuid4().hex[:8]}@example.com"
-    sign_up_and_confirm(page, server, email, smtp_reader(smtp_mail, server))
+    sign_up_and_confirm(page, server, email, smtp_reader(module_smtp, server))
     script = "<script>alert(1)</script>"
 
     page.fill("#full_name", script)

@@ -11,8 +11,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import RunningServer
+from tests.auth.helpers import PASSWORD, new_email
+from tests.support import ConfirmedSession, RunningServer
 from tests.web.test_avatars import AVATAR_QUERY, HOSTILE_AVATARS
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -26,8 +26,9 @@ def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
 class Browser:
     """A cookie-keeping HTTP client that reads CSRF tokens off forms, like a browser without JS."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: RunningServer, confirm: ConfirmedSession) -> None:
         self.server = server
+        self.confirm = confirm
         self.http = httpx.Client(base_url=server.url, follow_redirects=False, timeout=15)
 
     def csrf(self, path: str = "/login") -> str:
@@ -35,26 +36,21 @@ class Browser:
         assert match
         return match.group(1)
 
+    def new_user(self) -> str:
+        """The email of a new user whose address is confirmed (and who has not signed in here)."""
+        return self.confirm(self.server)[0]
+
     def sign_in(self) -> str:
-        email = confirmed(self.server)
+        email = self.new_user()
         response = self.http.post("/login", data={"csrf": self.csrf(), "email": email, "password": PASSWORD,
                                                   "action": "login"})
         assert response.status_code == 303 and response.headers["location"] == "/account"
         return email
 
 
-def confirmed(server: RunningServer) -> str:
-    auth = Auth(server)
-    try:
-        email, _ = auth.confirmed_user()
-    finally:
-        auth.close()
-    return email
-
-
 @pytest.fixture
-def browser(server: RunningServer) -> Iterator[Browser]:
-    client = Browser(server)
+def browser(server: RunningServer, confirmed_session: ConfirmedSession) -> Iterator[Browser]:
+    client = Browser(server, confirmed_session)
     yield client
     client.http.close()
 
@@ -69,7 +65,7 @@ def test_home_redirects_to_login_then_account(browser: Browser) -> None:
 
 def test_cookies_are_httponly_and_lax(browser: Browser) -> None:
     browser.csrf()
-    email = confirmed(browser.server)
+    email = browser.new_user()
     response = browser.http.post("/login", data={"csrf": browser.http.cookies["gh-csrf"], "email": email,
                                                  "password": PASSWORD, "action": "login"})
     cookies = response.headers.get_list("set-cookie")
@@ -80,7 +76,7 @@ def test_cookies_are_httponly_and_lax(browser: Browser) -> None:
 
 
 def test_forms_without_the_csrf_token_are_refused(browser: Browser) -> None:
-    email = confirmed(browser.server)
+    email = browser.new_user()
     no_token = browser.http.post("/login", data={"email": email, "password": PASSWORD, "action": "login"})
     assert no_token.status_code == 403 and "did not come from this site" in no_token.text
     assert "gh-access-token" not in browser.http.cookies
@@ -160,8 +156,8 @@ def test_profile_validation_and_escaping(browser: Browser) -> None:
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_username_taken_is_shown_next_to_the_field(server: RunningServer) -> None:
-    first, second = Browser(server), Browser(server)
+def test_username_taken_is_shown_next_to_the_field(server: RunningServer, confirmed_session: ConfirmedSession) -> None:
+    first, second = Browser(server, confirmed_session), Browser(server, confirmed_session)
     try:
         first.sign_in()
         second.sign_in()

@@ -1,0 +1,200 @@
+"""Keeps the data API's schema cache fresh without a restart and without a catalog read per request.
+
+``SchemaWatcher`` LISTENs on ``gatehouse_schema`` (``gatehouse migrate`` notifies it) and on
+PostgREST's ``pgrst`` channel (``NOTIFY pgrst, 'reload schema'``, which Supabase users already send
+after DDL), and swaps in a freshly loaded ``SchemaCache`` after each burst of notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from gatehouse.rest.schema import SchemaCache
+
+log = logging.getLogger("gatehouse.rest.schema")  # the name its log lines have always carried
+
+
+class SchemaWatcher:
+    """Holds the current ``SchemaCache`` and reloads it when the database says the schema changed.
+
+    The LISTEN connection is acquired from ``pool`` and held for the watcher's life (one pool slot;
+    reloads borrow a second one briefly), so ``stop()`` must come before the pool is closed. A lost
+    connection is logged and re-established with back-off, and the cache is reloaded afterwards,
+    since notifications sent while disconnected are gone.
+    """
+
+    CHANNELS = ("gatehouse_schema", "pgrst")
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schemas: tuple[str, ...],
+        *,
+        on_reload: Callable[[SchemaCache], None] | None = None,
+        debounce: float = 0.1,
+        keepalive: float = 30.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._schemas = tuple(schemas)
+        self._on_reload = on_reload
+        self._debounce = debounce
+        self._keepalive = keepalive
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._cache: SchemaCache | None = None
+        self._lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener_pid: int | None = None
+        self._conn: Any = None  # the LISTEN connection (a pool connection proxy) while connected
+        self._lost = asyncio.Event()
+        self._on_lost: Callable[[object], None] = lambda _conn: None
+        #: Completed loads, the first one included.
+        self.reloads = 0
+
+    @property
+    def cache(self) -> SchemaCache:
+        if self._cache is None:
+            raise RuntimeError("schema watcher is not started")
+        return self._cache
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection, None while disconnected (for diagnostics)."""
+        return self._listener_pid
+
+    async def start(self) -> None:
+        """LISTEN, then load (in that order, so a change made in between is not missed)."""
+        if self._tasks:
+            raise RuntimeError("schema watcher is already started")
+        await self._listen()
+        try:
+            await self.reload()
+        except BaseException:
+            await self._release()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="gatehouse-schema-listener"),
+            asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._release()  # a task cancelled before it ran never reached its own clean-up
+
+    async def reload(self) -> SchemaCache:
+        """Load the cache now and swap it in; raises (keeping the old cache) if the load fails."""
+        async with self._lock:
+            async with self._pool.acquire() as conn:
+                cache = await SchemaCache.load(conn, self._schemas)
+            self._cache = cache
+            self.reloads += 1
+        log.info("schema cache loaded in %.1f ms: %r", cache.load_seconds * 1000, cache)
+        if self._on_reload is not None:
+            try:
+                self._on_reload(cache)
+            except Exception:  # a faulty callback must not stop the watcher
+                log.exception("schema cache on_reload callback failed")
+        return cache
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        # PostgREST's channel also carries 'reload config', which is not ours to act on.
+        if channel == "pgrst" and payload not in ("", "reload schema"):
+            return
+        log.debug("schema change notified on %s (%r)", channel, payload)
+        self._dirty.set()
+
+    async def _reload_when_dirty(self) -> None:
+        """Reload once per burst: wait until no notification came for ``debounce`` seconds."""
+        delay = self._retry_initial
+        while True:
+            await self._dirty.wait()
+            # A steady stream of notifications still gets a reload every ten quiet periods.
+            deadline = asyncio.get_running_loop().time() + 10 * self._debounce
+            while self._dirty.is_set() and asyncio.get_running_loop().time() < deadline:
+                self._dirty.clear()
+                await asyncio.sleep(self._debounce)
+            self._dirty.clear()
+            try:
+                await self.reload()
+                delay = self._retry_initial
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
+                log.warning("schema reload failed (%s); keeping the previous cache, retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                self._dirty.set()
+
+    # -- the LISTEN connection -----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        conn = await self._pool.acquire()
+        lost = asyncio.Event()
+        self._conn, self._lost = conn, lost
+        self._on_lost = lambda _conn: lost.set()
+        try:
+            conn.add_termination_listener(self._on_lost)
+            for channel in self.CHANNELS:
+                await conn.add_listener(channel, self._notified)
+        except BaseException:
+            await self._release()
+            raise
+        self._listener_pid = conn.get_server_pid()
+
+    async def _release(self) -> None:
+        conn, self._conn, self._listener_pid = self._conn, None, None
+        if conn is None:
+            return
+        try:
+            conn.remove_termination_listener(self._on_lost)
+            for channel in self.CHANNELS:  # UNLISTEN: the pool does not reset sessions
+                await conn.remove_listener(channel, self._notified)
+            await self._pool.release(conn, timeout=5)
+        except asyncpg.InterfaceError:
+            pass  # it was closed, and so went back to the pool by itself
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the slot must be freed
+            log.warning("could not return the schema listener connection to the pool (%s); closing it", exc)
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()  # a closed pool connection frees its slot
+
+    async def _hold(self) -> None:
+        """Return when the connection is gone; a keepalive query notices a silently dead peer."""
+        while self._conn is not None and not self._lost.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), self._keepalive)
+            except TimeoutError:
+                await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
+
+    async def _supervise(self) -> None:
+        delay = self._retry_initial
+        while True:
+            try:
+                await self._hold()
+                log.warning("schema listener connection lost; reconnecting")
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
+                log.warning("schema listener connection failed (%s); reconnecting", exc)
+            finally:
+                await self._release()
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                try:
+                    await self._listen()
+                    break
+                except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
+                    log.warning("schema listener could not reconnect (%s); retrying in %.1f s", exc, delay)
+            log.info("schema listener reconnected; reloading")
+            delay = self._retry_initial
+            self._dirty.set()  # notifications sent while disconnected are lost
