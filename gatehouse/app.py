@@ -40,6 +40,7 @@ from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.watcher import SchemaWatcher
+from gatehouse.services import Services, services
 from gatehouse.storage import api as storage_api
 from gatehouse.storage.backends import create_backend
 from gatehouse.storage.janitor import BlobJanitor
@@ -180,9 +181,9 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     """Readiness: the database answers and its migrations are current."""
-    settings = request.app.state.settings
+    settings = services(request).settings
     try:
-        checks = await request.app.state.database.ready(settings.migrations_dir)
+        checks = await services(request).database.ready(settings.migrations_dir)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said plainly
         return JSONResponse({"status": "unavailable", "database": str(exc) or type(exc).__name__}, status_code=503)
     status = 200 if checks["migrations"] == "current" else 503
@@ -206,13 +207,17 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     auth = AuthService(database, settings, keys, Templates(settings))
     backend = create_backend(settings)
     storage_root = settings.storage_dir or settings.data_dir.expanduser().resolve() / "storage"
+    container = Services(
+        settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=AdminService(auth),
+        storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
         schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas)
         await schema_watcher.start()
-        app.state.rest_schema = schema_watcher
+        container.rest_schema = schema_watcher
         _reload_on_sighup(schema_watcher)
         janitor = BlobJanitor(database.admin, backend, sweep_after=settings.storage_sweep_after)
         await janitor.start()
@@ -245,7 +250,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     if development:
         # The development inbox: the outbox, readable in a browser. Never in production: the
         # messages hold live sign-in and recovery links.
-        routes += mail_inbox.routes
+        routes += mail_inbox.routes(database)
     if settings.metrics_enabled:
         metrics = metrics_endpoint(database, outbox.figures(database))
         endpoint = metrics if development else secret_key_only(metrics, callers)
@@ -290,14 +295,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.keys = keys
-    app.state.verifier = verifier
-    app.state.database = database
-    app.state.auth = auth
-    app.state.auth_admin = AdminService(auth)
-    app.state.storage = StorageService(database, backend, settings, keys)
-    app.state.render_cache = RenderCache(storage_root / "render-cache")
+    app.state.services = container
     return app
 
 

@@ -22,6 +22,7 @@ import orjson
 
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
+from gatehouse.core.sqlstate import Fault, fault
 
 log = logging.getLogger("gatehouse.profiles")
 
@@ -111,15 +112,16 @@ def _translate(error: asyncpg.PostgresError) -> GatehouseError:
     """The domain error for what the database said (the caller's input or rights, or our setup)."""
     if is_unavailable(error):
         return unavailable()
-    if isinstance(error, asyncpg.UniqueViolationError):
+    kind = fault(error.sqlstate)
+    if kind is Fault.CONFLICT:
         return ProfileError(USERNAME_TAKEN, "Another profile already has that username", status=409)
-    if isinstance(error, asyncpg.CheckViolationError):  # the starter's one check: username_length
+    if kind is Fault.CHECK:  # the starter's one check: username_length
         return ProfileError(USERNAME_TOO_SHORT, "A username needs at least 3 characters")
-    if isinstance(error, asyncpg.InsufficientPrivilegeError):  # a grant or a row-level security policy
+    if kind is Fault.FORBIDDEN:  # a grant or a row-level security policy
         return ProfileError(PROFILE_FORBIDDEN, "You may not read or change this profile", status=403)
-    if (error.sqlstate or "").startswith("22"):  # text the database cannot store: a NUL byte, bad encoding
+    if kind is Fault.BAD_INPUT:  # text the database cannot store: a NUL byte, bad encoding
         return ProfileError(INVALID_PROFILE, "The profile holds characters that cannot be stored")
-    if isinstance(error, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
+    if kind is Fault.UNDEFINED:
         log.error("public.profiles is missing or lacks a column (GATEHOUSE_STARTER_SCHEMA=none and no "
                   "profiles table of the app's own?): %s", error.message)
         return ProfileError(PROFILES_MISSING, "This site keeps no profiles; the server log has the details",

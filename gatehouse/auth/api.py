@@ -20,14 +20,15 @@ from gatehouse.auth.wire import generated_link_json, session_json, user_json
 from gatehouse.core.caller import caller
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import ApiMount, JSONResponse
+from gatehouse.services import services
 
 
 def _auth(request: Request) -> AuthService:
-    return request.app.state.auth  # type: ignore[no-any-return]
+    return services(request).auth
 
 
 def _admin(request: Request) -> AdminService:
-    return request.app.state.auth_admin  # type: ignore[no-any-return]
+    return services(request).auth_admin
 
 
 def _client(request: Request) -> Client:
@@ -59,7 +60,7 @@ async def health(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(request.app.state.keys.jwks(), headers={"Cache-Control": "public, max-age=600"})
+    return JSONResponse(services(request).keys.jwks(), headers={"Cache-Control": "public, max-age=600"})
 
 
 async def settings(request: Request) -> Response:

@@ -8,6 +8,8 @@ renderer maps the class to its own wire code (the data API keeps the SQLSTATE, s
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 CHECK_VIOLATION = "23514"
@@ -36,6 +38,28 @@ def http_status(sqlstate: str, *, anonymous: bool) -> int:
     return _CLASSES.get(sqlstate[:2], 400)
 
 
-def is_bad_input(sqlstate: str) -> bool:
-    """Data the database cannot take (class 22: NUL, overflow, bad text) or a CHECK it refused."""
-    return sqlstate.startswith("22") or sqlstate == CHECK_VIOLATION
+class Fault(StrEnum):
+    """What kind of refusal an error is, for APIs that name their own codes (storage, profiles)."""
+
+    CONFLICT = "conflict"  # 23505: a unique key already taken
+    MISSING_REFERENCE = "missing_reference"  # 23503: a foreign key pointing nowhere
+    CHECK = "check"  # 23514: a CHECK constraint refused the row
+    BAD_INPUT = "bad_input"  # class 22: data the database cannot take (NUL, overflow, bad text)
+    FORBIDDEN = "forbidden"  # 42501: a grant or a row-level security policy
+    UNDEFINED = "undefined"  # 42P01, 42703, 42883: a table, column or function that does not exist
+    OTHER = "other"  # anything else: the server's fault, logged by whoever meets it
+
+
+_FAULTS = {
+    UNIQUE_VIOLATION: Fault.CONFLICT, FOREIGN_KEY_VIOLATION: Fault.MISSING_REFERENCE, CHECK_VIOLATION: Fault.CHECK,
+    INSUFFICIENT_PRIVILEGE: Fault.FORBIDDEN, "42P01": Fault.UNDEFINED, "42703": Fault.UNDEFINED,
+    "42883": Fault.UNDEFINED,
+}
+
+
+def fault(sqlstate: str | None) -> Fault:
+    """The kind of refusal a SQLSTATE names."""
+    state = sqlstate or "XX000"
+    if state in _FAULTS:
+        return _FAULTS[state]
+    return Fault.BAD_INPUT if state.startswith("22") else Fault.OTHER

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from gatehouse.core.db import Database
 from gatehouse.core.http import JSONResponse
 from gatehouse.mail.outbox import OutboxEntry, recent
 
@@ -84,26 +85,27 @@ def as_json(entry: OutboxEntry) -> dict[str, Any]:
     }
 
 
-async def inbox_page(request: Request) -> Response:
-    limit, to = _query(request)
-    messages = await recent(request.app.state.database.admin, limit, to=to)
-    html = _page.render(
-        messages=messages,
-        json_url=request.url_for("inbox_messages"),
-        # Links in a message's HTML open outside the sandboxed frame.
-        frame_prefix='<base target="_blank">',  # escaped into the srcdoc attribute
-    )
-    return HTMLResponse(html, headers=_HEADERS)
+def routes(database: Database) -> list[Route]:
+    """The inbox's two routes, reading ``database``'s outbox (development only: see app.py)."""
 
+    async def inbox_page(request: Request) -> Response:
+        limit, to = _query(request)
+        messages = await recent(database.admin, limit, to=to)
+        html = _page.render(
+            messages=messages,
+            json_url=request.url_for("inbox_messages"),
+            # Links in a message's HTML open outside the sandboxed frame.
+            frame_prefix='<base target="_blank">',  # escaped into the srcdoc attribute
+        )
+        return HTMLResponse(html, headers=_HEADERS)
 
-async def inbox_messages(request: Request) -> Response:
-    """``{"messages": [...]}``, newest first; ``?to=`` keeps one address, ``?limit=`` caps the count."""
-    limit, to = _query(request)
-    messages = await recent(request.app.state.database.admin, limit, to=to)
-    return JSONResponse({"messages": [as_json(entry) for entry in messages]}, headers=_HEADERS)
+    async def inbox_messages(request: Request) -> Response:
+        """``{"messages": [...]}``, newest first; ``?to=`` keeps one address, ``?limit=`` caps the count."""
+        limit, to = _query(request)
+        messages = await recent(database.admin, limit, to=to)
+        return JSONResponse({"messages": [as_json(entry) for entry in messages]}, headers=_HEADERS)
 
-
-routes = [
-    Route("/_inbox", inbox_page, methods=["GET"], name="inbox"),
-    Route("/_inbox/messages", inbox_messages, methods=["GET"], name="inbox_messages"),
-]
+    return [
+        Route("/_inbox", inbox_page, methods=["GET"], name="inbox"),
+        Route("/_inbox/messages", inbox_messages, methods=["GET"], name="inbox_messages"),
+    ]

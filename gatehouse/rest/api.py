@@ -25,6 +25,7 @@ from gatehouse.rest.openapi import PRIVILEGES_SQL, Privileges, openapi
 from gatehouse.rest.plan import Planner
 from gatehouse.rest.query import Query, Shaping
 from gatehouse.rest.schema import SchemaCache
+from gatehouse.services import services
 
 OBJECT = "application/vnd.pgrst.object+json"
 JSON = "application/json"
@@ -74,10 +75,10 @@ def _claims(request: Request) -> dict[str, Any]:
 
 
 def _schema(request: Request, *, write: bool) -> str:
-    exposed = request.app.state.settings.exposed_schemas
+    exposed = services(request).settings.exposed_schemas
     header = request.headers.get("content-profile" if write else "accept-profile")
     if header is None:
-        return exposed[0]  # type: ignore[no-any-return]
+        return exposed[0]
     if header not in exposed:
         raise rest_error("PGRST106", f"The schema must be one of the following: {', '.join(exposed)}", 406)
     return header
@@ -124,7 +125,7 @@ async def _body(request: Request) -> Any:
 
 
 async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool) -> Result:
-    database: Database = request.app.state.database
+    database: Database = services(request).database
     try:
         return await database.run_as(claims, sql, values, readonly=readonly)
     except asyncpg.PostgresError as exc:
@@ -132,8 +133,8 @@ async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[
 
 
 def _planner(request: Request, schema: str) -> Planner:
-    settings = request.app.state.settings
-    return Planner(request.app.state.rest_schema.cache, schema, max_rows=settings.rest_max_rows)
+    settings = services(request).settings
+    return Planner(services(request).schema_cache, schema, max_rows=settings.rest_max_rows)
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,9 @@ async def read(request: Request) -> Response:
     schema = _schema(request, write=False)
     media = _media(request)
     statement = _read_statement(
-        request.app.state.rest_schema.cache, schema, request.path_params["table"], request.scope["query_string"],
+        services(request).schema_cache, schema, request.path_params["table"], request.scope["query_string"],
         request.headers.get("range"), media == OBJECT, Prefer.parse(request).count,
-        request.app.state.settings.rest_max_rows,
+        services(request).settings.rest_max_rows,
     )
     result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True)
     return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)
@@ -255,7 +256,7 @@ async def write(request: Request) -> Response:
         )
         status = 201
     else:
-        settings = request.app.state.settings
+        settings = services(request).settings
         if not query.top.conditions and not settings.rest_allow_unfiltered_writes:
             verb = "UPDATE" if method == "PATCH" else "DELETE"
             raise rest_error("21000", f"{verb} requires a WHERE clause", 400,
@@ -331,9 +332,9 @@ async def rpc(request: Request) -> Response:
 async def root(request: Request) -> Response:
     """The OpenAPI description of what the caller's role may use (PostgREST's follow-privileges)."""
     schema = _schema(request, write=False)
-    settings = request.app.state.settings
+    settings = services(request).settings
     result = await _run(request, _claims(request), PRIVILEGES_SQL, [schema], readonly=True)
-    document = openapi(request.app.state.rest_schema.cache, schema, server_url=f"{settings.public_api_url}/rest/v1",
+    document = openapi(services(request).schema_cache, schema, server_url=f"{settings.public_api_url}/rest/v1",
                        privileges=Privileges.from_json(result.body))
     return JSONResponse(document, headers={"Content-Type": "application/openapi+json; charset=utf-8"})
 

@@ -18,12 +18,13 @@ from typing import Any
 
 from PIL import Image
 
+from gatehouse.core.http import too_large
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.errors import bad_type, storage_error
 from gatehouse.storage.files import INLINE_LIMIT
 from gatehouse.storage.models import Bucket, StoredObject
 from gatehouse.storage.sniff import HEAD_BYTES, is_raster_image, mime_allowed, mime_matches, sniff_mime
-from gatehouse.storage.upload import Spooled, too_large
+from gatehouse.storage.upload import Spooled
 
 
 def admit(bucket: Bucket, limit: int, content_length: int | None, content_type: str | None) -> int:

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route, compile_path
 from gatehouse.core.caller import caller
 from gatehouse.core.db import SessionEnded
 from gatehouse.core.http import ApiMount, JSONResponse, read_json
+from gatehouse.services import services
 from gatehouse.storage import forms, listing, names, wire
 from gatehouse.storage.errors import access_denied, invalid, render_storage_error, storage_error
 from gatehouse.storage.images import Transform
@@ -51,7 +52,7 @@ class StorageMount(Mount):
 
 
 def _service(request: Request) -> StorageService:
-    return request.app.state.storage  # type: ignore[no-any-return]
+    return services(request).storage
 
 
 def _claims(request: Request, *, required: bool = True) -> dict[str, Any] | None:
@@ -263,7 +264,7 @@ async def render(request: Request) -> Response:
         claims = _claims(request) or {}
         obj = await service.objects.find(claims, bucket, name)
     path, content_type = await service.renders.render(
-        request.app.state.render_cache, obj, transform, claims, request.client.host if request.client else ""
+        services(request).render_cache, obj, transform, claims, request.client.host if request.client else ""
     )
     headers = {"Cache-Control": str(obj.metadata.get("cacheControl") or "no-cache"), "X-Content-Type-Options": "nosniff"}
     return FileResponse(path, media_type=content_type, headers=headers)

@@ -20,6 +20,7 @@ from gatehouse.core.caller import Unauthenticated
 from gatehouse.core.db import SessionEnded, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import InvalidBody, JSONResponse, TooLarge
+from gatehouse.core.sqlstate import Fault, fault
 
 _log = logging.getLogger("gatehouse.storage")
 
@@ -76,19 +77,18 @@ def bad_type(mimetype: str) -> GatehouseError:
 
 
 def translate(error: asyncpg.PostgresError) -> GatehouseError:
-    """A database error as storage answers it: one SQLSTATE table for all of storage."""
+    """A database error as storage names it, by core's one SQLSTATE classification."""
     if is_unavailable(error):
         return unavailable()
-    if (error.sqlstate or "").startswith("22"):  # data the database cannot take: NUL, overflow, bad text
+    kind = fault(error.sqlstate)
+    if kind in (Fault.BAD_INPUT, Fault.CHECK):
         return invalid(f"Invalid input: {error.message}")
-    if isinstance(error, asyncpg.UniqueViolationError):
+    if kind is Fault.CONFLICT:
         return storage_error("KeyAlreadyExists", "The resource already exists", 409)
-    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+    if kind is Fault.FORBIDDEN:
         return access_denied(error.message)
-    if isinstance(error, asyncpg.ForeignKeyViolationError):
+    if kind is Fault.MISSING_REFERENCE:
         return bucket_not_found()
-    if isinstance(error, asyncpg.CheckViolationError):
-        return invalid(f"Invalid input: {error.message}")
     _log.error("storage request failed in the database", exc_info=error)
     return storage_error("DatabaseError", "the database refused the request; the server log has the details", 500)
 

@@ -1,4 +1,4 @@
-"""Storage's services, composed once: what the handlers reach through ``app.state.storage``.
+"""Storage's services, composed once: what the handlers reach through ``services(request).storage``.
 
 Each noun has its own module: ``buckets`` (settings and the remembered-bucket rule),
 ``objects`` (find, list, remove, upload, move, copy), ``signing`` (signed URLs) and

@@ -30,16 +30,12 @@ import orjson
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import has_nul
-from gatehouse.storage.errors import invalid, storage_error
+from gatehouse.core.http import has_nul, too_large
+from gatehouse.storage.errors import invalid
 from gatehouse.storage.media import body_type, cache_control, essence
 from gatehouse.storage.sniff import HEAD_BYTES
 
 MAX_FIELD_BYTES = 64 * 1024
-
-
-def too_large(limit: int) -> GatehouseError:
-    return storage_error("EntityTooLarge", f"The object exceeded the maximum allowed size of {limit} bytes", 413)
 
 
 @dataclass

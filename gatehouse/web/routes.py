@@ -25,6 +25,7 @@ from gatehouse.auth.models import Session
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.errors import GatehouseError
 from gatehouse.profiles import Profile, ProfileError
+from gatehouse.services import services
 from gatehouse.web import avatars
 from gatehouse.web.forms import ProfileForm, same_site_path
 from gatehouse.web.session import WebSession, clear, csrf_ok, store, web_session
@@ -45,7 +46,7 @@ PAGE_HEADERS = {
 
 
 def _auth(request: Request) -> AuthService:
-    return request.app.state.auth  # type: ignore[no-any-return]
+    return services(request).auth
 
 
 def _client(request: Request) -> Client:
@@ -54,7 +55,7 @@ def _client(request: Request) -> Client:
 
 def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
     session = web_session(request)
-    settings = request.app.state.settings
+    settings = services(request).settings
     context.setdefault("user_id", session.user_id)
     return templates.TemplateResponse(
         request, name, {"csrf": session.csrf, "development": settings.environment == "development", **context},
@@ -70,7 +71,7 @@ def _page_headers(storage_url: str | None) -> dict[str, str]:
 
 
 def _secure(request: Request) -> bool:
-    return bool(request.app.state.settings.public_site_url.startswith("https://"))
+    return bool(services(request).settings.public_site_url.startswith("https://"))
 
 
 def error_page(request: Request, message: str, status: int = 400, *, hint: str = "") -> Response:
@@ -189,7 +190,7 @@ async def account(request: Request) -> Response:
     session = await _current_user(request)
     if session is None:
         return _to_login()
-    database, user_id = request.app.state.database, uuid.UUID(session.user_id)
+    database, user_id = services(request).database, uuid.UUID(session.user_id)
     profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
     form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
                        website=profile.website or "")
@@ -213,7 +214,7 @@ async def account(request: Request) -> Response:
         request, "account.html", status=400 if form.errors else 200, form=form, notice=notice,
         email=session.claims.get("email", "") if session.claims else "",
         avatar=avatars.image_src(profile.avatar_url, avatars.SIZE,
-                                 origin=request.app.state.settings.storage_public_url or ""),
+                                 origin=services(request).settings.storage_public_url or ""),
         avatar_size=avatars.SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
@@ -228,7 +229,7 @@ async def avatar(request: Request) -> Response:
     if isinstance(data, Response):
         return data
     try:
-        await avatars.replace(request.app.state.storage.objects, request.app.state.database, session.claims or {},
+        await avatars.replace(services(request).storage.objects, services(request).database, session.claims or {},
                               uuid.UUID(session.user_id), data.get("avatar"))
     except avatars.AvatarRefused as refused:
         return RedirectResponse("/account?" + urlencode({"avatar_error": refused.message}), status_code=303)

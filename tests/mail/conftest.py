@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from gatehouse.core.config import Settings
 from tests.smtp import REFUSED_PREFIX, Received, SMTPServer  # noqa: F401 - used by the mail tests
 
+
 def smtp_settings(settings: Settings, port: int, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "smtp_host": "127.0.0.1",

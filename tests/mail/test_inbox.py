@@ -21,8 +21,7 @@ async def empty_outbox(db: Database) -> None:
 
 @pytest.fixture(scope="module")
 async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=routes)
-    app.state.database = db
+    app = Starlette(routes=routes(db))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         yield client
 
