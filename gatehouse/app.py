@@ -76,7 +76,7 @@ class ApiCORSMiddleware:
     inbox holds live sign-in links and must never be readable by another site's script.
     """
 
-    def __init__(self, app: ASGIApp, *, prefixes: tuple[str, ...], **options: Any) -> None:
+    def __init__(self, app: ASGIApp, *, prefixes: tuple[str, ...], options: dict[str, Any]) -> None:
         self.app = app
         self.prefixes = prefixes
         self.cors = CORSMiddleware(app, **options)
@@ -265,11 +265,13 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             Middleware(
                 ApiCORSMiddleware,
                 prefixes=tuple(mount.prefix + "/" for mount in API_MOUNTS),
-                allow_origins=["*"],
-                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=CORS_ALLOW_HEADERS,
-                expose_headers=CORS_EXPOSE_HEADERS,
-                max_age=3600,
+                options={
+                    "allow_origins": ["*"],
+                    "allow_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                    "allow_headers": CORS_ALLOW_HEADERS,
+                    "expose_headers": CORS_EXPOSE_HEADERS,
+                    "max_age": 3600,
+                },
             ),
             Middleware(CallerMiddleware, callers=callers, mounts=API_MOUNTS),
             Middleware(

@@ -19,7 +19,9 @@ from tests.support import gatehouse_command, start_server
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | (env or {})
-    return subprocess.run(gatehouse_command(*args), capture_output=True, text=True, env=clean, cwd=cwd, timeout=120)
+    return subprocess.run(
+        gatehouse_command(*args), capture_output=True, text=True, env=clean, cwd=cwd, timeout=120, check=False
+    )
 
 
 def test_version() -> None:
@@ -157,7 +159,7 @@ def test_users_commands(database_url: str, keys_dir: Path, tmp_path: Path) -> No
     assert len(user_id) == 36
     piped = subprocess.run(
         gatehouse_command("users", "create", "piped@example.com", "--password-stdin"),
-        input="another passphrase\n", capture_output=True, text=True, timeout=60,
+        input="another passphrase\n", capture_output=True, text=True, timeout=60, check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | env,
     )
     assert piped.returncode == 0, piped.stderr

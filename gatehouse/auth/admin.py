@@ -11,14 +11,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-import asyncpg
-
 from gatehouse.auth import links, users
 from gatehouse.auth.flows.base import Client, Flow
 from gatehouse.auth.forms import AdminUserForm, GenerateLinkForm, InviteForm, normalize_email
 from gatehouse.auth.models import GeneratedLink, User
 from gatehouse.auth.passwords import check_max_length
 from gatehouse.auth.service import AuthService
+from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
 
 MAX_PER_PAGE = 1000
@@ -252,7 +251,7 @@ class AdminService(Flow):
             raise GatehouseError("validation_failed", "password must not be empty", status=400)
         return await self.deps.hasher.hash_async(form.password)
 
-    async def _ban(self, conn: asyncpg.Connection, user_id: uuid.UUID, duration: str) -> None:
+    async def _ban(self, conn: Conn, user_id: uuid.UUID, duration: str) -> None:
         until = parse_ban_duration(duration)
         await conn.execute("UPDATE auth.users SET banned_until = $2 WHERE id = $1", user_id, until)
         if until is not None:

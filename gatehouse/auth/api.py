@@ -19,7 +19,7 @@ from gatehouse.auth.service import AuthService, Client
 from gatehouse.auth.wire import generated_link_json, session_json, user_json
 from gatehouse.core.caller import caller
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import ApiMount, JSONResponse
+from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.services import services
 
 
@@ -86,7 +86,7 @@ async def signup(request: Request) -> Response:
 async def token(request: Request) -> Response:
     grant = request.query_params.get("grant_type", "")
     service = _auth(request)
-    data = await forms.read_json(request)
+    data = await read_json(request)
     if grant == "password":
         session = await service.login.password(
             forms.parse(forms.PasswordGrant, data), _client(request), devices=request.cookies

@@ -22,7 +22,7 @@ API_VERSION = "2024-01-01"
 def _requested_api_version(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-supabase-api-version":
-            return value.decode("latin-1").strip()
+            return bytes(value).decode("latin-1").strip()
     return None
 
 

@@ -20,6 +20,7 @@ import asyncpg
 
 from gatehouse.auth.redirects import Redirects
 from gatehouse.auth.tokens import PKCE_PREFIX, code_hash, new_link_token, new_otp, stored_hash
+from gatehouse.core.db import Conn
 from gatehouse.mail.base import Message
 
 __all__ = [
@@ -39,7 +40,7 @@ VERIFY_TYPES: dict[str, tuple[str, ...]] = {
 
 
 async def issue(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     user_id: uuid.UUID,
     token_type: str,
@@ -72,7 +73,7 @@ async def issue(
     return otp, link_token
 
 
-async def consume(conn: asyncpg.Connection, link_token: str, verify_type: str) -> asyncpg.Record | None:
+async def consume(conn: Conn, link_token: str, verify_type: str) -> asyncpg.Record | None:
     """Use a token: delete it and return its row, or None if unknown, of another type or expired."""
     return await conn.fetchrow(
         """
@@ -88,7 +89,7 @@ async def consume(conn: asyncpg.Connection, link_token: str, verify_type: str) -
 
 
 async def consume_code(
-    conn: asyncpg.Connection, address: str, otp: str, verify_type: str, max_attempts: int
+    conn: Conn, address: str, otp: str, verify_type: str, max_attempts: int
 ) -> asyncpg.Record | None:
     """Use a typed code: delete and return the matching token mailed to ``address``, or count a failure.
 
@@ -128,7 +129,7 @@ async def consume_code(
     return None
 
 
-async def pending_types(conn: asyncpg.Connection, user_id: uuid.UUID, token_types: tuple[str, ...]) -> list[str]:
+async def pending_types(conn: Conn, user_id: uuid.UUID, token_types: tuple[str, ...]) -> list[str]:
     rows = await conn.fetch(
         "SELECT token_type::text FROM auth.one_time_tokens WHERE user_id = $1 AND token_type::text = ANY($2::text[]) "
         "AND expires_at > now()",
@@ -199,7 +200,7 @@ SELECT id, pg_notify('gatehouse_mail', '') FROM queued
 
 
 async def send_if_found(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     address: str,
     confirmed: bool,

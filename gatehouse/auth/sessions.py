@@ -17,6 +17,7 @@ import asyncpg
 from gatehouse.auth import users
 from gatehouse.auth.models import Session, User
 from gatehouse.auth.tokens import AccessTokens, RefreshTokens, sha256_hex
+from gatehouse.core.db import Conn, Queryable
 from gatehouse.core.errors import GatehouseError
 
 #: How many times a retried refresh may walk forward along a token chain rotated meanwhile.
@@ -88,7 +89,7 @@ class Sessions:
         )
 
     async def create(
-        self, conn: asyncpg.Connection, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None
+        self, conn: Conn, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None
     ) -> Session:
         """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...)."""
         token = self._refresh.new()
@@ -97,7 +98,7 @@ class Sessions:
         )
         await users.signed_in(conn, user["id"])
         fresh = await users.by_id(conn, user["id"])
-        assert fresh is not None
+        assert fresh is not None and created is not None
         amr = [{"method": method, "timestamp": created["authenticated_at"]}]
         return self._session(fresh, created["session_id"], token, amr)
 
@@ -107,6 +108,7 @@ class Sessions:
         for _ in range(_MAX_ADVANCE):
             successor = self._refresh.successor(presented)
             user = await pool.fetchrow(REFRESH_SQL, sha256_hex(presented), sha256_hex(successor), self._reuse_interval)
+            assert user is not None  # the statement always answers one row: the outcome
             outcome = user["rotation_outcome"]
             if outcome in ("rotated", "reused"):
                 if user["id"] is None:
@@ -121,7 +123,7 @@ class Sessions:
         raise refresh_error("already_used")
 
     @staticmethod
-    async def is_active(conn: asyncpg.Connection | asyncpg.Pool, session_id: str | None, user_id: str | None) -> bool:
+    async def is_active(conn: Queryable, session_id: str | None, user_id: str | None) -> bool:
         if not session_id or not user_id:
             return False
         try:
@@ -136,7 +138,7 @@ class Sessions:
         return bool(found)
 
     @staticmethod
-    async def end(conn: asyncpg.Connection, user_id: uuid.UUID, session_id: uuid.UUID, scope: str) -> int:
+    async def end(conn: Conn, user_id: uuid.UUID, session_id: uuid.UUID, scope: str) -> int:
         """Sign out: ``local`` ends this session, ``others`` every other one, ``global`` all."""
         if scope == "local":
             status = await conn.execute("DELETE FROM auth.sessions WHERE id = $1 AND user_id = $2", session_id, user_id)

@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.db import Conn, Queryable
+
 #: One user row plus its identities as a JSON array: one round trip per user read.
 _SELECT = """
 SELECT u.*,
@@ -27,12 +29,12 @@ def is_banned(row: asyncpg.Record, now: datetime) -> bool:
     return row["banned_until"] is not None and row["banned_until"] > now
 
 
-async def by_id(conn: asyncpg.Connection, user_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+async def by_id(conn: Queryable, user_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE OF u" if for_update else ""
     return await conn.fetchrow(_SELECT + " WHERE u.id = $1 AND u.deleted_at IS NULL" + lock, user_id)
 
 
-async def by_email(conn: asyncpg.Connection, email: str, *, for_update: bool = False) -> asyncpg.Record | None:
+async def by_email(conn: Queryable, email: str, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE OF u" if for_update else ""
     return await conn.fetchrow(
         _SELECT + " WHERE u.email = $1 AND u.is_sso_user = false AND u.deleted_at IS NULL" + lock, email
@@ -40,7 +42,7 @@ async def by_email(conn: asyncpg.Connection, email: str, *, for_update: bool = F
 
 
 async def create(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     email: str,
     password_hash: str | None,
@@ -82,7 +84,7 @@ async def create(
 
 
 async def start_over(
-    conn: asyncpg.Connection,
+    conn: Conn,
     pending: asyncpg.Record,
     *,
     password_hash: str | None,
@@ -130,7 +132,7 @@ async def start_over(
     return row, False
 
 
-async def drop_pending(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+async def drop_pending(conn: Conn, user_id: uuid.UUID) -> None:
     """Forget what a never-confirmed sign-up asked for (password and metadata): someone who did
     not send that sign-up is confirming the address."""
     await conn.execute(
@@ -140,7 +142,7 @@ async def drop_pending(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     )
 
 
-async def mark_email_confirmed(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+async def mark_email_confirmed(conn: Conn, user_id: uuid.UUID) -> None:
     await conn.execute(
         """
         WITH confirmed AS (
@@ -154,13 +156,13 @@ async def mark_email_confirmed(conn: asyncpg.Connection, user_id: uuid.UUID) -> 
     )
 
 
-async def set_password(conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str) -> None:
+async def set_password(conn: Conn, user_id: uuid.UUID, password_hash: str) -> None:
     await conn.execute(
         "UPDATE auth.users SET encrypted_password = $2, updated_at = now() WHERE id = $1", user_id, password_hash
     )
 
 
-async def signed_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+async def signed_in(conn: Conn, user_id: uuid.UUID) -> None:
     await conn.execute(
         """
         WITH u AS (UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1 RETURNING id)
@@ -170,7 +172,7 @@ async def signed_in(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     )
 
 
-async def change_email(conn: asyncpg.Connection, user_id: uuid.UUID, new_email: str) -> None:
+async def change_email(conn: Conn, user_id: uuid.UUID, new_email: str) -> None:
     """Apply a confirmed email change to the user and their email identity."""
     await conn.execute(
         """
@@ -192,7 +194,7 @@ async def change_email(conn: asyncpg.Connection, user_id: uuid.UUID, new_email: 
 
 
 async def audit(
-    conn: asyncpg.Connection, action: str, *, actor: asyncpg.Record | None, ip: str, traits: dict[str, Any] | None = None
+    conn: Conn, action: str, *, actor: asyncpg.Record | None, ip: str, traits: dict[str, Any] | None = None
 ) -> None:
     """Record an auth event in ``auth.audit_log_entries`` (GoTrue's payload shape)."""
     payload = {

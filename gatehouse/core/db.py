@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -29,7 +29,15 @@ from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet
 from gatehouse.core.migrate import migrate
 
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
 log = logging.getLogger("gatehouse.db")
+
+#: A connection as Gatehouse's queries take it: one of their own or one lent by a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+#: Where a single statement may run: a connection, or a pool (which lends one for the statement).
+Queryable: TypeAlias = "Conn | asyncpg.Pool[asyncpg.Record]"
 
 #: The roles a request may run as. A token naming any other role is refused before SQL runs.
 REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role"})
@@ -103,11 +111,11 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     return orjson.dumps(claims).decode()
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
+async def _no_reset(conn: Conn) -> None:
     return None
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Conn) -> None:
     await conn.set_type_codec("jsonb", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=_claims_json, decoder=orjson.loads, schema="pg_catalog")
 
@@ -163,7 +171,7 @@ class Database:
         return self._admin
 
     @asynccontextmanager
-    async def as_user(self, claims: Mapping[str, Any] | None, *, readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    async def as_user(self, claims: Mapping[str, Any] | None, *, readonly: bool = False) -> AsyncIterator[Conn]:
         """Yield a connection inside a transaction running as the caller.
 
         The role comes from the verified claims' ``role`` (``anon`` when there are none) and
@@ -174,21 +182,20 @@ class Database:
         session has ended or expired, or its user is banned or deleted.
         """
         role, claims = self._caller(claims)
-        async with self._request_pool.acquire() as conn:
-            async with conn.transaction(readonly=readonly):
-                if "session_id" in claims:
-                    # One statement: the session check (0014_session_check.sql), then role and claims.
-                    try:
-                        await conn.execute("SELECT gatehouse.become($1, $2)", role, _claims_json(claims))
-                    except asyncpg.PostgresError as exc:
-                        raise _session_ended(exc) or exc from None
-                else:
-                    await conn.execute(
-                        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-                        role,
-                        _claims_json(claims),
-                    )
-                yield conn
+        async with self._request_pool.acquire() as conn, conn.transaction(readonly=readonly):
+            if "session_id" in claims:
+                # One statement: the session check (0014_session_check.sql), then role and claims.
+                try:
+                    await conn.execute("SELECT gatehouse.become($1, $2)", role, _claims_json(claims))
+                except asyncpg.PostgresError as exc:
+                    raise _session_ended(exc) or exc from None
+            else:
+                await conn.execute(
+                    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+                    role,
+                    _claims_json(claims),
+                )
+            yield conn
 
     async def ready(self, migrations_dir: Any = None) -> dict[str, str]:
         """Readiness for load balancers: the database answers and no migration is pending."""
@@ -268,12 +275,13 @@ class Result:
 
 
 async def _run_as(
-    conn: asyncpg.Connection, role: str, claims: Mapping[str, Any], readonly: bool, sql: str, values: list[Any]
+    conn: Conn, role: str, claims: Mapping[str, Any], readonly: bool, sql: str, values: list[Any]
 ) -> Result:
     row = await conn.fetchrow(
         "SELECT body, page_count, total FROM gatehouse.run_as($1, $2, $3, $4, $5::jsonb)",
         role, _claims_json(claims), readonly, sql, values,
     )
+    assert row is not None  # run_as answers exactly one row
     return Result(row["body"], row["page_count"], row["total"])
 
 

@@ -14,8 +14,12 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from gatehouse.core.db import Conn
 
 log = logging.getLogger("gatehouse.migrate")
 
@@ -78,7 +82,7 @@ def all_migrations(user_dir: Path | None, *, starter: bool = True) -> list[Migra
     return builtin_migrations() + removal + (folder_migrations(user_dir) if user_dir else [])
 
 
-async def pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+async def pending(conn: Conn, migrations: list[Migration]) -> list[Migration]:
     """Migrations not yet applied; raises MigrationError if an applied one has changed."""
     exists = await conn.fetchval("SELECT to_regclass('gatehouse.schema_migrations') IS NOT NULL")
     applied: dict[tuple[str, str], str] = {}
@@ -98,7 +102,7 @@ async def pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return todo
 
 
-async def migrate(conn: asyncpg.Connection, user_dir: Path | None = None, *, starter: bool = True) -> list[str]:
+async def migrate(conn: Conn, user_dir: Path | None = None, *, starter: bool = True) -> list[str]:
     """Apply every pending migration; return the labels of those applied."""
     migrations = all_migrations(user_dir, starter=starter)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)

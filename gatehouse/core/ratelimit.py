@@ -136,7 +136,7 @@ class RateLimits:
     @property
     def longest(self) -> int:
         """The longest window in seconds: how long counts must be kept (twice this, see prune)."""
-        return max(limit.seconds for limit in vars(self).values())
+        return max(int(limit.seconds) for limit in vars(self).values())
 
 
 class RateLimited(GatehouseError):

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from gatehouse.core.db import Database
+from gatehouse.core.db import Conn, Database
 from gatehouse.core.metrics import Figure
 from gatehouse.mail.base import MailDeliveryError, Mailer, Message
 
@@ -141,7 +141,7 @@ class Claim:
     message: Message
 
 
-async def enqueue(conn: asyncpg.Connection, message: Message) -> int:
+async def enqueue(conn: Conn, message: Message) -> int:
     """Queue ``message``; return its outbox id.
 
     Call it on the connection of the transaction making the change the email is about, so both

@@ -13,6 +13,8 @@ from typing import Literal
 
 import asyncpg
 
+from gatehouse.core.db import Conn
+
 TableKind = Literal["table", "view", "materialized_view", "foreign_table", "partitioned_table"]
 ArgMode = Literal["in", "inout", "variadic"]
 Volatility = Literal["immutable", "stable", "volatile"]
@@ -198,7 +200,7 @@ class SchemaCache:
             self._functions.setdefault((fn.schema, fn.name), []).append(fn)
 
     @classmethod
-    async def load(cls, conn: asyncpg.Connection, schemas: tuple[str, ...]) -> SchemaCache:
+    async def load(cls, conn: Conn, schemas: tuple[str, ...]) -> SchemaCache:
         """Read the catalog for ``schemas``: one query per kind, in one consistent snapshot."""
         started = time.perf_counter()
         names = list(schemas)

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.db import Conn
 from gatehouse.rest.schema import SchemaCache
 
 log = logging.getLogger("gatehouse.rest.schema")  # the name its log lines have always carried
@@ -110,7 +111,7 @@ class SchemaWatcher:
 
     # -- notifications -------------------------------------------------------------------------
 
-    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+    def _notified(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         # PostgREST's channel also carries 'reload config', which is not ours to act on.
         if channel == "pgrst" and payload not in ("", "reload schema"):
             return

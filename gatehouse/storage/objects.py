@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 
 from gatehouse.core.config import Settings
-from gatehouse.core.db import Database
+from gatehouse.core.db import Conn, Database
 from gatehouse.storage import admission, names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.buckets import Buckets
@@ -239,7 +239,7 @@ class _Probe(Exception):
 
 
 async def _may_create(
-    conn: asyncpg.Connection, bucket_id: str, name: str, user: uuid.UUID | None, metadata: dict[str, Any],
+    conn: Conn, bucket_id: str, name: str, user: uuid.UUID | None, metadata: dict[str, Any],
     user_metadata: dict[str, Any] | None, version: str,
 ) -> None:
     """Whether the caller (``conn`` runs as them) may create ``name``, as an upload would: the row is

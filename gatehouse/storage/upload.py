@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gatehouse.core.errors import GatehouseError
@@ -206,7 +207,7 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, sink: _Sink)
         parser.finalize()
     except GatehouseError:
         raise
-    except Exception as exc:  # the parser's own errors: a malformed body
+    except FormParserError as exc:  # the parser's own errors: a malformed body
         raise invalid(f"malformed multipart body: {exc}") from None
     if not state["done"]:
         raise invalid("the form has no file part")

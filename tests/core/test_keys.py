@@ -126,9 +126,9 @@ def forged_tokens(keys: KeySet) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     good = keys.sign(user_claims())
-    header, payload, signature = good.split(".")
+    header, _payload, signature = good.split(".")
     hs_signed = jwt.api_jws.PyJWS(algorithms=["HS256"])  # sign HS256 with the public key as secret
-    hs_signed._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]  # noqa: SLF001
+    hs_signed._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]
     return {
         "alg none": b64({"alg": "none", "typ": "JWT"}) + "." + b64(user_claims()) + ".",
         "wrong key": jwt.encode(user_claims(), other, algorithm="ES256", headers={"kid": keys.kid}),
@@ -165,7 +165,7 @@ def test_verified_tokens_are_remembered_but_still_expire(keys: KeySet, monkeypat
     verifier = JWTVerifier(keys, cache_size=2)
     token = keys.sign(user_claims(exp=int(time.time()) + 30))
     calls = 0
-    original = verifier._verify  # noqa: SLF001
+    original = verifier._verify
 
     def counting(value: str) -> dict[str, object]:
         nonlocal calls

@@ -134,7 +134,7 @@ async def test_context_ends_with_the_transaction(db: Database, alice: uuid.UUID)
     for _ in range(3):  # the pool hands back the same few connections
         async with db.as_user(claims_for(alice)):
             pass
-    pool = db._request  # noqa: SLF001 - the raw pool, to look at a connection outside as_user
+    pool = db._request
     assert pool is not None
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT current_user") == "authenticator"
@@ -150,7 +150,7 @@ async def test_rollback_on_error_keeps_nothing(db: Database, alice: uuid.UUID) -
 
 
 async def test_authenticator_alone_has_no_rights(db: Database) -> None:
-    pool = db._request  # noqa: SLF001
+    pool = db._request
     assert pool is not None
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

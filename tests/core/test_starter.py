@@ -84,7 +84,7 @@ def psql(server: RunningServer, *args: str, stdin: str | None = None) -> subproc
     env["GATEHOUSE_DATABASE_URL"] = server.env["GATEHOUSE_DATABASE_URL"]
     return subprocess.run(
         gatehouse_command("psql", "--data-dir", str(server.data_dir), "--", "-X", "-v", "ON_ERROR_STOP=1", *args),
-        input=stdin, capture_output=True, text=True, env=env, timeout=60,
+        input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False,
     )
 
 

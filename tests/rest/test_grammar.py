@@ -13,10 +13,27 @@ from postgrest import SyncPostgrestClient
 from postgrest.utils import sanitize_array_param, sanitize_param
 
 from gatehouse.rest.grammar import (
-    MAX_DEPTH, GrammarError, parse_filter, parse_logic, parse_order, parse_query, parse_select,
+    MAX_DEPTH,
+    GrammarError,
+    parse_filter,
+    parse_logic,
+    parse_order,
+    parse_query,
+    parse_select,
 )
 from gatehouse.rest.query import (
-    Column, Condition, Embed, Field, Filter, JsonStep, Logic, OrderTerm, Query, SelectItem, Shaping, Star,
+    Column,
+    Condition,
+    Embed,
+    Field,
+    Filter,
+    JsonStep,
+    Logic,
+    OrderTerm,
+    Query,
+    SelectItem,
+    Shaping,
+    Star,
 )
 
 

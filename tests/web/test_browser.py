@@ -23,8 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.smtp import SMTPServer, smtp_env
 from tests.chromium import IN_CI, chromium
+from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 try:

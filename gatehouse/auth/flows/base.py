@@ -23,7 +23,7 @@ from gatehouse.auth.sessions import Sessions
 from gatehouse.auth.throttle import PasswordThrottle
 from gatehouse.auth.tokens import AccessTokens, RefreshTokens
 from gatehouse.core.config import Settings
-from gatehouse.core.db import Database
+from gatehouse.core.db import Conn, Database
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet
 from gatehouse.core.ratelimit import Limit, RateLimiter, RateLimits
@@ -158,7 +158,7 @@ class Flow:
 
     # -- mail ---------------------------------------------------------------------------------
 
-    async def flow_state(self, conn: asyncpg.Connection, form: PKCE, method: str) -> uuid.UUID | None:
+    async def flow_state(self, conn: Conn, form: PKCE, method: str) -> uuid.UUID | None:
         flow = pkce(form, method)
         if flow is None:
             return None
@@ -173,7 +173,7 @@ class Flow:
 
     async def send(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         user: asyncpg.Record,
         *,
         kind: str,
@@ -198,7 +198,7 @@ class Flow:
         await enqueue(conn, message)
 
     async def send_confirmation(
-        self, conn: asyncpg.Connection, user: asyncpg.Record, redirect_to: str | None, flow_id: uuid.UUID | None
+        self, conn: Conn, user: asyncpg.Record, redirect_to: str | None, flow_id: uuid.UUID | None
     ) -> None:
         await self.send(
             conn, user, kind="confirmation", token_type="confirmation_token", verify_type="email",
@@ -226,7 +226,7 @@ class Flow:
             )
 
     async def send_email_change(
-        self, conn: asyncpg.Connection, user: asyncpg.Record, new_email: str, redirect_to: str | None,
+        self, conn: Conn, user: asyncpg.Record, new_email: str, redirect_to: str | None,
         flow_id: uuid.UUID | None,
     ) -> None:
         """Record a pending email change and mail its link(s): to the new address, and to the

@@ -13,6 +13,7 @@ from gatehouse.auth.flows.base import Client, Flow, no_phone
 from gatehouse.auth.forms import SignupForm, normalize_email
 from gatehouse.auth.models import Identity, Session, User
 from gatehouse.auth.passwords import check_max_length
+from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
 
 
@@ -92,7 +93,7 @@ class SignUpFlow(Flow):
             return await _fresh(conn, user["id"])
 
 
-async def _fresh(conn: asyncpg.Connection, user_id: uuid.UUID) -> User:
+async def _fresh(conn: Conn, user_id: uuid.UUID) -> User:
     row = await users.by_id(conn, user_id)
     assert row is not None
     return User.from_row(row)

@@ -16,6 +16,7 @@ from gatehouse.auth.flows.base import Client, Flow, no_phone, otp_expired
 from gatehouse.auth.forms import OtpForm, ResendForm, VerifyForm, normalize_email
 from gatehouse.auth.models import AuthCode, EmailChangeAccepted, Session
 from gatehouse.auth.tokens import sha256_hex
+from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
 
 EMAIL_CHANGE_ACCEPTED = EmailChangeAccepted(
@@ -78,7 +79,7 @@ class VerifyFlow(Flow):
             return await self._use_row(conn, row, link_token, verify_type, client, pkce_code=True)
 
     async def _use_row(
-        self, conn: asyncpg.Connection, row: asyncpg.Record | None, link_token: str, verify_type: str, client: Client,
+        self, conn: Conn, row: asyncpg.Record | None, link_token: str, verify_type: str, client: Client,
         *, pkce_code: bool = False,
     ) -> Session | AuthCode | EmailChangeAccepted:
         """Act on a used token: confirm, sign in or change the email."""
