@@ -23,7 +23,8 @@ import asyncpg
 import orjson
 
 from gatehouse.core.config import Settings
-from gatehouse.core.db import Conn, Database
+from gatehouse.core.db import Conn, Database, is_unavailable
+from gatehouse.core.errors import GatehouseError
 from gatehouse.storage import admission, names
 from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.buckets import Buckets
@@ -228,7 +229,14 @@ class Objects:
                     raise access_denied("you may not move this object")
             copied = False
         except asyncpg.PostgresError as exc:
+            if is_unavailable(exc):
+                copied = False  # the move may have committed: the bytes stay for the janitor's sweep to judge
             raise translate(exc) from None
+        except GatehouseError:
+            raise  # refused inside the transaction, which rolled back: the copied bytes go
+        except BaseException:
+            copied = False  # a lost connection or a cancel: the database may have the moved row
+            raise
         finally:
             if copied:
                 await self.backend.delete(f"{target_bucket}/{new_version}")
