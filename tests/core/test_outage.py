@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatehouse.core.embedded import EmbeddedPostgres, _Account
+from gatehouse.core.embedded import Account, EmbeddedPostgres
 from gatehouse.core.keys import KeySet
 from tests.support import RunningServer, start_server
 
@@ -26,7 +26,7 @@ def pg_ctl(data: Path, *args: str) -> None:
     port = (data / "postgres.port").read_text().strip()
     options = f"-p {port} -k {data.resolve() / 'run'}"  # as Gatehouse started it: TCP and the socket
     extra = ["-o", options, "-l", str(embedded.pgdata / "server.log")] if args[0] == "start" else []
-    result = _Account.for_current_process().run(embedded._pg_ctl(*args, *extra))
+    result = Account.for_current_process().run(embedded._pg_ctl(*args, *extra))  # noqa: SLF001
     assert result.returncode == 0, result.stderr
 
 

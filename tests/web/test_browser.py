@@ -2,6 +2,7 @@
 
 Sign up, confirm by email (a real SMTP server), edit the profile, upload a photo, sign out and in
 again; the session refresh when the access token expires, and the sign-out from elsewhere; escaping.
+An expired access token is made, not waited for: the browser's token re-signed with an ``exp`` in the past.
 
 The sync API runs its own event loop and, while a browser is open, marks it as the thread's running
 loop between calls. So the tests are plain ``def`` functions, and the browser fixture depends on
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 from PIL import Image
 
@@ -28,7 +30,7 @@ from tests.smtp import SMTPServer, smtp_env
 from tests.support import RunningServer
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Dialog, Page, ViewportSize, expect
+    from playwright.sync_api import Browser, BrowserContext, Cookie, Dialog, Page, ViewportSize, expect
 except ImportError:  # pragma: no cover - the test extras install it
     if IN_CI:
         raise
@@ -56,9 +58,9 @@ def mail_server(server_factory: Callable[..., RunningServer], module_smtp: SMTPS
 
 
 @pytest.fixture(scope="module")
-def short_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    """A server whose access tokens last 2 s; mail goes to the development inbox."""
-    return server_factory(env={"GATEHOUSE_JWT_EXPIRY": "2", "GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+def inbox_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    """A server whose mail goes to the development inbox."""
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +184,20 @@ def sign_up_and_confirm(page: Page, server: RunningServer, email: str, read_link
 
 def cookies(context: BrowserContext, server: RunningServer) -> dict[str, dict[str, object]]:
     return {c["name"]: dict(c) for c in context.cookies(server.url)}
+
+
+def expire_access_token(context: BrowserContext, server: RunningServer, jar: list[Cookie] | None = None) -> None:
+    """Put ``jar`` (default: the browser's cookies) back with the access token re-signed, same claims,
+    expired a minute ago: what the browser holds once its access token has run out, without waiting."""
+    jar = context.cookies(server.url) if jar is None else jar
+    tokens = [item for item in jar if item["name"] == "gh-access-token"]
+    assert len(tokens) == 1, f"no access token cookie: {[item['name'] for item in jar]}"
+    claims = jwt.decode(tokens[0]["value"], options={"verify_signature": False})
+    lifetime = int(claims["exp"]) - int(claims["iat"])
+    claims["exp"] = int(time.time()) - 60
+    claims["iat"] = claims["exp"] - lifetime
+    expired = [{**item, "value": server.keys.sign(claims)} if item is tokens[0] else item for item in jar]
+    context.add_cookies(expired)  # type: ignore[arg-type]
 
 
 def assert_cookie_flags(context: BrowserContext, server: RunningServer) -> None:
@@ -312,21 +328,25 @@ def test_sign_up_profile_avatar_sign_out_and_in(
 
 
 def test_expired_access_token_is_refreshed_and_global_sign_out_ends_the_browser_session(
-    page: Page, context: BrowserContext, short_server: RunningServer,
+    page: Page, context: BrowserContext, inbox_server: RunningServer,
 ) -> None:
-    server = short_server
+    server = inbox_server
     email = f"refresh-{uuid.uuid4().hex[:8]}@example.com"
     sign_up_and_confirm(page, server, email, inbox_reader(server))
     assert_cookie_flags(context, server)
     first = cookies(context, server)
 
-    time.sleep(3)  # the access token (2 s) has expired; the refresh token has not
+    expire_access_token(context, server)  # the access token has expired; the refresh token has not
+    expired = cookies(context, server)["gh-access-token"]["value"]
+    assert expired != first["gh-access-token"]["value"]
     page.reload()
     expect(page).to_have_url(f"{server.url}/account")
     expect(page.locator("h1")).to_have_text("Your account")
     expect(page.locator("#email")).to_have_value(email)
     second = cookies(context, server)
-    assert second["gh-access-token"]["value"] != first["gh-access-token"]["value"], "the access token was not refreshed"
+    assert second["gh-access-token"]["value"] not in (expired, first["gh-access-token"]["value"]), (
+        "the access token was not refreshed"
+    )
     assert second["gh-refresh-token"]["value"] != first["gh-refresh-token"]["value"], "the refresh token did not rotate"
     assert_cookie_flags(context, server)
 
@@ -343,7 +363,7 @@ def test_expired_access_token_is_refreshed_and_global_sign_out_ends_the_browser_
     )
     assert logout.status_code == 204, logout.text
 
-    # The session is gone (the access token in the browser may not even have expired yet).
+    # The session is gone, though the access token in the browser has not expired.
     stale = context.cookies(server.url)
     page.reload()
     expect(page).to_have_url(f"{server.url}/login")
@@ -352,8 +372,7 @@ def test_expired_access_token_is_refreshed_and_global_sign_out_ends_the_browser_
     assert "gh-access-token" not in jar and "gh-refresh-token" not in jar, sorted(jar)
 
     # The same cookies once the access token has expired: the ended session's refresh token is refused.
-    time.sleep(3)
-    context.add_cookies(stale)  # type: ignore[arg-type]
+    expire_access_token(context, server, stale)
     page.goto(f"{server.url}/account")
     expect(page).to_have_url(f"{server.url}/login")
     jar = cookies(context, server)
