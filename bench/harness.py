@@ -23,6 +23,7 @@ from types import FrameType
 
 import httpx
 
+from bench.baseline import package_path
 from gatehouse.core.embedded import free_port
 
 PASSWORD = "bench passphrase 4 speed"
@@ -35,6 +36,8 @@ class Server:
     publishable_key: str
     secret_key: str
     process: subprocess.Popen[bytes]
+    #: The gatehouse/__init__.py the server imports (the current tree's, or a baseline's).
+    package: str = ""
 
 
 def wait_healthy(health_url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float) -> None:
@@ -52,30 +55,37 @@ def wait_healthy(health_url: str, process: subprocess.Popen[bytes], log: Path, *
 
 
 @contextmanager
-def gatehouse(workers: int = 1, **env: str) -> Iterator[Server]:
-    """``gatehouse serve`` on a new data folder (embedded PostgreSQL), rate limits off."""
-    folder = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
-    port = free_port()
+def gatehouse(workers: int = 1, source: Path | None = None, **env: str) -> Iterator[Server]:
+    """``gatehouse serve`` on a new data folder (embedded PostgreSQL), rate limits off.
+
+    ``source``: a folder holding another ``gatehouse`` package (``bench.baseline.source_tree``);
+    the server then runs in that folder with it as ``PYTHONPATH``, so it imports that package.
+    """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | {
         "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
         "GATEHOUSE_EMBEDDED_DB_PORT": "0",
         "GATEHOUSE_LOG_LEVEL": "warning",
         **env,
     }
+    if source is not None:
+        full_env["PYTHONPATH"] = str(source)
+    package = package_path(full_env, source)
+    folder = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    port = free_port()
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "gatehouse", "serve", "--port", str(port), "--data-dir", str(folder / "data"),
          "--workers", str(workers)],
-        env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=source,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{url}/auth/v1/health", process, folder / "server.log", timeout=60)
         keys = subprocess.run(
             [sys.executable, "-m", "gatehouse", "keys", "--data-dir", str(folder / "data")],
-            capture_output=True, text=True, check=True, env=full_env,
+            capture_output=True, text=True, check=True, env=full_env, cwd=source,
         ).stdout.split()
-        yield Server(url, folder / "data", keys[0], keys[1], process)
+        yield Server(url, folder / "data", keys[0], keys[1], process, package)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -1,8 +1,13 @@
-"""The tutorial benchmark's results: one table, the ratios, a JSON file and a bar chart."""
+"""The tutorial benchmark's results: one table, the ratios, a JSON file and a bar chart.
+
+With a baseline (``--baseline REV``: Gatehouse at an earlier revision, results under the system
+"baseline"), also the current code's req/s over the baseline's, run by run.
+"""
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +16,12 @@ from bench.harness import Figures, median_of, table
 
 SYSTEM_LABELS = {
     "gatehouse": "Gatehouse",
+    "baseline": "Gatehouse (baseline)",
     "pocketbase": "PocketBase",
     "ceiling": "ceiling (Starlette)",
     "floor": "floor (asyncpg)",
 }
-COLORS = {"gatehouse": "#2f6fdf", "pocketbase": "#e0922f", "ceiling": "#7a7a7a", "floor": "#3aa35b"}
+COLORS = {"gatehouse": "#2f6fdf", "baseline": "#9dbbef", "pocketbase": "#e0922f", "ceiling": "#7a7a7a", "floor": "#3aa35b"}
 
 
 @dataclass
@@ -70,6 +76,30 @@ class Cell:
 Results = dict[str, dict[str, Cell]]  # system -> step -> cell
 
 
+def labels(baseline: str | None = None) -> dict[str, str]:
+    """Each system's name in the table and chart; ``baseline`` names the baseline, e.g. gatehouse@main~5."""
+    return SYSTEM_LABELS | ({"baseline": baseline} if baseline else {})
+
+
+def baseline_ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per step, the current Gatehouse's req/s over the baseline's, run by run.
+
+    Run i of both went round back to back, so each run's ratio saw the same machine; the median
+    and min-max are of those ratios.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        ours = results.get("gatehouse", {}).get(step)
+        theirs = results.get("baseline", {}).get(step)
+        if ours is None or theirs is None:
+            continue
+        runs = [a.rps / b.rps for a, b in zip(ours.runs, theirs.runs, strict=False) if b.rps > 0]
+        if runs:
+            out[step] = {"median": round(statistics.median(runs), 3), "min": round(min(runs), 3),
+                         "max": round(max(runs), 3), "runs": [round(r, 3) for r in runs]}
+    return out
+
+
 def ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, float]]:
     """Gatehouse's median req/s over each other system's, per step where both ran."""
     out: dict[str, dict[str, float]] = {}
@@ -84,10 +114,10 @@ def ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, float
     return out
 
 
-def render(results: Results, steps: dict[str, str]) -> str:
+def render(results: Results, steps: dict[str, str], baseline: str | None = None) -> str:
     rows = [["step", "system", "req/s", "min-max", "p50 ms", "p99 ms", "wrk cpu", "other cpu", "errors"]]
     for step, name in steps.items():
-        for system, label in SYSTEM_LABELS.items():
+        for system, label in labels(baseline).items():
             cell = results.get(system, {}).get(step)
             if cell is None:
                 continue
@@ -110,6 +140,14 @@ def render(results: Results, steps: dict[str, str]) -> str:
             ratio_rows.append([f"({step}) {steps[step]}"] + [f"{by[o]:.2f}" if o in by else "-"
                                                               for o in ("pocketbase", "ceiling", "floor")])
         text += "\n\nRatios of median req/s:\n" + table(ratio_rows)
+    against = baseline_ratios(results, steps)
+    if against:
+        base_rows = [["step", f"Gatehouse / {baseline or 'baseline'}", "min-max", "runs"]]
+        for step, pair in against.items():
+            base_rows.append([f"({step}) {steps[step]}", f"{pair['median']:.2f}",
+                              f"{pair['min']:.2f}-{pair['max']:.2f}", " ".join(f"{r:.2f}" for r in pair["runs"])])
+        text += ("\n\nCurrent code over the baseline, req/s run by run (both runs of a pair back to back;"
+                 "\nbelow 1: slower now), median and min-max:\n" + table(base_rows))
     return text
 
 
@@ -122,16 +160,21 @@ def write_json(path: Path, results: Results, steps: dict[str, str], meta: dict[s
         "ratios": {step: {f"gatehouse/{other}": round(value, 3) for other, value in by.items()}
                    for step, by in ratios(results, steps).items()},
     }
+    against = baseline_ratios(results, steps)
+    if against:
+        document["ratios_to_baseline"] = against
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def write_chart(path: Path, results: Results, steps: dict[str, str], subtitle: str) -> None:
+def write_chart(path: Path, results: Results, steps: dict[str, str], subtitle: str,
+                baseline: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = [s for s in SYSTEM_LABELS if s in results]
+    names = labels(baseline)
+    systems = [s for s in names if s in results]
     shown = [step for step in steps if any(step in results[s] for s in systems)]
     width = 0.8 / max(len(systems), 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(shown)), 5.5))
@@ -146,7 +189,7 @@ def write_chart(path: Path, results: Results, steps: dict[str, str], subtitle: s
             heights.append(m)
             low.append(m - a)
             high.append(b - m)
-        bars = ax.bar(xs, heights, width, yerr=[low, high], capsize=2, label=SYSTEM_LABELS[system],
+        bars = ax.bar(xs, heights, width, yerr=[low, high], capsize=2, label=names[system],
                       color=COLORS[system])
         for bar, value, above in zip(bars, heights, high, strict=True):
             ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value + above), ha="center",
@@ -176,6 +219,7 @@ def load_json(path: Path) -> tuple[Results, dict[str, str], dict[str, Any]]:
             )
     steps = document.pop("steps")
     document.pop("ratios", None)
+    document.pop("ratios_to_baseline", None)
     return results, steps, document
 
 
@@ -190,11 +234,12 @@ def main() -> None:
 
     path = Path(sys.argv[1])
     results, steps, meta = load_json(path)
-    print(render(results, steps))
-    write_chart(path.with_suffix(".png"), results, steps, subtitle(meta))
+    baseline = meta.get("baseline", {}).get("label")
+    print(render(results, steps, baseline))
+    write_chart(path.with_suffix(".png"), results, steps, subtitle(meta), baseline)
 
 
-__all__ = ["Cell", "Results", "load_json", "ratios", "render", "subtitle", "write_chart", "write_json"]
+__all__ = ["Cell", "Results", "baseline_ratios", "labels", "load_json", "ratios", "render", "subtitle", "write_chart", "write_json"]
 
 
 if __name__ == "__main__":

@@ -12,16 +12,23 @@ Steps (bench/steps.py): (a) sign up, (b) log in, (c) read own profile, (d) upser
               one-round-trip RLS read through asyncpg (bench/ceiling.py)
 * floor       the SQL of steps (c), (d) and (g) through asyncpg, no HTTP (bench/floor.py)
 
+``--baseline REV`` (any git revision: ef32c20, main~5) adds gatehouse@REV: a second Gatehouse,
+set up alike but with its own data folder, embedded PostgreSQL and port, running the
+``gatehouse`` package of that revision (bench/baseline.py extracts it into a temporary folder,
+removed at exit). It takes its turn in every run like the others, and the table adds the current
+code's req/s over the baseline's per step (median and min-max of the runs' ratios): "no step
+slower than before", measured in one run. Each Gatehouse's imported package is printed at start.
+
 wrk (a separate process, 2 threads, a fixed number of connections) drives the HTTP systems with
 bench/lua/tutorial.lua. Each figure is the median of ``--runs`` runs (after a warm-up run that
 is not counted), with the min-max of req/s; sign-up and log-in (a password hash each) run for
-twice ``--seconds``. Prints one table and the ratios Gatehouse / PocketBase, Gatehouse / ceiling
-and Gatehouse / floor; writes bench/results/tutorial.json and bench/results/tutorial.png
+twice ``--seconds``. Prints one table and the ratios Gatehouse / PocketBase, Gatehouse / ceiling,
+Gatehouse / floor (and Gatehouse / gatehouse@REV); writes bench/results/tutorial.json and bench/results/tutorial.png
 (``--quick``: tutorial-quick.*). The CPU share of wrk and of other processes on the machine is
 measured for every run and printed, as both skew the figures.
 
     python -m bench.tutorial [--seconds S] [--runs N] [--connections C] [--steps a,b,...]
-                             [--systems gatehouse,pocketbase,ceiling,floor] [--quick]
+                             [--systems gatehouse,pocketbase,ceiling,floor] [--quick] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from typing import Any
 import asyncpg
 import jwt
 
-from bench import floor, report, workload
+from bench import baseline, floor, report, workload
 from bench.ceiling import ceiling
 from bench.harness import gatehouse, require_wrk, stop_on_sigterm
 from bench.machine import Meter
@@ -59,7 +66,9 @@ from gatehouse.core.embedded import running_url
 from gatehouse.core.keys import load_keys
 
 SYSTEMS = ("gatehouse", "pocketbase", "ceiling", "floor")
-SUPPORTED = {"gatehouse": "abcdefgh", "pocketbase": "abcdefg", "ceiling": "c", "floor": "cdg"}
+#: Every system in the order a run goes round them: "baseline" only with --baseline.
+ORDER = ("gatehouse", "baseline", "pocketbase", "ceiling", "floor")
+SUPPORTED = {"gatehouse": "abcdefgh", "baseline": "abcdefgh", "pocketbase": "abcdefg", "ceiling": "c", "floor": "cdg"}
 RESULTS = Path(__file__).parent / "results"
 #: Seconds of quiet between runs: requests in flight when wrk stopped finish meanwhile.
 SETTLE = 0.5
@@ -84,7 +93,12 @@ class Bench:
         self.args = args
         self.folder = folder
         self.results: Results = {}
-        self.gatehouse_log: list[str] = []
+        #: "gatehouse" / "baseline" -> its server log (path, size when measuring began), then its lines.
+        self.log_from: dict[str, tuple[Path, int]] = {}
+        self.logs: dict[str, list[str]] = {}
+        #: "gatehouse" / "baseline" -> the gatehouse/__init__.py its server imports.
+        self.packages: dict[str, str] = {}
+        self.revision: baseline.Revision | None = None
         #: system -> (base URL, workload maker) for the HTTP systems that are up.
         self.http: dict[str, tuple[str, Callable[[str], workload.Workload | None]]] = {}
         self.statements: Statements | None = None
@@ -92,15 +106,32 @@ class Bench:
     def cell(self, system: str, step: str) -> Cell:
         return self.results.setdefault(system, {}).setdefault(step, Cell())
 
+    def start_gatehouse(self, stack: ExitStack, system: str, source: Path | None = None) -> GatehouseSteps:
+        """One Gatehouse (the current code, or with ``source`` a baseline's), its pool of users made."""
+        label = self.revision.label if system == "baseline" and self.revision else "Gatehouse"
+        log(f"{label}: starting (2 workers, embedded PostgreSQL)")
+        server = stack.enter_context(gatehouse(workers=2, source=source, GATEHOUSE_MAILER_AUTOCONFIRM="true"))
+        log(f"{label}: imports {server.package}")
+        if source is not None and not Path(server.package).is_relative_to(source):
+            raise RuntimeError(f"the baseline server would import {server.package}, not the package in {source}")
+        self.packages[system] = server.package
+        steps = GatehouseSteps(server, self.folder / "avatar.png", users=2 * self.args.connections)
+        steps.setup()
+        server_log = server.data_dir.parent / "server.log"
+        self.log_from[system] = (server_log, server_log.stat().st_size if server_log.exists() else 0)
+        return steps
+
     def run(self, stack: ExitStack) -> None:
         args = self.args
         avatar = self.folder / "avatar.png"
-        server_log, measured_from = None, 0
+        if args.baseline:
+            self.revision = stack.enter_context(baseline.source_tree(args.baseline))
+            log(f"{self.revision.label}: commit {self.revision.commit}, extracted to {self.revision.folder}")
+            old = self.start_gatehouse(stack, "baseline", self.revision.folder)
+            self.http["baseline"] = (old.server.url, old.workload)
         if {"gatehouse", "ceiling", "floor"} & set(args.systems):
-            log("Gatehouse: starting (2 workers, embedded PostgreSQL)")
-            server = stack.enter_context(gatehouse(workers=2, GATEHOUSE_MAILER_AUTOCONFIRM="true"))
-            ours = GatehouseSteps(server, avatar, users=2 * args.connections)
-            ours.setup()
+            ours = self.start_gatehouse(stack, "gatehouse")
+            server = ours.server
             if "gatehouse" in args.systems:
                 self.http["gatehouse"] = (server.url, ours.workload)
             if {"ceiling", "floor"} & set(args.systems):
@@ -109,15 +140,13 @@ class Bench:
                 log("Ceiling: starting (Starlette on uvicorn, 2 workers)")
                 url = stack.enter_context(ceiling(self.statements.ceiling_config()))  # type: ignore[union-attr]
                 self.http["ceiling"] = (url, ours.workload)
-            server_log = server.data_dir.parent / "server.log"
-            measured_from = server_log.stat().st_size if server_log.exists() else 0
         if "pocketbase" in args.systems:
             log("PocketBase: starting")
             pb = stack.enter_context(pocketbase())
             theirs = PocketBaseSteps(pb, avatar, users=2 * args.connections)
             theirs.setup()
             self.http["pocketbase"] = (pb.url, theirs.workload)
-        order = [s for s in SYSTEMS if s in args.systems]
+        order = [s for s in ORDER if s in args.systems or (s == "baseline" and self.revision)]
         for step in args.steps:
             here = [s for s in order if step in SUPPORTED[s] and (s in self.http or s == "floor")]
             operation = self.statements.floor(step, args.connections) if "floor" in here and self.statements else None
@@ -132,10 +161,12 @@ class Bench:
                         self.in_driver(step, run, *operation)
                     elif system in self.http:
                         self.over_http(system, step, run)
-        if server_log is not None and server_log.exists():
-            with server_log.open("rb") as handle:
-                handle.seek(measured_from)
-                self.gatehouse_log = handle.read().decode(errors="replace").splitlines()
+        for system, (server_log, measured_from) in self.log_from.items():
+            if server_log.exists():
+                with server_log.open("rb") as handle:
+                    handle.seek(measured_from)
+                    lines = handle.read().decode(errors="replace").splitlines()
+                self.logs[system] = [line for line in lines if line.strip()]
 
     def over_http(self, system: str, step: str, run: int) -> None:
         """One wrk run (``run`` -1: the uncounted warm-up) with a freshly made workload."""
@@ -151,7 +182,9 @@ class Bench:
         other = meter.other_share()
         f = outcome.figures
         label = "warm-up" if run < 0 else f"run {run + 1}/{args.runs}"
-        log(f"  {system:10} ({step}) {STEPS[step]:22} {label:9} {f.rps:9,.0f} req/s  p50 {f.p50_ms:7.1f} ms"
+        name = self.revision.label if system == "baseline" and self.revision else system
+        width = max(10, len(self.revision.label) if self.revision else 0)
+        log(f"  {name:{width}} ({step}) {STEPS[step]:22} {label:9} {f.rps:9,.0f} req/s  p50 {f.p50_ms:7.1f} ms"
             f"  p99 {f.p99_ms:7.1f} ms  errors {f.errors}  wrk cpu {outcome.wrk_cpu_seconds:4.1f} s"
             f"  other cpu {100 * other:3.0f}%"
             + (f"  statuses {dict(sorted(outcome.statuses.items()))}" if f.errors else ""))
@@ -270,6 +303,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="systems to run (default all)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run of 3 s, results as tutorial-quick.*")
     parser.add_argument("--out", help="results file name under bench/results/ without extension")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run Gatehouse at this git revision (e.g. ef32c20, main~5) beside the current"
+                             " code, and print current / baseline per step")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.seconds = 1, 3
@@ -278,6 +314,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown or not args.steps or not args.systems:
         parser.error(f"systems are {', '.join(SYSTEMS)}; steps are {''.join(STEPS)}")
+    if args.baseline:
+        if "gatehouse" not in args.systems:
+            parser.error("--baseline compares with the current Gatehouse: keep gatehouse in --systems")
+        baseline.resolve(args.baseline)  # an unknown revision stops here, before anything starts
     args.out = args.out or ("tutorial-quick" if args.quick else "tutorial")
     return args
 
@@ -307,11 +347,13 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     steps = {s: STEPS[s] for s in args.steps}
-    print(report.render(bench.results, steps))
-    errors = [line for line in bench.gatehouse_log if line.strip()]
-    if errors:
-        print(f"\nGatehouse server log while measured ({len(errors)} lines at warning or above), first 20:")
-        print("\n".join(errors[:20]))
+    label = bench.revision.label if bench.revision else None
+    print(report.render(bench.results, steps, label))
+    for system, lines in bench.logs.items():
+        if lines:
+            name = label if system == "baseline" else "Gatehouse"
+            print(f"\n{name} server log while measured ({len(lines)} lines at warning or above), first 20:")
+            print("\n".join(lines[:20]))
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "benchmark": "tutorial", "date": started.isoformat(timespec="seconds"), "cpus": os.cpu_count(),
@@ -320,11 +362,15 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_seconds": args.warmup, "wrk_threads": 2,
         "gatehouse_workers": 2, "users": 2 * args.connections, "load_average_at_start": load_at_start,
         "other_processes_cpu_share_before": round(busy_before, 3),
-        "load_average_at_end": os.getloadavg(), "gatehouse_log": errors[:200],
+        "load_average_at_end": os.getloadavg(), "gatehouse_log": bench.logs.get("gatehouse", [])[:200],
+        "gatehouse_package": bench.packages.get("gatehouse"),
     }
+    if bench.revision is not None:
+        meta["baseline"] = {"label": label, "rev": bench.revision.name, "commit": bench.revision.commit,
+                            "package": bench.packages.get("baseline"), "log": bench.logs.get("baseline", [])[:200]}
     json_path, png_path = RESULTS / f"{args.out}.json", RESULTS / f"{args.out}.png"
     report.write_json(json_path, bench.results, steps, meta)
-    report.write_chart(png_path, bench.results, steps, report.subtitle(meta))
+    report.write_chart(png_path, bench.results, steps, report.subtitle(meta), label)
     print(f"\nwrote {json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path} "
           f"and {png_path.name}")
 
