@@ -26,7 +26,7 @@ def pg_ctl(data: Path, *args: str) -> None:
     port = (data / "postgres.port").read_text().strip()
     options = f"-p {port} -k {data.resolve() / 'run'}"  # as Gatehouse started it: TCP and the socket
     extra = ["-o", options, "-l", str(embedded.pgdata / "server.log")] if args[0] == "start" else []
-    result = Account.for_current_process().run(embedded._pg_ctl(*args, *extra))  # noqa: SLF001
+    result = Account.for_current_process().run(embedded._pg_ctl(*args, *extra))
     assert result.returncode == 0, result.stderr
 
 
