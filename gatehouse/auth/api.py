@@ -285,6 +285,5 @@ routes = [
 OPEN_PATHS = frozenset({"/auth/v1/health", "/auth/v1/.well-known/jwks.json", "/auth/v1/verify"})
 
 MOUNT = ApiMount(
-    "/auth/v1", Mount("/auth/v1", routes=routes), render_auth_error, key_required=True, token_at_edge=False,
-    open_paths=OPEN_PATHS,
+    Mount("/auth/v1", routes=routes), render_auth_error, key_required=True, token_at_edge=False, open_paths=OPEN_PATHS,
 )

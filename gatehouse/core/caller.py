@@ -96,9 +96,9 @@ class Caller:
         return self
 
 
-def role_caller(role: str, key: KeyKind = "none") -> Caller:
+def role_caller(role: str, key: KeyKind = "none", refused: Unauthenticated | None = None) -> Caller:
     """A caller known only by a role (an API key, or nobody: ``anon``)."""
-    return Caller(role=role, claims=MappingProxyType({"role": role}), key=key)
+    return Caller(role=role, claims=MappingProxyType({"role": role}), key=key, refused=refused)
 
 
 ANONYMOUS = role_caller("anon")
@@ -224,7 +224,7 @@ class Callers:
                     raise
                 key_refusal = refusal
         if key_refusal is not None:
-            return Caller(role=role, claims=MappingProxyType({"role": role}), key=kind, refused=key_refusal)
+            return role_caller(role, kind, key_refusal)
         return role_caller(role, kind) if granted is not None else ANONYMOUS
 
 

@@ -20,7 +20,7 @@ import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.core.errors import ErrorRenderer, GatehouseError
@@ -126,8 +126,8 @@ class ApiMount:
     """One API under its prefix: its routes, the renderer of its wire error shape, and how the edge
     treats its callers and bodies. The app's table of these is the one list of API prefixes."""
 
-    prefix: str
-    route: BaseRoute
+    #: The routes, mounted under the API's prefix (``route.path``).
+    route: Mount
     renderer: ErrorRenderer
     #: The API needs an ``apikey`` (auth and the data API); storage's public URLs need none.
     key_required: bool
@@ -139,6 +139,10 @@ class ApiMount:
     limit_body: bool = True
     #: Paths under the prefix that need no key: health, the public key set, links opened from mail.
     open_paths: frozenset[str] = frozenset()
+
+    @property
+    def prefix(self) -> str:
+        return self.route.path
 
     def owns(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")

@@ -347,4 +347,4 @@ routes = [
 ]
 
 #: PostgREST checks the token before it parses the request: a bad token wins over a bad filter.
-MOUNT = ApiMount("/rest/v1", Mount("/rest/v1", routes=routes), render_rest_error, key_required=True, token_at_edge=True)
+MOUNT = ApiMount(Mount("/rest/v1", routes=routes), render_rest_error, key_required=True, token_at_edge=True)

@@ -327,6 +327,5 @@ routes = [
 
 #: Storage's public URLs need no key, and its uploads stream (capped per bucket, not at the edge).
 MOUNT = ApiMount(
-    "/storage/v1", StorageMount("/storage/v1"), render_storage_error, key_required=False, token_at_edge=False,
-    limit_body=False,
+    StorageMount("/storage/v1"), render_storage_error, key_required=False, token_at_edge=False, limit_body=False,
 )
