@@ -56,7 +56,8 @@ def wait_healthy(health_url: str, process: subprocess.Popen[bytes], log: Path, *
 
 @contextmanager
 def gatehouse(workers: int = 1, source: Path | None = None, **env: str) -> Iterator[Server]:
-    """``gatehouse serve`` on a new data folder (embedded PostgreSQL), rate limits off.
+    """``gatehouse serve`` on a new data folder (embedded PostgreSQL), rate limits off; every other
+    setting at its default (the access log included) unless ``env`` sets it.
 
     ``source``: a folder holding another ``gatehouse`` package (``bench.baseline.source_tree``);
     the server then runs in that folder with it as ``PYTHONPATH``, so it imports that package.
@@ -64,7 +65,6 @@ def gatehouse(workers: int = 1, source: Path | None = None, **env: str) -> Itera
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | {
         "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
         "GATEHOUSE_EMBEDDED_DB_PORT": "0",
-        "GATEHOUSE_LOG_LEVEL": "warning",
         **env,
     }
     if source is not None:

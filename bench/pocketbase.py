@@ -2,7 +2,10 @@
 
 Set up like Gatehouse's starter: the built-in ``users`` collection gets the profile fields
 (``full_name``, ``username`` unique, ``website``) and its ``avatar`` file field takes images up
-to 2 MB; a user may view and update only their own record, anyone may sign up. Rate limits are
+to 2 MB; a user may view and update only their own record, anyone may sign up. The avatar is a
+protected file (served only with a file token of a user the view rule admits: the counterpart of
+Gatehouse's download through RLS); ``avatar_public`` holds the same image for anyone, the
+counterpart of a public bucket's URL. File tokens last an hour, so one outlives a benchmark step. Rate limits are
 off, as Gatehouse's are in the benchmarks. PocketBase's login alert mail (Gatehouse has none) is
 off. Everything else is PocketBase's default (bcrypt cost 10, request logs kept).
 """
@@ -100,7 +103,8 @@ def configure(server: PocketBase) -> None:
     fields = []
     for f in users["fields"]:
         if f["name"] == "avatar":
-            f = {**f, "maxSize": 2 * 1024 * 1024, "mimeTypes": IMAGE_TYPES, "maxSelect": 1}
+            f = {**f, "maxSize": 2 * 1024 * 1024, "mimeTypes": IMAGE_TYPES, "maxSelect": 1, "protected": True}
+            fields.append({**{k: v for k, v in f.items() if k != "id"}, "name": "avatar_public", "protected": False})
         fields.append(f)
     for name in ("full_name", "username", "website"):
         fields.append({"name": name, "type": "text", "required": False, "max": 255})
@@ -112,6 +116,7 @@ def configure(server: PocketBase) -> None:
         "indexes": [*users["indexes"],
                     "CREATE UNIQUE INDEX `idx_username_users` ON `users` (`username`) WHERE `username` != ''"],
         "authAlert": {**users["authAlert"], "enabled": False},
+        "fileToken": {**users["fileToken"], "duration": 3600},
     }).raise_for_status()
     settings = httpx.get(f"{server.url}/api/settings", headers=admin).raise_for_status().json()
     httpx.patch(f"{server.url}/api/settings", headers=admin,

