@@ -7,7 +7,6 @@ through the app's ``ErrorRenderer``, so each client gets the error shape it pars
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 import secrets
@@ -23,9 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatehouse.core import logs
 from gatehouse.core.errors import ErrorRenderer, GatehouseError
 
-access_log = logging.getLogger("gatehouse.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -104,21 +103,8 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(scope, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):  # the record is built only when it is written
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "user_id": state(scope).get("user_id"),
-                    },
-                )
+            logs.access(scope["method"], scope["path"], status, round(elapsed * 1000, 2), request_id,
+                        state(scope).get("user_id"))
 
 
 @dataclass(frozen=True, slots=True)
