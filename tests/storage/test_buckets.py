@@ -1,13 +1,16 @@
-"""The remembered-bucket rule (``BucketView``): a remembered copy only ever lets a request through."""
+"""The remembered-bucket rule (``BucketView``): a remembered copy only ever lets a request through; and
+the remembered buckets are bounded."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
+from gatehouse.core.config import load_settings
 from gatehouse.core.errors import GatehouseError
-from gatehouse.storage.buckets import Buckets, BucketView
+from gatehouse.storage.buckets import REMEMBERED, Buckets, BucketView
 from gatehouse.storage.errors import bad_type
 from gatehouse.storage.models import Bucket
 
@@ -92,3 +95,29 @@ async def test_settle_refuses_when_the_fresh_read_refuses() -> None:
     with pytest.raises(GatehouseError) as refused:
         await view.settle(only_text, stale)
     assert refused.value.code == "InvalidMimeType"
+
+
+class Table:
+    """A stand-in for the admin pool: every bucket id exists; counts the reads."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def fetchrow(self, sql: str, bucket_id: str) -> dict[str, object]:
+        self.reads += 1
+        return {"id": bucket_id, "name": bucket_id, "owner": None, "public": False, "file_size_limit": None,
+                "allowed_mime_types": None, "inline_documents": False, "created_at": NOW, "updated_at": NOW}
+
+
+async def test_remembered_buckets_are_bounded_least_recently_used_first_out() -> None:
+    table = Table()
+    buckets = Buckets(SimpleNamespace(admin=table), load_settings())  # type: ignore[arg-type]
+    await buckets.view("kept")
+    for i in range(REMEMBERED + 50):
+        await buckets.view(f"b{i}")
+        if i % 100 == 0:
+            await buckets.view("kept")  # used again: stays
+    assert len(buckets._remembered) == REMEMBERED
+    reads = table.reads
+    assert not (await buckets.view("kept")).fresh and table.reads == reads
+    assert (await buckets.view("b1")).fresh and table.reads == reads + 1  # the oldest went first
