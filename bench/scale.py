@@ -187,7 +187,7 @@ def chart(path: Path, results: dict[int, dict[str, Cell]], steps: list[str], sub
     sizes = sorted(results)
     fig, (rps_ax, p50_ax) = plt.subplots(1, 2, figsize=(13, 5.5))
     for step in steps:
-        shown = [n for n in sizes if step in results[n]]
+        shown = [n for n in sizes if step in results[n] and results[n][step].median.rps > 0]  # none: off a log scale
         if not shown:
             continue
         rps_ax.plot(shown, [results[n][step].median.rps for n in shown], marker="o", label=STEPS[step])
