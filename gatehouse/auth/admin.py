@@ -59,14 +59,9 @@ class AdminService(Flow):
         per_page = max(1, min(per_page, MAX_PER_PAGE))
         page = max(1, min(page, MAX_PAGE))
         async with self.db.admin.acquire() as conn:
-            total = await conn.fetchval("SELECT count(*) FROM auth.users WHERE deleted_at IS NULL")
-            ids = await conn.fetch(
-                "SELECT id FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT $1 OFFSET $2",
-                per_page,
-                (page - 1) * per_page,
-            )
-            rows = [await users.by_id(conn, row["id"]) for row in ids]
-        return [User.from_row(row) for row in rows if row is not None], int(total)
+            total = await conn.fetchval(users.COUNT_LISTED_SQL)
+            rows = await conn.fetch(users.PAGE_SQL, per_page, (page - 1) * per_page)
+        return [User.from_row(row) for row in rows], int(total)
 
     async def get_user(self, user_id: uuid.UUID) -> User:
         row = await users.by_id(self.db.admin, user_id)

@@ -14,12 +14,27 @@ import asyncpg
 
 from gatehouse.core.db import Conn, Queryable
 
+#: A user's identities as a JSON array (``u`` is the user's row).
+_IDENTITIES = """coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i
+                  WHERE i.user_id = u.id), '[]'::jsonb) AS identities"""
+
 #: One user row plus its identities as a JSON array: one round trip per user read.
-_SELECT = """
+_SELECT = f"""
 SELECT u.*,
-       coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
-                '[]'::jsonb) AS identities
+       {_IDENTITIES}
 FROM auth.users u
+"""
+
+#: The users not deleted, oldest first: how many (X-Total-Count), and one page ($1 rows after $2).
+#: Both read only ``users_listed_idx`` (0019_scale_indexes.sql). The page's ids come first, so the
+#: rows and identities are read for the page alone, not for the rows its OFFSET skips.
+COUNT_LISTED_SQL = "SELECT count(*) FROM auth.users WHERE deleted_at IS NULL"
+PAGE_SQL = f"""
+SELECT u.*,
+       {_IDENTITIES}
+FROM (SELECT id, created_at FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT $1 OFFSET $2) AS page
+JOIN auth.users u ON u.id = page.id
+ORDER BY page.created_at, page.id
 """
 
 APP_METADATA_EMAIL = {"provider": "email", "providers": ["email"]}
