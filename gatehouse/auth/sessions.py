@@ -38,8 +38,20 @@ RETURNING session_id, floor(extract(epoch FROM now()))::bigint AS authenticated_
 
 #: A refresh in one round trip: rotate the token (auth.rotate_refresh_token, one transaction),
 #: and, when that succeeded, the session's user as the new access token needs it.
+#: Rotate a refresh token and read its user, in one statement (one transaction of its own).
+#:
+#: A rotation commits without waiting for its WAL to reach the disk (``synchronous_commit`` off for
+#: this transaction only, set after the rotation by its outcome: ``set_config`` inside the function
+#: would be undone when the function returns). What a crash of PostgreSQL can cost: the rotations
+#: of the last fraction of a second, each lost whole. The session's active token is then the one
+#: before; its client, holding the lost successor, is told to sign in again (a refused refresh,
+#: never a token accepted twice: see tests/auth/test_refresh_crash.py, which kills PostgreSQL).
+#: Every other outcome, a session ended for token reuse among them, commits durably.
 REFRESH_SQL = """
-SELECT r.outcome AS rotation_outcome, r.session_id AS rotation_session_id, u.*
+SELECT r.outcome AS rotation_outcome, r.session_id AS rotation_session_id,
+       set_config('synchronous_commit', CASE WHEN r.outcome = 'rotated' THEN 'off' ELSE 'on' END, true)
+           AS rotation_commit,
+       u.*
 FROM auth.rotate_refresh_token($1, $2, $3) r
 LEFT JOIN LATERAL (
     SELECT u.*,

@@ -26,7 +26,7 @@ FROM auth.users u
 """
 
 #: The users not deleted, oldest first: how many (X-Total-Count), and one page ($1 rows after $2).
-#: Both read only ``users_listed_idx`` (0019_scale_indexes.sql). The page's ids come first, so the
+#: Both read only ``users_listed_idx`` (0018_scale_indexes.sql). The page's ids come first, so the
 #: rows and identities are read for the page alone, not for the rows its OFFSET skips.
 COUNT_LISTED_SQL = "SELECT count(*) FROM auth.users WHERE deleted_at IS NULL"
 PAGE_SQL = f"""
