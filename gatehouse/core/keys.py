@@ -22,13 +22,27 @@ from typing import Any
 
 import jwt
 import orjson
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.utils import base64url_decode
 
 from gatehouse.core.config import ConfigError, Settings
 
 ALGORITHM = "ES256"
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+#: kid -> the encoded JOSE header of tokens signed with that key (a key set holds one or two keys).
+_JWT_HEADERS: dict[str, bytes] = {}
+
+
+def _b64url_bytes(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _header(kid: str) -> bytes:
+    encoded = _b64url_bytes(orjson.dumps({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}))
+    _JWT_HEADERS[kid] = encoded
+    return encoded
 LEGACY_KEY_LIFETIME = 10 * 365 * 24 * 3600
 API_KEY_ROLES = ("anon", "service_role")
 
@@ -77,7 +91,18 @@ class KeySet:
         return {"keys": [dict(self.public_jwk)]}
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+        """A compact ES256 JWS of ``claims`` (JSON values only), with this key's ``kid``.
+
+        Written here rather than through ``jwt.encode``: on every log-in and refresh, PyJWT's
+        generic path (the standard library's JSON encoder, header merging, claim checks) costs
+        as much again as the signature itself. The output is what PyJWT would make, up to JSON
+        spacing and escapes; ``tests/core/test_keys.py`` verifies it with PyJWT.
+        """
+        signing_input = _JWT_HEADERS.get(self.kid) or _header(self.kid)
+        signing_input += b"." + _b64url_bytes(orjson.dumps(claims))
+        r, s = decode_dss_signature(self.private_key.sign(signing_input, _ECDSA_SHA256))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + _b64url_bytes(signature)).decode()
 
     def role_for_api_key(self, key: str) -> str | None:
         """The base role an ``sb_`` API key grants, compared in constant time; None if unknown."""

@@ -201,3 +201,18 @@ def test_remembered_tokens_are_bounded_and_kept_small(keys: KeySet) -> None:
     assert held < 3 * 1.2 * len(json.dumps(user_claims(sub="u0", user_metadata=metadata)))
     assert verifier.verify(tokens[-1])["user_metadata"] == metadata
     assert JWTVerifier(keys, cache_size=0).verify(tokens[0])["sub"] == "u0"
+
+
+def test_signed_tokens_are_what_pyjwt_reads(tmp_path: Path) -> None:
+    """``KeySet.sign`` writes the JWS itself: PyJWT (and so every JWT library) must read it alike."""
+    keys = load_keys(load_settings(data_dir=tmp_path))
+    claims = user_claims(user_metadata={"full_name": "Zoë 名前 \u2028", "nested": {"list": [1, 2.5, None, True]}})
+    token = keys.sign(claims)
+    public = keys.private_key.public_key()
+    assert jwt.decode(token, public, algorithms=["ES256"], audience="authenticated") == claims
+    assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": keys.kid, "typ": "JWT"}
+    header, payload, signature = token.split(".")
+    assert "=" not in token and len(base64.urlsafe_b64decode(signature + "==")) == 64  # raw r || s, not DER
+    tampered = f"{header}.{payload[:-2]}AA.{signature}"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(tampered, public, algorithms=["ES256"], audience="authenticated")
