@@ -42,7 +42,7 @@ load: $(VENV)/.installed-test
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 # make bench: the tutorial workload against Gatehouse, PocketBase, a Python ceiling and a driver floor
-# (bench/tutorial.py, ~15 minutes; BENCH_ARGS=--quick: a 3-minute smoke run; BENCH_ARGS="--baseline REV": also
+# (bench/tutorial.py, ~25 minutes; BENCH_ARGS=--quick: a 3-minute smoke run; BENCH_ARGS="--baseline REV": also
 # Gatehouse at git revision REV, and current / baseline per step). Results in bench/results/tutorial.*
 .PHONY: bench
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
