@@ -43,6 +43,8 @@ def _header(kid: str) -> bytes:
     encoded = _b64url_bytes(orjson.dumps({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}))
     _JWT_HEADERS[kid] = encoded
     return encoded
+
+
 LEGACY_KEY_LIFETIME = 10 * 365 * 24 * 3600
 API_KEY_ROLES = ("anon", "service_role")
 
