@@ -30,7 +30,7 @@ from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.schema import SchemaCache
-from gatehouse.storage import listing, objects
+from gatehouse.storage import janitor, listing, objects
 
 #: Tables whose rows grow with the users (audit entries are only ever appended).
 GROWING = {"auth.users", "auth.identities", "auth.sessions", "auth.refresh_tokens", "auth.mfa_amr_claims",
@@ -160,6 +160,8 @@ def _hot_paths(world: World) -> dict[str, Callable[[asyncpg.Connection], Awaitab
             conn, objects._FIND, ["avatars", f"{uid}-avatar.png"]),
         "storage: list a folder": list_folder,
         "storage: list-v2 by prefix": list_v2,
+        "storage: start-up sweep, blobs still referenced": lambda conn: conn.fetch(
+            janitor.SWEEP_REFERENCED_SQL, [str(uuid.uuid4()) for _ in range(3)]),
         "rest: own profile by id": lambda conn: world.as_caller(conn, own_profile.sql, list(own_profile.values)),
     }
 
