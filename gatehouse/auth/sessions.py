@@ -36,9 +36,8 @@ SELECT $4, $1::text, id, false FROM s
 RETURNING session_id, floor(extract(epoch FROM now()))::bigint AS authenticated_at
 """
 
-#: A refresh in one round trip: rotate the token (auth.rotate_refresh_token, one transaction),
-#: and, when that succeeded, the session's user as the new access token needs it.
-#: Rotate a refresh token and read its user, in one statement (one transaction of its own).
+#: A refresh in one round trip: rotate the token (auth.rotate_refresh_token), and, when that
+#: succeeded, the session's user as the new access token needs it; one transaction of its own.
 #:
 #: A rotation commits without waiting for its WAL to reach the disk (``synchronous_commit`` off for
 #: this transaction only, set after the rotation by its outcome: ``set_config`` inside the function

@@ -31,18 +31,10 @@ from gatehouse.core.config import ConfigError, Settings
 
 ALGORITHM = "ES256"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-#: kid -> the encoded JOSE header of tokens signed with that key (a key set holds one or two keys).
-_JWT_HEADERS: dict[str, bytes] = {}
 
 
 def _b64url_bytes(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def _header(kid: str) -> bytes:
-    encoded = _b64url_bytes(orjson.dumps({"alg": ALGORITHM, "kid": kid, "typ": "JWT"}))
-    _JWT_HEADERS[kid] = encoded
-    return encoded
 
 
 LEGACY_KEY_LIFETIME = 10 * 365 * 24 * 3600
@@ -54,7 +46,7 @@ class InvalidToken(Exception):
 
 
 def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return _b64url_bytes(data).decode("ascii")
 
 
 def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
@@ -83,11 +75,15 @@ class KeySet:
     authenticator_password: str
     kid: str = field(init=False)
     public_jwk: dict[str, str] = field(init=False)
+    #: The encoded JOSE header of every token this key signs.
+    jws_header: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         jwk = _public_jwk(self.private_key.public_key())
         object.__setattr__(self, "kid", _thumbprint(jwk))
         object.__setattr__(self, "public_jwk", {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig", "key_ops": ["verify"]})
+        header = orjson.dumps({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"})
+        object.__setattr__(self, "jws_header", _b64url_bytes(header))
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [dict(self.public_jwk)]}
@@ -100,8 +96,7 @@ class KeySet:
         as much again as the signature itself. The output is what PyJWT would make, up to JSON
         spacing and escapes; ``tests/core/test_keys.py`` verifies it with PyJWT.
         """
-        signing_input = _JWT_HEADERS.get(self.kid) or _header(self.kid)
-        signing_input += b"." + _b64url_bytes(orjson.dumps(claims))
+        signing_input = self.jws_header + b"." + _b64url_bytes(orjson.dumps(claims))
         r, s = decode_dss_signature(self.private_key.sign(signing_input, _ECDSA_SHA256))
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return (signing_input + b"." + _b64url_bytes(signature)).decode()

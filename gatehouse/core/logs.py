@@ -103,6 +103,15 @@ class AccessLog:
 _access: AccessLog | None = None
 
 
+def flush() -> None:
+    """Write the access lines still buffered (at exit, and before the log is set up again)."""
+    if _access is not None:
+        _access.flush()
+
+
+atexit.register(flush)
+
+
 def access(method: str, path: str, status: int, duration_ms: float, request_id: str, user_id: str | None) -> None:
     """Log one answered request at ``info`` (on the ``gatehouse.access`` logger)."""
     if _access is not None:
@@ -126,8 +135,5 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if _access is not None:
-        _access.flush()
+    flush()
     _access = AccessLog(sys.stderr, fmt) if access_log.isEnabledFor(logging.INFO) else None
-    if _access is not None:
-        atexit.register(_access.flush)
