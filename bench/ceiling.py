@@ -81,8 +81,8 @@ app = Starlette(routes=[Route("/rest/v1/profiles", profile)], lifespan=lifespan)
 
 
 @contextmanager
-def ceiling(config: dict[str, Any], workers: int = 2) -> Iterator[str]:
-    """Serve the ceiling app with uvicorn on a free loopback port; yield its URL."""
+def ceiling(config: dict[str, Any], workers: int = 2) -> Iterator[tuple[str, int]]:
+    """Serve the ceiling app with uvicorn on a free loopback port; yield its URL and its pid."""
     port = free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
     env = {**os.environ, "BENCH_CEILING": orjson.dumps(config).decode()}
@@ -106,7 +106,7 @@ def ceiling(config: dict[str, Any], workers: int = 2) -> Iterator[str]:
                 log.seek(0)
                 raise RuntimeError(f"the ceiling app did not start: {log.read().decode()}")
             time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Our embedded PostgreSQL runs detached from this tree; its command line names the bench folder.
@@ -44,6 +44,11 @@ def _processes() -> dict[int, tuple[int, int, str]]:
 def _our_ticks() -> int:
     processes = _processes()
     roots = {os.getpid()} | {pid for pid, (_, _, cmd) in processes.items() if OURS_MARKER in cmd}
+    return _tree_ticks(processes, roots)
+
+
+def _tree_ticks(processes: dict[int, tuple[int, int, str]], roots: set[int]) -> int:
+    """CPU ticks of ``roots`` and all their descendants (reaped children included)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in processes.items():
         children.setdefault(ppid, []).append(pid)
@@ -75,4 +80,36 @@ class Meter:
         return min(max(share, 0.0), 1.0)
 
 
-__all__ = ["Meter"]
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The embedded PostgreSQL's postmaster under a Gatehouse data folder, if it runs."""
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        return int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class CPUSplit:
+    """CPU seconds of named process trees between ``start`` and ``seconds``: who paid for a run.
+
+    ``groups`` maps a name (``server``, ``database``) to the root pids of its trees (the trees do
+    not overlap: the embedded PostgreSQL runs detached from the server that started it).
+    """
+
+    groups: dict[str, set[int]]
+    before: dict[str, int] = field(default_factory=dict)
+
+    def _now(self) -> dict[str, int]:
+        processes = _processes()
+        return {name: _tree_ticks(processes, roots) for name, roots in self.groups.items()}
+
+    def start(self) -> None:
+        self.before = self._now()
+
+    def seconds(self) -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        return {name: (ticks - self.before.get(name, 0)) / tick for name, ticks in self._now().items()}
+
+
+__all__ = ["CPUSplit", "Meter", "postmaster_pid"]

@@ -25,6 +25,8 @@ SYSTEM_LABELS = {
     "ceiling": "ceiling (Starlette)",
     "floor": "floor (asyncpg)",
 }
+#: The process groups CPU is counted for, in the CPU table's order.
+CPU_GROUPS = ("server", "database", "load generator")
 COLORS = {"gatehouse": "#2f6fdf", "baseline": "#9dbbef", "quiet": "#6fa0f0", "pocketbase": "#e0922f", "ceiling": "#7a7a7a", "floor": "#3aa35b"}
 
 
@@ -39,10 +41,16 @@ class Cell:
     load_generator: list[float] = field(default_factory=list)
     #: Per run, the share of the machine's CPU time that went to processes not of this benchmark.
     other_work: list[float] = field(default_factory=list)
+    #: Per run, microseconds of CPU per answered request by process group: the server, its database
+    #: (where it runs apart), the load generator.
+    cpu: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, figures: Figures, statuses: dict[int, int] | None = None, samples: dict[int, str] | None = None,
-            load_generator: float | None = None, other_work: float | None = None) -> None:
+            load_generator: float | None = None, other_work: float | None = None,
+            cpu: dict[str, float] | None = None) -> None:
         self.runs.append(figures)
+        if cpu:
+            self.cpu.append(cpu)
         if other_work is not None:
             self.other_work.append(other_work)
         if load_generator is not None:
@@ -74,7 +82,19 @@ class Cell:
             "error_samples": {str(k): v for k, v in sorted(self.samples.items())},
             "wrk_cpu_share": [round(x, 3) for x in self.load_generator],
             "other_processes_cpu_share": [round(x, 3) for x in self.other_work],
+            "cpu_us_per_request": self.cpu_per_request(),
+            "cpu_us_per_request_runs": [{k: round(v, 1) for k, v in run.items()} for run in self.cpu],
         }
+
+    def cpu_per_request(self) -> dict[str, float]:
+        """Median microseconds of CPU per request by process group, and their total, over the runs."""
+        if not self.cpu:
+            return {}
+        groups = {group for run in self.cpu for group in run}
+        found = {group: round(statistics.median(run.get(group, 0.0) for run in self.cpu), 1) for group in CPU_GROUPS
+                 if group in groups}
+        found["total"] = round(statistics.median(sum(run.values()) for run in self.cpu), 1)
+        return found
 
 
 Results = dict[str, dict[str, Cell]]  # system -> step -> cell
@@ -142,6 +162,18 @@ def render(results: Results, steps: dict[str, str], baseline: str | None = None)
                 f"{by[o]['median']:.2f} ({by[o]['min']:.2f}-{by[o]['max']:.2f})" if o in by else "-" for o in columns])
         text += ("\n\nGatehouse's req/s over each system's, run by run (the runs of a pair back to back; below 1:"
                  "\nGatehouse is slower), median (min-max):\n" + table(ratio_rows))
+    cpu_rows = [["step", "system", *(f"{group} µs" for group in CPU_GROUPS), "total µs"]]
+    for step, name in steps.items():
+        for system, label in labels(baseline).items():
+            cell = results.get(system, {}).get(step)
+            found = cell.cpu_per_request() if cell is not None else {}
+            if found:
+                cpu_rows.append([f"({step}) {name}", label, *(f"{found[g]:,.0f}" if g in found else "-" for g in CPU_GROUPS),
+                                 f"{found['total']:,.0f}"])
+    if len(cpu_rows) > 1:
+        text += ("\n\nCPU time per answered request (median of the runs): the server's processes, its database's"
+                 "\n(PocketBase's SQLite runs inside its server) and wrk's. With the cores busy, the total bounds"
+                 "\nthe rate: 2 cores / total.\n" + table(cpu_rows))
     return text
 
 
@@ -207,6 +239,7 @@ def load_json(path: Path) -> tuple[Results, dict[str, str], dict[str, Any]]:
                 {int(k): v for k, v in cell["statuses"].items()},
                 {int(k): v for k, v in cell["error_samples"].items()},
                 cell.get("wrk_cpu_share", []), cell.get("other_processes_cpu_share", []),
+                cell.get("cpu_us_per_request_runs", []),
             )
     steps = document.pop("steps")
     document.pop("ratios", None)

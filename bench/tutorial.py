@@ -60,7 +60,7 @@ import jwt
 from bench import baseline, floor, report, workload
 from bench.ceiling import ceiling
 from bench.harness import gatehouse, require_wrk, stop_on_sigterm
-from bench.machine import Meter
+from bench.machine import CPUSplit, Meter, postmaster_pid
 from bench.pocketbase import binary as pocketbase_binary
 from bench.pocketbase import pocketbase
 from bench.report import Cell, Results
@@ -110,6 +110,8 @@ class Bench:
         self.revision: baseline.Revision | None = None
         #: system -> (base URL, workload maker) for the HTTP systems that are up.
         self.http: dict[str, tuple[str, Callable[[str], workload.Workload | None]]] = {}
+        #: system -> its process trees ("server", and "database" where it runs apart), for CPU per request.
+        self.processes: dict[str, dict[str, set[int]]] = {}
         self.statements: Statements | None = None
 
     def cell(self, system: str, step: str) -> Cell:
@@ -124,11 +126,17 @@ class Bench:
         if source is not None and not Path(server.package).is_relative_to(source):
             raise RuntimeError(f"the baseline server would import {server.package}, not the package in {source}")
         self.packages[system] = server.package
+        self.processes[system] = self.trees(server.process.pid, server.data_dir)
         steps = GatehouseSteps(server, self.folder / "avatar.png", users=pool_size(self.args))
         steps.setup()
         server_log = server.data_dir.parent / "server.log"
         self.log_from[system] = (server_log, server_log.stat().st_size if server_log.exists() else 0)
         return steps
+
+    @staticmethod
+    def trees(server_pid: int, data_dir: Path) -> dict[str, set[int]]:
+        postmaster = postmaster_pid(data_dir)
+        return {"server": {server_pid}, **({"database": {postmaster}} if postmaster else {})}
 
     def run(self, stack: ExitStack) -> None:
         args = self.args
@@ -147,8 +155,9 @@ class Bench:
                 self.statements = Statements(server.data_dir, ours)
             if "ceiling" in args.systems and "c" in args.steps:
                 log("Ceiling: starting (Starlette on uvicorn, 2 workers)")
-                url = stack.enter_context(ceiling(self.statements.ceiling_config()))  # type: ignore[union-attr]
+                url, pid = stack.enter_context(ceiling(self.statements.ceiling_config()))  # type: ignore[union-attr]
                 self.http["ceiling"] = (url, ours.workload)
+                self.processes["ceiling"] = self.trees(pid, server.data_dir)  # the same database as Gatehouse
         if "quiet" in args.systems and set(SUPPORTED["quiet"]) & set(args.steps):
             quiet = self.start_gatehouse(stack, "quiet", GATEHOUSE_LOG_LEVEL="warning")
             self.http["quiet"] = (quiet.server.url, quiet.workload)
@@ -158,6 +167,7 @@ class Bench:
             theirs = PocketBaseSteps(pb, avatar, users=pool_size(args))
             theirs.setup()
             self.http["pocketbase"] = (pb.url, theirs.workload)
+            self.processes["pocketbase"] = {"server": {pb.process.pid}}  # SQLite runs inside it
         order = [s for s in ORDER if s in args.systems or (s == "baseline" and self.revision)]
         for step in args.steps:
             here = [s for s in order if step in SUPPORTED[s] and (s in self.http or s == "floor")]
@@ -190,7 +200,10 @@ class Bench:
         seconds = args.warmup if run < 0 else args.seconds * (2 if step in SLOW else 1)
         meter = Meter()
         meter.start()
+        split = CPUSplit(self.processes.get(system, {}))
+        split.start()
         outcome = workload.run(url, spec, self.folder, connections=args.connections, seconds=seconds)
+        spent = split.seconds()
         other = meter.other_share()
         f = outcome.figures
         label = "warm-up" if run < 0 else f"run {run + 1}/{args.runs}"
@@ -202,7 +215,10 @@ class Bench:
             + (f"  statuses {dict(sorted(outcome.statuses.items()))}" if f.errors else ""))
         if run >= 0:
             share = outcome.wrk_cpu_seconds / (seconds * (os.cpu_count() or 1))
-            self.cell(system, step).add(f, outcome.statuses, outcome.samples, share, other)
+            answered = f.rps * seconds
+            cpu = {group: 1e6 * value / answered for group, value in
+                   {**spent, "load generator": outcome.wrk_cpu_seconds}.items()} if answered else {}
+            self.cell(system, step).add(f, outcome.statuses, outcome.samples, share, other, cpu)
         time.sleep(SLOW.get(step, SETTLE))
 
     def in_driver(self, step: str, run: int, url: str, operation: floor.Operation) -> None:
