@@ -92,6 +92,9 @@ def _api_url_warning(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gatehouse.auth.flows.base import callback_url
+    from gatehouse.auth.oauth.providers import Providers
+
     settings = _settings(args)
     _graceful_sigterm()
     if not port_is_free(settings.port, settings.host):
@@ -100,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "stop what uses it or choose another with --port (or GATEHOUSE_PORT)"
         )
     keys = load_keys(settings)
+    # Every worker builds the providers again; a mistake in their settings stops the start here, in one line.
+    providers = Providers(settings.oauth_providers, callback_url(settings))
     with database_server(settings) as server:
         applied = _prepare(server.url, keys, settings)
         # Worker processes build the app from the environment: hand them what we resolved.
@@ -121,6 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + f"\n  URL              {settings.public_site_url}"
             + f"\n  API URL          {settings.public_api_url}"
             + _api_url_warning(settings)
+            + (f"\n  Sign-in with     {', '.join(providers.names)} (callback {callback_url(settings)})"
+               if providers.names else "")
             + f"\n  Publishable key  {keys.publishable_key}"
             + f"\n  Secret key       {keys.secret_key}"
             + "\n  (keep the secret key on servers; `gatehouse keys` prints all keys)\n",

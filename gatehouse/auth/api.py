@@ -15,6 +15,7 @@ from gatehouse.auth import forms
 from gatehouse.auth.admin import AdminService
 from gatehouse.auth.errors import render_auth_error
 from gatehouse.auth.models import AuthCode, EmailChangeAccepted, Session
+from gatehouse.auth.oauth import api as oauth_api
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.auth.wire import generated_link_json, session_json, user_json
 from gatehouse.core.caller import caller
@@ -65,9 +66,10 @@ async def jwks(request: Request) -> Response:
 
 async def settings(request: Request) -> Response:
     config = _auth(request).settings
+    providers = {name: True for name in _auth(request).oauth.providers.names}
     return JSONResponse(
         {
-            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "external": {**providers, "email": True, "phone": False, "anonymous_users": False},
             "disable_signup": config.disable_signup,
             "mailer_autoconfirm": config.mailer_autoconfirm,
             "phone_autoconfirm": False,
@@ -99,9 +101,11 @@ async def token(request: Request) -> Response:
         session = await service.login.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))
     elif grant == "pkce":
         session = await service.login.exchange_code(forms.parse(forms.PKCEGrant, data), _client(request))
+    elif grant == "id_token":
+        session = await service.oauth.id_token(forms.parse(forms.IdTokenGrant, data), _client(request))
     else:
         raise GatehouseError(
-            "unsupported_grant_type", "grant_type must be password, refresh_token or pkce", status=400
+            "unsupported_grant_type", "grant_type must be password, refresh_token, pkce or id_token", status=400
         )
     return JSONResponse(session_json(session))
 
@@ -278,11 +282,17 @@ routes = [
     Route("/admin/users", admin_create_user, methods=["POST"]),
     Route("/admin/users/{user_id}", admin_user, methods=["GET", "PUT", "DELETE"]),
     Route("/admin/generate_link", admin_generate_link, methods=["POST"]),
+    Route("/authorize", oauth_api.authorize, methods=["GET"]),
+    Route("/callback", oauth_api.callback, methods=["GET", "POST"]),
+    Route("/user/identities/authorize", oauth_api.link_authorize, methods=["GET"]),
+    Route("/user/identities/{identity_id}", oauth_api.unlink, methods=["DELETE"]),
 ]
 
 #: Paths under /auth/v1 that need no API key, as on Supabase's gateway: health, the public
-#: key set, and the link people open from their email.
-OPEN_PATHS = frozenset({"/auth/v1/health", "/auth/v1/.well-known/jwks.json", "/auth/v1/verify"})
+#: key set, the link people open from their email, and the provider sign-in's browser navigations.
+OPEN_PATHS = frozenset({
+    "/auth/v1/health", "/auth/v1/.well-known/jwks.json", "/auth/v1/verify", "/auth/v1/authorize", "/auth/v1/callback",
+})
 
 MOUNT = ApiMount(
     Mount("/auth/v1", routes=routes), render_auth_error, key_required=True, token_at_edge=False, open_paths=OPEN_PATHS,

@@ -50,6 +50,15 @@ class PKCEGrant(_Form):
     code_verifier: str = Field(min_length=1, max_length=512)
 
 
+class IdTokenGrant(_Form):
+    """``signInWithIdToken``: an ID token from a provider's own SDK (native or one-tap sign-in)."""
+
+    provider: str = Field(min_length=1, max_length=64)
+    id_token: str = Field(min_length=1, max_length=16_384)
+    access_token: str | None = Field(default=None, max_length=16_384)
+    nonce: str | None = Field(default=None, max_length=512)
+
+
 class VerifyForm(_Form):
     type: str
     token_hash: str | None = Field(default=None, max_length=256)

@@ -25,7 +25,7 @@ OPTIONAL_TIMES = (
 
 @dataclass(frozen=True)
 class Identity:
-    """A way to sign in to a user (today only ``email``). Times as PostgreSQL wrote them in JSON."""
+    """A way to sign in to a user: ``email``, or a provider. Times as PostgreSQL wrote them in JSON."""
 
     id: str
     provider_id: str
@@ -120,6 +120,9 @@ class Session:
     claims: dict[str, Any]
     token_type: str = "bearer"
     weak_password: WeakPassword | None = field(default=None)
+    #: The sign-in provider's own tokens, handed over once when a provider sign-in ends in a session.
+    provider_token: str | None = None
+    provider_refresh_token: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,15 @@ the flows themselves live in ``auth.flows``.
 
 from __future__ import annotations
 
+import httpx2
+
 from gatehouse.auth.flows.account import AccountFlow
 from gatehouse.auth.flows.base import Client, Deps
 from gatehouse.auth.flows.login import LoginFlow
 from gatehouse.auth.flows.recover import RecoveryFlow
 from gatehouse.auth.flows.signup import SignUpFlow
 from gatehouse.auth.flows.verify import VerifyFlow
+from gatehouse.auth.oauth.flow import OAuthFlow
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
 from gatehouse.core.keys import KeySet
@@ -21,10 +24,11 @@ __all__ = ["AuthService", "Client"]
 
 
 class AuthService:
-    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``."""
+    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``."""
 
-    def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> None:
-        self.deps = Deps.build(database, settings, keys, templates)
+    def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates,
+                 provider_transport: httpx2.AsyncBaseTransport | None = None) -> None:
+        self.deps = Deps.build(database, settings, keys, templates, provider_transport)
         self.settings = settings
         self.devices = self.deps.devices
         self.redirects = self.deps.redirects
@@ -33,6 +37,7 @@ class AuthService:
         self.verification = VerifyFlow(self.deps)
         self.recovery = RecoveryFlow(self.deps)
         self.account = AccountFlow(self.deps)
+        self.oauth = OAuthFlow(self.deps)
 
     def close(self) -> None:
         """Stop the password hasher's thread pool (at shutdown)."""

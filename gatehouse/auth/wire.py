@@ -63,6 +63,10 @@ def session_json(session: Session) -> dict[str, Any]:
         "refresh_token": session.refresh_token,
         "user": user_json(session.user),
     }
+    if session.provider_token is not None:
+        body["provider_token"] = session.provider_token
+    if session.provider_refresh_token is not None:
+        body["provider_refresh_token"] = session.provider_refresh_token
     if session.weak_password is not None:
         body["weak_password"] = {
             "message": session.weak_password.message, "reasons": list(session.weak_password.reasons)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -32,6 +35,63 @@ def is_loopback_host(host: str | None) -> bool:
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+#: What each ``GATEHOUSE_OAUTH_<NAME>_<FIELD>`` variable may set, by its field suffix.
+OAUTH_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "ENABLED", "URL", "TENANT")
+OAUTH_PREFIX = "GATEHOUSE_OAUTH_"
+
+
+class OAuthProviderSettings(BaseModel):
+    """One sign-in provider, from ``GATEHOUSE_OAUTH_<NAME>_*``. Which names are built in, and what
+    each field means for them, is auth.oauth.providers' business; this is only the settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The name clients pass as ``provider=``: NAME lowercased (``GITHUB`` -> ``github``).
+    name: str
+    #: One client id, or several separated by commas: the first signs in through the browser, and
+    #: ID tokens (``signInWithIdToken``) may name any of them as their audience (web, iOS, Android).
+    client_id: str = ""
+    client_secret: str = ""
+    issuer: str = ""
+    scopes: str = ""
+    enabled: bool = True
+    url: str = ""
+    tenant: str = ""
+
+    @property
+    def client_ids(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.client_id.split(",") if part.strip())
+
+
+def oauth_variables(environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> dict[str, OAuthProviderSettings]:
+    """The providers configured by ``GATEHOUSE_OAUTH_<NAME>_<FIELD>`` variables (the environment
+    over ``.env``); raises ConfigError naming a variable whose field is not one of OAUTH_FIELDS."""
+    found: dict[str, dict[str, str]] = {}
+    merged = {k: v for k, v in dotenv.items() if v is not None} | dict(environ)
+    for key, value in merged.items():
+        upper = key.upper()
+        if not upper.startswith(OAUTH_PREFIX):
+            continue
+        rest = upper[len(OAUTH_PREFIX):]
+        field = next((f for f in sorted(OAUTH_FIELDS, key=len, reverse=True) if rest.endswith("_" + f)), None)
+        name = rest[: -len(field) - 1].lower() if field else ""
+        if field is None or not re.fullmatch(r"[a-z0-9][a-z0-9_]{0,62}", name):
+            raise ConfigError(
+                f"invalid configuration:\n  {key}: not a provider setting; use GATEHOUSE_OAUTH_<NAME>_<FIELD> with "
+                f"NAME of letters, digits and _ and FIELD one of {', '.join(OAUTH_FIELDS)}"
+            )
+        found.setdefault(name, {})[field.lower()] = value.strip()
+    providers: dict[str, OAuthProviderSettings] = {}
+    for name, fields in sorted(found.items()):
+        try:
+            providers[name] = OAuthProviderSettings(name=name, **fields)
+        except ValidationError as exc:
+            lines = [f"GATEHOUSE_OAUTH_{name.upper()}_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                     for e in exc.errors()]
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    return providers
 
 
 class Settings(BaseSettings):
@@ -167,6 +227,14 @@ class Settings(BaseSettings):
     )
     rate_limit_render: str = Field(
         "60/60", description="New image renders (cache misses) per IP address; the service role is not counted."
+    )
+
+    # Sign-in with other providers (GATEHOUSE_OAUTH_<NAME>_*: see auth/oauth/providers.py)
+    oauth_providers: dict[str, OAuthProviderSettings] = Field(
+        default_factory=dict, description="Sign-in providers, read from GATEHOUSE_OAUTH_<NAME>_<FIELD> variables."
+    )
+    manual_linking: bool = Field(
+        False, description="Let signed-in users link another provider to their account (linkIdentity) and unlink one."
     )
 
     # Storage
@@ -356,6 +424,8 @@ def load_settings(**overrides: object) -> Settings:
     Raises ConfigError with one line per bad setting, naming the variable.
     """
     clean = {key: value for key, value in overrides.items() if value is not None}
+    if "oauth_providers" not in clean:
+        clean["oauth_providers"] = oauth_variables(os.environ, dotenv_values(".env") if Path(".env").is_file() else {})
     try:
         return Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:

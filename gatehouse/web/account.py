@@ -17,7 +17,7 @@ from gatehouse.auth.forms import UserUpdateForm
 from gatehouse.core.errors import GatehouseError
 from gatehouse.profiles import Profile, ProfileError
 from gatehouse.services import services
-from gatehouse.web import avatars
+from gatehouse.web import avatars, providers
 from gatehouse.web.forms import ProfileForm
 from gatehouse.web.pages import auth, checked_form, client, current_user, page, to_login
 
@@ -30,7 +30,9 @@ async def account(request: Request) -> Response:
     profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
     form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
                        website=profile.website or "")
-    notice = {"password": "Password changed.", "profile": "Profile updated."}.get(
+    user = await auth(request).account.current_user(session.claims or {})
+    notice = {"password": "Password changed.", "profile": "Profile updated.",
+              "identities": "Sign-in methods updated."}.get(
         request.query_params.get("changed", ""), ""
     )
     if request.method == "POST":
@@ -54,6 +56,8 @@ async def account(request: Request) -> Response:
         avatar_size=avatars.SIZE,
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
+        identities=providers.identities(user), linking=services(request).settings.manual_linking,
+        linkable=[p for p in providers.enabled(request) if p["name"] not in {i.provider for i in user.identities}],
     )
 
 

@@ -15,6 +15,7 @@ from gatehouse.auth.forms import PasswordGrant, RecoverForm, SignupForm, VerifyF
 from gatehouse.auth.links import VERIFY_TYPES
 from gatehouse.auth.models import Session
 from gatehouse.core.errors import GatehouseError
+from gatehouse.web import providers
 from gatehouse.web.forms import same_site_path
 from gatehouse.web.pages import auth, checked_form, client, error_page, page, read_form, secure
 from gatehouse.web.session import clear, csrf_ok, store, web_session
@@ -26,7 +27,8 @@ async def home(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     if request.method == "GET":
-        return page(request, "login.html", email="", message=request.query_params.get("message", ""))
+        return page(request, "login.html", email="", message=request.query_params.get("message", ""),
+                    providers=providers.enabled(request))
     data = await checked_form(request)
     if isinstance(data, Response):
         return data
@@ -42,7 +44,8 @@ async def login(request: Request) -> Response:
         )
     except GatehouseError as error:
         status = error.status if error.status == 429 or error.status >= 500 else 400
-        response = page(request, "login.html", status=status, email=email, error=_login_message(error))
+        response = page(request, "login.html", status=status, email=email, error=_login_message(error),
+                        providers=providers.enabled(request))
         if error.extra.get("retry_after"):
             response.headers["Retry-After"] = str(error.extra["retry_after"])
         return response

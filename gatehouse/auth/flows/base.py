@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx2
 
 from gatehouse.auth import links, users
 from gatehouse.auth.devices import DeviceCookies
 from gatehouse.auth.forms import PKCE, normalize_email
+from gatehouse.auth.oauth.providers import Providers
 from gatehouse.auth.passwords import PasswordHasher, PasswordPolicy
 from gatehouse.auth.sessions import Sessions
 from gatehouse.auth.throttle import PasswordThrottle
@@ -61,6 +63,11 @@ def pkce(form: PKCE, method: str) -> links.Flow | None:
     return links.Flow(challenge_method, form.code_challenge, method)
 
 
+def callback_url(settings: Settings) -> str:
+    """Where providers send the browser back: the API's public URL, then ``/auth/v1/callback``."""
+    return f"{settings.public_api_url}/auth/v1/callback"
+
+
 @dataclass(frozen=True)
 class Deps:
     """The parts the flows are built from, made once per app."""
@@ -75,9 +82,12 @@ class Deps:
     templates: Templates
     redirects: links.Redirects
     sessions: Sessions
+    providers: Providers
 
     @classmethod
-    def build(cls, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> Deps:
+    def build(cls, database: Database, settings: Settings, keys: KeySet, templates: Templates,
+              provider_transport: httpx2.AsyncBaseTransport | None = None) -> Deps:
+        """``provider_transport``: how to reach the sign-in providers (tests inject one; None: the network)."""
         limiter = RateLimiter(settings)
         devices = DeviceCookies(keys, settings)
         return cls(
@@ -93,6 +103,7 @@ class Deps:
             sessions=Sessions(
                 AccessTokens(keys, settings), RefreshTokens(keys), settings.refresh_token_reuse_interval
             ),
+            providers=Providers(settings.oauth_providers, callback_url(settings), provider_transport),
         )
 
 

@@ -86,8 +86,11 @@ class LoginFlow(Flow):
             user = await users.by_id(conn, flow["user_id"], for_update=True)
             if user is None:
                 raise GatehouseError("user_not_found", "User not found", status=404)
-            method = "recovery" if flow["authentication_method"] == "recovery" else "otp"
-            return await self.deps.sessions.create(conn, user, method=method, ip=client.ip, user_agent=client.user_agent)
+            method = {"recovery": "recovery", "oauth": "oauth"}.get(flow["authentication_method"], "otp")
+            session = await self.deps.sessions.create(conn, user, method=method, ip=client.ip,
+                                                      user_agent=client.user_agent)
+            return dataclasses.replace(session, provider_token=flow["provider_access_token"],
+                                       provider_refresh_token=flow["provider_refresh_token"])
 
     async def logout(self, claims: dict[str, Any], scope: str, client: Client) -> None:
         """End this session (``local``), every other one (``others``) or all (``global``)."""
