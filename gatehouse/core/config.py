@@ -38,7 +38,8 @@ class ConfigError(Exception):
 
 
 #: What each ``GATEHOUSE_OAUTH_<NAME>_<FIELD>`` variable may set, by its field suffix.
-OAUTH_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "ENABLED", "URL", "TENANT")
+OAUTH_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "ENABLED", "URL", "TENANT", "TEAM_ID", "KEY_ID",
+                "PRIVATE_KEY")
 OAUTH_PREFIX = "GATEHOUSE_OAUTH_"
 
 
@@ -59,6 +60,11 @@ class OAuthProviderSettings(BaseModel):
     enabled: bool = True
     url: str = ""
     tenant: str = ""
+    #: Apple: the team, the key's id and the key (PEM text, or the path of the .p8 file) that sign
+    #: the client secret Apple wants as a JWT.
+    team_id: str = ""
+    key_id: str = ""
+    private_key: str = ""
 
     @property
     def client_ids(self) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from gatehouse.web.session import cookie, csrf_ok, store, web_session
 
 VERIFIER = "gh-oauth-verifier"
 #: How the pages name the built-in providers; others by their configured name.
-LABELS = {"github": "GitHub", "google": "Google", "azure": "Microsoft", "gitlab": "GitLab", "discord": "Discord",
+LABELS = {"apple": "Apple", "github": "GitHub", "google": "Google", "azure": "Microsoft", "gitlab": "GitLab", "discord": "Discord",
           "keycloak": "Keycloak"}
 
 
@@ -123,7 +123,7 @@ async def link(request: Request) -> Response:
     response = RedirectResponse(started.url, status_code=303)
     response.headers.append("set-cookie", _verifier_cookie(request, verifier))
     if bound:
-        response.headers.append("set-cookie", binding_cookie(settings, started.binding))
+        response.headers.append("set-cookie", binding_cookie(settings, started.binding, cross_site=started.cross_site))
     return response
 
 

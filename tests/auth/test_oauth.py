@@ -262,11 +262,17 @@ def test_an_unverified_address_never_joins_or_claims_an_account(
     assert [i["provider"] for i in owner["identities"]] == ["email"]
 
 
-def test_no_address_at_all_makes_an_account_without_one(browser: ProviderBrowser, server: RunningServer,
-                                                        auth: Auth) -> None:
-    back = fragment(browser.open(authorize_url(server), login=f"noemail:{uuid.uuid4().hex[:8]}"))
+@pytest.mark.parametrize("login", [
+    f"noemail:{uuid.uuid4().hex[:8]}",  # no address at all
+    f"not-an-address-{uuid.uuid4().hex[:8]}",  # "verified", but not an address
+    f"{'x' * 250}-{uuid.uuid4().hex[:8]}@example.com",  # "verified", but longer than an address may be
+])
+def test_no_usable_address_makes_an_account_without_one(browser: ProviderBrowser, server: RunningServer,
+                                                        auth: Auth, login: str) -> None:
+    back = fragment(browser.open(authorize_url(server), login=login))
     user = user_of(auth, back["access_token"])
-    assert user["email"] == "" and user["identities"][0]["provider"] == "keycloak"
+    assert user["email"] == "" and "email_confirmed_at" not in user
+    assert user["identities"][0]["provider"] == "keycloak"
 
 
 # -- hostile callbacks ------------------------------------------------------------------------
@@ -515,3 +521,25 @@ def test_admin_sees_identities_and_deleting_the_user_deletes_them(
         admin.close()
     again = fragment(browser.open(authorize_url(server), login=login))
     assert user_of(auth, again["access_token"])["id"] != user_id  # the identity went with the user
+
+
+def test_a_callback_posted_as_a_form_works_like_the_redirect(server: RunningServer, browser: ProviderBrowser) -> None:
+    """Providers answering with ``response_mode=form_post`` (Apple) POST the code and state."""
+    callback = _callback_url(browser, server, new_email("posted"), redirect_to=f"{APP}/cb")
+    posted = browser.http.post(f"{server.url}/auth/v1/callback", data=query(callback))
+    assert posted.status_code == 302
+    assert "access_token" in fragment(httpx.URL(posted.headers["location"]))
+    oversized = browser.http.post(f"{server.url}/auth/v1/callback", data={f"f{i}": "x" for i in range(100)})
+    assert oversized.status_code == 400
+
+
+def test_the_binding_cookie_for_cross_site_posts_is_samesite_none_and_secure() -> None:
+    from gatehouse.auth.oauth.api import binding_cookie
+    from gatehouse.core.config import load_settings
+
+    local = load_settings(api_external_url="http://127.0.0.1:8000")
+    assert "SameSite=Lax" in binding_cookie(local, "v") and "Secure" not in binding_cookie(local, "v")
+    posted = binding_cookie(local, "v", cross_site=True)
+    assert "SameSite=None" in posted and "Secure" in posted
+    behind = load_settings(api_external_url="https://example.com/api")
+    assert "Path=/api/auth/v1/callback" in binding_cookie(behind, "v") and "Secure" in binding_cookie(behind, "v")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from gatehouse.auth.oauth.providers import ProviderError, Providers, ProviderTokens, build
 from gatehouse.core.config import ConfigError, OAuthProviderSettings, oauth_variables
@@ -254,3 +255,99 @@ async def test_an_unreadable_discovery_document_is_a_provider_error() -> None:
     provider = build(settings("corp", issuer="https://idp.example.com"), CALLBACK, api.transport)
     with pytest.raises(ProviderError, match="discovery document"):
         await provider.endpoints()
+
+
+# -- Apple ------------------------------------------------------------------------------------
+
+
+APPLE_TEAM_KEY = ECKey.generate_key("P-256", private=True)
+
+
+def apple_settings(**fields: str) -> OAuthProviderSettings:
+    pem = APPLE_TEAM_KEY.as_pem(private=True).decode().replace("\n", "\\n")  # as one .env line holds it
+    return OAuthProviderSettings(name="apple", **({"client_id": "com.example.web", "team_id": "TEAM123456",
+                                                   "key_id": "KEY1234567", "private_key": pem} | fields))
+
+
+def apple_api(signing: RSAKey, id_token: str | Callable[[], str]) -> FakeProviderAPI:
+    """Apple's discovery document, keys and token endpoint (https://appleid.apple.com), as documented."""
+    def token(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"access_token": "a1b2c3", "token_type": "Bearer", "expires_in": 3600,
+                                          "refresh_token": "r1b2c3",
+                                          "id_token": id_token() if callable(id_token) else id_token})
+    return FakeProviderAPI({
+        "https://appleid.apple.com/.well-known/openid-configuration": answer({
+            "issuer": "https://appleid.apple.com", "authorization_endpoint": "https://appleid.apple.com/auth/authorize",
+            "token_endpoint": "https://appleid.apple.com/auth/token", "jwks_uri": "https://appleid.apple.com/auth/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+        }),
+        "https://appleid.apple.com/auth/keys": answer(KeySet([signing]).as_dict(private=False)),
+        "https://appleid.apple.com/auth/token": token,
+    })
+
+
+def apple_id_token(signing: RSAKey, nonce: str | None, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": "https://appleid.apple.com", "aud": "com.example.web", "sub": "001234.abcdef.0987", "iat": now,
+            "exp": now + 600, "email": "x7k2@privaterelay.appleid.com", "email_verified": "true",
+            "is_private_email": "true", **({"nonce": nonce} if nonce else {})} | claims
+    return jwt.encode({"alg": "RS256", "kid": signing.kid}, body, signing)
+
+
+async def test_apple_sign_in_contract() -> None:
+    signing = RSAKey.generate_key(2048, parameters={"kid": "apple-1"})
+    api = apple_api(signing, lambda: apple_id_token(signing, "the-nonce"))
+    provider = build(apple_settings(), CALLBACK, api.transport)
+    url = await provider.authorization_url(state="st", nonce="the-nonce", verifier="v" * 50, scopes=None, extra={})
+    assert url.startswith("https://appleid.apple.com/auth/authorize?")
+    assert "scope=name%20email" in url and "+" not in url.partition("?")[2]
+    sent = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert sent["response_mode"] == "form_post" and sent["nonce"] == "the-nonce"
+    assert "code_challenge" not in sent  # Apple takes no PKCE
+    tokens = await provider.exchange("apple-code", "v" * 50)
+    form = {k: v[0] for k, v in parse_qs(api.seen[-1].content.decode()).items()}
+    assert form["client_id"] == "com.example.web" and "code_verifier" not in form
+    secret = jwt.decode(form["client_secret"], APPLE_TEAM_KEY)
+    assert secret.header["kid"] == "KEY1234567" and secret.header["alg"] == "ES256"
+    assert secret.claims["iss"] == "TEAM123456" and secret.claims["sub"] == "com.example.web"
+    assert secret.claims["aud"] == "https://appleid.apple.com" and secret.claims["exp"] - secret.claims["iat"] == 3600
+    posted = {"user": json.dumps({"name": {"firstName": "Ada", "lastName": "Lovelace"}, "email": "forged@evil.test"})}
+    found = await provider.identity(tokens, "the-nonce", posted)
+    assert found.subject == "001234.abcdef.0987" and found.email == "x7k2@privaterelay.appleid.com"
+    assert found.email_verified is True  # Apple's "true" string
+    assert found.data["full_name"] == "Ada Lovelace"  # the name from the form; the address only from the token
+    wrong = await provider.identity(tokens, "the-nonce", {"user": "{not json"})
+    assert "full_name" not in wrong.data
+
+
+async def test_apple_id_tokens_from_either_issuer_and_not_others() -> None:
+    signing = RSAKey.generate_key(2048, parameters={"kid": "apple-1"})
+    provider = build(apple_settings(), CALLBACK, apple_api(signing, "").transport)
+    for issuer in ("https://appleid.apple.com", "https://account.apple.com"):
+        token = apple_id_token(signing, "n", iss=issuer)
+        assert (await provider.verify_id_token(token, "n", nonce_hashed=False)).subject == "001234.abcdef.0987"
+    with pytest.raises(ProviderError, match="issued by"):
+        await provider.verify_id_token(apple_id_token(signing, "n", iss="https://evil.example"), "n", nonce_hashed=False)
+
+
+def test_apple_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        build(apple_settings(key_id=""), CALLBACK)
+    with pytest.raises(ConfigError, match="are required"):
+        build(OAuthProviderSettings(name="apple", client_id="com.example.web"), CALLBACK)
+    with pytest.raises(ConfigError, match="neither a PEM key nor a readable file"):
+        build(apple_settings(private_key="/nonexistent/AuthKey.p8"), CALLBACK)
+    rsa_pem = RSAKey.generate_key(2048).as_pem(private=True).decode()
+    with pytest.raises(ConfigError, match="EC private key|P-256"):
+        build(apple_settings(private_key=rsa_pem), CALLBACK)
+    # a ready-made client secret is used as it is
+    ready = build(OAuthProviderSettings(name="apple", client_id="com.example.web", client_secret="made.by.hand"),
+                  CALLBACK)
+    assert ready.client_secret() == "made.by.hand"
+
+
+def test_apple_key_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "AuthKey_KEY1234567.p8"
+    key_file.write_bytes(APPLE_TEAM_KEY.as_pem(private=True))
+    provider = build(apple_settings(private_key=str(key_file)), CALLBACK)
+    assert jwt.decode(str(provider.client_secret()), APPLE_TEAM_KEY).claims["iss"] == "TEAM123456"

@@ -20,12 +20,14 @@ account; ``unlink`` removes one, never the last.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 import asyncpg
 
 from gatehouse.auth import users
+from gatehouse.auth.forms import normalize_email
 from gatehouse.auth.oauth.providers import ProviderIdentity
 from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
@@ -50,6 +52,16 @@ def banned() -> GatehouseError:
     return GatehouseError("user_banned", "User is banned", status=403)
 
 
+def _normalized(identity: ProviderIdentity) -> ProviderIdentity:
+    """The identity with its address normalized as sign-up normalizes one; an address that is not
+    one (malformed, too long) counts as none."""
+    try:
+        email = normalize_email(identity.email, required=False)
+    except GatehouseError:
+        email = None
+    return dataclasses.replace(identity, email=email, email_verified=identity.email_verified and email is not None)
+
+
 async def sign_in(conn: Conn, provider: str, identity: ProviderIdentity, *, allow_signup: bool,
                   ip: str) -> tuple[asyncpg.Record, bool]:
     """The account this sign-in belongs to (made if need be), and whether it was made now.
@@ -57,6 +69,7 @@ async def sign_in(conn: Conn, provider: str, identity: ProviderIdentity, *, allo
     Runs in the caller's transaction. Two sign-ins racing to make the same account: the second
     finds the first's (a savepoint retries once after a unique violation).
     """
+    identity = _normalized(identity)
     for attempt in (1, 2):
         try:
             async with conn.transaction():

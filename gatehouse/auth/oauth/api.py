@@ -49,13 +49,16 @@ def _with(url: str, *, query: dict[str, Any] | None = None, fragment: dict[str, 
     return urlunsplit((parts.scheme, parts.netloc, parts.path, new_query, urlencode(fragment) if fragment else parts.fragment))
 
 
-def binding_cookie(settings: Settings, value: str) -> str:
-    """HttpOnly, scoped to the callback's path, SameSite=Lax: sent on the provider's redirect back
-    (a top-level GET), never on another site's requests. Secure when the API is served over https."""
+def binding_cookie(settings: Settings, value: str, *, cross_site: bool = False) -> str:
+    """HttpOnly and scoped to the callback's path. SameSite=Lax: sent on the provider's redirect
+    back (a top-level GET), never on another site's requests; Secure when the API is served over
+    https. ``cross_site`` (providers that come back with a cross-site POST, Apple's form_post):
+    SameSite=None, which browsers accept only with Secure."""
     api = urlsplit(settings.public_api_url)
     path = api.path.rstrip("/") + "/auth/v1/callback"
-    parts = [f"{BINDING_COOKIE}={value}", f"Path={path}", "Max-Age=600", "HttpOnly", "SameSite=Lax"]
-    if api.scheme == "https":
+    parts = [f"{BINDING_COOKIE}={value}", f"Path={path}", "Max-Age=600", "HttpOnly",
+             "SameSite=None" if cross_site else "SameSite=Lax"]
+    if api.scheme == "https" or cross_site:
         parts.append("Secure")
     return "; ".join(parts)
 
@@ -66,7 +69,8 @@ def _started(request: Request, started: Started, *, skip_redirect: bool) -> Resp
         response = JSONResponse({"url": started.url})
     else:
         response = RedirectResponse(started.url, status_code=302)
-    response.headers.append("set-cookie", binding_cookie(_auth(request).settings, started.binding))
+    response.headers.append("set-cookie", binding_cookie(_auth(request).settings, started.binding,
+                                                         cross_site=started.cross_site))
     response.headers["Cache-Control"] = "no-store"
     return response
 

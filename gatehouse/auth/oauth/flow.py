@@ -50,10 +50,13 @@ MAX_FORWARDED_LENGTH = 512
 
 @dataclass(frozen=True)
 class Started:
-    """Where to send the browser, and the binding cookie's value to set on that answer."""
+    """Where to send the browser, and the binding cookie's value to set on that answer.
+    ``cross_site``: the provider comes back with a cross-site POST (form_post), so the cookie must
+    be sent on one (SameSite=None)."""
 
     url: str
     binding: str
+    cross_site: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class OAuthFlow(Flow):
             challenge.challenge if challenge else None, challenge.challenge_method if challenge else None,
             verifier, nonce, link_user, STATE_LIFETIME.total_seconds(),
         )
-        return Started(url, binding)
+        return Started(url, binding, cross_site=chosen.response_mode == "form_post")
 
     async def _authorization_url(self, chosen: Provider, **kwargs: Any) -> str:
         try:
@@ -170,7 +173,7 @@ class OAuthFlow(Flow):
                                                    f"Unsupported provider: {row['provider']} is not enabled", status=400))
         try:
             tokens = await chosen.exchange(code, row["provider_code_verifier"])
-            identity = await chosen.identity(tokens, row["nonce"])
+            identity = await chosen.identity(tokens, row["nonce"], params)
         except ProviderError as exc:
             return Finished(target, GatehouseError("unexpected_failure", str(exc), status=502))
         try:

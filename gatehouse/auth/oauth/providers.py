@@ -17,16 +17,19 @@ The OAuth 2.0 exchanges go through Authlib's client; ID tokens through joserfc.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from joserfc.jwk import KeySet
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
 
 from gatehouse.auth.oauth import idtoken
 from gatehouse.core.config import ConfigError, OAuthProviderSettings
@@ -83,6 +86,10 @@ class Provider:
     response_mode: str | None = None
     #: Whether ID tokens from it can sign in directly (``grant_type=id_token``).
     accepts_id_tokens = False
+    #: Whether it takes PKCE (Apple does not).
+    uses_pkce = True
+    #: How the client authenticates at the token endpoint, when it has a secret.
+    secret_method = "client_secret_basic"
 
     def __init__(self, settings: OAuthProviderSettings, redirect_uri: str, transport: httpx2.AsyncBaseTransport | None) -> None:
         self.settings = settings
@@ -102,11 +109,15 @@ class Provider:
         extra = (asked or "").replace(",", " ").split()
         return " ".join(dict.fromkeys([*base, *extra]))
 
+    def client_secret(self) -> str | None:
+        return self.settings.client_secret or None
+
     def client(self) -> AsyncOAuth2Client:
+        secret = self.client_secret()
         return AsyncOAuth2Client(
-            self.client_id, self.settings.client_secret or None, redirect_uri=self.redirect_uri,
-            code_challenge_method="S256", timeout=TIMEOUT, transport=self.transport,
-            token_endpoint_auth_method="client_secret_basic" if self.settings.client_secret else "none",
+            self.client_id, secret, redirect_uri=self.redirect_uri,
+            code_challenge_method="S256" if self.uses_pkce else None, timeout=TIMEOUT, transport=self.transport,
+            token_endpoint_auth_method=self.secret_method if secret else "none",
         )
 
     async def endpoints(self) -> tuple[str, str]:
@@ -121,7 +132,8 @@ class Provider:
             params["response_mode"] = self.response_mode
         async with self.client() as client:
             url, _ = client.create_authorization_url(
-                authorize, state=state, code_verifier=verifier, scope=self.scopes(scopes), **params
+                authorize, state=state, code_verifier=verifier if self.uses_pkce else None, scope=self.scopes(scopes),
+                **params,
             )
         return str(url)
 
@@ -131,7 +143,8 @@ class Provider:
         async with self.client() as client:
             try:
                 token = await client.fetch_token(
-                    token_url, code=code, code_verifier=verifier, headers={"Accept": "application/json"}
+                    token_url, code=code, headers={"Accept": "application/json"},
+                    **({"code_verifier": verifier} if self.uses_pkce else {}),
                 )
             except OAuthError as exc:
                 raise ProviderError(f"{self.name} refused the code: {exc.description or exc.error}") from None
@@ -142,7 +155,9 @@ class Provider:
             raise ProviderError(f"{self.name} answered the code without an access token")
         return ProviderTokens(access, token.get("refresh_token") or None, token.get("id_token") or None)
 
-    async def identity(self, tokens: ProviderTokens, nonce: str) -> ProviderIdentity:
+    async def identity(self, tokens: ProviderTokens, nonce: str, posted: Mapping[str, str] | None = None
+                       ) -> ProviderIdentity:
+        """Who signed in. ``posted``: what the provider's redirect back carried besides the code."""
         raise NotImplementedError
 
     async def verify_id_token(self, token: str, nonce: str | None, *, nonce_hashed: bool,
@@ -280,7 +295,8 @@ class OIDCProvider(Provider):
             return claims
         return {**info, **claims, "email": info.get("email"), "email_verified": info.get("email_verified")}
 
-    async def identity(self, tokens: ProviderTokens, nonce: str) -> ProviderIdentity:
+    async def identity(self, tokens: ProviderTokens, nonce: str, posted: Mapping[str, str] | None = None
+                       ) -> ProviderIdentity:
         if tokens.id_token is None:
             raise ProviderError(f"{self.name} sent no ID token; is the openid scope configured?")
         claims = await self.claims(tokens.id_token, nonce, nonce_hashed=False)
@@ -317,6 +333,103 @@ class AzureProvider(OIDCProvider):
         return edov is True or edov in ("1", "true", 1)
 
 
+class AppleProvider(OIDCProvider):
+    """Sign in with Apple: OpenID Connect with Apple's quirks.
+
+    - The browser comes back with a cross-site POST (``response_mode=form_post``, which Apple
+      requires when asking for the name or address), carrying the person's name (``user``) the
+      first time only; the name is taken from there, the address only from the ID token.
+    - The client secret is a JWT (ES256) signed with the team's key: made here from ``_TEAM_ID``,
+      ``_KEY_ID`` and ``_PRIVATE_KEY``, valid an hour and made again before it ends (or given ready
+      made as ``_CLIENT_SECRET``). Apple takes it in the form (``client_secret_post``).
+    - No PKCE; ``email_verified`` may be the string ``"true"``; ID tokens may name either of
+      Apple's issuers.
+    """
+
+    ISSUERS = ("https://appleid.apple.com", "https://account.apple.com")
+    AUDIENCE = "https://appleid.apple.com"
+    default_scopes = "name email"
+    response_mode = "form_post"
+    uses_pkce = False
+    secret_method = "client_secret_post"
+    SECRET_LIFETIME = 3600
+
+    def __init__(self, settings: OAuthProviderSettings, redirect_uri: str, transport: httpx2.AsyncBaseTransport | None) -> None:
+        super().__init__(settings, redirect_uri, transport, issuer=settings.issuer or self.ISSUERS[0])
+        self._key: ECKey | None = None
+        if settings.team_id or settings.key_id or settings.private_key:
+            if not (settings.team_id and settings.key_id and settings.private_key):
+                raise ConfigError(f"GATEHOUSE_OAUTH_{self.name.upper()}_TEAM_ID, _KEY_ID and _PRIVATE_KEY go together: "
+                                  "Apple's client secret is signed with that key")
+            self._key = _apple_key(settings.private_key, self.name)
+        elif not settings.client_secret:
+            raise ConfigError(f"GATEHOUSE_OAUTH_{self.name.upper()}_TEAM_ID, _KEY_ID and _PRIVATE_KEY are required to "
+                              "sign in with Apple (or a ready-made client secret JWT as _CLIENT_SECRET)")
+        self._secret: tuple[str, float] | None = None
+
+    def issuer_matches(self, iss: str, claims: dict[str, Any]) -> bool:
+        return iss.rstrip("/") in self.ISSUERS
+
+    def client_secret(self) -> str | None:
+        if self._key is None:
+            return self.settings.client_secret or None
+        now = time.time()
+        if self._secret is None or self._secret[1] - now < self.SECRET_LIFETIME / 4:
+            claims = {"iss": self.settings.team_id, "iat": int(now), "exp": int(now) + self.SECRET_LIFETIME,
+                      "aud": self.AUDIENCE, "sub": self.client_id}
+            token = jwt.encode({"alg": "ES256", "kid": self.settings.key_id}, claims, self._key)
+            self._secret = (token, now + self.SECRET_LIFETIME)
+        return self._secret[0]
+
+    async def authorization_url(self, **kwargs: Any) -> str:
+        # Apple wants the scopes' spaces as %20, not +.
+        url = await super().authorization_url(**kwargs)
+        base, _, query = url.partition("?")
+        return f"{base}?{query.replace('+', '%20')}"
+
+    async def identity(self, tokens: ProviderTokens, nonce: str, posted: Mapping[str, str] | None = None
+                       ) -> ProviderIdentity:
+        found = await super().identity(tokens, nonce)
+        name = _apple_name((posted or {}).get("user"))
+        if not name:
+            return found
+        return ProviderIdentity(found.subject, found.email, found.email_verified,
+                                found.data | {"name": name, "full_name": name})
+
+
+def _apple_key(value: str, name: str) -> ECKey:
+    """The P-256 key from PEM text (``\\n`` for line breaks allowed) or the path of Apple's .p8 file."""
+    text = value.replace("\\n", "\n").strip()
+    if not text.startswith("-----BEGIN"):
+        try:
+            text = Path(text).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError(f"GATEHOUSE_OAUTH_{name.upper()}_PRIVATE_KEY: neither a PEM key nor a readable "
+                              f"file: {exc}") from None
+    try:
+        key = ECKey.import_key(text)
+    except Exception:  # noqa: BLE001 - any unreadable key is a configuration error, said plainly
+        raise ConfigError(f"GATEHOUSE_OAUTH_{name.upper()}_PRIVATE_KEY is not an EC private key (Apple's .p8)") from None
+    if not key.is_private or key.curve_name != "P-256":
+        raise ConfigError(f"GATEHOUSE_OAUTH_{name.upper()}_PRIVATE_KEY must be a P-256 private key (Apple's .p8)")
+    return key
+
+
+def _apple_name(user: str | None) -> str:
+    """The name in the ``user`` field Apple posts the first time (``{"name": {"firstName", "lastName"}}``)."""
+    if not user or len(user) > 4096:
+        return ""
+    try:
+        parsed = json.loads(user)
+    except ValueError:
+        return ""
+    name = parsed.get("name") if isinstance(parsed, dict) else None
+    if not isinstance(name, dict):
+        return ""
+    parts = [name.get("firstName"), name.get("lastName")]
+    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())[:200]
+
+
 class GitHubProvider(Provider):
     """GitHub: OAuth 2.0 and its REST API. The address is the account's primary one, and
     verified only if GitHub says so (the ``user:email`` scope reads it)."""
@@ -332,7 +445,8 @@ class GitHubProvider(Provider):
     async def endpoints(self) -> tuple[str, str]:
         return f"{self.web}/login/oauth/authorize", f"{self.web}/login/oauth/access_token"
 
-    async def identity(self, tokens: ProviderTokens, nonce: str) -> ProviderIdentity:
+    async def identity(self, tokens: ProviderTokens, nonce: str, posted: Mapping[str, str] | None = None
+                       ) -> ProviderIdentity:
         user = await self.get_json(f"{self.api}/user", tokens.access_token)
         emails = await self.get_json(f"{self.api}/user/emails", tokens.access_token)
         if not isinstance(user, dict) or user.get("id") is None:
@@ -358,7 +472,8 @@ class DiscordProvider(Provider):
     async def endpoints(self) -> tuple[str, str]:
         return "https://discord.com/oauth2/authorize", f"{self.API}/oauth2/token"
 
-    async def identity(self, tokens: ProviderTokens, nonce: str) -> ProviderIdentity:
+    async def identity(self, tokens: ProviderTokens, nonce: str, posted: Mapping[str, str] | None = None
+                       ) -> ProviderIdentity:
         user = await self.get_json(f"{self.API}/users/@me", tokens.access_token)
         if not isinstance(user, dict) or not user.get("id"):
             raise ProviderError("Discord's profile names no user id")
@@ -384,6 +499,7 @@ def _gitlab(s: OAuthProviderSettings, uri: str, t: httpx2.AsyncBaseTransport | N
 
 
 BUILT_IN = {
+    "apple": AppleProvider,
     "google": _google,
     "gitlab": _gitlab,
     "azure": AzureProvider,
