@@ -543,3 +543,28 @@ def test_the_binding_cookie_for_cross_site_posts_is_samesite_none_and_secure() -
     assert "SameSite=None" in posted and "Secure" in posted
     behind = load_settings(api_external_url="https://example.com/api")
     assert "Path=/api/auth/v1/callback" in binding_cookie(behind, "v") and "Secure" in binding_cookie(behind, "v")
+
+
+def test_supabase_py_link_and_unlink_identity(linking: RunningServer, provider: OIDCProvider) -> None:
+    from supabase import ClientOptions, create_client
+
+    email = new_email("pylink")
+    admin = Auth(linking, linking.keys.secret_key)
+    created = admin.post("/admin/users", {"email": email, "password": PASSWORD, "email_confirm": True})
+    admin.close()
+    assert created.status_code == 200, created.text
+    supabase = create_client(linking.url, linking.keys.publishable_key, ClientOptions(flow_type="pkce"))
+    browser = ProviderBrowser(provider, gatehouse=linking.url)
+    try:
+        supabase.auth.sign_in_with_password({"email": email, "password": PASSWORD})
+        started = supabase.auth.link_identity({"provider": "keycloak", "options": {"redirect_to": f"{APP}/linked"}})
+        back = browser.open(started.url, login=new_email("pylinked"))
+        assert str(back).startswith(f"{APP}/linked"), back
+        identities = supabase.auth.get_user_identities().identities
+        assert sorted(i.provider for i in identities) == ["email", "keycloak"]
+        supabase.auth.unlink_identity(next(i for i in identities if i.provider == "keycloak"))
+        assert [i.provider for i in supabase.auth.get_user_identities().identities] == ["email"]
+    finally:
+        browser.close()
+        supabase.auth.close()
+        supabase.auth.admin.close()
