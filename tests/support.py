@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from gatehouse.core.embedded import free_port
@@ -50,6 +51,22 @@ class RunningServer:
 
 #: The ``confirmed_session`` fixture: ``confirmed_session(server) -> (email, session)``.
 ConfirmedSession = Callable[[RunningServer], tuple[str, dict[str, Any]]]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_tool(tool: str, needed_for: str) -> str:
+    """The path of ``tool``. Missing, the test is skipped on a developer's machine and fails under
+    CI, where a skip would hide a missing install step."""
+    path = shutil.which(tool)
+    if path is None:
+        reason = f"{tool} is not on PATH: {needed_for}"
+        if in_ci():
+            pytest.fail(f"{reason}; CI is set, so this test must run, not skip", pytrace=False)
+        pytest.skip(reason)
+    return path
 
 
 def gatehouse_command(*args: str) -> list[str]:

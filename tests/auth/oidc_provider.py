@@ -10,9 +10,7 @@ redirect to a URL that is not the provider's or Gatehouse's callback: what the a
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 from gatehouse.core.embedded import free_port
+from tests.support import require_tool
 
 FOLDER = Path(__file__).parent / "oidc"
 NPM_TIMEOUT = 300
@@ -30,18 +29,8 @@ _FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.DOTALL)
 _HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.DOTALL)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        reason = f"{tool} is not on PATH: the provider sign-in tests run a real OpenID provider on Node.js"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI is set, so they must run, not skip", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return require_tool(tool, "the provider sign-in tests run a real OpenID provider on Node.js")
 
 
 def install() -> None:

@@ -7,6 +7,7 @@ the provider's log-in and consent pages, Gatehouse's /callback, and back to ``re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -317,18 +318,21 @@ def test_a_callback_in_another_browser_is_refused(server: RunningServer, provide
     assert "access_token" not in fragment(back)
 
 
-def test_an_expired_state_is_refused(server: RunningServer, browser: ProviderBrowser, database_url: str) -> None:
-    callback = _callback_url(browser, server, new_email("late"), redirect_to=f"{APP}/cb")
-
-    async def expire() -> None:
+def run_sql(database_url: str, statement: str) -> None:
+    """One statement on the test's database, as its owner: to age or tamper with a state row."""
+    async def run() -> None:
         conn = await asyncpg.connect(database_url)
         try:
-            await conn.execute("UPDATE auth.oauth_states SET expires_at = now() - interval '1 second'")
+            await conn.execute(statement)
         finally:
             await conn.close()
 
-    import asyncio
-    asyncio.run(expire())
+    asyncio.run(run())
+
+
+def test_an_expired_state_is_refused(server: RunningServer, browser: ProviderBrowser, database_url: str) -> None:
+    callback = _callback_url(browser, server, new_email("late"), redirect_to=f"{APP}/cb")
+    run_sql(database_url, "UPDATE auth.oauth_states SET expires_at = now() - interval '1 second'")
     back = browser.open(str(callback))
     assert query(back)["error_code"] == "bad_oauth_state" and "expired" in query(back)["error_description"]
 
@@ -338,16 +342,7 @@ def test_an_id_token_with_the_wrong_nonce_is_refused(server: RunningServer, brow
     """The provider puts the nonce Gatehouse sent in the ID token; one that differs from the state's
     (a token minted for another sign-in) is refused."""
     callback = _callback_url(browser, server, new_email("nonce"), redirect_to=f"{APP}/cb")
-
-    async def swap_nonce() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute("UPDATE auth.oauth_states SET nonce = 'another-sign-in'")
-        finally:
-            await conn.close()
-
-    import asyncio
-    asyncio.run(swap_nonce())
+    run_sql(database_url, "UPDATE auth.oauth_states SET nonce = 'another-sign-in'")
     back = browser.open(str(callback))
     assert query(back)["error"] == "server_error"
     assert "nonce" in query(back)["error_description"]

@@ -9,7 +9,6 @@ set), where a skip would hide a missing toolchain: there it fails.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.auth.helpers import PASSWORD
-from tests.support import ConfirmedSession, RunningServer
+from tests.support import ConfirmedSession, RunningServer, require_tool
 
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "auth_flow.mjs"
@@ -25,18 +24,8 @@ NPM_TIMEOUT = 300
 FLOW_TIMEOUT = 120
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        reason = f"{tool} is not on PATH: the supabase-js compatibility test needs Node.js (node and npm)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI is set, so this test must run, not skip", pytrace=False)
-        pytest.skip(reason)
-    return path
+    return require_tool(tool, "the supabase-js compatibility test needs Node.js (node and npm)")
 
 
 def _output(result: subprocess.CompletedProcess[str] | subprocess.TimeoutExpired) -> str:
