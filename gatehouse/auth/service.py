@@ -6,8 +6,6 @@ the flows themselves live in ``auth.flows``.
 
 from __future__ import annotations
 
-import httpx2
-
 from gatehouse.auth.flows.account import AccountFlow
 from gatehouse.auth.flows.base import Client, Deps
 from gatehouse.auth.flows.login import LoginFlow
@@ -26,9 +24,8 @@ __all__ = ["AuthService", "Client"]
 class AuthService:
     """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``."""
 
-    def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates,
-                 provider_transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        self.deps = Deps.build(database, settings, keys, templates, provider_transport)
+    def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> None:
+        self.deps = Deps.build(database, settings, keys, templates)
         self.settings = settings
         self.devices = self.deps.devices
         self.redirects = self.deps.redirects

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import httpx2
 
 from gatehouse.auth import links, users
 from gatehouse.auth.devices import DeviceCookies
@@ -85,9 +84,7 @@ class Deps:
     providers: Providers
 
     @classmethod
-    def build(cls, database: Database, settings: Settings, keys: KeySet, templates: Templates,
-              provider_transport: httpx2.AsyncBaseTransport | None = None) -> Deps:
-        """``provider_transport``: how to reach the sign-in providers (tests inject one; None: the network)."""
+    def build(cls, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> Deps:
         limiter = RateLimiter(settings)
         devices = DeviceCookies(keys, settings)
         return cls(
@@ -103,7 +100,7 @@ class Deps:
             sessions=Sessions(
                 AccessTokens(keys, settings), RefreshTokens(keys), settings.refresh_token_reuse_interval
             ),
-            providers=Providers(settings.oauth_providers, callback_url(settings), provider_transport),
+            providers=Providers(settings.oauth_providers, callback_url(settings)),
         )
 
 

@@ -31,7 +31,7 @@ from gatehouse.auth.flows.base import Client, Flow, pkce
 from gatehouse.auth.forms import PKCE, IdTokenGrant
 from gatehouse.auth.models import AuthCode, Session
 from gatehouse.auth.oauth import accounts
-from gatehouse.auth.oauth.providers import Provider, ProviderError, Providers, ProviderTokens
+from gatehouse.auth.oauth.providers import Provider, ProviderError, ProviderIdentity, Providers, ProviderTokens
 from gatehouse.auth.tokens import sha256_hex
 from gatehouse.core.errors import GatehouseError
 
@@ -182,7 +182,7 @@ class OAuthFlow(Flow):
             return Finished(target, error)
         return Finished(target, outcome, tokens)
 
-    async def _account(self, chosen: Provider, identity: Any, row: asyncpg.Record, tokens: ProviderTokens,
+    async def _account(self, chosen: Provider, identity: ProviderIdentity, row: asyncpg.Record, tokens: ProviderTokens,
                        client: Client) -> AuthCode | Session:
         async with self.db.admin.acquire() as conn, conn.transaction():
             if row["link_user_id"] is not None:
