@@ -14,6 +14,7 @@ from gatehouse import __version__
 from gatehouse.auth import forms
 from gatehouse.auth.admin import AdminService
 from gatehouse.auth.errors import render_auth_error
+from gatehouse.auth.mfa import api as mfa_api
 from gatehouse.auth.models import AuthCode, EmailChangeAccepted, Session
 from gatehouse.auth.oauth import api as oauth_api
 from gatehouse.auth.service import AuthService, Client
@@ -282,6 +283,12 @@ routes = [
     Route("/admin/users", admin_create_user, methods=["POST"]),
     Route("/admin/users/{user_id}", admin_user, methods=["GET", "PUT", "DELETE"]),
     Route("/admin/generate_link", admin_generate_link, methods=["POST"]),
+    Route("/admin/users/{user_id}/factors", mfa_api.admin_factors, methods=["GET"]),
+    Route("/admin/users/{user_id}/factors/{factor_id}", mfa_api.admin_delete_factor, methods=["DELETE"]),
+    Route("/factors", mfa_api.enroll, methods=["POST"]),
+    Route("/factors/{factor_id}/challenge", mfa_api.challenge, methods=["POST"]),
+    Route("/factors/{factor_id}/verify", mfa_api.verify, methods=["POST"]),
+    Route("/factors/{factor_id}", mfa_api.unenroll, methods=["DELETE"]),
     Route("/authorize", oauth_api.authorize, methods=["GET"]),
     Route("/callback", oauth_api.callback, methods=["GET", "POST"]),
     Route("/user/identities/authorize", oauth_api.link_authorize, methods=["GET"]),

@@ -34,8 +34,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from cryptography.hazmat.primitives import serialization
-
 from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 
@@ -56,10 +54,7 @@ class DeviceCookies:
     """Issues and checks device cookies. ``now`` (seconds since the epoch) is injectable for tests."""
 
     def __init__(self, keys: KeySet, settings: Settings, *, now: Callable[[], float] = time.time) -> None:
-        material = keys.private_key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        self._key = hmac.new(material, b"gatehouse device cookie", hashlib.sha256).digest()
+        self._key = keys.derive(b"gatehouse device cookie")
         self._now = now
         self.secure = settings.environment != "development" or settings.public_site_url.startswith("https://")
 

@@ -59,6 +59,18 @@ class IdTokenGrant(_Form):
     nonce: str | None = Field(default=None, max_length=512)
 
 
+class EnrollForm(_Form):
+    factor_type: str = Field(default="", max_length=32)
+    friendly_name: str | None = Field(default=None, max_length=255)
+    issuer: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=32)
+
+
+class FactorVerifyForm(_Form):
+    challenge_id: str = Field(default="", max_length=64)
+    code: str = Field(default="", max_length=32)
+
+
 class VerifyForm(_Form):
     type: str
     token_hash: str | None = Field(default=None, max_length=256)

@@ -54,6 +54,28 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class Factor:
+    """A second factor (``auth.mfa_factors``), never with its secret."""
+
+    id: str
+    factor_type: str
+    status: str
+    friendly_name: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    last_challenged_at: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Factor:
+        """A factor as ``users`` reads it with the user (``jsonb_build_object`` of its public columns)."""
+        return cls(
+            id=value["id"], factor_type=value["factor_type"], status=value["status"],
+            friendly_name=value.get("friendly_name"), created_at=value.get("created_at"),
+            updated_at=value.get("updated_at"), last_challenged_at=value.get("last_challenged_at"),
+        )
+
+
+@dataclass(frozen=True)
 class User:
     """A user as the flows show it: no password hash, strings never null, ``new_email`` pending."""
 
@@ -79,6 +101,7 @@ class User:
     last_sign_in_at: datetime | None = None
     banned_until: datetime | None = None
     deleted_at: datetime | None = None
+    factors: tuple[Factor, ...] = ()
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> User:
@@ -96,6 +119,7 @@ class User:
             updated_at=row["updated_at"],
             is_anonymous=bool(row["is_anonymous"]),
             new_email=row["email_change"] or "",
+            factors=tuple(Factor.from_json(f) for f in (row.get("factors") or [])),
             **{name: row[name] for name in OPTIONAL_TIMES},
         )
 

@@ -12,6 +12,7 @@ from gatehouse.auth.flows.login import LoginFlow
 from gatehouse.auth.flows.recover import RecoveryFlow
 from gatehouse.auth.flows.signup import SignUpFlow
 from gatehouse.auth.flows.verify import VerifyFlow
+from gatehouse.auth.mfa.flow import MFAFlow
 from gatehouse.auth.oauth.flow import OAuthFlow
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
@@ -22,7 +23,7 @@ __all__ = ["AuthService", "Client"]
 
 
 class AuthService:
-    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``."""
+    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``, ``mfa``."""
 
     def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> None:
         self.deps = Deps.build(database, settings, keys, templates)
@@ -35,6 +36,7 @@ class AuthService:
         self.recovery = RecoveryFlow(self.deps)
         self.account = AccountFlow(self.deps)
         self.oauth = OAuthFlow(self.deps)
+        self.mfa = MFAFlow(self.deps)
 
     def close(self) -> None:
         """Stop the password hasher's thread pool (at shutdown)."""

@@ -46,7 +46,7 @@ RETURNING session_id, floor(extract(epoch FROM now()))::bigint AS authenticated_
 #: before; its client, holding the lost successor, is told to sign in again (a refused refresh,
 #: never a token accepted twice: see tests/auth/test_refresh_crash.py, which kills PostgreSQL).
 #: Every other outcome, a session ended for token reuse among them, commits durably.
-REFRESH_SQL = """
+REFRESH_SQL = f"""
 SELECT r.outcome AS rotation_outcome, r.session_id AS rotation_session_id,
        set_config('synchronous_commit', CASE WHEN r.outcome = 'rotated' THEN 'off' ELSE 'on' END, true)
            AS rotation_commit,
@@ -56,10 +56,12 @@ LEFT JOIN LATERAL (
     SELECT u.*,
            coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i WHERE i.user_id = u.id),
                     '[]'::jsonb) AS identities,
+           {users.FACTORS},
            coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
                                                          'timestamp', floor(extract(epoch FROM c.created_at))::bigint)
                                       ORDER BY c.created_at DESC)
-                     FROM auth.mfa_amr_claims c WHERE c.session_id = r.session_id), '[]'::jsonb) AS amr
+                     FROM auth.mfa_amr_claims c WHERE c.session_id = r.session_id), '[]'::jsonb) AS amr,
+           (SELECT s.aal::text FROM auth.sessions s WHERE s.id = r.session_id) AS session_aal
     FROM auth.users u WHERE u.id = r.user_id AND u.deleted_at IS NULL
 ) u ON r.outcome IN ('rotated', 'reused')
 """
@@ -81,7 +83,8 @@ class Sessions:
         self._reuse_interval = reuse_interval
 
     def _session(
-        self, row: asyncpg.Record, session_id: uuid.UUID, refresh_token: str, amr: list[dict[str, Any]]
+        self, row: asyncpg.Record, session_id: uuid.UUID, refresh_token: str, amr: list[dict[str, Any]],
+        aal: str = "aal1",
     ) -> Session:
         """A Session for the user ``row``: a new access token, and the claims signed into it."""
         user = User.from_row(row)
@@ -89,7 +92,7 @@ class Sessions:
             "id": user.id, "email": user.email, "phone": user.phone, "app_metadata": user.app_metadata,
             "user_metadata": user.user_metadata, "role": user.role, "is_anonymous": user.is_anonymous,
         }
-        access = self._access.issue(claimed, session_id, amr=amr)
+        access = self._access.issue(claimed, session_id, amr=amr, aal=aal)
         return Session(
             access_token=access.token,
             refresh_token=refresh_token,
@@ -113,6 +116,46 @@ class Sessions:
         amr = [{"method": method, "timestamp": created["authenticated_at"]}]
         return self._session(fresh, created["session_id"], token, amr)
 
+    async def raise_to_aal2(self, conn: Conn, user_id: uuid.UUID, session_id: uuid.UUID, factor_id: uuid.UUID,
+                            method: str) -> Session:
+        """A second factor was verified in this session: it becomes aal2, ``method`` joins its amr,
+        and the client gets new tokens. The session's earlier refresh tokens are revoked, so one
+        copied before the second factor was passed cannot refresh into an aal2 token."""
+        token = self._refresh.new()
+        row = await conn.fetchrow(
+            """
+            WITH raised AS (
+                UPDATE auth.sessions SET aal = 'aal2', factor_id = $3, updated_at = now()
+                WHERE id = $2 AND user_id = $1 RETURNING id
+            ), claim AS (
+                INSERT INTO auth.mfa_amr_claims (session_id, authentication_method)
+                SELECT id, $4 FROM raised
+                ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now(), created_at = now()
+            ), revoked AS (
+                UPDATE auth.refresh_tokens SET revoked = true, updated_at = now()
+                WHERE session_id IN (SELECT id FROM raised) AND NOT revoked
+            )
+            INSERT INTO auth.refresh_tokens (token, user_id, session_id, revoked)
+            SELECT $5, $1::text, id, false FROM raised
+            RETURNING session_id
+            """,
+            user_id, session_id, factor_id, method, sha256_hex(token),
+        )
+        if row is None:
+            raise GatehouseError("session_not_found", "Session from session_id claim in JWT does not exist", status=403)
+        user = await users.by_id(conn, user_id)
+        amr = await conn.fetchval(
+            """
+            SELECT jsonb_agg(jsonb_build_object('method', authentication_method,
+                                                'timestamp', floor(extract(epoch FROM created_at))::bigint)
+                             ORDER BY created_at DESC)
+            FROM auth.mfa_amr_claims WHERE session_id = $1
+            """,
+            session_id,
+        )
+        assert user is not None
+        return self._session(user, session_id, token, list(amr or []), "aal2")
+
     async def refresh(self, pool: asyncpg.Pool, token: str) -> Session:
         """Rotate ``token``; return the new Session. Raises GoTrue's refresh errors."""
         presented = token
@@ -126,7 +169,8 @@ class Sessions:
                     raise GatehouseError("user_not_found", "User from the refresh token no longer exists", status=400)
                 if users.is_banned(user, datetime.now(UTC)):
                     raise GatehouseError("user_banned", "User is banned", status=400)
-                return self._session(user, user["rotation_session_id"], successor, list(user["amr"]))
+                return self._session(user, user["rotation_session_id"], successor, list(user["amr"]),
+                                     user["session_aal"] or "aal1")
             if outcome == "advanced":
                 presented = successor
                 continue

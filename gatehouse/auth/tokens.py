@@ -26,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 
@@ -68,10 +66,7 @@ class RefreshTokens:
     """Makes refresh tokens and derives each one's successor."""
 
     def __init__(self, keys: KeySet) -> None:
-        material = keys.private_key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        self._secret = hmac.new(material, b"gatehouse refresh-token successor", hashlib.sha256).digest()
+        self._secret = keys.derive(b"gatehouse refresh-token successor")
 
     @staticmethod
     def new() -> str:

@@ -18,10 +18,18 @@ from gatehouse.core.db import Conn, Queryable
 _IDENTITIES = """coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i
                   WHERE i.user_id = u.id), '[]'::jsonb) AS identities"""
 
-#: One user row plus its identities as a JSON array: one round trip per user read.
+#: A user's second factors as a JSON array, without their secrets (null when none).
+FACTORS = """(SELECT jsonb_agg(jsonb_build_object('id', f.id, 'factor_type', f.factor_type, 'status', f.status,
+                                                'friendly_name', f.friendly_name, 'created_at', f.created_at,
+                                                'updated_at', f.updated_at, 'last_challenged_at', f.last_challenged_at)
+                             ORDER BY f.created_at)
+               FROM auth.mfa_factors f WHERE f.user_id = u.id) AS factors"""
+
+#: One user row plus its identities and factors as JSON arrays: one round trip per user read.
 _SELECT = f"""
 SELECT u.*,
-       {_IDENTITIES}
+       {_IDENTITIES},
+       {FACTORS}
 FROM auth.users u
 """
 
@@ -31,7 +39,8 @@ FROM auth.users u
 COUNT_LISTED_SQL = "SELECT count(*) FROM auth.users WHERE deleted_at IS NULL"
 PAGE_SQL = f"""
 SELECT u.*,
-       {_IDENTITIES}
+       {_IDENTITIES},
+       {FACTORS}
 FROM (SELECT id, created_at FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT $1 OFFSET $2) AS page
 JOIN auth.users u ON u.id = page.id
 ORDER BY page.created_at, page.id

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gatehouse.auth.models import OPTIONAL_TIMES, GeneratedLink, Identity, Session, User
+from gatehouse.auth.models import OPTIONAL_TIMES, Factor, GeneratedLink, Identity, Session, User
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -27,6 +27,17 @@ def identity_json(identity: Identity) -> dict[str, Any]:
         "updated_at": identity.updated_at,
         "email": identity.email,
     }
+
+
+def factor_json(factor: Factor) -> dict[str, Any]:
+    """A factor as the upstream server shows it (no secret; ``friendly_name`` left out when empty)."""
+    body: dict[str, Any] = {
+        "id": factor.id, "created_at": factor.created_at, "updated_at": factor.updated_at, "status": factor.status,
+        "factor_type": factor.factor_type, "phone": "", "last_challenged_at": factor.last_challenged_at,
+    }
+    if factor.friendly_name:
+        body["friendly_name"] = factor.friendly_name
+    return body
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -50,6 +61,8 @@ def user_json(user: User) -> dict[str, Any]:
             body[name] = _iso(value)
     if user.new_email:
         body["new_email"] = user.new_email
+    if user.factors:
+        body["factors"] = [factor_json(factor) for factor in user.factors]
     return body
 
 

@@ -231,6 +231,9 @@ class Settings(BaseSettings):
         30, ge=1, le=3600, description="Longest wait in seconds between log-in attempts on an account whose failure "
         "budget is spent (the wait starts at 1 s and doubles)."
     )
+    rate_limit_mfa_verify: str = Field(
+        "10/300", description="Second-factor verifications per user and factor (good codes count too)."
+    )
     rate_limit_render: str = Field(
         "60/60", description="New image renders (cache misses) per IP address; the service role is not counted."
     )
@@ -351,7 +354,7 @@ class Settings(BaseSettings):
     @field_validator(
         "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
         "rate_limit_email_address", "rate_limit_password_attempts", "rate_limit_password_client",
-        "rate_limit_password_device", "rate_limit_render",
+        "rate_limit_password_device", "rate_limit_render", "rate_limit_mfa_verify",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

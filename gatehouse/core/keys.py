@@ -88,6 +88,14 @@ class KeySet:
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [dict(self.public_jwk)]}
 
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose, derived from the signing key (HMAC-SHA256 of its DER):
+        every process holding the signing key derives the same, and none is stored anywhere."""
+        material = self.private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return hmac.new(material, purpose, hashlib.sha256).digest()
+
     def sign(self, claims: dict[str, Any]) -> str:
         """A compact ES256 JWS of ``claims`` (JSON values only), with this key's ``kid``.
 

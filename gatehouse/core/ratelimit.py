@@ -118,6 +118,7 @@ class RateLimits:
     password_client: Limit
     password_device: Limit
     render: Limit
+    mfa_verify: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -131,6 +132,7 @@ class RateLimits:
             password_client=Limit.parse(settings.rate_limit_password_client),
             password_device=Limit.parse(settings.rate_limit_password_device),
             render=Limit.parse(settings.rate_limit_render),
+            mfa_verify=Limit.parse(settings.rate_limit_mfa_verify),
         )
 
     @property

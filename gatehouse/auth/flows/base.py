@@ -18,6 +18,7 @@ import asyncpg
 from gatehouse.auth import links, users
 from gatehouse.auth.devices import DeviceCookies
 from gatehouse.auth.forms import PKCE, normalize_email
+from gatehouse.auth.mfa.totp import SecretBox
 from gatehouse.auth.oauth.providers import Providers
 from gatehouse.auth.passwords import PasswordHasher, PasswordPolicy
 from gatehouse.auth.sessions import Sessions
@@ -82,6 +83,7 @@ class Deps:
     redirects: links.Redirects
     sessions: Sessions
     providers: Providers
+    secret_box: SecretBox
 
     @classmethod
     def build(cls, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> Deps:
@@ -101,6 +103,7 @@ class Deps:
                 AccessTokens(keys, settings), RefreshTokens(keys), settings.refresh_token_reuse_interval
             ),
             providers=Providers(settings.oauth_providers, callback_url(settings)),
+            secret_box=SecretBox(keys),
         )
 
 
