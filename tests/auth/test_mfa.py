@@ -66,10 +66,11 @@ def with_factor(auth: Auth, confirmed_session: ConfirmedSession, server: Running
 
 
 def run_sql(database_url: str, statement: str, *args: Any) -> Any:
+    """Rows of one statement (or, without arguments, a script) on the test's database, as its owner."""
     async def run() -> Any:
         conn = await asyncpg.connect(database_url)
         try:
-            return await conn.fetch(statement, *args)
+            return await conn.fetch(statement, *args) if args else await conn.execute(statement)
         finally:
             await conn.close()
 
@@ -281,3 +282,98 @@ def test_a_new_sign_in_needs_the_second_factor_again(auth: Auth, server: Running
 
 def test_new_email_helper_is_unique() -> None:
     assert new_email() != new_email()
+
+
+# -- RLS may require the second factor ---------------------------------------------------------
+
+AAL2_SCHEMA = """
+CREATE TABLE public.mfa_notes (id bigserial PRIMARY KEY, owner uuid NOT NULL DEFAULT auth.uid(), body text NOT NULL);
+ALTER TABLE public.mfa_notes ENABLE ROW LEVEL SECURITY;
+GRANT SELECT, INSERT ON public.mfa_notes TO authenticated;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO authenticated;
+CREATE POLICY "owners read" ON public.mfa_notes FOR SELECT TO authenticated USING (owner = (SELECT auth.uid()));
+CREATE POLICY "owners write" ON public.mfa_notes FOR INSERT TO authenticated WITH CHECK (owner = (SELECT auth.uid()));
+-- restrictive: ANDed with every other policy, so no aal1 session passes whatever else allows it
+CREATE POLICY "second factor passed" ON public.mfa_notes AS RESTRICTIVE TO authenticated
+    USING ((SELECT auth.jwt() ->> 'aal') = 'aal2') WITH CHECK ((SELECT auth.jwt() ->> 'aal') = 'aal2');
+
+INSERT INTO storage.buckets (id, name, public) VALUES ('mfa-vault', 'mfa-vault', false);
+CREATE POLICY "vault owners read" ON storage.objects FOR SELECT TO authenticated
+    USING (bucket_id = 'mfa-vault' AND (storage.foldername(name))[1] = (SELECT auth.uid())::text);
+CREATE POLICY "vault owners write" ON storage.objects FOR INSERT TO authenticated
+    WITH CHECK (bucket_id = 'mfa-vault' AND (storage.foldername(name))[1] = (SELECT auth.uid())::text);
+CREATE POLICY "vault needs the second factor" ON storage.objects AS RESTRICTIVE TO authenticated
+    USING (bucket_id <> 'mfa-vault' OR (SELECT auth.jwt() ->> 'aal') = 'aal2')
+    WITH CHECK (bucket_id <> 'mfa-vault' OR (SELECT auth.jwt() ->> 'aal') = 'aal2');
+NOTIFY gatehouse_schema, 'reload';
+"""
+
+
+def test_a_restrictive_policy_lets_only_aal2_sessions_in(
+    auth: Auth, server: RunningServer, confirmed_session: ConfirmedSession, database_url: str
+) -> None:
+    import httpx
+
+    run_sql(database_url, AAL2_SCHEMA)
+    email, factor, secret, raised = with_factor(auth, confirmed_session, server)
+    aal1 = auth.post("/token?grant_type=password", {"email": email, "password": PASSWORD}).json()
+    user_id = raised["user"]["id"]
+
+    def rest(token: str) -> httpx.Client:
+        return httpx.Client(base_url=f"{server.url}/rest/v1", timeout=10, headers={
+            "apikey": server.keys.publishable_key, "Authorization": f"Bearer {token}"})
+
+    def storage(token: str) -> httpx.Client:
+        return httpx.Client(base_url=f"{server.url}/storage/v1", timeout=10, headers={
+            "apikey": server.keys.publishable_key, "Authorization": f"Bearer {token}"})
+
+    with rest(raised["access_token"]) as strong, rest(aal1["access_token"]) as weak:
+        wrote = strong.post("/mfa_notes", json={"body": "the launch codes"}, headers={"Prefer": "return=representation"})
+        assert wrote.status_code == 201, wrote.text
+        assert [row["body"] for row in strong.get("/mfa_notes").json()] == ["the launch codes"]
+        assert weak.get("/mfa_notes").json() == []  # the same user, password only: nothing
+        refused = weak.post("/mfa_notes", json={"body": "aal1 write"})
+        assert refused.status_code == 403 and refused.json()["code"] == "42501"
+    path = f"{user_id}/secret.txt"
+    with storage(raised["access_token"]) as strong, storage(aal1["access_token"]) as weak:
+        stored = strong.post(f"/object/mfa-vault/{path}", content=b"top secret", headers={"Content-Type": "text/plain"})
+        assert stored.status_code == 200, stored.text
+        assert strong.get(f"/object/mfa-vault/{path}").content == b"top secret"
+        assert weak.get(f"/object/mfa-vault/{path}").status_code in (400, 404)
+        assert weak.post(f"/object/mfa-vault/{user_id}/other.txt", content=b"x",
+                         headers={"Content-Type": "text/plain"}).status_code in (400, 403)
+
+
+# -- through supabase-py, unmodified ----------------------------------------------------------
+
+
+def test_supabase_py_mfa(server: RunningServer, confirmed_session: ConfirmedSession) -> None:
+    from supabase import create_client
+
+    email, _ = confirmed_session(server)
+    supabase = create_client(server.url, server.keys.publishable_key)
+    try:
+        supabase.auth.sign_in_with_password({"email": email, "password": PASSWORD})
+        level = supabase.auth.mfa.get_authenticator_assurance_level()
+        assert (level.current_level, level.next_level) == ("aal1", "aal1")
+        enrolled = supabase.auth.mfa.enroll({"factor_type": "totp", "friendly_name": "py phone"})
+        assert enrolled.totp is not None and enrolled.totp.qr_code.startswith("data:image/svg+xml;utf-8,<svg")
+        secret = enrolled.totp.secret
+        challenged = supabase.auth.mfa.challenge({"factor_id": enrolled.id})
+        supabase.auth.mfa.verify({"factor_id": enrolled.id, "challenge_id": challenged.id, "code": code_at(secret)})
+        level = supabase.auth.mfa.get_authenticator_assurance_level()
+        assert (level.current_level, level.next_level) == ("aal2", "aal2")
+        assert [m.method for m in level.current_authentication_methods][0] == "totp"
+        factors = supabase.auth.mfa.list_factors()
+        assert [f.id for f in factors.totp] == [enrolled.id]
+        supabase.auth.mfa.challenge_and_verify({"factor_id": enrolled.id, "code": code_at(secret, 1)})
+        supabase.auth.mfa.unenroll({"factor_id": enrolled.id})
+        assert supabase.auth.mfa.list_factors().all == []
+        # signed in again with the password only, the client sees what it must still do
+        supabase.auth.sign_out()
+        supabase.auth.sign_in_with_password({"email": email, "password": PASSWORD})
+        level = supabase.auth.mfa.get_authenticator_assurance_level()
+        assert (level.current_level, level.next_level) == ("aal1", "aal1")
+    finally:
+        supabase.auth.close()
+        supabase.auth.admin.close()
