@@ -150,6 +150,14 @@ class AdminService(Flow):
                 await conn.execute("DELETE FROM auth.users WHERE id = $1", user_id)
             await users.audit(conn, "user_deleted", actor=None, ip=client.ip, traits={"user_id": str(user_id), "soft": soft})
 
+    async def prune_anonymous(self, older_than_seconds: float, client: Client) -> int:
+        """Delete anonymous users whose last sign-in is older than this (their objects go too)."""
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            removed = await users.prune_anonymous(conn, older_than_seconds)
+            await users.audit(conn, "anonymous_users_pruned", actor=None, ip=client.ip,
+                              traits={"deleted": removed, "older_than_seconds": older_than_seconds})
+        return removed
+
     async def invite(self, form: InviteForm, client: Client, redirect_to: str | None) -> User:
         email = normalize_email(form.email)
         assert email is not None

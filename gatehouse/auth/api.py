@@ -70,7 +70,7 @@ async def settings(request: Request) -> Response:
     providers = {name: True for name in _auth(request).oauth.providers.names}
     return JSONResponse(
         {
-            "external": {**providers, "email": True, "phone": False, "anonymous_users": False},
+            "external": {**providers, "email": True, "phone": False, "anonymous_users": config.anonymous_sign_ins},
             "disable_signup": config.disable_signup,
             "mailer_autoconfirm": config.mailer_autoconfirm,
             "phone_autoconfirm": False,
@@ -190,6 +190,11 @@ async def put_user(request: Request) -> Response:
     return JSONResponse(user_json(updated))
 
 
+async def reauthenticate(request: Request) -> Response:
+    await _auth(request).account.reauthenticate(user_claims(request), _client(request))
+    return JSONResponse({})
+
+
 async def logout(request: Request) -> Response:
     claims = user_claims(request)
     await _auth(request).login.logout(claims, request.query_params.get("scope", "global"), _client(request))
@@ -278,6 +283,7 @@ routes = [
     Route("/user", get_user, methods=["GET"]),
     Route("/user", put_user, methods=["PUT"]),
     Route("/logout", logout, methods=["POST"]),
+    Route("/reauthenticate", reauthenticate, methods=["GET"]),
     Route("/invite", invite, methods=["POST"]),
     Route("/admin/users", admin_list_users, methods=["GET"]),
     Route("/admin/users", admin_create_user, methods=["POST"]),

@@ -57,6 +57,23 @@ def _password(args: argparse.Namespace) -> str | None:
     return None
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``3600s``: seconds (for argparse)."""
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age such as 30d, 12h, 90m or 3600s")
+    return float(int(value) * _UNITS[unit])
+
+
+def _age(seconds: float) -> str:
+    """Seconds back in the largest unit that divides them: 2592000 -> 30d."""
+    unit = next(u for u in ("d", "h", "m", "s") if seconds % _UNITS[u] == 0)
+    return f"{int(seconds // _UNITS[unit])}{unit}"
+
+
 def run(args: argparse.Namespace, url: str, keys: KeySet, settings: Settings) -> int:
     async def list_users(admin: AdminService) -> int:
         found, total = await admin.list_users(args.page, args.per_page)
@@ -85,8 +102,14 @@ def run(args: argparse.Namespace, url: str, keys: KeySet, settings: Settings) ->
         print(f"confirmed {args.user}")
         return 0
 
+    async def prune_anonymous(admin: AdminService) -> int:
+        removed = await admin.prune_anonymous(args.older_than, CLI_CLIENT)
+        print(f"deleted {removed} anonymous user{'' if removed == 1 else 's'} not seen for {_age(args.older_than)}")
+        return 0
+
     actions: dict[str, Callable[[AdminService], Awaitable[int]]] = {
         "list": list_users, "create": create, "delete": delete, "confirm": confirm,
+        "prune-anonymous": prune_anonymous,
     }
     return asyncio.run(_with_admin(url, keys, settings, actions[args.users_command]))
 
@@ -110,6 +133,9 @@ def add_parser(commands: Any, data_dir_option: Callable[[argparse.ArgumentParser
     delete.add_argument("--soft", action="store_true", help="keep the row, free the address and end access")
     confirm = sub.add_parser("confirm", help="mark a user's email address as confirmed")
     confirm.add_argument("user", help="email address or user id")
-    for action in (listing, create, delete, confirm):
+    prune = sub.add_parser("prune-anonymous", help="delete anonymous users not seen for a while (and their files)")
+    prune.add_argument("--older-than", type=duration, required=True, metavar="AGE",
+                       help="how long since their last sign-in: 30d, 12h, 90m or 3600s")
+    for action in (listing, create, delete, confirm, prune):
         data_dir_option(action)
     return parser  # type: ignore[no-any-return]

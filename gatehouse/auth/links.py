@@ -24,7 +24,7 @@ from gatehouse.core.db import Conn
 from gatehouse.mail.base import Message
 
 __all__ = [
-    "VERIFY_TYPES", "Flow", "Redirects", "consume", "consume_code", "issue", "new_secrets", "pending_types",
+    "CHECK_TYPES", "VERIFY_TYPES", "Flow", "Redirects", "consume", "consume_code", "issue", "new_secrets", "pending_types",
     "send_if_found",
 ]
 
@@ -37,6 +37,9 @@ VERIFY_TYPES: dict[str, tuple[str, ...]] = {
     "email": ("confirmation_token", "recovery_token"),
     "email_change": ("email_change_token_new", "email_change_token_current"),
 }
+#: Codes that sign nobody in, used only where they are asked for (``PUT /user``'s nonce); never
+#: accepted by /verify.
+CHECK_TYPES: dict[str, tuple[str, ...]] = {"reauthentication": ("reauthentication_token",)}
 
 
 async def issue(
@@ -105,7 +108,7 @@ async def consume_code(
         FOR UPDATE
         """,
         address,
-        list(VERIFY_TYPES[verify_type]),
+        list({**VERIFY_TYPES, **CHECK_TYPES}[verify_type]),
     )
     if not rows:
         return None

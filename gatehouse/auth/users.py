@@ -107,6 +107,45 @@ async def create(
     return row
 
 
+async def create_anonymous(conn: Conn, *, user_metadata: dict[str, Any]) -> asyncpg.Record:
+    """An anonymous user: no address, no password, no identity (the sign-up trigger adds the profile)."""
+    user_id = uuid.uuid4()
+    await conn.execute(
+        """
+        INSERT INTO auth.users (id, aud, role, raw_app_meta_data, raw_user_meta_data, is_super_admin, is_anonymous)
+        VALUES ($1, 'authenticated', 'authenticated', $2, $3, false, true)
+        """,
+        user_id, {"provider": "anonymous", "providers": ["anonymous"]}, user_metadata,
+    )
+    row = await by_id(conn, user_id)
+    assert row is not None
+    return row
+
+
+async def prune_anonymous(conn: Conn, older_than_seconds: float) -> int:
+    """Delete anonymous users not seen for this long (their objects go with them: a trigger)."""
+    status = await conn.execute(
+        "DELETE FROM auth.users WHERE is_anonymous "
+        "AND coalesce(last_sign_in_at, created_at) < now() - make_interval(secs => $1)",
+        older_than_seconds,
+    )
+    return int(status.split()[-1])
+
+
+async def make_permanent(conn: Conn, user_id: uuid.UUID, provider: str) -> None:
+    """An anonymous user gained a way back in (a confirmed address, a linked provider): no longer anonymous."""
+    await conn.execute(
+        """
+        UPDATE auth.users
+        SET is_anonymous = false,
+            raw_app_meta_data = coalesce(raw_app_meta_data, '{}'::jsonb) || jsonb_build_object('provider', $2::text),
+            updated_at = now()
+        WHERE id = $1 AND is_anonymous
+        """,
+        user_id, provider,
+    )
+
+
 async def start_over(
     conn: Conn,
     pending: asyncpg.Record,
@@ -197,7 +236,8 @@ async def signed_in(conn: Conn, user_id: uuid.UUID) -> None:
 
 
 async def change_email(conn: Conn, user_id: uuid.UUID, new_email: str) -> None:
-    """Apply a confirmed email change to the user and their email identity."""
+    """Apply a confirmed email change to the user and their email identity (made if the user had
+    none: an anonymous user, or one who signed up through a provider, becomes one with an address)."""
     await conn.execute(
         """
         WITH changed AS (
@@ -206,14 +246,31 @@ async def change_email(conn: Conn, user_id: uuid.UUID, new_email: str) -> None:
                 email_change_confirm_status = 0, email_confirmed_at = coalesce(email_confirmed_at, now()),
                 updated_at = now()
             WHERE id = $1 RETURNING id
+        ), updated AS (
+            UPDATE auth.identities
+            SET identity_data = identity_data || jsonb_build_object('email', $2::text, 'email_verified', true),
+                updated_at = now()
+            WHERE user_id IN (SELECT id FROM changed) AND provider = 'email'
+            RETURNING id
         )
-        UPDATE auth.identities
-        SET identity_data = identity_data || jsonb_build_object('email', $2::text, 'email_verified', true),
-            updated_at = now()
-        WHERE user_id IN (SELECT id FROM changed) AND provider = 'email'
+        INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at)
+        SELECT id::text, id, jsonb_build_object('sub', id::text, 'email', $2::text, 'email_verified', true,
+                                                'phone_verified', false), 'email', now()
+        FROM changed WHERE NOT EXISTS (SELECT 1 FROM updated)
         """,
         user_id,
         new_email,
+    )
+    await make_permanent(conn, user_id, "email")
+    await conn.execute(
+        """
+        UPDATE auth.users u
+        SET raw_app_meta_data = coalesce(u.raw_app_meta_data, '{}'::jsonb)
+                || jsonb_build_object('providers', (SELECT jsonb_agg(DISTINCT i.provider) FROM auth.identities i
+                                                     WHERE i.user_id = u.id))
+        WHERE u.id = $1
+        """,
+        user_id,
     )
 
 

@@ -188,7 +188,14 @@ class Settings(BaseSettings):
     # Sign-up and passwords
     disable_signup: bool = Field(False, description="Refuse new sign-ups (admins can still create users).")
     mailer_autoconfirm: bool = Field(False, description="Sign users in at sign-up without email confirmation.")
+    anonymous_sign_ins: bool = Field(
+        False, description="Allow anonymous sign-ins (signInAnonymously): a real user with is_anonymous in its token."
+    )
     secure_email_change: bool = Field(True, description="An email change must be confirmed from both addresses.")
+    secure_password_change: bool = Field(
+        False, description="A password change needs a sign-in within GATEHOUSE_PASSWORD_CHANGE_WINDOW or the code "
+        "GET /reauthenticate mails (the nonce); current_password alone no longer does."
+    )
     redirect_allow_list: str = Field(
         "",
         description="Comma-separated URLs that redirect_to may name besides the site URL: scheme://host[:port][/path], "
@@ -231,6 +238,7 @@ class Settings(BaseSettings):
         30, ge=1, le=3600, description="Longest wait in seconds between log-in attempts on an account whose failure "
         "budget is spent (the wait starts at 1 s and doubles)."
     )
+    rate_limit_anonymous: str = Field("30/3600", description="Anonymous sign-ins per IP address.")
     rate_limit_mfa_verify: str = Field(
         "10/300", description="Second-factor verifications per user and factor (good codes count too)."
     )
@@ -354,7 +362,7 @@ class Settings(BaseSettings):
     @field_validator(
         "rate_limit_signup", "rate_limit_token", "rate_limit_verify", "rate_limit_email",
         "rate_limit_email_address", "rate_limit_password_attempts", "rate_limit_password_client",
-        "rate_limit_password_device", "rate_limit_render", "rate_limit_mfa_verify",
+        "rate_limit_password_device", "rate_limit_render", "rate_limit_mfa_verify", "rate_limit_anonymous",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

@@ -119,6 +119,7 @@ class RateLimits:
     password_device: Limit
     render: Limit
     mfa_verify: Limit
+    anonymous: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -133,6 +134,7 @@ class RateLimits:
             password_device=Limit.parse(settings.rate_limit_password_device),
             render=Limit.parse(settings.rate_limit_render),
             mfa_verify=Limit.parse(settings.rate_limit_mfa_verify),
+            anonymous=Limit.parse(settings.rate_limit_anonymous),
         )
 
     @property

@@ -22,7 +22,7 @@ from gatehouse.core.config import ConfigError, Settings
 from gatehouse.mail.base import Message
 
 #: The kinds the built-in templates cover. An override folder may add its own.
-KINDS = ("confirmation", "recovery", "magic_link", "email_change", "invite", "existing_account", "test")
+KINDS = ("confirmation", "recovery", "magic_link", "email_change", "invite", "existing_account", "reauthentication", "test")
 
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -328,6 +328,10 @@ def test_a_restrictive_policy_lets_only_aal2_sessions_in(
             "apikey": server.keys.publishable_key, "Authorization": f"Bearer {token}"})
 
     with rest(raised["access_token"]) as strong, rest(aal1["access_token"]) as weak:
+        deadline = time.monotonic() + 10  # the schema cache reloads on the NOTIFY, a moment later
+        while strong.get("/mfa_notes").status_code == 404:
+            assert time.monotonic() < deadline, "the data API never saw the new table"
+            time.sleep(0.05)
         wrote = strong.post("/mfa_notes", json={"body": "the launch codes"}, headers={"Prefer": "return=representation"})
         assert wrote.status_code == 201, wrote.text
         assert [row["body"] for row in strong.get("/mfa_notes").json()] == ["the launch codes"]

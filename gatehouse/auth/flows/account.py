@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from gatehouse.auth import users
+from gatehouse.auth import links, users
 from gatehouse.auth.flows.base import Client, Flow, no_phone
 from gatehouse.auth.forms import UserUpdateForm, normalize_email
 from gatehouse.auth.models import User
@@ -92,7 +92,9 @@ class AccountFlow(Flow):
         self.deps.policy.validate(password)
         hasher = self.deps.hasher
         encoded = user["encrypted_password"]
-        if form.current_password is not None:
+        if form.nonce is not None:
+            await self._use_nonce(user, form.nonce, client)
+        elif form.current_password is not None and not self.settings.secure_password_change:
             await self.limit(f"token:{client.ip}", self.limits.token)
             attempt = await self.deps.throttle.begin(user["email"] or str(user["id"]), client.ip, devices)
             if not encoded or not await hasher.verify_async(encoded, form.current_password):
@@ -100,13 +102,38 @@ class AccountFlow(Flow):
                 raise GatehouseError("invalid_credentials", "Current password is incorrect", status=400)
             await attempt.succeeded()
         elif not self._recently_authenticated(claims):
+            also = "" if self.settings.secure_password_change else ", or send current_password"
             raise GatehouseError(
                 "reauthentication_needed",
-                "Password update requires reauthentication: sign in again, or send current_password",
-                status=400,
+                f"Password update requires reauthentication: sign in again, or send the nonce GET /reauthenticate "
+                f"mails{also}", status=400,
             )
         same = bool(encoded) and await hasher.verify_async(encoded, password)
         return await hasher.hash_async(password), same
+
+    async def _use_nonce(self, user: asyncpg.Record, nonce: str, client: Client) -> None:
+        """The code ``GET /reauthenticate`` mailed: it works once, expires, and wrong ones count."""
+        address = user["email"]
+        await self.limit(f"verify:{client.ip}", self.limits.verify)
+        if not address or not nonce.isdigit() or len(nonce) != 6:
+            raise GatehouseError("reauthentication_not_valid", "Verification code is invalid or has expired", status=400)
+        async with self.db.admin.acquire() as conn, conn.transaction():  # commits the failure count too
+            used = await links.consume_code(conn, address, nonce, "reauthentication", self.settings.otp_max_attempts)
+        if used is None or used["user_id"] != user["id"]:
+            raise GatehouseError("reauthentication_not_valid", "Verification code is invalid or has expired", status=400)
+
+    async def reauthenticate(self, claims: dict[str, Any], client: Client) -> None:
+        """``GET /reauthenticate``: mail the signed-in user a code (the nonce) for a sensitive change."""
+        user = await self.signed_in(claims)
+        if not user["email"]:
+            raise GatehouseError("validation_failed", "Reauthentication requires an email address", status=422)
+        await self.limit(f"email:{client.ip}", self.limits.email)
+        await self.limit_address(user["email"])
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            await self.send(conn, user, kind="reauthentication", token_type="reauthentication_token",
+                            verify_type="reauthentication", to=user["email"], redirect_to=None)
+            await conn.execute("UPDATE auth.users SET reauthentication_sent_at = now() WHERE id = $1", user["id"])
+            await users.audit(conn, "user_reauthenticate_requested", actor=user, ip=client.ip)
 
     def _recently_authenticated(self, claims: dict[str, Any]) -> bool:
         window = self.settings.password_change_window

@@ -30,7 +30,9 @@ class SignUpFlow(Flow):
         if form.phone and not form.email:
             raise no_phone()
         if not form.email:
-            raise GatehouseError("anonymous_provider_disabled", "Anonymous sign-ins are disabled", status=422)
+            if form.password:
+                raise GatehouseError("validation_failed", "Signup requires a valid email address", status=400)
+            return await self.anonymous(form, client)
         if self.settings.disable_signup:
             raise GatehouseError("signup_disabled", "Signups not allowed for this instance", status=422)
         email = normalize_email(form.email)
@@ -91,6 +93,21 @@ class SignUpFlow(Flow):
             if not (recreated and mailed):  # the answer must not tell the address has a pending sign-up
                 return lookalike_user(email, form.data or {})
             return await _fresh(conn, user["id"])
+
+
+    async def anonymous(self, form: SignupForm, client: Client) -> Session:
+        """``signInAnonymously``: a real user (role ``authenticated``, ``is_anonymous`` in its tokens,
+        so RLS can tell) with no address and no identity, until it adds an email or links a provider."""
+        if not self.settings.anonymous_sign_ins:
+            raise GatehouseError("anonymous_provider_disabled", "Anonymous sign-ins are disabled", status=422)
+        if self.settings.disable_signup:
+            raise GatehouseError("signup_disabled", "Signups not allowed for this instance", status=422)
+        await self.limit(f"anonymous:{client.ip}", self.limits.anonymous)
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            user = await users.create_anonymous(conn, user_metadata=form.data or {})
+            await users.audit(conn, "user_signedup", actor=user, ip=client.ip, traits={"provider": "anonymous"})
+            return await self.deps.sessions.create(conn, user, method="anonymous", ip=client.ip,
+                                                   user_agent=client.user_agent)
 
 
 async def _fresh(conn: Conn, user_id: uuid.UUID) -> User:

@@ -166,6 +166,7 @@ async def link(conn: Conn, user_id: uuid.UUID, provider: str, identity: Provider
         raise GatehouseError("user_not_found", "User not found", status=404)
     if known is None:
         await conn.execute(_INSERT_IDENTITY, identity.subject, user_id, identity.data, provider)
+        await users.make_permanent(conn, user_id, provider)  # an anonymous user now has a way back in
         await conn.execute(_PROVIDERS, user_id)
         await users.audit(conn, "identity_linked", actor=user, ip=ip, traits={"provider": provider})
     else:
