@@ -202,7 +202,7 @@ def test_another_users_factor_is_not_found(auth: Auth, server: RunningServer,
 
 def test_aal1_cannot_add_or_remove_a_verified_factor(auth: Auth, server: RunningServer,
                                                      confirmed_session: ConfirmedSession) -> None:
-    email, factor, secret, raised = with_factor(auth, confirmed_session, server)
+    email, factor, _secret, raised = with_factor(auth, confirmed_session, server)
     password_only = auth.post("/token?grant_type=password", {"email": email, "password": PASSWORD}).json()
     assert claims(password_only["access_token"])["aal"] == "aal1"
     added = auth.post("/factors", {"factor_type": "totp", "friendly_name": "attacker"},
@@ -315,7 +315,7 @@ def test_a_restrictive_policy_lets_only_aal2_sessions_in(
     import httpx
 
     run_sql(database_url, AAL2_SCHEMA)
-    email, factor, secret, raised = with_factor(auth, confirmed_session, server)
+    email, _factor, _secret, raised = with_factor(auth, confirmed_session, server)
     aal1 = auth.post("/token?grant_type=password", {"email": email, "password": PASSWORD}).json()
     user_id = raised["user"]["id"]
 
@@ -367,7 +367,7 @@ def test_supabase_py_mfa(server: RunningServer, confirmed_session: ConfirmedSess
         supabase.auth.mfa.verify({"factor_id": enrolled.id, "challenge_id": challenged.id, "code": code_at(secret)})
         level = supabase.auth.mfa.get_authenticator_assurance_level()
         assert (level.current_level, level.next_level) == ("aal2", "aal2")
-        assert [m.method for m in level.current_authentication_methods][0] == "totp"
+        assert next(m.method for m in level.current_authentication_methods) == "totp"
         factors = supabase.auth.mfa.list_factors()
         assert [f.id for f in factors.totp] == [enrolled.id]
         supabase.auth.mfa.challenge_and_verify({"factor_id": enrolled.id, "code": code_at(secret, 1)})
