@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.auth.helpers import PASSWORD
@@ -137,4 +139,23 @@ def test_supabase_js_signed_url_with_a_transform_serves_the_resized_image(
     result = subprocess.run(command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True,
                             text=True, timeout=FLOW_TIMEOUT, check=False)
     assert result.returncode == 0, f"signed_transform.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
+    assert '"step":"done"' in result.stdout
+
+
+def test_supabase_js_mfa_and_anonymous_sign_in(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    """``mfa_flow.mjs``: enrol, challengeAndVerify with otpauth's codes, the assurance levels, a
+    replayed code, unenrol; and signInAnonymously."""
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_ANONYMOUS_SIGN_INS": "true"})
+    email = f"js-mfa-{uuid.uuid4().hex[:8]}@example.com"
+    created = httpx.post(f"{server.url}/auth/v1/admin/users", headers={"apikey": server.keys.secret_key},
+                         json={"email": email, "password": PASSWORD, "email_confirm": True}, timeout=10)
+    assert created.status_code == 200, created.text
+    result = subprocess.run(
+        [*node, str(JS_DIR / "mfa_flow.mjs"), server.url, server.keys.publishable_key, email, PASSWORD],
+        cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True, text=True, timeout=FLOW_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, f"{_output(result)}\n--- server log ---\n{server.log()[-3000:]}"
     assert '"step":"done"' in result.stdout
