@@ -13,6 +13,7 @@ from gatehouse.auth.flows.recover import RecoveryFlow
 from gatehouse.auth.flows.signup import SignUpFlow
 from gatehouse.auth.flows.verify import VerifyFlow
 from gatehouse.auth.mfa.flow import MFAFlow
+from gatehouse.auth.mfa.passkeys import PasskeyFlow
 from gatehouse.auth.oauth.flow import OAuthFlow
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
@@ -23,7 +24,7 @@ __all__ = ["AuthService", "Client"]
 
 
 class AuthService:
-    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``, ``mfa``."""
+    """The flows: ``signup``, ``login``, ``verification``, ``recovery``, ``account``, ``oauth``, ``mfa``, ``passkeys``."""
 
     def __init__(self, database: Database, settings: Settings, keys: KeySet, templates: Templates) -> None:
         self.deps = Deps.build(database, settings, keys, templates)
@@ -37,6 +38,7 @@ class AuthService:
         self.account = AccountFlow(self.deps)
         self.oauth = OAuthFlow(self.deps)
         self.mfa = MFAFlow(self.deps)
+        self.passkeys = PasskeyFlow(self.deps)
 
     def close(self) -> None:
         """Stop the password hasher's thread pool (at shutdown)."""

@@ -26,7 +26,7 @@ _MAX_ADVANCE = 5
 _CREATE = """
 WITH s AS (
     INSERT INTO auth.sessions (user_id, aal, ip, user_agent, refreshed_at)
-    VALUES ($1, 'aal1', $2::inet, $3, now()::timestamp)
+    VALUES ($1, $6::auth.aal_level, $2::inet, $3, now()::timestamp)
     RETURNING id
 ), amr AS (
     INSERT INTO auth.mfa_amr_claims (session_id, authentication_method) SELECT id, $5 FROM s
@@ -103,18 +103,20 @@ class Sessions:
         )
 
     async def create(
-        self, conn: Conn, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None
+        self, conn: Conn, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None,
+        aal: str = "aal1",
     ) -> Session:
-        """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...)."""
+        """Start a session for ``user`` authenticated by ``method`` (password, otp, recovery, ...);
+        ``aal2`` when that method alone is two factors (a passkey: possession and verification)."""
         token = self._refresh.new()
         created = await conn.fetchrow(
-            _CREATE, user["id"], _inet(ip), (user_agent or "")[:512], sha256_hex(token), method
+            _CREATE, user["id"], _inet(ip), (user_agent or "")[:512], sha256_hex(token), method, aal
         )
         await users.signed_in(conn, user["id"])
         fresh = await users.by_id(conn, user["id"])
         assert fresh is not None and created is not None
         amr = [{"method": method, "timestamp": created["authenticated_at"]}]
-        return self._session(fresh, created["session_id"], token, amr)
+        return self._session(fresh, created["session_id"], token, amr, aal)
 
     async def raise_to_aal2(self, conn: Conn, user_id: uuid.UUID, session_id: uuid.UUID, factor_id: uuid.UUID,
                             method: str) -> Session:

@@ -29,7 +29,9 @@ def sign(payload: dict[str, Any], key: Any = RSA, alg: str = "RS256", kid: str |
 
 
 def check(token: str, **kwargs: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {"issuer": ISSUER, "audiences": ("web-client", "ios-client"), "nonce": "n-1"}
+    """Verify at the module's fixed NOW (a long suite must not expire the tokens made at import)."""
+    options: dict[str, Any] = {"issuer": ISSUER, "audiences": ("web-client", "ios-client"), "nonce": "n-1",
+                               "now": lambda: NOW}
     return idtoken.verify(token, PUBLISHED, **(options | kwargs))
 
 

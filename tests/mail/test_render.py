@@ -11,7 +11,8 @@ from gatehouse.core.config import ConfigError, Settings
 from gatehouse.mail import KINDS, Templates
 from gatehouse.mail.render import human_duration
 
-ACTION_KINDS = [kind for kind in KINDS if kind != "test"]
+#: The kinds that carry a link and a code; reauthentication carries a code only.
+ACTION_KINDS = [kind for kind in KINDS if kind not in ("test", "reauthentication")]
 LINK = "https://app.example.com/auth/v1/verify?token=abc&type=signup&redirect_to=https%3A%2F%2Fapp.example.com"
 CONTEXT = {"action_url": LINK, "token": "123456", "email": "alice@example.com", "new_email": "alice@new.example.com"}
 
@@ -35,6 +36,13 @@ def test_each_kind_has_link_and_code_in_both_parts(templates: Templates, kind: s
     assert html.lstrip().startswith("<!doctype html>")
     assert '<html lang="en">' in html
     assert "https://app.example.com" in text
+
+
+def test_reauthentication_carries_the_code_and_no_link(templates: Templates) -> None:
+    subject, text, html = templates.render("reauthentication", **CONTEXT)
+    assert subject == "Confirm it is you: your code"
+    assert "123456" in text and "123456" in html and "1 hour" in text
+    assert LINK not in text and "href=\"" + LINK not in html
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,6 @@ class SignUpFlow(Flow):
         if form.phone and not form.email:
             raise no_phone()
         if not form.email:
-            if form.password:
-                raise GatehouseError("validation_failed", "Signup requires a valid email address", status=400)
             return await self.anonymous(form, client)
         if self.settings.disable_signup:
             raise GatehouseError("signup_disabled", "Signups not allowed for this instance", status=422)
@@ -100,6 +98,8 @@ class SignUpFlow(Flow):
         so RLS can tell) with no address and no identity, until it adds an email or links a provider."""
         if not self.settings.anonymous_sign_ins:
             raise GatehouseError("anonymous_provider_disabled", "Anonymous sign-ins are disabled", status=422)
+        if form.password:
+            raise GatehouseError("validation_failed", "Signup requires a valid email address", status=400)
         if self.settings.disable_signup:
             raise GatehouseError("signup_disabled", "Signups not allowed for this instance", status=422)
         await self.limit(f"anonymous:{client.ip}", self.limits.anonymous)
