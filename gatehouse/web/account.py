@@ -19,20 +19,20 @@ from gatehouse.profiles import Profile, ProfileError
 from gatehouse.services import services
 from gatehouse.web import avatars, providers
 from gatehouse.web.forms import ProfileForm
-from gatehouse.web.pages import auth, checked_form, client, current_user, page, to_login
+from gatehouse.web.pages import auth, checked_form, client, page, signed_in_page
 
 
 async def account(request: Request) -> Response:
-    session = await current_user(request)
-    if session is None:
-        return to_login()
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
     database, user_id = services(request).database, uuid.UUID(session.user_id)
     profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
     form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
                        website=profile.website or "")
     user = await auth(request).account.current_user(session.claims or {})
     notice = {"password": "Password changed.", "profile": "Profile updated.",
-              "identities": "Sign-in methods updated."}.get(
+              "identities": "Sign-in methods updated.", "mfa": "Two-step sign-in is off."}.get(
         request.query_params.get("changed", ""), ""
     )
     if request.method == "POST":
@@ -62,9 +62,9 @@ async def account(request: Request) -> Response:
 
 
 async def avatar(request: Request) -> Response:
-    session = await current_user(request)
-    if session is None:
-        return to_login()
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
     data = await checked_form(request)
     if isinstance(data, Response):
         return data
@@ -77,9 +77,9 @@ async def avatar(request: Request) -> Response:
 
 
 async def new_password(request: Request) -> Response:
-    session = await current_user(request)
-    if session is None:
-        return to_login()
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
     if request.method == "GET":
         return page(request, "password.html")
     data = await checked_form(request)

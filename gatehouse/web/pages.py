@@ -97,3 +97,26 @@ async def current_user(request: Request) -> WebSession | None:
 
 def to_login() -> Response:
     return RedirectResponse("/login", status_code=303)
+
+
+async def second_factor_pending(request: Request, session: WebSession) -> bool:
+    """Whether this browser's user has a verified second factor not yet passed in this session."""
+    if (session.claims or {}).get("aal") == "aal2":
+        return False
+    user = await auth(request).account.current_user(session.claims or {})
+    return any(factor.status == "verified" for factor in user.factors)
+
+
+def to_second_factor() -> Response:
+    return RedirectResponse("/login/factor", status_code=303)
+
+
+async def signed_in_page(request: Request) -> WebSession | Response:
+    """The signed-in user for a page of theirs, or where to send the browser instead: the log-in
+    page, or the second step when the user has a second factor this session has not passed."""
+    session = await current_user(request)
+    if session is None:
+        return to_login()
+    if await second_factor_pending(request, session):
+        return to_second_factor()
+    return session

@@ -23,7 +23,7 @@ from gatehouse.auth.oauth.api import BINDING_COOKIE, binding_cookie
 from gatehouse.core.config import Settings
 from gatehouse.core.errors import GatehouseError
 from gatehouse.services import services
-from gatehouse.web.pages import auth, checked_form, client, current_user, error_page, secure, to_login
+from gatehouse.web.pages import auth, checked_form, client, error_page, secure, signed_in_page
 from gatehouse.web.session import cookie, csrf_ok, store, web_session
 
 VERIFIER = "gh-oauth-verifier"
@@ -100,9 +100,9 @@ async def link(request: Request) -> Response:
     """``/account/link/{provider}?csrf=...``: add a provider to the signed-in account
     (GATEHOUSE_MANUAL_LINKING). A link, not a form: the pages' ``form-action 'self'`` would stop a
     form's redirect to the provider. The CSRF token in the query string stands in for the form's."""
-    session = await current_user(request)
-    if session is None:
-        return to_login()
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
     if not csrf_ok(web_session(request), request.query_params.get("csrf")):
         return error_page(request, "This link expired or did not come from this site.", 403,
                           hint="Go back, reload your account page and try again.")
@@ -129,9 +129,9 @@ async def link(request: Request) -> Response:
 
 async def unlink(request: Request) -> Response:
     """POST ``/account/unlink``: remove one of the account's ways in (never the last)."""
-    session = await current_user(request)
-    if session is None:
-        return to_login()
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
     data = await checked_form(request)
     if isinstance(data, Response):
         return data

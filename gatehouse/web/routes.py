@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.web import account, login, providers
+from gatehouse.web import account, login, mfa, providers
 from gatehouse.web.pages import HERE, templates
 
 __all__ = ["routes", "templates"]  # app.py renders its error pages with the pages' templates
@@ -17,6 +17,7 @@ __all__ = ["routes", "templates"]  # app.py renders its error pages with the pag
 routes = [
     Route("/", login.home, methods=["GET"]),
     Route("/login", login.login, methods=["GET", "POST"]),
+    Route("/login/factor", mfa.login_factor, methods=["GET", "POST"]),
     Route("/login/{provider}", providers.start, methods=["GET"]),
     Route("/auth/oauth", providers.landing, methods=["GET"]),
     Route("/check-email", login.check_email, methods=["GET"]),
@@ -25,6 +26,7 @@ routes = [
     Route("/account", account.account, methods=["GET", "POST"]),
     Route("/account/avatar", account.avatar, methods=["POST"]),
     Route("/account/password", account.new_password, methods=["GET", "POST"]),
+    Route("/account/mfa", mfa.account_mfa, methods=["GET", "POST"]),
     Route("/account/link/{provider}", providers.link, methods=["GET"]),
     Route("/account/unlink", providers.unlink, methods=["POST"]),
     Route("/forgot", login.forgot, methods=["GET", "POST"]),

@@ -183,6 +183,55 @@ class MFAFlow(Flow):
                               traits={"factor_id": str(factor["id"]), "factor_type": "totp"})
             return await self.deps.sessions.raise_to_aal2(conn, user["id"], session_id, factor["id"], "totp")
 
+    async def new_recovery_codes(self, claims: dict[str, Any], client: Client) -> list[str]:
+        """Ten new recovery codes for a user with a verified factor, from an aal2 session; the old
+        ones stop working. Shown once: only their HMACs are kept."""
+        user = await self.signed_in(claims)
+        codes = totp.new_recovery_codes()
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            verified = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified')", user["id"])
+            if not verified:
+                raise GatehouseError("mfa_factor_not_found", "Recovery codes need a verified second factor first",
+                                     status=422)
+            if await self._session_aal(conn, claims) != "aal2":
+                raise GatehouseError("insufficient_aal", "AAL2 required to make recovery codes", status=403)
+            await conn.execute("DELETE FROM auth.mfa_recovery_codes WHERE user_id = $1", user["id"])
+            await conn.executemany(
+                "INSERT INTO auth.mfa_recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+                [(user["id"], self.deps.secret_box.code_hash(user["id"], code)) for code in codes],
+            )
+            await users.audit(conn, "recovery_codes_generated", actor=user, ip=client.ip)
+        return codes
+
+    async def use_recovery_code(self, claims: dict[str, Any], code: str, client: Client) -> Session:
+        """Pass the second factor with a recovery code instead (the phone is lost): each code once."""
+        user = await self.signed_in(claims)
+        await self.limit(f"mfa-verify:{user['id']}:recovery", self.limits.mfa_verify)
+        if len(totp.normalize_recovery_code(code)) != 10:
+            raise GatehouseError("mfa_verification_failed", "Invalid recovery code entered", status=422)
+        session_id = uuid.UUID(str(claims["session_id"]))
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            used = await conn.fetchval(
+                "UPDATE auth.mfa_recovery_codes SET used_at = now() "
+                "WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id",
+                user["id"], self.deps.secret_box.code_hash(user["id"], code),
+            )
+            if used is None:
+                raise GatehouseError("mfa_verification_failed", "Invalid recovery code entered", status=422)
+            factor_id = await conn.fetchval(
+                "SELECT id FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified' ORDER BY created_at LIMIT 1",
+                user["id"])
+            if factor_id is None:
+                raise GatehouseError("mfa_factor_not_found", "There is no second factor to stand in for", status=422)
+            await users.audit(conn, "recovery_code_used", actor=user, ip=client.ip)
+            return await self.deps.sessions.raise_to_aal2(conn, user["id"], session_id, factor_id, "recovery_code")
+
+    async def recovery_codes_left(self, user_id: uuid.UUID) -> int:
+        found: int = await self.db.admin.fetchval(
+            "SELECT count(*) FROM auth.mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL", user_id)
+        return found
+
     async def unenroll(self, claims: dict[str, Any], factor_id: str, client: Client) -> uuid.UUID:
         user = await self.signed_in(claims)
         async with self.db.admin.acquire() as conn, conn.transaction():
@@ -190,6 +239,7 @@ class MFAFlow(Flow):
             if factor["status"] == "verified" and await self._session_aal(conn, claims) != "aal2":
                 raise GatehouseError("insufficient_aal", "AAL2 required to unenroll verified factor", status=422)
             await remove(conn, factor["id"])
+            await _forget_codes_without_factors(conn, user["id"])
             await users.audit(conn, "factor_unenrolled", actor=user, ip=client.ip,
                               traits={"factor_id": str(factor["id"]), "factor_type": str(factor["factor_type"])})
         return uuid.UUID(str(factor["id"]))
@@ -206,6 +256,7 @@ class MFAFlow(Flow):
         async with self.db.admin.acquire() as conn, conn.transaction():
             factor = await self._factor(conn, user_id, factor_id)
             await remove(conn, factor["id"])
+            await _forget_codes_without_factors(conn, user_id)
             await users.audit(conn, "factor_deleted", actor=None, ip=client.ip,
                               traits={"user_id": str(user_id), "factor_id": str(factor["id"])})
         return Factor(id=str(factor["id"]), factor_type=str(factor["factor_type"]), status=str(factor["status"]),
@@ -223,12 +274,19 @@ async def remove(conn: Conn, factor_id: uuid.UUID) -> None:
             RETURNING id
         ), claims AS (
             DELETE FROM auth.mfa_amr_claims WHERE session_id IN (SELECT id FROM lowered)
-                AND authentication_method IN ('totp', 'webauthn', 'mfa/totp')
+                AND authentication_method IN ('totp', 'webauthn', 'mfa/totp', 'recovery_code')
         )
         DELETE FROM auth.mfa_factors WHERE id = $1
         """,
         factor_id,
     )
+
+
+async def _forget_codes_without_factors(conn: Conn, user_id: uuid.UUID) -> None:
+    """Recovery codes stand in for a second factor: with none left, they go too."""
+    await conn.execute(
+        "DELETE FROM auth.mfa_recovery_codes WHERE user_id = $1 AND NOT EXISTS "
+        "(SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified')", user_id)
 
 
 def _inet(ip: str) -> str:

@@ -13,6 +13,7 @@ import base64
 import hmac
 import io
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,23 @@ def matching_step(secret: str, code: str, *, now: Callable[[], float] = time.tim
     return found
 
 
+RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud, typed by hand
+
+
+def new_recovery_codes(count: int = 10) -> list[str]:
+    """``count`` codes of 10 characters (about 49 bits each), shown as ``xxxxx-xxxxx``."""
+    codes = []
+    for _ in range(count):
+        raw = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(10))
+        codes.append(f"{raw[:5]}-{raw[5:]}")
+    return codes
+
+
+def normalize_recovery_code(code: str) -> str:
+    """What a person typed, as stored: lower case, no spaces or dashes."""
+    return "".join(ch for ch in code.lower() if ch.isalnum())
+
+
 class SecretBox:
     """Encrypts factor secrets with AES-GCM under a key derived from the signing key; the factor's
     id is the associated data, so a secret copied onto another factor's row does not decrypt."""
@@ -67,11 +85,16 @@ class SecretBox:
 
     def __init__(self, keys: KeySet) -> None:
         self._aead = AESGCM(keys.derive(b"gatehouse mfa secrets v1"))
+        self._code_key = keys.derive(b"gatehouse mfa recovery codes v1")
 
     def seal(self, factor_id: uuid.UUID, secret: str) -> str:
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, secret.encode(), factor_id.bytes)
         return self.PREFIX + base64.b64encode(nonce + sealed).decode()
+
+    def code_hash(self, user_id: uuid.UUID, code: str) -> str:
+        """A recovery code as stored: an HMAC under a key of its own, tied to its user."""
+        return hmac.new(self._code_key, user_id.bytes + normalize_recovery_code(code).encode(), "sha256").hexdigest()
 
     def open(self, factor_id: uuid.UUID, stored: str) -> str:
         if not stored.startswith(self.PREFIX):
@@ -83,4 +106,7 @@ class SecretBox:
             raise ValueError("the secret does not decrypt with this server's key") from None
 
 
-__all__ = ["DIGITS", "STEP_SECONDS", "WINDOW", "SecretBox", "matching_step", "new_secret", "qr_svg", "uri"]
+__all__ = [
+    "DIGITS", "STEP_SECONDS", "WINDOW", "SecretBox", "matching_step", "new_recovery_codes", "new_secret",
+    "normalize_recovery_code", "qr_svg", "uri",
+]
