@@ -32,7 +32,8 @@ async def account(request: Request) -> Response:
                        website=profile.website or "")
     user = await auth(request).account.current_user(session.claims or {})
     notice = {"password": "Password changed.", "profile": "Profile updated.",
-              "identities": "Sign-in methods updated.", "mfa": "Two-step sign-in is off."}.get(
+              "identities": "Sign-in methods updated.", "mfa": "Two-step sign-in is off.",
+              "passkeys": "Passkeys updated."}.get(
         request.query_params.get("changed", ""), ""
     )
     if request.method == "POST":
@@ -57,6 +58,7 @@ async def account(request: Request) -> Response:
         avatar_error=request.query_params.get("avatar_error", ""),
         avatar_notice="Photo updated." if request.query_params.get("avatar") == "updated" else "",
         identities=providers.identities(user), linking=services(request).settings.manual_linking,
+        passkeys=await auth(request).passkeys.of_user(session.claims or {}),
         linkable=[p for p in providers.enabled(request) if p["name"] not in {i.provider for i in user.identities}],
     )
 

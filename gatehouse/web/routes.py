@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.web import account, login, mfa, providers
+from gatehouse.web import account, login, mfa, passkeys, providers
 from gatehouse.web.pages import HERE, templates
 
 __all__ = ["routes", "templates"]  # app.py renders its error pages with the pages' templates
@@ -18,6 +18,8 @@ routes = [
     Route("/", login.home, methods=["GET"]),
     Route("/login", login.login, methods=["GET", "POST"]),
     Route("/login/factor", mfa.login_factor, methods=["GET", "POST"]),
+    Route("/login/passkey/options", passkeys.sign_in_options, methods=["POST"]),
+    Route("/login/passkey/verify", passkeys.sign_in_verify, methods=["POST"]),
     Route("/login/{provider}", providers.start, methods=["GET"]),
     Route("/auth/oauth", providers.landing, methods=["GET"]),
     Route("/check-email", login.check_email, methods=["GET"]),
@@ -27,6 +29,9 @@ routes = [
     Route("/account/avatar", account.avatar, methods=["POST"]),
     Route("/account/password", account.new_password, methods=["GET", "POST"]),
     Route("/account/mfa", mfa.account_mfa, methods=["GET", "POST"]),
+    Route("/account/passkeys", passkeys.manage, methods=["POST"]),
+    Route("/account/passkeys/options", passkeys.register_options, methods=["POST"]),
+    Route("/account/passkeys/verify", passkeys.register_verify, methods=["POST"]),
     Route("/account/link/{provider}", providers.link, methods=["GET"]),
     Route("/account/unlink", providers.unlink, methods=["POST"]),
     Route("/forgot", login.forgot, methods=["GET", "POST"]),

@@ -8,6 +8,7 @@ supabase-js is added to the page as a script (the context bypasses the page's CS
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -189,3 +190,52 @@ def test_passkey_routes_need_a_user(server: RunningServer) -> None:
     assert httpx.get(f"{server.url}/auth/v1/passkeys", headers=headers).status_code == 401
     assert httpx.post(f"{server.url}/auth/v1/passkeys/registration/options", headers=headers).status_code == 401
     assert httpx.delete(f"{server.url}/auth/v1/passkeys/{uuid.uuid4()}", headers=headers).status_code == 401
+
+
+def test_passkeys_from_the_apps_own_pages(browser: Browser, server: RunningServer) -> None:
+    """The account page's "Add a passkey" and the log-in page's "Sign in with a passkey", under the
+    pages' own CSP (no bypass here): their one script does the ceremony."""
+    site = server.env["GATEHOUSE_SITE_URL"]
+    context = browser.new_context()
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+            "isUserVerified": True, "automaticPresenceSimulation": True}})
+        email = confirmed_user(server)
+        page.goto(f"{site}/login")
+        page.locator("#email").fill(email)
+        page.locator("#password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{site}/account")
+        page.get_by_role("button", name="Add a passkey").click()
+        page.wait_for_url(f"{site}/account?changed=passkeys")
+        name = page.locator(".passkeys input[name=name]")
+        assert name.input_value() == "Passkey"
+        name.fill("Work laptop")
+        page.locator(".passkeys").get_by_role("button", name="Rename").click()
+        page.wait_for_url(f"{site}/account?changed=passkeys")
+        assert page.locator(".passkeys input[name=name]").input_value() == "Work laptop"
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"{site}/login**")
+        page.get_by_role("button", name="Sign in with a passkey").click()
+        page.wait_for_url(f"{site}/account")
+        assert page.locator("#email").input_value() == email
+        access = next(c for c in context.cookies() if c["name"] == "gh-access-token")["value"]
+        payload = json.loads(base64.urlsafe_b64decode(access.split(".")[1] + "=="))
+        assert payload["aal"] == "aal2" and payload["amr"][0]["method"] == "passkey"
+        page.locator(".passkeys").get_by_role("button", name="Remove").click()
+        page.wait_for_url(f"{site}/account?changed=passkeys")
+        assert page.locator(".passkeys input[name=name]").count() == 0
+        # without the page's CSRF token, the JSON calls are refused
+        forged = page.evaluate("""async () => (await fetch('/login/passkey/options', {method: 'POST',
+            headers: {'Content-Type': 'application/json'}, body: '{}'})).status""")
+        assert forged == 403
+    finally:
+        context.close()
+    assert errors == [], errors
