@@ -173,3 +173,17 @@ def test_prune_anonymous_deletes_stale_ones_and_their_files(
     assert "not seen for 30d" in pruned.stdout
     ids, objects = asyncio.run(left())
     assert ids == {fresh} and objects == 0
+
+
+def test_supabase_py_sign_in_anonymously(server: RunningServer) -> None:
+    from supabase import create_client
+
+    supabase = create_client(server.url, server.keys.publishable_key)
+    try:
+        response = supabase.auth.sign_in_anonymously({"options": {"data": {"plan": "trial"}}})
+        assert response.user is not None and response.user.is_anonymous is True
+        assert response.user.user_metadata == {"plan": "trial"}
+        assert claims(response.session.access_token)["is_anonymous"] is True  # type: ignore[union-attr]
+    finally:
+        supabase.auth.close()
+        supabase.auth.admin.close()

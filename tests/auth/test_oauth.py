@@ -66,8 +66,9 @@ def server(server_factory: Callable[..., RunningServer], provider: OIDCProvider,
 
 @pytest.fixture(scope="module")
 def linking(server_factory: Callable[..., RunningServer], provider: OIDCProvider, ports: tuple[int, int]) -> RunningServer:
-    """A second Gatehouse on the same database, with manual linking on."""
-    return server_factory(env=provider_env(provider, GATEHOUSE_MANUAL_LINKING="true"), port=ports[1])
+    """A second Gatehouse on the same database, with manual linking and anonymous sign-ins on."""
+    return server_factory(env=provider_env(provider, GATEHOUSE_MANUAL_LINKING="true", GATEHOUSE_ANONYMOUS_SIGN_INS="true"),
+                          port=ports[1])
 
 
 @pytest.fixture
@@ -563,3 +564,21 @@ def test_supabase_py_link_and_unlink_identity(linking: RunningServer, provider: 
         browser.close()
         supabase.auth.close()
         supabase.auth.admin.close()
+
+
+def test_linking_a_provider_makes_an_anonymous_user_permanent(linking: RunningServer, provider: OIDCProvider) -> None:
+    auth = Auth(linking)
+    browser = ProviderBrowser(provider, gatehouse=linking.url)
+    try:
+        anonymous = auth.post("/signup", {"data": {"cart": ["tea"]}}).json()
+        token = anonymous["access_token"]
+        started = auth.get("/user/identities/authorize?provider=keycloak&skip_http_redirect=true", token=token)
+        assert started.status_code == 200, started.text
+        browser.open(started.json()["url"], login=new_email("was-anonymous"))
+        user = user_of(auth, token)
+        assert user["id"] == anonymous["user"]["id"] and user["is_anonymous"] is False
+        assert [i["provider"] for i in user["identities"]] == ["keycloak"]
+        assert user["app_metadata"]["provider"] == "keycloak" and user["user_metadata"]["cart"] == ["tea"]
+    finally:
+        browser.close()
+        auth.close()
