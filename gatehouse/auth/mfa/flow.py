@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,7 @@ from gatehouse.auth.mfa import totp
 from gatehouse.auth.models import Factor, Session
 from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
+from gatehouse.core.ratelimit import Limit
 
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 #: An enrolment never verified is dropped after this long.
@@ -45,16 +47,22 @@ def factor_not_found() -> GatehouseError:
     return GatehouseError("mfa_factor_not_found", "Factor not found", status=404)
 
 
+@dataclass(frozen=True)
 class Enrolled:
     """A new TOTP factor: its id and name, and (once, now) its secret, URI and QR code."""
 
-    def __init__(self, factor_id: uuid.UUID, friendly_name: str, secret: str, uri: str, qr_code: str) -> None:
-        self.id, self.friendly_name, self.secret, self.uri, self.qr_code = factor_id, friendly_name, secret, uri, qr_code
+    id: uuid.UUID
+    friendly_name: str
+    secret: str
+    uri: str
+    qr_code: str
 
 
+@dataclass(frozen=True)
 class Challenged:
-    def __init__(self, challenge_id: uuid.UUID, factor_type: str, expires_at: int) -> None:
-        self.id, self.factor_type, self.expires_at = challenge_id, factor_type, expires_at
+    id: uuid.UUID
+    factor_type: str
+    expires_at: int
 
 
 class MFAFlow(Flow):
@@ -117,6 +125,9 @@ class MFAFlow(Flow):
 
     async def challenge(self, claims: dict[str, Any], factor_id: str, client: Client) -> Challenged:
         user = await self.signed_in(claims)
+        # Each challenge is a row: a user may ask for three times as many as they may verify.
+        verify = self.limits.mfa_verify
+        await self.limit(f"mfa-challenge:{user['id']}", Limit(verify.count * 3, verify.seconds))
         async with self.db.admin.acquire() as conn, conn.transaction():
             factor = await self._factor(conn, user["id"], factor_id)
             challenge_id: uuid.UUID = await conn.fetchval(
