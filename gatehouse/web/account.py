@@ -19,7 +19,7 @@ from gatehouse.profiles import Profile, ProfileError
 from gatehouse.services import services
 from gatehouse.web import avatars, providers
 from gatehouse.web.forms import ProfileForm
-from gatehouse.web.pages import auth, checked_form, client, page, signed_in_page
+from gatehouse.web.pages import auth, checked_form, client, page, signed_in_form, signed_in_page
 
 
 async def account(request: Request) -> Response:
@@ -64,12 +64,10 @@ async def account(request: Request) -> Response:
 
 
 async def avatar(request: Request) -> Response:
-    session = await signed_in_page(request)
-    if isinstance(session, Response):
-        return session
-    data = await checked_form(request)
-    if isinstance(data, Response):
-        return data
+    posted = await signed_in_form(request)
+    if isinstance(posted, Response):
+        return posted
+    session, data = posted
     try:
         await avatars.replace(services(request).storage.objects, services(request).database, session.claims or {},
                               uuid.UUID(session.user_id), data.get("avatar"))

@@ -120,3 +120,14 @@ async def signed_in_page(request: Request) -> WebSession | Response:
     if await second_factor_pending(request, session):
         return to_second_factor()
     return session
+
+
+async def signed_in_form(request: Request) -> tuple[WebSession, dict[str, Any]] | Response:
+    """A form posted by the signed-in user (``signed_in_page``), its CSRF token checked."""
+    session = await signed_in_page(request)
+    if isinstance(session, Response):
+        return session
+    data = await checked_form(request)
+    if isinstance(data, Response):
+        return data
+    return session, data

@@ -14,8 +14,8 @@ from starlette.responses import RedirectResponse, Response
 
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import JSONResponse, read_json
-from gatehouse.web.pages import auth, checked_form, client, error_page, secure, signed_in_page
-from gatehouse.web.session import csrf_ok, store, web_session
+from gatehouse.web.pages import auth, client, error_page, secure, signed_in_form, signed_in_page
+from gatehouse.web.session import WebSession, csrf_ok, store, web_session
 
 
 def _refused(error: GatehouseError) -> Response:
@@ -36,12 +36,18 @@ async def _answer(request: Request) -> tuple[str, dict[str, Any]]:
     return challenge_id, credential
 
 
-async def register_options(request: Request) -> Response:
+async def _signed_in_call(request: Request) -> WebSession | Response:
+    """The signed-in user of a JSON call from the account page, its CSRF header checked."""
     session = await signed_in_page(request)
     if isinstance(session, Response):
         return JSONResponse({"code": "signed_out", "message": "Sign in again."}, status_code=401)
-    if (refused := _csrf_refused(request)) is not None:
-        return refused
+    return _csrf_refused(request) or session
+
+
+async def register_options(request: Request) -> Response:
+    session = await _signed_in_call(request)
+    if isinstance(session, Response):
+        return session
     try:
         ceremony = await auth(request).passkeys.registration_options(session.claims or {}, client(request))
     except GatehouseError as error:
@@ -50,11 +56,9 @@ async def register_options(request: Request) -> Response:
 
 
 async def register_verify(request: Request) -> Response:
-    session = await signed_in_page(request)
+    session = await _signed_in_call(request)
     if isinstance(session, Response):
-        return JSONResponse({"code": "signed_out", "message": "Sign in again."}, status_code=401)
-    if (refused := _csrf_refused(request)) is not None:
-        return refused
+        return session
     try:
         challenge_id, credential = await _answer(request)
         passkey = await auth(request).passkeys.registration_verify(session.claims or {}, challenge_id, credential,
@@ -88,12 +92,10 @@ async def sign_in_verify(request: Request) -> Response:
 
 async def manage(request: Request) -> Response:
     """POST ``/account/passkeys``: rename (``name``) or remove (``action=delete``) one."""
-    session = await signed_in_page(request)
-    if isinstance(session, Response):
-        return session
-    data = await checked_form(request)
-    if isinstance(data, Response):
-        return data
+    posted = await signed_in_form(request)
+    if isinstance(posted, Response):
+        return posted
+    session, data = posted
     passkeys = auth(request).passkeys
     passkey_id = str(data.get("id", ""))
     try:

@@ -23,7 +23,7 @@ from gatehouse.auth.oauth.api import BINDING_COOKIE, binding_cookie
 from gatehouse.core.config import Settings
 from gatehouse.core.errors import GatehouseError
 from gatehouse.services import services
-from gatehouse.web.pages import auth, checked_form, client, error_page, secure, signed_in_page
+from gatehouse.web.pages import auth, client, error_page, secure, signed_in_form, signed_in_page
 from gatehouse.web.session import cookie, csrf_ok, store, web_session
 
 VERIFIER = "gh-oauth-verifier"
@@ -129,12 +129,10 @@ async def link(request: Request) -> Response:
 
 async def unlink(request: Request) -> Response:
     """POST ``/account/unlink``: remove one of the account's ways in (never the last)."""
-    session = await signed_in_page(request)
-    if isinstance(session, Response):
-        return session
-    data = await checked_form(request)
-    if isinstance(data, Response):
-        return data
+    posted = await signed_in_form(request)
+    if isinstance(posted, Response):
+        return posted
+    session, data = posted
     try:
         await auth(request).oauth.unlink(session.claims or {}, str(data.get("identity_id", "")), client(request))
     except GatehouseError as error:
