@@ -28,9 +28,22 @@ from gatehouse.rest.schema import SchemaCache
 from gatehouse.services import services
 
 OBJECT = "application/vnd.pgrst.object+json"
+ARRAY = "application/vnd.pgrst.array+json"
 JSON = "application/json"
 CSV = "text/csv"
-_MEDIA = (JSON, OBJECT, CSV, "application/*", "*/*", "application/openapi+json")
+_MEDIA = (JSON, OBJECT, CSV, ARRAY, "application/*", "*/*", "application/openapi+json")
+
+#: Every preference PostgREST knows, with the values each may take (None: any value, checked where
+#: it is used). ``handling=strict`` refuses anything else (PGRST122); lenient handling ignores it.
+KNOWN_PREFERENCES: dict[str, frozenset[str] | None] = {
+    "return": frozenset({"minimal", "representation", "headers-only"}),
+    "count": frozenset({"exact", "planned", "estimated"}),
+    "resolution": frozenset({"merge-duplicates", "ignore-duplicates"}),
+    "missing": frozenset({"default", "null"}),
+    "handling": frozenset({"lenient", "strict"}),
+    "max-affected": None,
+    "timezone": None,
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,18 @@ class Prefer:
     @property
     def count(self) -> bool:
         return self.values.get("count") in ("exact", "planned", "estimated")
+
+    def check_strict(self) -> None:
+        """``handling=strict``: a preference this server does not know (or does not apply) is an
+        error, not something silently ignored."""
+        if self.values.get("handling") != "strict":
+            return
+        unknown = [f"{key}={value}" if value else key for key, value in self.values.items()
+                   if key not in KNOWN_PREFERENCES
+                   or (KNOWN_PREFERENCES[key] is not None and value not in KNOWN_PREFERENCES[key])]  # type: ignore[operator]
+        if unknown:
+            raise rest_error("PGRST122", "Invalid preferences given with handling=strict", 400,
+                             details=f"Invalid preferences: {', '.join(unknown)}")
 
     @property
     def max_affected(self) -> int | None:
@@ -84,15 +109,40 @@ def _schema(request: Request, *, write: bool) -> str:
     return header
 
 
-def _media(request: Request) -> str:
+@dataclass(frozen=True)
+class Media:
+    """What the response is: JSON (an array), one object, CSV; ``strip``: ``nulls=stripped`` (keys
+    whose value is null left out, as PostgREST's ``json_strip_nulls``)."""
+
+    kind: str
+    strip: bool = False
+    #: The array media type the client named (``vnd.pgrst.array+json``), echoed as the Content-Type.
+    named: str | None = None
+
+
+def _media(request: Request) -> Media:
     accept = request.headers.get("accept", "*/*") or "*/*"
     for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        strip = "nulls=stripped" in params
+        if strip and media not in (OBJECT, ARRAY):
+            continue  # PostgREST strips nulls only for its own JSON media types
         if media in (OBJECT, CSV):
-            return media
+            return Media(media, strip)
+        if media == ARRAY:
+            return Media(JSON, strip, named=f"{ARRAY};nulls=stripped" if strip else ARRAY)
         if media in _MEDIA or media == "":
-            return JSON
+            return Media(JSON)
     raise rest_error("PGRST107", f"None of these media types are available: {accept}", 406)
+
+
+def _without_nulls(value: Any) -> Any:
+    """``json_strip_nulls``: object keys whose value is null go, at every depth; array items stay."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def _query(request: Request, *, rpc_args: frozenset[str] = frozenset()) -> Query:
@@ -189,28 +239,32 @@ def _content_range(offset: int, count: int, total: int | None) -> str:
 
 
 def _respond(
-    result: Result, media: str, *, status: int = 200, schema: str, head: bool = False, offset: int = 0,
+    result: Result, media: Media, *, status: int = 200, schema: str, head: bool = False, offset: int = 0,
     headers: dict[str, str] | None = None,
 ) -> Response:
     all_headers = {"Content-Profile": schema, **(headers or {})}
     all_headers["Content-Range"] = _content_range(offset, result.page_count, result.total)
-    if media == OBJECT:
+    if media.kind == OBJECT:
         if result.page_count != 1:
             raise rest_error(
                 "PGRST116", "Cannot coerce the result to a single JSON object", 406,
                 details=f"The result contains {result.page_count} rows",
             )
-        body = (result.body or "null").encode()
-        media_type = OBJECT
-    elif media == CSV:
+        body = _stripped(result.body or "null", media)
+        media_type = f"{OBJECT};nulls=stripped" if media.strip else OBJECT
+    elif media.kind == CSV:
         body = _csv(result.body or "[]").encode()
         media_type = "text/csv; charset=utf-8"
     else:
-        body = (result.body or "[]").encode()
-        media_type = "application/json; charset=utf-8"
+        body = _stripped(result.body or "[]", media)
+        media_type = f"{media.named or 'application/json'}; charset=utf-8"
     if result.total is not None and status == 200 and result.page_count < result.total:
         status = 206
     return Response(b"" if head else body, status_code=status, media_type=media_type, headers=all_headers)
+
+
+def _stripped(body: str, media: Media) -> bytes:
+    return orjson.dumps(_without_nulls(orjson.loads(body))) if media.strip else body.encode()
 
 
 def _csv(body: str) -> str:
@@ -239,10 +293,11 @@ def _csv_cell(value: Any) -> str:
 async def read(request: Request) -> Response:
     schema = _schema(request, write=False)
     media = _media(request)
+    prefer = Prefer.parse(request)
+    prefer.check_strict()
     statement = read_statement(
         services(request).schema_cache, schema, request.path_params["table"], request.scope["query_string"],
-        request.headers.get("range"), media == OBJECT, Prefer.parse(request).count,
-        services(request).settings.rest_max_rows,
+        request.headers.get("range"), media.kind == OBJECT, prefer.count, services(request).settings.rest_max_rows,
     )
     result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True)
     return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)
@@ -255,6 +310,7 @@ async def write(request: Request) -> Response:
     table = planner.table(request.path_params["table"])
     query = _query(request)
     prefer = Prefer.parse(request)
+    prefer.check_strict()
     returning = prefer.returns == "representation"
     body = await _body(request)
     method = request.method
@@ -291,7 +347,7 @@ async def write(request: Request) -> Response:
         status = 200 if returning else 204
     params = sqlgen.Params()
     max_affected = prefer.max_affected if method != "POST" else None
-    sql = sqlgen.write_sql(plan, params, single=media == OBJECT, max_affected=max_affected)
+    sql = sqlgen.write_sql(plan, params, single=media.kind == OBJECT, max_affected=max_affected)
     result = await _run(request, _claims(request), sql, params.values, readonly=False)
     headers = {}
     if method == "POST" and prefer.returns == "headers-only" and table.primary_key and result.body:
@@ -319,6 +375,8 @@ async def rpc(request: Request) -> Response:
     get = request.method in ("GET", "HEAD")
     schema = _schema(request, write=not get)
     media = _media(request)
+    prefer = Prefer.parse(request)
+    prefer.check_strict()
     planner = _planner(request, schema)
     name = request.path_params["function"]
     arg_names = planner.function_arg_names(name)
@@ -336,12 +394,12 @@ async def rpc(request: Request) -> Response:
     plan = planner.call(name, args, query, whole_body=whole_body)
     readonly = get or plan.function.volatility != "volatile"
     params = sqlgen.Params()
-    sql = sqlgen.call_sql(plan, params, single=media == OBJECT, count=Prefer.parse(request).count)
+    sql = sqlgen.call_sql(plan, params, single=media.kind == OBJECT, count=prefer.count)
     result = await _run(request, _claims(request), sql, params.values, readonly=readonly)
     if plan.function.return_type == "void":
         return Response(status_code=204)
-    if plan.result is None and media != CSV:
-        return Response(b"" if request.method == "HEAD" else (result.body or "null").encode(), status_code=200,
+    if plan.result is None and media.kind != CSV:
+        return Response(b"" if request.method == "HEAD" else _stripped(result.body or "null", media), status_code=200,
                         media_type="application/json; charset=utf-8", headers={"Content-Profile": schema})
     return _respond(result, media, schema=schema, head=request.method == "HEAD")
 

@@ -72,3 +72,17 @@ def test_short_and_duplicate_usernames(signed_in: Callable[[], tuple[Client, str
     with pytest.raises(APIError) as duplicate:
         bob.from_("profiles").upsert({"id": bob_id, "username": taken}).execute()
     assert duplicate.value.code == "23505"
+
+
+def test_strip_nulls_leaves_out_null_values(signed_in: Callable[[], tuple[Client, str]]) -> None:
+    """``.strip_nulls()`` sends ``Accept: application/vnd.pgrst.array+json;nulls=stripped`` (or the
+    object form with ``.single()``): keys whose value is null are left out, as PostgREST does."""
+    supabase, uid = signed_in()
+    supabase.from_("profiles").upsert({"id": uid, "full_name": "Ada"}).execute()
+    rows = supabase.from_("profiles").select("id, full_name, website").eq("id", uid).strip_nulls().execute()
+    assert rows.data == [{"id": uid, "full_name": "Ada"}]
+    one = (supabase.from_("profiles").select("id, full_name, website, username").eq("id", uid)
+           .strip_nulls().single().execute())
+    assert one.data == {"id": uid, "full_name": "Ada"}
+    kept = supabase.from_("profiles").select("id, website").eq("id", uid).execute()
+    assert kept.data == [{"id": uid, "website": None}]

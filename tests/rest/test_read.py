@@ -277,3 +277,41 @@ async def test_openapi_follows_the_callers_privileges(
         assert set(paths["anon"][table]) < set(paths["service"][table])
     for document in documents.values():
         validate(document)
+
+
+def test_array_media_type_and_stripped_nulls_over_http(anon: Rest) -> None:
+    """``application/vnd.pgrst.array+json`` is plain JSON rows; with ``;nulls=stripped`` the keys
+    whose value is null go (``json_strip_nulls``). ``nulls=stripped`` on another media type is not
+    PostgREST's and is not taken."""
+    params = {"select": "name,nothing:meta->>no_such_key,meta", "id": "eq.2"}
+    plain = anon.http.get("/countries", params=params, headers={"Accept": "application/vnd.pgrst.array+json"})
+    assert plain.status_code == 200, plain.text
+    assert plain.headers["content-type"].startswith("application/vnd.pgrst.array+json")
+    assert plain.json()[0]["nothing"] is None
+    stripped = anon.http.get("/countries", params=params,
+                             headers={"Accept": "application/vnd.pgrst.array+json;nulls=stripped"})
+    assert stripped.headers["content-type"].startswith("application/vnd.pgrst.array+json;nulls=stripped")
+    assert "nothing" not in stripped.json()[0] and stripped.json()[0]["name"] == "Germany"
+    one = anon.http.get("/countries", params=params,
+                        headers={"Accept": "application/vnd.pgrst.object+json;nulls=stripped"})
+    assert one.status_code == 200 and "nothing" not in one.json() and one.json()["name"] == "Germany"
+    refused = anon.http.get("/countries", headers={"Accept": "text/csv;nulls=stripped"})
+    assert refused.status_code == 406 and refused.json()["code"] == "PGRST107"
+
+
+@pytest.mark.parametrize("prefer", [
+    "handling=strict, foo=bar", "handling=strict, return=everything", "handling=strict, tx=rollback",
+    "handling=strict,count=exact,params=single-object",
+])
+def test_strict_handling_refuses_unknown_preferences(anon: Rest, prefer: str) -> None:
+    refused = anon.http.get("/countries", headers={"Prefer": prefer})
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["code"] == "PGRST122" and body["message"] == "Invalid preferences given with handling=strict"
+    assert body["details"].startswith("Invalid preferences: ")
+
+
+def test_lenient_handling_ignores_unknown_preferences(anon: Rest) -> None:
+    for prefer in ("foo=bar", "handling=lenient, foo=bar", "handling=strict, count=exact, return=minimal"):
+        answered = anon.http.get("/countries", params={"limit": "1"}, headers={"Prefer": prefer})
+        assert answered.status_code in (200, 206), (prefer, answered.text)
