@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     # Data API
     rest_schemas: str = Field("public", description="Comma-separated schemas the data API exposes; the first is the default.")
     rest_max_rows: int = Field(1000, ge=1, description="Most rows one data API read returns.")
+    rest_tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = Field(
+        "commit",
+        description="How data API requests end (PostgREST's db-tx-end): commit, or rollback (nothing kept: for "
+        "tests); -allow-override lets a request ask for the other with Prefer: tx=commit|rollback.",
+    )
     rest_allow_unfiltered_writes: bool = Field(
         False, description="Allow PATCH and DELETE without a filter (they change every row the caller may see)."
     )

@@ -206,18 +206,28 @@ class Database:
         return {"database": "ok", "migrations": "current" if not todo else f"{len(todo)} pending"}
 
     async def run_as(
-        self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False
+        self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False,
+        rollback: bool = False,
     ) -> Result:
         """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
 
         The same rules as ``as_user``: the role comes from the verified claims and must be one of
         the request roles; values travel as one JSON array read back by the statement. A token
         naming a session that has ended raises ``SessionEnded``, checked inside the same call.
+        ``rollback``: answer as if it ran, keep nothing (the data API's ``Prefer: tx=rollback``;
+        two more round trips, for a transaction of its own).
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
             try:
-                return await _run_as(conn, role, claims, readonly, sql, values)
+                if not rollback:
+                    return await _run_as(conn, role, claims, readonly, sql, values)
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    return await _run_as(conn, role, claims, readonly, sql, values)
+                finally:
+                    await transaction.rollback()
             except asyncpg.PostgresError as exc:
                 raise _session_ended(exc) or exc from None
 

@@ -43,6 +43,7 @@ KNOWN_PREFERENCES: dict[str, frozenset[str] | None] = {
     "handling": frozenset({"lenient", "strict"}),
     "max-affected": None,
     "timezone": None,
+    "tx": frozenset({"commit", "rollback"}),
 }
 
 
@@ -68,17 +69,26 @@ class Prefer:
     def count(self) -> bool:
         return self.values.get("count") in ("exact", "planned", "estimated")
 
-    def check_strict(self) -> None:
+    def check_strict(self, tx_end: str = "commit") -> None:
         """``handling=strict``: a preference this server does not know (or does not apply) is an
-        error, not something silently ignored."""
+        error, not something silently ignored. ``tx`` counts only where ``tx_end`` lets requests choose."""
         if self.values.get("handling") != "strict":
             return
         unknown = [f"{key}={value}" if value else key for key, value in self.values.items()
                    if key not in KNOWN_PREFERENCES
-                   or (KNOWN_PREFERENCES[key] is not None and value not in KNOWN_PREFERENCES[key])]  # type: ignore[operator]
+                   or (KNOWN_PREFERENCES[key] is not None and value not in KNOWN_PREFERENCES[key])  # type: ignore[operator]
+                   or (key == "tx" and not tx_end.endswith("-allow-override"))]
         if unknown:
             raise rest_error("PGRST122", "Invalid preferences given with handling=strict", 400,
                              details=f"Invalid preferences: {', '.join(unknown)}")
+
+    def rollback(self, tx_end: str) -> bool:
+        """Whether the request's transaction is rolled back (GATEHOUSE_REST_TX_END, and ``tx=`` where
+        it allows a request to choose)."""
+        default = tx_end.startswith("rollback")
+        if not tx_end.endswith("-allow-override"):
+            return default
+        return {"rollback": True, "commit": False}.get(self.values.get("tx", ""), default)
 
     @property
     def max_affected(self) -> int | None:
@@ -174,10 +184,11 @@ async def _body(request: Request) -> Any:
     return await read_json(request, object_only=False, reject_nul=False)  # NUL: the database's own 22P05
 
 
-async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool) -> Result:
+async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool,
+               rollback: bool = False) -> Result:
     database: Database = services(request).database
     try:
-        return await database.run_as(claims, sql, values, readonly=readonly)
+        return await database.run_as(claims, sql, values, readonly=readonly, rollback=rollback)
     except asyncpg.PostgresError as exc:
         raise from_postgres(exc, claims.get("role", "anon")) from None
 
@@ -294,7 +305,7 @@ async def read(request: Request) -> Response:
     schema = _schema(request, write=False)
     media = _media(request)
     prefer = Prefer.parse(request)
-    prefer.check_strict()
+    prefer.check_strict(services(request).settings.rest_tx_end)
     statement = read_statement(
         services(request).schema_cache, schema, request.path_params["table"], request.scope["query_string"],
         request.headers.get("range"), media.kind == OBJECT, prefer.count, services(request).settings.rest_max_rows,
@@ -310,7 +321,9 @@ async def write(request: Request) -> Response:
     table = planner.table(request.path_params["table"])
     query = _query(request)
     prefer = Prefer.parse(request)
-    prefer.check_strict()
+    tx_end = services(request).settings.rest_tx_end
+    prefer.check_strict(tx_end)
+    rollback = prefer.rollback(tx_end)
     returning = prefer.returns == "representation"
     body = await _body(request)
     method = request.method
@@ -348,8 +361,8 @@ async def write(request: Request) -> Response:
     params = sqlgen.Params()
     max_affected = prefer.max_affected if method != "POST" else None
     sql = sqlgen.write_sql(plan, params, single=media.kind == OBJECT, max_affected=max_affected)
-    result = await _run(request, _claims(request), sql, params.values, readonly=False)
-    headers = {}
+    result = await _run(request, _claims(request), sql, params.values, readonly=False, rollback=rollback)
+    headers = {"Preference-Applied": "tx=rollback"} if rollback and "tx" in prefer.values else {}
     if method == "POST" and prefer.returns == "headers-only" and table.primary_key and result.body:
         headers["Location"] = _location(table.name, table.primary_key, result.body)
     if prefer.count:  # a write's count is the rows it changed (PostgREST sends it for every count preference)
@@ -376,7 +389,8 @@ async def rpc(request: Request) -> Response:
     schema = _schema(request, write=not get)
     media = _media(request)
     prefer = Prefer.parse(request)
-    prefer.check_strict()
+    tx_end = services(request).settings.rest_tx_end
+    prefer.check_strict(tx_end)
     planner = _planner(request, schema)
     name = request.path_params["function"]
     arg_names = planner.function_arg_names(name)
@@ -395,7 +409,8 @@ async def rpc(request: Request) -> Response:
     readonly = get or plan.function.volatility != "volatile"
     params = sqlgen.Params()
     sql = sqlgen.call_sql(plan, params, single=media.kind == OBJECT, count=prefer.count)
-    result = await _run(request, _claims(request), sql, params.values, readonly=readonly)
+    result = await _run(request, _claims(request), sql, params.values, readonly=readonly,
+                        rollback=not readonly and prefer.rollback(tx_end))
     if plan.function.return_type == "void":
         return Response(status_code=204)
     if plan.result is None and media.kind != CSV:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.rest.conftest import Rest
+from tests.support import RunningServer
 
 UserFactory = Callable[[], tuple[Rest, dict[str, object]]]
 REPRESENTATION = {"Prefer": "return=representation"}
@@ -184,3 +186,38 @@ def test_statement_timeout(server_factory: Callable[..., object], rest_schema: N
         timeout=30,
     )
     assert slow.status_code == 504 and slow.json()["code"] == "57014"
+
+
+@pytest.fixture(scope="module")
+def rollback_server(server_factory: Callable[..., RunningServer], rest_schema: None) -> RunningServer:
+    """A second server on this module's database whose requests may ask for ``tx=rollback``."""
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_REST_TX_END": "commit-allow-override"})
+
+
+def test_tx_rollback_answers_and_keeps_nothing(rollback_server: RunningServer, service: Rest) -> None:
+    rest = Rest(rollback_server, key=rollback_server.keys.secret_key)
+    try:
+        deadline = time.monotonic() + 10
+        while rest.http.get("/countries", params={"limit": "1"}).status_code == 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        tried = rest.http.post("/countries", json={"name": "Atlantis", "code": "AT"},
+                               headers={"Prefer": "return=representation, tx=rollback"})
+        assert tried.status_code == 201 and tried.json()[0]["name"] == "Atlantis"
+        assert tried.headers["preference-applied"] == "tx=rollback"
+        assert rest.http.get("/countries", params={"name": "eq.Atlantis"}).json() == []
+        strict = rest.http.post("/countries", json={"name": "Lemuria"},
+                                headers={"Prefer": "tx=rollback, handling=strict"})
+        assert strict.status_code == 201
+        assert rest.http.get("/countries", params={"name": "eq.Lemuria"}).json() == []
+        kept = rest.http.post("/countries", json={"name": "Hyperborea"}, headers={"Prefer": "tx=commit"})
+        assert kept.status_code == 201
+        assert len(rest.http.get("/countries", params={"name": "eq.Hyperborea"}).json()) == 1
+    finally:
+        rest.close()
+    # where requests may not choose (the default: commit), the preference is ignored, or refused when strict
+    ignored = service.http.post("/countries", json={"name": "Mu"}, headers={"Prefer": "tx=rollback"})
+    assert ignored.status_code == 201 and "preference-applied" not in ignored.headers
+    assert len(service.http.get("/countries", params={"name": "eq.Mu"}).json()) == 1
+    refused = service.http.post("/countries", json={"name": "Mu2"}, headers={"Prefer": "tx=rollback, handling=strict"})
+    assert refused.status_code == 400 and refused.json()["code"] == "PGRST122"
