@@ -23,8 +23,8 @@ from gatehouse.rest import grammar, sqlgen
 from gatehouse.rest.errors import from_postgres, render_rest_error, rest_error
 from gatehouse.rest.openapi import PRIVILEGES_SQL, Privileges, openapi
 from gatehouse.rest.plan import Planner
-from gatehouse.rest.query import Query, Shaping
-from gatehouse.rest.schema import SchemaCache
+from gatehouse.rest.query import Filter, Query, Shaping
+from gatehouse.rest.schema import SchemaCache, TableInfo
 from gatehouse.services import services
 
 OBJECT = "application/vnd.pgrst.object+json"
@@ -327,7 +327,11 @@ async def write(request: Request) -> Response:
     returning = prefer.returns == "representation"
     body = await _body(request)
     method = request.method
-    if method == "POST":
+    if method == "PUT":
+        plan = planner.insert(table, _put_query(table, query, body), [body], resolution="merge-duplicates",
+                              missing_default=False, returning=returning or prefer.returns == "headers-only")
+        status = 200 if returning else 204
+    elif method == "POST":
         rows = body if isinstance(body, list) else [body]
         if body is None or not all(isinstance(row, dict) for row in rows):
             raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object or an array of objects")
@@ -370,6 +374,24 @@ async def write(request: Request) -> Response:
     if not returning:
         return Response(status_code=status, headers={"Content-Range": f"*/{result.page_count}", **headers})
     return _respond(result, media, status=status, schema=schema, headers=headers)
+
+
+def _put_query(table: TableInfo, query: Query, body: Any) -> Query:
+    """``PUT``: one row upserted by primary key, by PostgREST's rules. The filters are ``eq`` on
+    every primary-key column and nothing else (PGRST105), the body is one object (PGRST102; the
+    columns it leaves out are NULL in a new row, as PostgREST's docs say to send them all), and
+    its key values are the filters' (PGRST115)."""
+    key = table.primary_key
+    filters = {c.field.name: c for c in query.top.conditions if isinstance(c, Filter)}
+    if (not key or len(query.top.conditions) != len(key) or set(filters) != set(key)
+            or any(f.operator != "eq" or f.negated or f.quantifier or f.field.json_path for f in filters.values())
+            or query.top.limit is not None or query.top.offset is not None):
+        raise rest_error("PGRST105", "Filters must include all and only primary key columns with 'eq' operators", 400)
+    if not isinstance(body, dict):
+        raise rest_error("PGRST102", "Empty or invalid json", 400, details="PUT takes one JSON object")
+    if any(str(body.get(name)) != filters[name].value for name in key):
+        raise rest_error("PGRST115", "Payload values do not match URL in primary key column(s)", 400)
+    return Query(query.select, Shaping(), query.embedded, query.columns, key, query.params)
 
 
 def _location(table: str, primary_key: tuple[str, ...], body: str) -> str:
@@ -433,7 +455,7 @@ routes = [
     Route("/", root, methods=["GET", "HEAD"]),
     Route("/rpc/{function}", rpc, methods=["GET", "HEAD", "POST"]),
     Route("/{table}", read, methods=["GET", "HEAD"]),
-    Route("/{table}", write, methods=["POST", "PATCH", "DELETE"]),
+    Route("/{table}", write, methods=["POST", "PUT", "PATCH", "DELETE"]),
 ]
 
 #: PostgREST checks the token before it parses the request: a bad token wins over a bad filter.

@@ -221,3 +221,40 @@ def test_tx_rollback_answers_and_keeps_nothing(rollback_server: RunningServer, s
     assert len(service.http.get("/countries", params={"name": "eq.Mu"}).json()) == 1
     refused = service.http.post("/countries", json={"name": "Mu2"}, headers={"Prefer": "tx=rollback, handling=strict"})
     assert refused.status_code == 400 and refused.json()["code"] == "PGRST122"
+
+
+def test_put_upserts_one_row_by_primary_key(service: Rest) -> None:
+    row = {"id": 9001, "name": "Utopia", "code": "UT", "population": 1, "tags": ["isle"], "meta": {},
+           "created_at": "2026-01-01T00:00:00+00:00"}
+    made = service.http.put("/countries", params={"id": "eq.9001"}, json=row, headers=REPRESENTATION)
+    assert made.status_code == 200, made.text
+    assert made.json()[0]["name"] == "Utopia"
+    changed = service.http.put("/countries", params={"id": "eq.9001"}, json={**row, "name": "Utopia II"})
+    assert changed.status_code == 204 and changed.content == b""
+    assert [r["name"] for r in service.http.get("/countries", params={"id": "eq.9001"}).json()] == ["Utopia II"]
+
+
+@pytest.mark.parametrize(("params", "body", "code"), [
+    ({"name": "eq.Utopia"}, {"id": 9002, "name": "Utopia"}, "PGRST105"),  # not the primary key
+    ({}, {"id": 9002, "name": "Utopia"}, "PGRST105"),  # no filter
+    ({"id": "gt.9002"}, {"id": 9002, "name": "Utopia"}, "PGRST105"),  # not eq
+    ({"id": "eq.9002", "name": "eq.Utopia"}, {"id": 9002, "name": "Utopia"}, "PGRST105"),  # more than the key
+    ({"id": "eq.9002", "limit": "1"}, {"id": 9002, "name": "Utopia"}, "PGRST105"),
+    ({"id": "eq.9002"}, {"id": 9003, "name": "Utopia"}, "PGRST115"),  # the payload names another row
+    ({"id": "eq.9002"}, [{"id": 9002, "name": "Utopia"}], "PGRST102"),  # one object only
+])
+def test_put_refusals(service: Rest, params: dict[str, str], body: object, code: str) -> None:
+    refused = service.http.put("/countries", params=params, json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == code
+    assert service.http.get("/countries", params={"id": "in.(9002,9003)"}).json() == []
+
+
+def test_put_is_judged_by_rls(user_factory: UserFactory) -> None:
+    alice, _ = user_factory()
+    _, bob = user_factory()
+    bob_id = bob["user"]["id"]  # type: ignore[index]
+    refused = alice.http.put("/profiles", params={"id": f"eq.{bob_id}"},
+                             json={"id": bob_id, "full_name": "hijacked", "username": None, "website": None,
+                                   "avatar_url": None, "updated_at": None})
+    assert refused.status_code == 403 and refused.json()["code"] == "42501"
