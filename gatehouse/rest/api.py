@@ -44,6 +44,7 @@ KNOWN_PREFERENCES: dict[str, frozenset[str] | None] = {
     "max-affected": None,
     "timezone": None,
     "tx": frozenset({"commit", "rollback"}),
+    "params": frozenset({"single-object"}),
 }
 
 
@@ -424,10 +425,12 @@ async def rpc(request: Request) -> Response:
         body = await _body(request)
         if body is None:
             body = {}
-        if not isinstance(body, dict):
+        single_object = prefer.values.get("params") == "single-object"
+        if not isinstance(body, dict) and not single_object:
             raise rest_error("PGRST102", "Empty or invalid json", 400, details="Send a JSON object of named arguments")
-        args, whole_body = body, body
-    plan = planner.call(name, args, query, whole_body=whole_body)
+        args, whole_body = (body if isinstance(body, dict) else {}), body
+    plan = planner.call(name, args, query, whole_body=whole_body,
+                        single_object=not get and prefer.values.get("params") == "single-object")
     readonly = get or plan.function.volatility != "volatile"
     params = sqlgen.Params()
     sql = sqlgen.call_sql(plan, params, single=media.kind == OBJECT, count=prefer.count)

@@ -352,13 +352,25 @@ class Planner:
     def function_arg_names(self, name: str) -> frozenset[str]:
         return frozenset(arg.name for fn in self.cache.functions(self.schema, name) for arg in fn.args)
 
-    def call(self, name: str, args: dict[str, Any], query: q.Query, *, whole_body: Any = None) -> CallPlan:
+    def call(self, name: str, args: dict[str, Any], query: q.Query, *, whole_body: Any = None,
+             single_object: bool = False) -> CallPlan:
+        """The function a call names, with its arguments. ``single_object`` (``Prefer:
+        params=single-object``): the whole body is the one json or jsonb parameter, named or not."""
         overloads = self.cache.functions(self.schema, name)
         if not overloads:
             raise rest_error(
                 "PGRST202", f"Could not find the function {self.schema}.{name} in the schema cache", 404,
                 hint="Check the function name and its arguments, or reload the schema cache.",
             )
+        if single_object:
+            single = next((fn for fn in overloads if len(fn.args) == 1 and fn.args[0].type in ("json", "jsonb")), None)
+            if single is None:
+                raise rest_error(
+                    "PGRST202", f"Could not find the function {self.schema}.{name} with a single json or jsonb "
+                    "parameter in the schema cache", 404,
+                    hint="Prefer: params=single-object passes the whole body as that one parameter.",
+                )
+            return self._called(single, {single.args[0].name or "": whole_body}, not single.args[0].name, query)
         given = set(args)
         chosen: FunctionInfo | None = None
         for fn in overloads:
@@ -380,14 +392,18 @@ class Planner:
                 f"Could not find the function {self.schema}.{name}({listed}) in the schema cache", 404,
                 hint="Check the argument names against the function's signature.",
             )
+        return self._called(chosen, {"": whole_body} if whole else args, whole, query)
+
+    def _called(self, chosen: FunctionInfo, args: dict[str, Any], whole: bool, query: q.Query) -> CallPlan:
         result = None
         if chosen.return_table is not None:
             table = self.cache.table(*chosen.return_table)
             if table is not None:
                 result = self._node(table, query.select, query.top, query.embedded, (), self.aliases.next(), top=True)
         elif query.top.conditions or query.top.order:
-            raise rest_error("PGRST100", f"{name} does not return rows of a table: it cannot be filtered or ordered", 400)
-        return CallPlan(chosen, {"": whole_body} if whole else args, whole, result)
+            raise rest_error("PGRST100", f"{chosen.name} does not return rows of a table: it cannot be filtered or "
+                             "ordered", 400)
+        return CallPlan(chosen, args, whole, result)
 
 
 def _keys(rows: list[dict[str, Any]]) -> list[str]:

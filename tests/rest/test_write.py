@@ -258,3 +258,38 @@ def test_put_is_judged_by_rls(user_factory: UserFactory) -> None:
                              json={"id": bob_id, "full_name": "hijacked", "username": None, "website": None,
                                    "avatar_url": None, "updated_at": None})
     assert refused.status_code == 403 and refused.json()["code"] == "42501"
+
+
+def test_params_single_object_passes_the_body_as_the_one_json_parameter(service: Rest, database_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def define() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("""
+                CREATE FUNCTION public.echo_payload(payload jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+                    AS 'SELECT jsonb_build_object(''got'', payload)';
+                CREATE FUNCTION public.two_args(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+                GRANT EXECUTE ON FUNCTION public.echo_payload(jsonb), public.two_args(int, int) TO anon, authenticated;
+                NOTIFY gatehouse_schema, 'reload';
+            """)
+        finally:
+            await conn.close()
+
+    asyncio.run(define())
+    single = {"Prefer": "params=single-object"}
+    deadline = time.monotonic() + 10
+    while (answer := service.http.post("/rpc/echo_payload", json={"a": 1}, headers=single)).status_code == 404:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.05)
+    assert answer.status_code == 200 and answer.json() == {"got": {"a": 1}}
+    listed = service.http.post("/rpc/echo_payload", json=[1, {"b": None}], headers=single)
+    assert listed.json() == {"got": [1, {"b": None}]}
+    # without the preference the object's keys are the arguments: no "a" parameter here
+    assert service.http.post("/rpc/echo_payload", json={"a": 1}).status_code == 404
+    wrong = service.http.post("/rpc/two_args", json={"a": 1, "b": 2}, headers=single)
+    assert wrong.status_code == 404 and wrong.json()["code"] == "PGRST202"
+    strict = service.http.post("/rpc/echo_payload", json={"a": 1}, headers={"Prefer": "params=single-object, handling=strict"})
+    assert strict.status_code == 200
