@@ -207,7 +207,7 @@ class Database:
 
     async def run_as(
         self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False,
-        rollback: bool = False,
+        rollback: bool = False, timeout: float | None = None,
     ) -> Result:
         """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
 
@@ -215,21 +215,26 @@ class Database:
         the request roles; values travel as one JSON array read back by the statement. A token
         naming a session that has ended raises ``SessionEnded``, checked inside the same call.
         ``rollback``: answer as if it ran, keep nothing (the data API's ``Prefer: tx=rollback``;
-        two more round trips, for a transaction of its own).
+        two more round trips, for a transaction of its own). ``timeout``: seconds before the
+        statement is cancelled (a role's own statement_timeout); ``TimeoutError`` then.
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
             try:
                 if not rollback:
-                    return await _run_as(conn, role, claims, readonly, sql, values)
+                    return await _run_as(conn, role, claims, readonly, sql, values, timeout)
                 transaction = conn.transaction()
                 await transaction.start()
                 try:
-                    return await _run_as(conn, role, claims, readonly, sql, values)
+                    return await _run_as(conn, role, claims, readonly, sql, values, timeout)
                 finally:
                     await transaction.rollback()
             except asyncpg.PostgresError as exc:
                 raise _session_ended(exc) or exc from None
+            except TimeoutError:
+                if timeout is None:
+                    raise
+                raise StatementTimedOut(timeout) from None
 
     async def confirm_session(self, claims: Mapping[str, Any] | None) -> None:
         """Raise ``SessionEnded`` unless the claims' session is alive (for requests that run no SQL
@@ -263,6 +268,14 @@ class Database:
         return self._request
 
 
+class StatementTimedOut(Exception):
+    """A statement ran past the caller's role's statement_timeout and was cancelled."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"canceling statement due to statement timeout ({seconds:g} s)")
+        self.seconds = seconds
+
+
 @dataclass(frozen=True)
 class PoolFigures:
     """A pool's connections at one moment: all it holds, and the idle ones among them."""
@@ -285,11 +298,12 @@ class Result:
 
 
 async def _run_as(
-    conn: Conn, role: str, claims: Mapping[str, Any], readonly: bool, sql: str, values: list[Any]
+    conn: Conn, role: str, claims: Mapping[str, Any], readonly: bool, sql: str, values: list[Any],
+    timeout: float | None = None,
 ) -> Result:
     row = await conn.fetchrow(
         "SELECT body, page_count, total FROM gatehouse.run_as($1, $2, $3, $4, $5::jsonb)",
-        role, _claims_json(claims), readonly, sql, values,
+        role, _claims_json(claims), readonly, sql, values, timeout=timeout,
     )
     assert row is not None  # run_as answers exactly one row
     return Result(row["body"], row["page_count"], row["total"])

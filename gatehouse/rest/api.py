@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from gatehouse.core.caller import caller
-from gatehouse.core.db import Database, Result
+from gatehouse.core.db import Database, Result, StatementTimedOut
 from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.rest import grammar, sqlgen
 from gatehouse.rest.errors import from_postgres, render_rest_error, rest_error
@@ -187,11 +187,18 @@ async def _body(request: Request) -> Any:
 
 async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool,
                rollback: bool = False) -> Result:
+    """The statement as the caller, under their role's own statement_timeout if it has one
+    (``ALTER ROLE authenticated SET statement_timeout = '3s'``, read with the schema cache)."""
     database: Database = services(request).database
+    role = str(claims.get("role", "anon"))
+    timeout_ms = services(request).schema_cache.statement_timeouts.get(role)
     try:
-        return await database.run_as(claims, sql, values, readonly=readonly, rollback=rollback)
+        return await database.run_as(claims, sql, values, readonly=readonly, rollback=rollback,
+                                     timeout=timeout_ms / 1000 if timeout_ms else None)
     except asyncpg.PostgresError as exc:
-        raise from_postgres(exc, claims.get("role", "anon")) from None
+        raise from_postgres(exc, role) from None
+    except StatementTimedOut:
+        raise rest_error("57014", "canceling statement due to statement timeout", 504) from None
 
 
 def _planner(request: Request, schema: str) -> Planner:

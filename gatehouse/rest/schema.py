@@ -175,6 +175,44 @@ class FunctionInfo:
     single_unnamed_json_arg: bool = False  # f(json) / f(jsonb): the whole request body is the argument
 
 
+#: The request roles' own settings (``ALTER ROLE ... SET statement_timeout``), database-specific
+#: ones over those for every database, as PostgreSQL itself ranks them.
+_ROLE_SETTINGS = """
+SELECT r.rolname AS role, cfg.item AS setting
+FROM pg_db_role_setting s
+JOIN pg_roles r ON r.oid = s.setrole
+CROSS JOIN LATERAL unnest(s.setconfig) AS cfg(item)
+WHERE r.rolname = ANY($1::text[])
+  AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+ORDER BY s.setdatabase
+"""
+REQUEST_ROLES = ("anon", "authenticated", "service_role")
+_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(value: str) -> int | None:
+    """A PostgreSQL duration setting (``3s``, ``8000``, ``1min``) in milliseconds; None if unreadable."""
+    text = value.strip().strip("'\"").lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = text[len(number):].strip() or "ms"
+    try:
+        return int(float(number) * _UNITS_MS[unit])
+    except (ValueError, KeyError):
+        return None
+
+
+def role_timeouts(rows: Iterable[asyncpg.Record | dict[str, str]]) -> dict[str, int]:
+    """Each request role's ``statement_timeout`` in milliseconds (0: none), from ``_ROLE_SETTINGS``."""
+    found: dict[str, int] = {}
+    for row in rows:
+        name, _, value = str(row["setting"]).partition("=")
+        if name.strip().lower() == "statement_timeout":
+            ms = duration_ms(value)
+            if ms is not None:
+                found[str(row["role"])] = ms
+    return found
+
+
 class SchemaCache:
     """An immutable snapshot of the exposed schemas. Build it with ``load``, or by hand in tests."""
 
@@ -186,9 +224,12 @@ class SchemaCache:
         functions: Iterable[FunctionInfo] = (),
         *,
         load_seconds: float = 0.0,
+        statement_timeouts: dict[str, int] | None = None,
     ) -> None:
         self.schemas: tuple[str, ...] = tuple(schemas)
         self.load_seconds = load_seconds
+        #: role -> milliseconds, for the request roles that have their own (``ALTER ROLE ... SET``).
+        self.statement_timeouts: dict[str, int] = dict(statement_timeouts or {})
         self._tables = {(t.schema, t.name): t for t in sorted(tables, key=lambda t: (t.schema, t.name))}
         self._relationships: dict[tuple[str, str], list[Relationship]] = {}
         for rel in relationships:
@@ -206,9 +247,11 @@ class SchemaCache:
         names = list(schemas)
         if conn.is_in_transaction():
             rows = [await conn.fetch(sql, names) for sql in (_TABLES, _COLUMNS, _FOREIGN_KEYS, _FUNCTIONS)]
+            settings = await conn.fetch(_ROLE_SETTINGS, list(REQUEST_ROLES))
         else:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 rows = [await conn.fetch(sql, names) for sql in (_TABLES, _COLUMNS, _FOREIGN_KEYS, _FUNCTIONS)]
+                settings = await conn.fetch(_ROLE_SETTINGS, list(REQUEST_ROLES))
         table_rows, column_rows, key_rows, function_rows = rows
         columns: dict[tuple[str, str], dict[str, ColumnInfo]] = {}
         for row in column_rows:
@@ -249,7 +292,8 @@ class SchemaCache:
             for row in key_rows
         ]
         functions = [fn for fn in map(_function, function_rows) if fn is not None]
-        return cls(schemas, tables, relationships, functions, load_seconds=time.perf_counter() - started)
+        return cls(schemas, tables, relationships, functions, load_seconds=time.perf_counter() - started,
+                   statement_timeouts=role_timeouts(settings))
 
     def table(self, schema: str, name: str) -> TableInfo | None:
         return self._tables.get((schema, name))

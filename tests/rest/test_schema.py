@@ -326,3 +326,21 @@ def test_hand_built_cache() -> None:
     cache = SchemaCache(("public",), [t])
     assert cache.table("public", "t") is t
     assert cache.relationships("public", "t") == [] and cache.functions("public") == []
+
+
+@pytest.mark.parametrize(("text", "ms"), [
+    ("3s", 3000), ("8000", 8000), ("1min", 60_000), ("250ms", 250), ("'2s'", 2000), ("1.5s", 1500), ("0", 0),
+    ("soon", None), ("3 parsecs", None),
+])
+def test_role_timeouts_are_read_in_postgresqls_units(text: str, ms: int | None) -> None:
+    from gatehouse.rest.schema import duration_ms
+
+    assert duration_ms(text) == ms
+
+
+def test_the_database_specific_setting_wins() -> None:
+    from gatehouse.rest.schema import role_timeouts
+
+    rows = [{"role": "anon", "setting": "statement_timeout=3s"}, {"role": "anon", "setting": "statement_timeout=1s"},
+            {"role": "authenticated", "setting": "search_path=public"}]
+    assert role_timeouts(rows) == {"anon": 1000}  # rows come global first, then this database's

@@ -293,3 +293,41 @@ def test_params_single_object_passes_the_body_as_the_one_json_parameter(service:
     assert wrong.status_code == 404 and wrong.json()["code"] == "PGRST202"
     strict = service.http.post("/rpc/echo_payload", json={"a": 1}, headers={"Prefer": "params=single-object, handling=strict"})
     assert strict.status_code == 200
+
+
+def test_a_roles_own_statement_timeout_cancels_with_57014(anon: Rest, service: Rest, database_url: str) -> None:
+    """``ALTER ROLE anon IN DATABASE ... SET statement_timeout``, as Supabase sets per-role timeouts:
+    a call past it is cancelled and answered 504 ``57014`` in PostgREST's shape, not left to hang.
+    Other roles keep theirs."""
+    import asyncio
+
+    import asyncpg
+
+    async def sql(statement: str) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(sql("""
+        CREATE FUNCTION public.nap(seconds float) RETURNS text LANGUAGE sql VOLATILE
+            AS 'SELECT pg_sleep(seconds)::text';
+        GRANT EXECUTE ON FUNCTION public.nap(float) TO anon, service_role;
+        DO $$ BEGIN EXECUTE format('ALTER ROLE anon IN DATABASE %I SET statement_timeout = %L',
+                                   current_database(), '300ms'); END $$;
+        NOTIFY gatehouse_schema, 'reload';
+    """))
+    try:
+        deadline = time.monotonic() + 10
+        while (answer := anon.http.post("/rpc/nap", json={"seconds": 5})).status_code == 404:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.05)
+        assert answer.status_code == 504, answer.text
+        assert answer.json() == {"code": "57014", "details": None, "hint": None,
+                                 "message": "canceling statement due to statement timeout"}
+        assert anon.http.post("/rpc/nap", json={"seconds": 0}).status_code == 200  # the connection is fine after
+        assert service.http.post("/rpc/nap", json={"seconds": 0.5}).status_code == 200  # not service_role's
+    finally:
+        asyncio.run(sql("DO $$ BEGIN EXECUTE format('ALTER ROLE anon IN DATABASE %I RESET statement_timeout', "
+                        "current_database()); END $$; NOTIFY gatehouse_schema, 'reload';"))
