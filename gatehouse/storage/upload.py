@@ -214,9 +214,15 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, sink: _Sink)
     return fields
 
 
+#: Largest user metadata an object may carry, as JSON text.
+MAX_METADATA_BYTES = 8192
+
+
 def _json_field(value: str | None) -> dict[str, Any] | None:
     if not value:
         return None
+    if len(value.encode()) > MAX_METADATA_BYTES:
+        raise invalid(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:

@@ -124,3 +124,16 @@ def test_signed_upload_url(clients: Callable[..., tuple[Client, str | None]]) ->
     anon, _ = clients(signed_in=False)
     anon.storage.from_("avatars").upload_to_signed_url(path, signed["token"], png(), {"content-type": "image/png"})
     assert supabase.storage.from_("avatars").download(path) == png()
+
+
+def test_user_metadata_on_upload_comes_back_from_info(clients: Callable[..., tuple[Client, str | None]]) -> None:
+    """storage3's ``metadata`` file option (a form field): kept with the object, answered by
+    ``info``; not a JSON object, or over 8 KB, refused."""
+    supabase, uid = clients()
+    bucket = supabase.storage.from_("avatars")
+    path = f"{uid}-meta-{uuid.uuid4().hex[:6]}.png"
+    bucket.upload(path, png(), {"content-type": "image/png", "metadata": {"alt": "a teal square", "n": 1}})
+    assert bucket.info(path)["metadata"] == {"alt": "a teal square", "n": 1}
+    with pytest.raises(StorageApiError) as oversized:
+        bucket.upload(f"{uid}-big.png", png(), {"content-type": "image/png", "metadata": {"x": "y" * 9000}})
+    assert oversized.value.status in (400, "400")

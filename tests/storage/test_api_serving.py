@@ -184,8 +184,9 @@ def test_x_metadata_is_base64_json_of_an_object(admin: httpx.Client) -> None:
     name = f"{uuid.uuid4().hex}.txt"
     assert put(admin, "files", name, b"x", "text/plain", **{"x-metadata": good}).status_code == 200
     assert admin.get(f"/object/info/files/{name}").json()["metadata"] == {"caption": "\u00e9t\u00e9 \U0001f600"}
+    oversized = base64.b64encode(orjson.dumps({"caption": "x" * 9000})).decode()
     for bad in ["not base64!", base64.b64encode(b"[1]").decode(), base64.b64encode(b'{"a": "\\u0000"}').decode(),
-                base64.b64encode(b"\xff\xfe").decode()]:
+                base64.b64encode(b"\xff\xfe").decode(), oversized]:
         refused = put(admin, "files", f"{uuid.uuid4().hex}.txt", b"x", "text/plain", **{"x-metadata": bad})
         assert refused.status_code == 400 and refused.json()["code"] == "InvalidRequest", (bad, refused.text)
 
