@@ -82,7 +82,17 @@ class PLogic:
     negated: bool = False
 
 
-PCondition = PFilter | PLogic
+@dataclass(frozen=True)
+class PPresence:
+    """``rel=not.is.null`` / ``rel=is.null`` on an embedded resource: the parent row has (or has
+    no) matching child, the child's own filters included."""
+
+    parent_alias: str
+    embed: OutEmbed
+    negated: bool = False  # True: the child must exist (``not.is.null``)
+
+
+PCondition = PFilter | PLogic | PPresence
 
 
 @dataclass(frozen=True)
@@ -165,11 +175,19 @@ def _cast(cast: str | None) -> str | None:
     return cast.lower()
 
 
-def _condition(table: TableInfo, alias: str, condition: q.Condition) -> PCondition:
+def _condition(table: TableInfo, alias: str, condition: q.Condition,
+               embeds: dict[str, OutEmbed] | None = None) -> PCondition:
     if isinstance(condition, q.Logic):
         return PLogic(
-            condition.operator, tuple(_condition(table, alias, c) for c in condition.conditions), condition.negated
+            condition.operator, tuple(_condition(table, alias, c, embeds) for c in condition.conditions),
+            condition.negated,
         )
+    embed = (embeds or {}).get(condition.field.name)
+    if embed is not None and not condition.field.json_path and condition.field.name not in table.columns:
+        if condition.operator != "is" or condition.value != "null" or condition.quantifier:
+            raise rest_error("PGRST100", f"'{condition.field.name}' is an embedded resource: it can only be "
+                             "filtered by its presence, with is.null or not.is.null", 400)
+        return PPresence(alias, embed, condition.negated)
     return PFilter(
         _field(table, alias, condition.field), condition.operator, condition.value, condition.negated,
         condition.quantifier, condition.language,
@@ -233,11 +251,12 @@ class Planner:
         limit = shaping.limit
         if top and self.max_rows is not None:
             limit = self.max_rows if limit is None else min(limit, self.max_rows)
+        embeds = {o.name: o for o in outputs if isinstance(o, OutEmbed)}
         return ReadNode(
             table,
             alias,
             tuple(outputs),
-            tuple(_condition(table, alias, c) for c in shaping.conditions),
+            tuple(_condition(table, alias, c, embeds) for c in shaping.conditions),
             tuple(POrder(_field(table, alias, o.field), o.direction, o.nulls) for o in shaping.order),
             limit,
             shaping.offset,

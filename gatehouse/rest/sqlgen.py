@@ -75,6 +75,9 @@ def _step(step: JsonStep, params: Params) -> str:
 
 
 def condition_sql(condition: p.PCondition, params: Params) -> str:
+    if isinstance(condition, p.PPresence):
+        exists = _exists(condition.parent_alias, condition.embed, params)
+        return exists if condition.negated else f"NOT {exists}"
     if isinstance(condition, p.PLogic):
         joiner = " AND " if condition.operator == "and" else " OR "
         inner = joiner.join(condition_sql(c, params) for c in condition.conditions) or (
@@ -177,14 +180,15 @@ def _embed_sql(parent: p.ReadNode, embed: p.OutEmbed, params: Params) -> str:
 
 def _inner_exists(node: p.ReadNode, params: Params) -> list[str]:
     """``!inner`` embeds keep only parent rows that have a matching child."""
-    clauses = []
-    for out in node.select:
-        if isinstance(out, p.OutEmbed) and out.inner:
-            child = out.node
-            source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
-            where = _where(child.conditions, params, _join_sql(node.alias, out) + _inner_exists(child, params))
-            clauses.append(f"EXISTS (SELECT 1 FROM {source}{where})")
-    return clauses
+    return [_exists(node.alias, out, params) for out in node.select if isinstance(out, p.OutEmbed) and out.inner]
+
+
+def _exists(parent_alias: str, out: p.OutEmbed, params: Params) -> str:
+    """Whether the parent row has a child of the embed that passes the child's own filters."""
+    child = out.node
+    source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
+    where = _where(child.conditions, params, _join_sql(parent_alias, out) + _inner_exists(child, params))
+    return f"EXISTS (SELECT 1 FROM {source}{where})"
 
 
 def _body(single: bool) -> str:

@@ -8,6 +8,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from tests.rest.conftest import Rest
+from tests.support import RunningServer
 
 
 def names(response: object) -> list[str]:
@@ -315,3 +316,37 @@ def test_lenient_handling_ignores_unknown_preferences(anon: Rest) -> None:
     for prefer in ("foo=bar", "handling=lenient, foo=bar", "handling=strict, count=exact, return=minimal"):
         answered = anon.http.get("/countries", params={"limit": "1"}, headers={"Prefer": prefer})
         assert answered.status_code in (200, 206), (prefer, answered.text)
+
+
+def test_filtering_on_an_embeds_presence(anon: Rest) -> None:
+    """``cities=not.is.null`` keeps the countries that have a city (with the embed's own filters),
+    ``cities=is.null`` those that have none; also inside ``or``; and on a to-one embed."""
+    def countries(**params: str) -> list[str]:
+        answer = anon.http.get("/countries", params={"select": "name,cities(name)", "order": "id", **params})
+        assert answer.status_code == 200, answer.text
+        return names(answer)
+
+    assert countries(cities="not.is.null") == ["France", "Germany", "Japan"]
+    assert countries(cities="is.null") == ["Iceland", 'Nowhere, "Land"']
+    assert countries(cities="not.is.null", **{"cities.name": "eq.Lyon"}) == ["France"]
+    assert countries(**{"or": "(cities.not.is.null,code.eq.IS)"}) == ["France", "Germany", "Japan", "Iceland"]
+    to_one = anon.http.get("/cities", params={"select": "name,countries(name)", "countries": "is.null"})
+    assert [row["name"] for row in to_one.json()] == ["Atlantis"]
+    wrong = anon.http.get("/countries", params={"select": "name,cities(name)", "cities": "eq.1"})
+    assert wrong.status_code == 400 and wrong.json()["code"] == "PGRST100"
+
+
+def test_embed_presence_through_supabase_py(rest_server: RunningServer) -> None:
+    """postgrest-py's ``not_.is_("cities", "null")`` and ``is_("cities", "null")``, unmodified."""
+    from supabase import create_client
+
+    supabase = create_client(rest_server.url, rest_server.keys.publishable_key)
+    try:
+        having = (supabase.from_("countries").select("name, cities(name)").not_.is_("cities", "null")
+                  .order("id").execute())
+        assert [row["name"] for row in having.data] == ["France", "Germany", "Japan"]
+        lacking = supabase.from_("countries").select("name, cities(name)").is_("cities", "null").order("id").execute()
+        assert [row["name"] for row in lacking.data] == ["Iceland", 'Nowhere, "Land"']
+    finally:
+        supabase.postgrest.session.close()
+        supabase.auth.close()
