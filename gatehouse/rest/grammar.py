@@ -537,8 +537,13 @@ def parse_order(text: str) -> tuple[OrderTerm, ...]:
         while True:
             column = _field(sc)
             sc.ws()
-            if sc.at("("):
-                sc.error("ordering by an embedded resource's column, rel(col), is not supported")
+            relation: str | None = None
+            if sc.eat("("):  # rel(col): a to-one embedded resource's column
+                if column.json_path:
+                    sc.error("an embedded resource's name takes no JSON path")
+                relation, column = column.name, _field(sc)
+                if not sc.eat(")"):
+                    sc.fail('")"')
             direction: Literal["asc", "desc"] | None = None
             nulls: Literal["first", "last"] | None = None
             if sc.eat(".asc"):
@@ -549,7 +554,7 @@ def parse_order(text: str) -> tuple[OrderTerm, ...]:
                 nulls = "first"
             elif sc.eat(".nullslast"):
                 nulls = "last"
-            result.append(OrderTerm(column, direction, nulls))
+            result.append(OrderTerm(column, direction, nulls, relation))
             sc.ws()
             if not sc.eat(","):
                 if not sc.end():

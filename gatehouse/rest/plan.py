@@ -100,6 +100,10 @@ class POrder:
     ref: FieldRef
     direction: str | None
     nulls: str | None
+    #: Ordering by a to-one embedded resource's column (``rel(col)``): that embed (``ref`` is the
+    #: child's column, under the child's alias).
+    embed: OutEmbed | None = None
+    parent_alias: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,10 +261,25 @@ class Planner:
             alias,
             tuple(outputs),
             tuple(_condition(table, alias, c, embeds) for c in shaping.conditions),
-            tuple(POrder(_field(table, alias, o.field), o.direction, o.nulls) for o in shaping.order),
+            tuple(self._order_term(table, alias, o, embeds) for o in shaping.order),
             limit,
             shaping.offset,
         )
+
+    @staticmethod
+    def _order_term(table: TableInfo, alias: str, term: q.OrderTerm, embeds: dict[str, OutEmbed]) -> POrder:
+        if term.relation is None:
+            return POrder(_field(table, alias, term.field), term.direction, term.nulls)
+        embed = embeds.get(term.relation)
+        if embed is None:
+            raise rest_error("PGRST108", f"'{term.relation}' is not an embedded resource in this request", 400,
+                             hint="Add it to select= to order by one of its columns.")
+        if not embed.to_one:
+            raise rest_error("PGRST118", f"A related order on '{term.relation}' is not possible", 400,
+                             details=f"'{table.name}' and '{term.relation}' do not form a many-to-one or "
+                             "one-to-one relationship")
+        child = embed.node
+        return POrder(_field(child.table, child.alias, term.field), term.direction, term.nulls, embed, alias)
 
     def _embed(
         self, parent: TableInfo, parent_alias: str, item: q.Embed, embedded: dict[tuple[str, ...], q.Shaping],

@@ -101,6 +101,8 @@ class OrderTerm:
     field: Field
     direction: Literal["asc", "desc"] | None = None
     nulls: Literal["first", "last"] | None = None
+    #: ``rel(col)``: a column of a to-one embedded resource (``field`` is then that column).
+    relation: str | None = None
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,10 @@ def _order(order: Sequence[p.POrder], params: Params) -> str:
     terms = []
     for term in order:
         sql = field_sql(term.ref, params)
+        if term.embed is not None:  # a to-one embed's column: the one related row's value
+            child = term.embed.node
+            source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
+            sql = f"(SELECT {sql} FROM {source}{_where((), params, _join_sql(term.parent_alias, term.embed))} LIMIT 1)"
         if term.direction:
             sql += f" {term.direction.upper()}"
         if term.nulls:

@@ -227,6 +227,8 @@ ORDERS: list[tuple[str, tuple[OrderTerm, ...]]] = [
     ("data->0", (OrderTerm(fld("data", "->", 0)),)),
     ('"my col".asc, b', (OrderTerm(fld("my col"), "asc"), OrderTerm(fld("b")))),
     ('"a.desc"', (OrderTerm(fld("a.desc")),)),
+    ("clients(name).desc", (OrderTerm(fld("name"), "desc", relation="clients"),)),
+    ("clients(name),id.asc.nullsfirst", (OrderTerm(fld("name"), relation="clients"), OrderTerm(fld("id"), "asc", "first"))),
 ]
 
 
@@ -380,7 +382,7 @@ MALFORMED: list[tuple[str, Callable[[], object]]] = [
     ("logic key not.not", lambda: parse_logic("not.not.or", "(a.eq.1)")),
     *[(f"order={v}", lambda v=v: parse_order(v)) for v in [
         "", ",", "a,", "a.ac", "a.descc", "a.nulsfist", "a.asc.desc", "a.nullslast.asc", "a.asc.nullslasttt",
-        "clients(name)", "a b.", "a..asc", '"a', "a->",
+        "clients(name", "clients->x(name)", "clients()", "a b.", "a..asc", '"a', "a->",
     ]],
     *[(f"query {k}={v}", lambda k=k, v=v: parse_query([(k, v)])) for k, v in [
         ("limit", "-1"), ("limit", "x"), ("limit", ""), ("limit", "1.5"), ("limit", " 1"), ("offset", "+1"),

@@ -350,3 +350,19 @@ def test_embed_presence_through_supabase_py(rest_server: RunningServer) -> None:
     finally:
         supabase.postgrest.session.close()
         supabase.auth.close()
+
+
+def test_ordering_by_a_to_one_embeds_column(anon: Rest) -> None:
+    """``order=countries(name).desc`` on cities: the related country's name decides; a to-many
+    embed cannot order its parent (PGRST118), and the embed must be selected (PGRST108)."""
+    answer = anon.http.get("/cities", params={"select": "name,countries(name)", "order": "countries(name).desc,name",
+                                              "country_id": "not.is.null"})
+    assert answer.status_code == 200, answer.text
+    assert names(answer) == ["Tokyo", "Berlin", "Lyon", "Marseille", "Paris"]
+    nulls = anon.http.get("/cities", params={"select": "name,countries(name)",
+                                             "order": "countries(name).asc.nullsfirst,name"})
+    assert names(nulls)[0] == "Atlantis"
+    many = anon.http.get("/countries", params={"select": "name,cities(name)", "order": "cities(name)"})
+    assert many.status_code == 400 and many.json()["code"] == "PGRST118"
+    missing = anon.http.get("/cities", params={"select": "name", "order": "countries(name)"})
+    assert missing.status_code == 400 and missing.json()["code"] == "PGRST108"
