@@ -302,7 +302,7 @@ def test_array_media_type_and_stripped_nulls_over_http(anon: Rest) -> None:
 
 @pytest.mark.parametrize("prefer", [
     "handling=strict, foo=bar", "handling=strict, return=everything", "handling=strict, tx=rollback",
-    "handling=strict,count=exact,params=single-object",
+    "handling=strict,count=exact,params=multiple-objects",
 ])
 def test_strict_handling_refuses_unknown_preferences(anon: Rest, prefer: str) -> None:
     refused = anon.http.get("/countries", headers={"Prefer": prefer})
