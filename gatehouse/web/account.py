@@ -30,7 +30,8 @@ async def account(request: Request) -> Response:
     profile = await profiles.read(database, session.claims, user_id) or Profile(user_id)
     form = ProfileForm(full_name=profile.full_name or "", username=profile.username or "",
                        website=profile.website or "")
-    user = await auth(request).account.current_user(session.claims or {})
+    user = session.user
+    assert user is not None  # signed_in_page read it
     notice = {"password": "Password changed.", "profile": "Profile updated.",
               "identities": "Sign-in methods updated.", "mfa": "Two-step sign-in is off.",
               "passkeys": "Passkeys updated."}.get(

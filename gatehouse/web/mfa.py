@@ -41,7 +41,8 @@ async def account_mfa(request: Request) -> Response:
         return session
     service = auth(request)
     claims = session.claims or {}
-    user = await service.account.current_user(claims)
+    user = session.user
+    assert user is not None  # signed_in_page read it
     verified = [f for f in user.factors if f.status == "verified"]
     context: dict[str, Any] = {"factors": verified, "codes_left": await service.mfa.recovery_codes_left(user.id)}
     if request.method == "GET":
@@ -97,7 +98,7 @@ async def login_factor(request: Request) -> Response:
     session = await current_user(request)
     if session is None:
         return to_login()
-    if not await second_factor_pending(request, session):
+    if not second_factor_pending(session):
         return RedirectResponse("/account", status_code=303)
     if request.method == "GET":
         return page(request, "factor.html")
@@ -111,8 +112,8 @@ async def login_factor(request: Request) -> Response:
         if "-" in code or len(code.replace(" ", "")) == 10:
             raised = await service.mfa.use_recovery_code(claims, code, client(request))
         else:
-            user = await service.account.current_user(claims)
-            factor = next(f for f in user.factors if f.status == "verified")
+            assert session.user is not None  # current_user read it
+            factor = next(f for f in session.user.factors if f.status == "verified")
             challenge = await service.mfa.challenge(claims, factor.id, client(request))
             raised = await service.mfa.verify(claims, factor.id, challenge_id=str(challenge.id), code=code,
                                               client=client(request))

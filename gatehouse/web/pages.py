@@ -88,7 +88,7 @@ async def current_user(request: Request) -> WebSession | None:
     if not session.claims:
         return None
     try:
-        await auth(request).account.current_user(session.claims)
+        session.user = await auth(request).account.current_user(session.claims)
     except GatehouseError:
         clear(session, secure=secure(request))
         return None
@@ -99,12 +99,12 @@ def to_login() -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-async def second_factor_pending(request: Request, session: WebSession) -> bool:
-    """Whether this browser's user has a verified second factor not yet passed in this session."""
-    if (session.claims or {}).get("aal") == "aal2":
+def second_factor_pending(session: WebSession) -> bool:
+    """Whether this browser's user (as ``current_user`` read it) has a verified second factor not
+    yet passed in this session."""
+    if (session.claims or {}).get("aal") == "aal2" or session.user is None:
         return False
-    user = await auth(request).account.current_user(session.claims or {})
-    return any(factor.status == "verified" for factor in user.factors)
+    return any(factor.status == "verified" for factor in session.user.factors)
 
 
 def to_second_factor() -> Response:
@@ -117,7 +117,7 @@ async def signed_in_page(request: Request) -> WebSession | Response:
     session = await current_user(request)
     if session is None:
         return to_login()
-    if await second_factor_pending(request, session):
+    if second_factor_pending(session):
         return to_second_factor()
     return session
 

@@ -24,7 +24,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gatehouse.auth.models import Session
+from gatehouse.auth.models import Session, User
 from gatehouse.auth.service import AuthService, Client
 from gatehouse.core.caller import Caller, Callers, Unauthenticated, remember
 from gatehouse.core.errors import GatehouseError
@@ -44,6 +44,9 @@ class WebSession:
     access_token: str | None = None
     csrf: str = ""
     set_cookies: list[str] = field(default_factory=list)
+    #: The signed-in user as ``pages.current_user`` read it (its session confirmed alive): read once
+    #: per request, for every check and page that needs it.
+    user: User | None = None
 
     @property
     def user_id(self) -> str | None:
