@@ -66,11 +66,6 @@ class Challenged:
 
 
 class MFAFlow(Flow):
-    async def _session_aal(self, conn: Conn, claims: dict[str, Any]) -> str:
-        found = await conn.fetchval("SELECT aal::text FROM auth.sessions WHERE id = $1",
-                                    uuid.UUID(str(claims["session_id"])))
-        return str(found or "aal1")
-
     async def _factor(self, conn: Conn, user_id: uuid.UUID, factor_id: str) -> asyncpg.Record:
         try:
             wanted = uuid.UUID(factor_id)
@@ -111,7 +106,7 @@ class MFAFlow(Flow):
             if len(factors) >= MAX_FACTORS:
                 raise GatehouseError("too_many_enrolled_mfa_factors",
                                      "Maximum number of verified factors reached, unenroll to continue", status=422)
-            if any(f["status"] == "verified" for f in factors) and await self._session_aal(conn, claims) != "aal2":
+            if any(f["status"] == "verified" for f in factors) and await session_aal(conn, claims) != "aal2":
                 raise GatehouseError("insufficient_aal", "AAL2 required to enroll a new factor", status=403)
             await conn.execute(
                 "INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, secret) "
@@ -200,12 +195,10 @@ class MFAFlow(Flow):
         user = await self.signed_in(claims)
         codes = totp.new_recovery_codes()
         async with self.db.admin.acquire() as conn, conn.transaction():
-            verified = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified')", user["id"])
-            if not verified:
+            if not await has_verified_factor(conn, user["id"]):
                 raise GatehouseError("mfa_factor_not_found", "Recovery codes need a verified second factor first",
                                      status=422)
-            if await self._session_aal(conn, claims) != "aal2":
+            if await session_aal(conn, claims) != "aal2":
                 raise GatehouseError("insufficient_aal", "AAL2 required to make recovery codes", status=403)
             await conn.execute("DELETE FROM auth.mfa_recovery_codes WHERE user_id = $1", user["id"])
             await conn.executemany(
@@ -247,7 +240,7 @@ class MFAFlow(Flow):
         user = await self.signed_in(claims)
         async with self.db.admin.acquire() as conn, conn.transaction():
             factor = await self._factor(conn, user["id"], factor_id)
-            if factor["status"] == "verified" and await self._session_aal(conn, claims) != "aal2":
+            if factor["status"] == "verified" and await session_aal(conn, claims) != "aal2":
                 raise GatehouseError("insufficient_aal", "AAL2 required to unenroll verified factor", status=422)
             await remove(conn, factor["id"])
             await _forget_codes_without_factors(conn, user["id"])
@@ -293,6 +286,18 @@ async def remove(conn: Conn, factor_id: uuid.UUID) -> None:
     )
 
 
+async def session_aal(conn: Conn, claims: dict[str, Any]) -> str:
+    """The assurance level of the claims' session as the database has it now (the token's may be older)."""
+    found = await conn.fetchval("SELECT aal::text FROM auth.sessions WHERE id = $1", uuid.UUID(str(claims["session_id"])))
+    return str(found or "aal1")
+
+
+async def has_verified_factor(conn: Conn, user_id: uuid.UUID) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified')", user_id)
+    return found
+
+
 async def _forget_codes_without_factors(conn: Conn, user_id: uuid.UUID) -> None:
     """Recovery codes stand in for a second factor: with none left, they go too."""
     await conn.execute(
@@ -307,4 +312,4 @@ def _inet(ip: str) -> str:
         return "0.0.0.0"
 
 
-__all__ = ["CHALLENGE_LIFETIME", "Challenged", "Enrolled", "MFAFlow", "remove"]
+__all__ = ["CHALLENGE_LIFETIME", "Challenged", "Enrolled", "MFAFlow", "has_verified_factor", "remove", "session_aal"]

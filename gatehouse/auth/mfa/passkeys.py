@@ -45,6 +45,7 @@ from webauthn.helpers.structs import (
 
 from gatehouse.auth import users
 from gatehouse.auth.flows.base import Client, Flow
+from gatehouse.auth.mfa.flow import has_verified_factor, session_aal
 from gatehouse.auth.models import Session
 from gatehouse.core.db import Conn
 from gatehouse.core.errors import GatehouseError
@@ -90,14 +91,9 @@ class PasskeyFlow(Flow):
         return f"{parts.scheme}://{parts.netloc}"
 
     async def _require_aal2_if_mfa(self, conn: Conn, user_id: uuid.UUID, claims: dict[str, Any]) -> None:
-        verified = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = $1 AND status = 'verified')", user_id)
-        if verified:
-            aal = await conn.fetchval("SELECT aal::text FROM auth.sessions WHERE id = $1",
-                                      uuid.UUID(str(claims["session_id"])))
-            if aal != "aal2":
-                raise GatehouseError("insufficient_aal",
-                                     "AAL2 session is required to manage passkeys when MFA is enabled", status=403)
+        if await has_verified_factor(conn, user_id) and await session_aal(conn, claims) != "aal2":
+            raise GatehouseError("insufficient_aal",
+                                 "AAL2 session is required to manage passkeys when MFA is enabled", status=403)
 
     async def _store_challenge(self, conn: Conn, kind: str, user_id: uuid.UUID | None, challenge: bytes) -> Ceremony:
         expires = datetime.now(UTC) + CHALLENGE_LIFETIME
