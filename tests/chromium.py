@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 IN_CI = bool(os.environ.get("CI"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -48,3 +48,18 @@ def chromium(*extra_args: str) -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def watched_page(browser: Browser, timeout_ms: int = 15_000, **context_options: object) -> Iterator[Page]:
+    """A page in a context of its own; a JavaScript error the page raised fails the test at the end."""
+    context = browser.new_context(**context_options)  # type: ignore[arg-type]
+    context.set_default_timeout(timeout_ms)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"a page raised a JavaScript error: {errors}"

@@ -13,7 +13,7 @@ import pyotp
 import pytest
 
 from tests.auth.helpers import PASSWORD
-from tests.chromium import IN_CI, chromium
+from tests.chromium import IN_CI, chromium, watched_page
 from tests.support import RunningServer
 
 try:
@@ -37,14 +37,8 @@ def browser(server_factory: Callable[..., RunningServer]) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert errors == [], errors
+    with watched_page(browser) as found:
+        yield found
 
 
 def log_in(page: Page, server: RunningServer, email: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from gatehouse.core.embedded import free_port
 from tests.auth import oidc_provider
 from tests.auth.oidc_provider import OIDCProvider
-from tests.chromium import IN_CI, chromium
+from tests.chromium import IN_CI, chromium, watched_page
 from tests.support import RunningServer
 
 try:
@@ -26,7 +26,6 @@ except ImportError:  # pragma: no cover - the test extras install it
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
 SECRET = "the-browser-test-client-secret-0123456789abcdef"
-TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +60,8 @@ def browser(server_factory: Callable[..., RunningServer]) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert errors == [], errors
+    with watched_page(browser) as found:
+        yield found
 
 
 def sign_in_at_provider(page: Page, login: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from gatehouse.core.embedded import free_port
 from tests.auth.helpers import PASSWORD
-from tests.chromium import IN_CI, chromium
+from tests.chromium import IN_CI, chromium, watched_page
 from tests.clients.test_js_client import js_client, node  # noqa: F401 - the shared fixtures
 from tests.support import RunningServer
 
@@ -60,23 +60,24 @@ class Tab:
 
 @pytest.fixture
 def tab(browser: Browser, server: RunningServer, js_client: Path) -> Iterator[Tab]:  # noqa: F811
-    context = browser.new_context(bypass_csp=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
     site = server.env["GATEHOUSE_SITE_URL"]
-    page.goto(f"{site}/login")
-    page.add_script_tag(path=str(js_client / UMD))
-    page.evaluate("([url, key]) => { window.client = supabase.createClient(url, key, {auth: {persistSession: true}}) }",
-                  [site, server.keys.publishable_key])
-    cdp = context.new_cdp_session(page)
+    with watched_page(browser, timeout_ms=30_000, bypass_csp=True) as page:
+        page.goto(f"{site}/login")
+        page.add_script_tag(path=str(js_client / UMD))
+        page.evaluate("([url, key]) => { window.client = supabase.createClient(url, key, {auth: {persistSession: true}}) }",
+                      [site, server.keys.publishable_key])
+        cdp, authenticator = virtual_authenticator(page)
+        yield Tab(page, cdp, authenticator)
+
+
+def virtual_authenticator(page: Page) -> tuple[CDPSession, str]:
+    """A platform authenticator with resident keys and user verification, through the page's DevTools session."""
+    cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
     added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
         "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
         "isUserVerified": True, "automaticPresenceSimulation": True}})
-    yield Tab(page, cdp, added["authenticatorId"])
-    context.close()
-    assert errors == [], errors
+    return cdp, added["authenticatorId"]
 
 
 def confirmed_user(server: RunningServer) -> str:
@@ -157,11 +158,7 @@ def test_hostile_assertions_are_refused(tab: Tab, server: RunningServer, browser
                                                                   content_type="text/html"))
     other.goto(f"{other_origin}/")
     # the same passkey, in an authenticator of the other page (a virtual one belongs to one page)
-    cdp = other.context.new_cdp_session(other)
-    cdp.send("WebAuthn.enable")
-    copy = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-        "isUserVerified": True, "automaticPresenceSimulation": True}})["authenticatorId"]
+    cdp, copy = virtual_authenticator(other)
     for credential in tab.cdp.send("WebAuthn.getCredentials", {"authenticatorId": tab.authenticator})["credentials"]:
         cdp.send("WebAuthn.addCredential", {"authenticatorId": copy, "credential": credential})
     challenge_id, phished = _assertion(tab, other)
@@ -196,17 +193,8 @@ def test_passkeys_from_the_apps_own_pages(browser: Browser, server: RunningServe
     """The account page's "Add a passkey" and the log-in page's "Sign in with a passkey", under the
     pages' own CSP (no bypass here): their one script does the ceremony."""
     site = server.env["GATEHOUSE_SITE_URL"]
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        cdp = context.new_cdp_session(page)
-        cdp.send("WebAuthn.enable")
-        cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-            "isUserVerified": True, "automaticPresenceSimulation": True}})
+    with watched_page(browser) as page:
+        virtual_authenticator(page)
         email = confirmed_user(server)
         page.goto(f"{site}/login")
         page.locator("#email").fill(email)
@@ -226,7 +214,7 @@ def test_passkeys_from_the_apps_own_pages(browser: Browser, server: RunningServe
         page.get_by_role("button", name="Sign in with a passkey").click()
         page.wait_for_url(f"{site}/account")
         assert page.locator("#email").input_value() == email
-        access = next(c for c in context.cookies() if c["name"] == "gh-access-token")["value"]
+        access = next(c for c in page.context.cookies() if c["name"] == "gh-access-token")["value"]
         payload = json.loads(base64.urlsafe_b64decode(access.split(".")[1] + "=="))
         assert payload["aal"] == "aal2" and payload["amr"][0]["method"] == "passkey"
         page.locator(".passkeys").get_by_role("button", name="Remove").click()
@@ -236,6 +224,3 @@ def test_passkeys_from_the_apps_own_pages(browser: Browser, server: RunningServe
         forged = page.evaluate("""async () => (await fetch('/login/passkey/options', {method: 'POST',
             headers: {'Content-Type': 'application/json'}, body: '{}'})).status""")
         assert forged == 403
-    finally:
-        context.close()
-    assert errors == [], errors
