@@ -1,7 +1,8 @@
-"""Helpers shared by the tests: a real Gatehouse server in a subprocess, free ports, waiting, a PNG."""
+"""Helpers shared by the tests: a real Gatehouse server in a subprocess, free ports, waiting, SQL as the owner, a PNG."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from PIL import Image
@@ -122,6 +124,28 @@ def start_server(
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(url, process, log_path)
     return RunningServer(url, process, data_dir, log_path, keys, full_env)
+
+
+def run_sql(database_url: str, statement: str, *args: Any) -> Any:
+    """Rows of one statement (or, without arguments, a script's status) on the test's database, as its owner."""
+    async def run() -> Any:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetch(statement, *args) if args else await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def once_served(call: Callable[[], httpx.Response], seconds: float = 10) -> httpx.Response:
+    """``call``'s first answer that is not a 404. The data API reloads its schema cache on the NOTIFY that
+    follows new DDL, a moment after it commits: until then a new table or function is not found."""
+    deadline = time.monotonic() + seconds
+    while (answer := call()).status_code == 404:
+        assert time.monotonic() < deadline, f"the data API never saw it: {answer.text}"
+        time.sleep(0.05)
+    return answer
 
 
 def png(size: int = 24, color: str = "orange") -> bytes:

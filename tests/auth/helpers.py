@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import jwt
 
 from tests.support import RunningServer
 
@@ -14,6 +15,11 @@ VERSIONED = {"X-Supabase-Api-Version": "2024-01-01"}
 PASSWORD = "a long passphrase 4 tests"
 LINK = re.compile(r"/auth/confirm\?token_hash=([\w-]+)&type=(\w+)")
 CODE = re.compile(r"code: (\d{6})")
+
+
+def claims(token: str) -> dict[str, Any]:
+    """An access token's claims, unverified: what a client would read from it."""
+    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
 
 
 def new_email(prefix: str = "user") -> str:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-import jwt
 import pytest
 
-from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import RunningServer, gatehouse_command
+from tests.auth.helpers import PASSWORD, Auth, claims, new_email
+from tests.support import RunningServer, gatehouse_command, once_served, run_sql
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +26,6 @@ def auth(server: RunningServer) -> Iterator[Auth]:
     client = Auth(server)
     yield client
     client.close()
-
-
-def claims(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
 
 
 def sign_in_anonymously(auth: Auth, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,31 +66,20 @@ def test_a_password_without_an_address_is_refused(auth: Auth) -> None:
 
 
 def test_rls_tells_anonymous_users_apart(auth: Auth, server: RunningServer, database_url: str) -> None:
-    async def schema() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute("""
-                CREATE TABLE public.anon_posts (id bigserial PRIMARY KEY, owner uuid NOT NULL DEFAULT auth.uid(), body text);
-                ALTER TABLE public.anon_posts ENABLE ROW LEVEL SECURITY;
-                GRANT SELECT, INSERT ON public.anon_posts TO authenticated;
-                GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO authenticated;
-                CREATE POLICY "members post" ON public.anon_posts FOR INSERT TO authenticated
-                    WITH CHECK (owner = (SELECT auth.uid())
-                                AND (SELECT (auth.jwt() ->> 'is_anonymous')::boolean) IS FALSE);
-                NOTIFY gatehouse_schema, 'reload';
-            """)
-        finally:
-            await conn.close()
-
-    asyncio.run(schema())
+    run_sql(database_url, """
+        CREATE TABLE public.anon_posts (id bigserial PRIMARY KEY, owner uuid NOT NULL DEFAULT auth.uid(), body text);
+        ALTER TABLE public.anon_posts ENABLE ROW LEVEL SECURITY;
+        GRANT SELECT, INSERT ON public.anon_posts TO authenticated;
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO authenticated;
+        CREATE POLICY "members post" ON public.anon_posts FOR INSERT TO authenticated
+            WITH CHECK (owner = (SELECT auth.uid())
+                        AND (SELECT (auth.jwt() ->> 'is_anonymous')::boolean) IS FALSE);
+        NOTIFY gatehouse_schema, 'reload';
+    """)
     session = sign_in_anonymously(auth)
     headers = {"apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"}
-    deadline = time.monotonic() + 10  # the schema cache reloads on the NOTIFY, a moment later
-    while httpx.get(f"{server.url}/rest/v1/anon_posts", headers=headers, timeout=10).status_code == 404:
-        assert time.monotonic() < deadline, "the data API never saw the new table"
-        time.sleep(0.05)
-    refused = httpx.post(f"{server.url}/rest/v1/anon_posts", json={"body": "spam"}, timeout=10, headers={
-        "apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"})
+    once_served(lambda: httpx.get(f"{server.url}/rest/v1/anon_posts", headers=headers, timeout=10))
+    refused = httpx.post(f"{server.url}/rest/v1/anon_posts", json={"body": "spam"}, timeout=10, headers=headers)
     assert refused.status_code == 403 and refused.json()["code"] == "42501"
 
 
@@ -140,27 +121,10 @@ def test_prune_anonymous_deletes_stale_ones_and_their_files(
     stale = sign_in_anonymously(auth)["user"]["id"]
     fresh = sign_in_anonymously(auth)["user"]["id"]
 
-    async def age() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute("UPDATE auth.users SET last_sign_in_at = now() - interval '40 days', "
-                               "created_at = now() - interval '40 days' WHERE id = $1::uuid", stale)
-            await conn.execute("INSERT INTO storage.objects (bucket_id, name, owner, version) "
-                               "VALUES ('avatars', $1, $2::uuid, 'v-stale')", f"{stale}/a.png", stale)
-        finally:
-            await conn.close()
-
-    async def left() -> tuple[set[str], int]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            ids = {str(r["id"]) for r in await conn.fetch("SELECT id FROM auth.users WHERE id = ANY($1::uuid[])",
-                                                          [stale, fresh])}
-            objects = await conn.fetchval("SELECT count(*) FROM storage.objects WHERE owner = $1::uuid", stale)
-            return ids, objects
-        finally:
-            await conn.close()
-
-    asyncio.run(age())
+    run_sql(database_url, "UPDATE auth.users SET last_sign_in_at = now() - interval '40 days', "
+                          "created_at = now() - interval '40 days' WHERE id = $1::uuid", stale)
+    run_sql(database_url, "INSERT INTO storage.objects (bucket_id, name, owner, version) "
+                          "VALUES ('avatars', $1, $2::uuid, 'v-stale')", f"{stale}/a.png", stale)
     shutil.copy(keys_dir / "keys.json", tmp_path / "keys.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")} | {
         "GATEHOUSE_DATABASE_URL": database_url, "GATEHOUSE_DATA_DIR": str(tmp_path)}
@@ -171,7 +135,9 @@ def test_prune_anonymous_deletes_stale_ones_and_their_files(
                             capture_output=True, text=True, env=env, timeout=60, check=False)
     assert pruned.returncode == 0, pruned.stderr
     assert "not seen for 30d" in pruned.stdout
-    ids, objects = asyncio.run(left())
+    ids = {str(r["id"]) for r in run_sql(database_url, "SELECT id FROM auth.users WHERE id = ANY($1::uuid[])",
+                                         [stale, fresh])}
+    objects = run_sql(database_url, "SELECT count(*) FROM storage.objects WHERE owner = $1::uuid", stale)[0][0]
     assert ids == {fresh} and objects == 0
 
 

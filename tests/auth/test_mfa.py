@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import asyncpg
-import jwt
 import pyotp
 import pytest
 
-from tests.auth.helpers import PASSWORD, Auth, new_email
-from tests.support import ConfirmedSession, RunningServer
+from tests.auth.helpers import PASSWORD, Auth, claims, new_email
+from tests.support import ConfirmedSession, RunningServer, once_served, run_sql
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +24,6 @@ def auth(server: RunningServer) -> Iterator[Auth]:
     client = Auth(server)
     yield client
     client.close()
-
-
-def claims(token: str) -> dict[str, Any]:
-    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
 
 
 def enroll(auth: Auth, token: str, name: str | None = None) -> dict[str, Any]:
@@ -63,18 +56,6 @@ def with_factor(auth: Auth, confirmed_session: ConfirmedSession, server: Running
     raised = verify(auth, session["access_token"], factor["id"], code_at(secret))
     assert raised.status_code == 200, raised.text
     return email, factor, secret, raised.json()
-
-
-def run_sql(database_url: str, statement: str, *args: Any) -> Any:
-    """Rows of one statement (or, without arguments, a script) on the test's database, as its owner."""
-    async def run() -> Any:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await conn.fetch(statement, *args) if args else await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def test_enrol_answers_the_secret_uri_and_qr_code(auth: Auth, server: RunningServer,
@@ -328,10 +309,7 @@ def test_a_restrictive_policy_lets_only_aal2_sessions_in(
             "apikey": server.keys.publishable_key, "Authorization": f"Bearer {token}"})
 
     with rest(raised["access_token"]) as strong, rest(aal1["access_token"]) as weak:
-        deadline = time.monotonic() + 10  # the schema cache reloads on the NOTIFY, a moment later
-        while strong.get("/mfa_notes").status_code == 404:
-            assert time.monotonic() < deadline, "the data API never saw the new table"
-            time.sleep(0.05)
+        once_served(lambda: strong.get("/mfa_notes"))
         wrote = strong.post("/mfa_notes", json={"body": "the launch codes"}, headers={"Prefer": "return=representation"})
         assert wrote.status_code == 201, wrote.text
         assert [row["body"] for row in strong.get("/mfa_notes").json()] == ["the launch codes"]

@@ -7,7 +7,6 @@ the provider's log-in and consent pages, Gatehouse's /callback, and back to ``re
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import asyncpg
 import httpx
 import pytest
 
@@ -24,7 +22,7 @@ from gatehouse.core.embedded import free_port
 from tests.auth import oidc_provider
 from tests.auth.helpers import PASSWORD, Auth, new_email
 from tests.auth.oidc_provider import OIDCProvider, ProviderBrowser
-from tests.support import RunningServer
+from tests.support import RunningServer, run_sql
 
 SECRET = "a-client-secret-of-the-test-provider-0123456789"
 OTHER_SECRET = "another-client-secret-of-the-test-provider-0123"
@@ -317,18 +315,6 @@ def test_a_callback_in_another_browser_is_refused(server: RunningServer, provide
     assert str(back).startswith(f"{APP}/cb?")
     assert query(back)["error_code"] == "bad_oauth_state" and "another browser" in query(back)["error_description"]
     assert "access_token" not in fragment(back)
-
-
-def run_sql(database_url: str, statement: str) -> None:
-    """One statement on the test's database, as its owner: to age or tamper with a state row."""
-    async def run() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def test_an_expired_state_is_refused(server: RunningServer, browser: ProviderBrowser, database_url: str) -> None:

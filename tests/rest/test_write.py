@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.rest.conftest import Rest
-from tests.support import RunningServer
+from tests.support import RunningServer, once_served, run_sql
 
 UserFactory = Callable[[], tuple[Rest, dict[str, object]]]
 REPRESENTATION = {"Prefer": "return=representation"}
@@ -197,10 +196,7 @@ def rollback_server(server_factory: Callable[..., RunningServer], rest_schema: N
 def test_tx_rollback_answers_and_keeps_nothing(rollback_server: RunningServer, service: Rest) -> None:
     rest = Rest(rollback_server, key=rollback_server.keys.secret_key)
     try:
-        deadline = time.monotonic() + 10
-        while rest.http.get("/countries", params={"limit": "1"}).status_code == 404:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        once_served(lambda: rest.http.get("/countries", params={"limit": "1"}))
         tried = rest.http.post("/countries", json={"name": "Atlantis", "code": "AT"},
                                headers={"Prefer": "return=representation, tx=rollback"})
         assert tried.status_code == 201 and tried.json()[0]["name"] == "Atlantis"
@@ -261,29 +257,15 @@ def test_put_is_judged_by_rls(user_factory: UserFactory) -> None:
 
 
 def test_params_single_object_passes_the_body_as_the_one_json_parameter(service: Rest, database_url: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    async def define() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute("""
-                CREATE FUNCTION public.echo_payload(payload jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
-                    AS 'SELECT jsonb_build_object(''got'', payload)';
-                CREATE FUNCTION public.two_args(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
-                GRANT EXECUTE ON FUNCTION public.echo_payload(jsonb), public.two_args(int, int) TO anon, authenticated;
-                NOTIFY gatehouse_schema, 'reload';
-            """)
-        finally:
-            await conn.close()
-
-    asyncio.run(define())
+    run_sql(database_url, """
+        CREATE FUNCTION public.echo_payload(payload jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+            AS 'SELECT jsonb_build_object(''got'', payload)';
+        CREATE FUNCTION public.two_args(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+        GRANT EXECUTE ON FUNCTION public.echo_payload(jsonb), public.two_args(int, int) TO anon, authenticated;
+        NOTIFY gatehouse_schema, 'reload';
+    """)
     single = {"Prefer": "params=single-object"}
-    deadline = time.monotonic() + 10
-    while (answer := service.http.post("/rpc/echo_payload", json={"a": 1}, headers=single)).status_code == 404:
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(0.05)
+    answer = once_served(lambda: service.http.post("/rpc/echo_payload", json={"a": 1}, headers=single))
     assert answer.status_code == 200 and answer.json() == {"got": {"a": 1}}
     listed = service.http.post("/rpc/echo_payload", json=[1, {"b": None}], headers=single)
     assert listed.json() == {"got": [1, {"b": None}]}
@@ -299,35 +281,21 @@ def test_a_roles_own_statement_timeout_cancels_with_57014(anon: Rest, service: R
     """``ALTER ROLE anon IN DATABASE ... SET statement_timeout``, as Supabase sets per-role timeouts:
     a call past it is cancelled and answered 504 ``57014`` in PostgREST's shape, not left to hang.
     Other roles keep theirs."""
-    import asyncio
-
-    import asyncpg
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql("""
+    run_sql(database_url, """
         CREATE FUNCTION public.nap(seconds float) RETURNS text LANGUAGE sql VOLATILE
             AS 'SELECT pg_sleep(seconds)::text';
         GRANT EXECUTE ON FUNCTION public.nap(float) TO anon, service_role;
         DO $$ BEGIN EXECUTE format('ALTER ROLE anon IN DATABASE %I SET statement_timeout = %L',
                                    current_database(), '300ms'); END $$;
         NOTIFY gatehouse_schema, 'reload';
-    """))
+    """)
     try:
-        deadline = time.monotonic() + 10
-        while (answer := anon.http.post("/rpc/nap", json={"seconds": 5})).status_code == 404:
-            assert time.monotonic() < deadline, answer.text
-            time.sleep(0.05)
+        answer = once_served(lambda: anon.http.post("/rpc/nap", json={"seconds": 5}))
         assert answer.status_code == 504, answer.text
         assert answer.json() == {"code": "57014", "details": None, "hint": None,
                                  "message": "canceling statement due to statement timeout"}
         assert anon.http.post("/rpc/nap", json={"seconds": 0}).status_code == 200  # the connection is fine after
         assert service.http.post("/rpc/nap", json={"seconds": 0.5}).status_code == 200  # not service_role's
     finally:
-        asyncio.run(sql("DO $$ BEGIN EXECUTE format('ALTER ROLE anon IN DATABASE %I RESET statement_timeout', "
-                        "current_database()); END $$; NOTIFY gatehouse_schema, 'reload';"))
+        run_sql(database_url, "DO $$ BEGIN EXECUTE format('ALTER ROLE anon IN DATABASE %I RESET statement_timeout', "
+                              "current_database()); END $$; NOTIFY gatehouse_schema, 'reload';")
