@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     rest_allow_unfiltered_writes: bool = Field(
         False, description="Allow PATCH and DELETE without a filter (they change every row the caller may see)."
     )
+    rest_aggregates: bool = Field(
+        False, description="Allow count(), sum(), avg(), max() and min() in select (PostgREST's "
+        "db-aggregates-enabled): off, since one can scan a whole table; a statement timeout per role bounds them.",
+    )
 
     # Keys (taken from the data folder's keys.json when unset)
     jwt_private_key: str | None = Field(None, description="PEM of the ES256 (P-256) signing key.")

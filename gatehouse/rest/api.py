@@ -203,7 +203,8 @@ async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[
 
 def _planner(request: Request, schema: str) -> Planner:
     settings = services(request).settings
-    return Planner(services(request).schema_cache, schema, max_rows=settings.rest_max_rows)
+    return Planner(services(request).schema_cache, schema, max_rows=settings.rest_max_rows,
+                   aggregates=settings.rest_aggregates)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ LONGEST_REMEMBERED = 2048
 @functools.lru_cache(maxsize=READ_STATEMENTS)
 def _read_statement(
     cache: SchemaCache, schema: str, table: str, query_string: bytes, range_header: str | None, single: bool,
-    count: bool, max_rows: int | None,
+    count: bool, max_rows: int | None, aggregates: bool = False,
 ) -> ReadStatement:
     """The statement for a read, remembered by everything it depends on.
 
@@ -232,7 +233,7 @@ def _read_statement(
     seen before (the same user reloading a page) skips them. A new snapshot (a schema change)
     is a new key; errors are raised again each time, never remembered.
     """
-    planner = Planner(cache, schema, max_rows=max_rows)
+    planner = Planner(cache, schema, max_rows=max_rows, aggregates=aggregates)
     node = planner.read(planner.table(table), _parse_query(QueryParams(query_string).multi_items(), range_header))
     params = sqlgen.Params()
     sql = sqlgen.read_sql(node, params, single=single, count=count)
@@ -241,12 +242,12 @@ def _read_statement(
 
 def read_statement(
     cache: SchemaCache, schema: str, table: str, query_string: bytes, range_header: str | None, single: bool,
-    count: bool, max_rows: int | None,
+    count: bool, max_rows: int | None, aggregates: bool = False,
 ) -> ReadStatement:
     """A read's statement: remembered unless its query string and Range header are long."""
     short = len(query_string) + len(range_header or "") <= LONGEST_REMEMBERED
     plan = _read_statement if short else _read_statement.__wrapped__
-    return plan(cache, schema, table, query_string, range_header, single, count, max_rows)
+    return plan(cache, schema, table, query_string, range_header, single, count, max_rows, aggregates)
 
 
 # -- responses -------------------------------------------------------------------------------------
@@ -313,10 +314,12 @@ async def read(request: Request) -> Response:
     schema = _schema(request, write=False)
     media = _media(request)
     prefer = Prefer.parse(request)
-    prefer.check_strict(services(request).settings.rest_tx_end)
+    settings = services(request).settings
+    prefer.check_strict(settings.rest_tx_end)
     statement = read_statement(
         services(request).schema_cache, schema, request.path_params["table"], request.scope["query_string"],
-        request.headers.get("range"), media.kind == OBJECT, prefer.count, services(request).settings.rest_max_rows,
+        request.headers.get("range"), media.kind == OBJECT, prefer.count, settings.rest_max_rows,
+        settings.rest_aggregates,
     )
     result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True)
     return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)

@@ -15,9 +15,11 @@ from dataclasses import field as dc_field
 from typing import Literal, NoReturn, TypeVar
 
 from gatehouse.rest.query import (
+    AGGREGATES,
     FTS_OPERATORS,
     OPERATORS,
     QUANTIFIABLE,
+    Aggregate,
     Column,
     Condition,
     Embed,
@@ -49,6 +51,7 @@ _QUOTED = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _INDEX = re.compile(r"-?[0-9]+")
 _CAST = re.compile(r"[\w$ ]+(?:\[\])?")
+_AGGREGATE = re.compile(r"\.(" + "|".join(sorted(AGGREGATES)) + r")\(\)")
 _IDENT = re.compile(r"[\w$ ]+")
 _OPERATOR = re.compile(r"[^.(),]*")
 _RAW_ITEM = re.compile(r"[^,)]*")
@@ -224,6 +227,8 @@ def parse_select(text: str) -> tuple[SelectItem, ...]:
         "data->a->>b::int"        -> Column(Field("data", (-> "a", ->> "b")), cast="int")
         "c:clients!fk!inner(id)"  -> Embed("clients", (Column(id),), alias="c", hint="fk", inner=True)
         "...owner(name),tags()"   -> Embed("owner", ..., spread=True), Embed("tags", ())
+        "n:amount::int.sum()::text" -> Aggregate("sum", Field("amount"), "n", input_cast="int", cast="text")
+        "count()"                 -> Aggregate("count")
         "" or "*"                 -> Star()
     """
     cleaned = _strip_ws(text)
@@ -262,20 +267,34 @@ def _select_item(sc: _Scanner, depth: int) -> SelectItem:
         if sc.at(":") and not sc.at("::"):
             sc.pos += 1
             alias, name = name, _name(sc)[0]
-        if sc.at("!") or sc.at("("):
+        if name == "count" and sc.eat("()"):  # count(): the rows, as PostgREST (a table named count: count!hint())
+            item = Aggregate("count", None, alias, None, _cast(sc))
+        elif sc.at("!") or sc.at("("):
             hint, inner = _embed_params(sc)
             item = Embed(name, _embed_body(sc, depth), alias=alias, hint=hint, inner=inner)
         else:
             path = _json_path(sc)
-            cast = None
-            if sc.eat("::"):
-                cast = sc.match(_CAST)
-                if cast is None:
-                    sc.fail("a type name")
-            item = Column(Field(name, path), alias, cast)
+            cast = _cast(sc)
+            function = sc.match(_AGGREGATE)
+            if function is not None:
+                item = Aggregate(function[1:-2], Field(name, path), alias, cast, _cast(sc))
+            elif sc.at("."):
+                sc.pos += 1
+                sc.fail("an aggregate function (count(), sum(), avg(), max(), min())")
+            else:
+                item = Column(Field(name, path), alias, cast)
     if not (sc.end() or sc.at(",") or sc.at(")")):
         sc.fail('"," or ")" or end of input')
     return item
+
+
+def _cast(sc: _Scanner) -> str | None:
+    if not sc.eat("::"):
+        return None
+    cast = sc.match(_CAST)
+    if cast is None:
+        sc.fail("a type name")
+    return cast
 
 
 def _embed_params(sc: _Scanner) -> tuple[str | None, bool]:

@@ -41,6 +41,17 @@ class OutColumn:
 
 
 @dataclass(frozen=True)
+class OutAggregate:
+    """``function(ref::input_cast)::cast AS name``; ``ref`` None: ``count(*)`` of the rows."""
+
+    name: str
+    function: str
+    ref: FieldRef | None
+    input_cast: str | None = None
+    cast: str | None = None
+
+
+@dataclass(frozen=True)
 class OutStar:
     alias: str
     columns: tuple[ColumnInfo, ...]
@@ -60,9 +71,12 @@ class OutEmbed:
     join: Join
     to_one: bool
     inner: bool
+    #: ``...relation(...)``: its columns join the parent's object (to-one), or become arrays of the
+    #: children's values (to-many), as PostgREST 13.
+    spread: bool = False
 
 
-Out = OutColumn | OutStar | OutEmbed
+Out = OutColumn | OutStar | OutEmbed | OutAggregate
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,13 @@ def _condition(table: TableInfo, alias: str, condition: q.Condition,
     )
 
 
+def _counts_rows(table: TableInfo, item: q.SelectItem) -> bool:
+    """A bare ``count`` on a table without such a column means ``count()`` (PostgREST's
+    ``cities(count)``)."""
+    return (isinstance(item, q.Column) and item.field.name == "count" and not item.field.json_path
+            and "count" not in table.columns)
+
+
 def _output_name(item: q.Column) -> str:
     if item.alias:
         return item.alias
@@ -207,10 +228,11 @@ def _output_name(item: q.Column) -> str:
 
 
 class Planner:
-    def __init__(self, cache: SchemaCache, schema: str, *, max_rows: int | None) -> None:
+    def __init__(self, cache: SchemaCache, schema: str, *, max_rows: int | None, aggregates: bool = False) -> None:
         self.cache = cache
         self.schema = schema
         self.max_rows = max_rows
+        self.aggregates = aggregates
         self.aliases = _Aliases()
 
     def table(self, name: str) -> TableInfo:
@@ -239,6 +261,8 @@ class Planner:
         for item in select:
             if isinstance(item, q.Star):
                 outputs.append(OutStar(alias, tuple(table.columns.values())))
+            elif isinstance(item, q.Aggregate) or _counts_rows(table, item):
+                outputs.append(self._aggregate(table, alias, item))
             elif isinstance(item, q.Column):
                 outputs.append(OutColumn(_field(table, alias, item.field), _output_name(item), _cast(item.cast)))
             else:
@@ -266,6 +290,16 @@ class Planner:
             shaping.offset,
         )
 
+    def _aggregate(self, table: TableInfo, alias: str, item: q.Aggregate | q.SelectItem) -> OutAggregate:
+        if not self.aggregates:
+            raise rest_error("PGRST123", "Use of aggregate functions is not allowed", 400,
+                             hint="Set GATEHOUSE_REST_AGGREGATES=true to allow count(), sum(), avg(), max() and min().")
+        if isinstance(item, q.Column):  # a bare "count" on a table without such a column: count()
+            return OutAggregate(item.alias or "count", "count", None, None, _cast(item.cast))
+        assert isinstance(item, q.Aggregate)
+        ref = None if item.field is None else _field(table, alias, item.field)
+        return OutAggregate(item.alias or item.function, item.function, ref, _cast(item.input_cast), _cast(item.cast))
+
     @staticmethod
     def _order_term(table: TableInfo, alias: str, term: q.OrderTerm, embeds: dict[str, OutEmbed]) -> POrder:
         if term.relation is None:
@@ -285,8 +319,6 @@ class Planner:
         self, parent: TableInfo, parent_alias: str, item: q.Embed, embedded: dict[tuple[str, ...], q.Shaping],
         path: tuple[str, ...],
     ) -> OutEmbed:
-        if item.spread:
-            raise rest_error("PGRST100", "Spread embeds (...relation) are not supported yet", 400)
         relationship, child, to_one = self._relationship(parent, item)
         name = item.alias or item.relation
         child_alias = self.aliases.next()
@@ -296,7 +328,7 @@ class Planner:
             pairs = tuple(zip(relationship.columns, relationship.foreign_columns, strict=True))
         else:
             pairs = tuple(zip(relationship.foreign_columns, relationship.columns, strict=True))
-        return OutEmbed(name, node, Join(pairs), to_one, item.inner)
+        return OutEmbed(name, node, Join(pairs), to_one, item.inner, item.spread)
 
     def _relationship(self, parent: TableInfo, item: q.Embed) -> tuple[Relationship, TableInfo, bool]:
         """Find the foreign key linking ``parent`` and the embedded relation (either direction)."""

@@ -18,6 +18,8 @@ OPERATORS = frozenset({
 QUANTIFIABLE = frozenset({"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch"})
 #: Full-text operators that take a language: ``fts(english).cat``.
 FTS_OPERATORS = frozenset({"fts", "plfts", "phfts", "wfts"})
+#: Aggregate functions a ``select`` item may end with (``amount.sum()``), as PostgREST 12.
+AGGREGATES = frozenset({"count", "sum", "avg", "max", "min"})
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,19 @@ class Embed:
     spread: bool = False
 
 
-SelectItem = Star | Column | Embed
+@dataclass(frozen=True)
+class Aggregate:
+    """``alias:field::input_cast.function()::cast``, or ``alias:count()::cast`` (``field`` None:
+    the rows are counted)."""
+
+    function: str
+    field: Field | None = None
+    alias: str | None = None
+    input_cast: str | None = None
+    cast: str | None = None
+
+
+SelectItem = Star | Column | Embed | Aggregate
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ this page, and the total when a count was asked for.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from gatehouse.rest import plan as p
+from gatehouse.rest.errors import rest_error
 from gatehouse.rest.query import JsonStep
 
 _COMPARE = {
@@ -122,7 +124,7 @@ def _where(conditions: Sequence[p.PCondition], params: Params, extra: Sequence[s
     return " WHERE " + " AND ".join(parts) if parts else ""
 
 
-def _order(order: Sequence[p.POrder], params: Params) -> str:
+def _order(order: Sequence[p.POrder], params: Params, spread: dict[tuple[str, str], str] | None = None) -> str:
     if not order:
         return ""
     terms = []
@@ -130,8 +132,13 @@ def _order(order: Sequence[p.POrder], params: Params) -> str:
         sql = field_sql(term.ref, params)
         if term.embed is not None:  # a to-one embed's column: the one related row's value
             child = term.embed.node
-            source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
-            sql = f"(SELECT {sql} FROM {source}{_where((), params, _join_sql(term.parent_alias, term.embed))} LIMIT 1)"
+            known = (spread or {}).get((child.alias, term.ref.column.name)) if not term.ref.json_path else None
+            if known is not None:  # a spread's column, already joined
+                sql = known
+            else:
+                source = f"{qualified(child.table.schema, child.table.name)} AS {ident(child.alias)}"
+                where = _where((), params, _join_sql(term.parent_alias, term.embed))
+                sql = f"(SELECT {sql} FROM {source}{where} LIMIT 1)"
         if term.direction:
             sql += f" {term.direction.upper()}"
         if term.nulls:
@@ -149,19 +156,166 @@ def _page(node: p.ReadNode, params: Params) -> str:
     return sql
 
 
-def _select_list(node: p.ReadNode, params: Params) -> str:
-    items = []
+# -- what a node selects: columns, aggregates, embeds and spreads ----------------------------------
+
+#: How a to-many spread's per-parent aggregate combines when the parent is grouped too.
+_COMBINE = {"count": "sum", "sum": "sum", "max": "max", "min": "min"}
+
+
+@dataclass
+class _Item:
+    """One value a node outputs, before it is rendered: ``expr AS name``.
+
+    ``aggregate``: the function still to apply where the node is rendered (``expr`` is then its
+    input, ``*`` for ``count(*)``); ``combine``: a value already aggregated per parent row (a
+    to-many spread's), combined with this function when the rendering level is grouped; ``json``:
+    a JSON value (grouped by its text); ``keys``: what to group by instead of the value (an
+    embed's join columns). ``name`` None is ``alias.*``.
+    """
+
+    name: str | None
+    expr: str
+    aggregate: p.OutAggregate | None = None
+    combine: str | None = None
+    json: bool = False
+    keys: tuple[str, ...] | None = None
+
+
+@dataclass
+class _Flat:
+    items: list[_Item] = field(default_factory=list)
+    joins: list[str] = field(default_factory=list)
+    #: A to-one spread's plain columns, by (child alias, column): ``order=rel(col)`` reads them there.
+    columns: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: The node's own plain columns: name -> index in ``items``.
+    plain: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Selected:
+    items: str
+    joins: str
+    group: str  # " GROUP BY ..." or ""
+    grouped: bool
+    columns: dict[tuple[str, str], str]
+
+
+def _grouped(node: p.ReadNode) -> bool:
+    """Whether ``node`` aggregates: an aggregate of its own or in a to-one spread it holds."""
+    return any(
+        isinstance(o, p.OutAggregate) or (isinstance(o, p.OutEmbed) and o.spread and o.to_one and _grouped(o.node))
+        for o in node.select
+    )
+
+
+def _flatten(node: p.ReadNode, params: Params, *, expand_star: bool) -> _Flat:
+    flat = _Flat()
     for out in node.select:
         if isinstance(out, p.OutStar):
-            items.append(f"{ident(out.alias)}.*")
+            if expand_star:
+                for c in out.columns:
+                    flat.plain.setdefault(c.name, len(flat.items))
+                    flat.items.append(_Item(c.name, f"{ident(out.alias)}.{ident(c.name)}"))
+            else:
+                flat.items.append(_Item(None, f"{ident(out.alias)}.*"))
         elif isinstance(out, p.OutColumn):
             sql = field_sql(out.ref, params)
-            if out.cast:
-                sql = f"({sql})::{out.cast}"
-            items.append(f"{sql} AS {ident(out.name)}")
+            if not out.ref.json_path and not out.cast:
+                flat.plain.setdefault(out.ref.column.name, len(flat.items))
+            flat.items.append(_Item(out.name, f"({sql})::{out.cast}" if out.cast else sql))
+        elif isinstance(out, p.OutAggregate):
+            sql = "*" if out.ref is None else field_sql(out.ref, params)
+            if out.ref is not None and out.input_cast:
+                sql = f"({sql})::{out.input_cast}"
+            flat.items.append(_Item(out.name, sql, out))
+        elif not out.spread:
+            keys = tuple(f"{ident(node.alias)}.{ident(parent)}" for parent, _ in out.join.pairs)
+            flat.items.append(_Item(out.name, _embed_sql(node, out, params), json=True, keys=keys))
+        elif out.to_one:
+            _spread_one(node, out, params, flat)
         else:
-            items.append(f"{_embed_sql(node, out, params)} AS {ident(out.name)}")
-    return ", ".join(items) or "NULL AS _nothing"
+            _spread_many(node, out, params, flat)
+    return flat
+
+
+def _spread_source(parent: p.ReadNode, embed: p.OutEmbed, child: _Flat, params: Params) -> str:
+    node = embed.node
+    source = f"{qualified(node.table.schema, node.table.name)} AS {ident(node.alias)}{''.join(child.joins)}"
+    return f"{source}{_where(node.conditions, params, _join_sql(parent.alias, embed) + _inner_exists(node, params))}"
+
+
+def _spread_one(parent: p.ReadNode, embed: p.OutEmbed, params: Params, flat: _Flat) -> None:
+    """``...rel(cols)`` to one row: a lateral join of that row; its values join the parent's own,
+    aggregates still to apply (``count()`` counts the rows that have one)."""
+    child = _flatten(embed.node, params, expand_star=True)
+    if not child.items:
+        return
+    lateral = ident(f"_s{embed.node.alias}")
+    values = ", ".join(f"{'1' if item.expr == '*' else item.expr} AS c{i}" for i, item in enumerate(child.items))
+    flat.joins.append(f" LEFT JOIN LATERAL (SELECT {values} FROM {_spread_source(parent, embed, child, params)} "
+                      f"LIMIT 1) AS {lateral} ON TRUE")
+    for i, item in enumerate(child.items):
+        flat.items.append(_Item(item.name, f"{lateral}.c{i}", item.aggregate, item.combine, item.json))
+    for name, i in child.plain.items():
+        flat.columns[(embed.node.alias, name)] = f"{lateral}.c{i}"
+
+
+def _spread_many(parent: p.ReadNode, embed: p.OutEmbed, params: Params, flat: _Flat) -> None:
+    """``...rel(cols)`` to many rows (PostgREST 13): each column becomes the array of the children's
+    values (in the embed's order); an aggregate is the children's, one value per parent row."""
+    node = embed.node
+    if node.limit is not None or node.offset:
+        raise rest_error("PGRST100", f"'{embed.name}' is spread: it takes no limit or offset", 400,
+                         hint="Embed it without ... to page through its rows.")
+    child = _flatten(node, params, expand_star=True)
+    if not child.items:
+        return
+    lateral = ident(f"_s{node.alias}")
+    order = _order(node.order, params, child.columns)
+    values = []
+    for i, item in enumerate(child.items):
+        if item.aggregate is not None:
+            values.append(f"{_aggregate_sql(item)} AS c{i}")
+            combine = None if item.aggregate.cast else _COMBINE.get(item.aggregate.function)
+            flat.items.append(_Item(item.name, f"{lateral}.c{i}", combine=combine))
+        else:
+            values.append(f"coalesce(json_agg({item.expr}{order}), '[]') AS c{i}")
+            flat.items.append(_Item(item.name, f"{lateral}.c{i}", json=True))
+    flat.joins.append(f" LEFT JOIN LATERAL (SELECT {', '.join(values)} FROM "
+                      f"{_spread_source(parent, embed, child, params)}) AS {lateral} ON TRUE")
+
+
+def _aggregate_sql(item: _Item) -> str:
+    assert item.aggregate is not None
+    sql = f"{item.aggregate.function}({item.expr})"
+    return f"({sql})::{item.aggregate.cast}" if item.aggregate.cast else sql
+
+
+def _select(node: p.ReadNode, params: Params) -> _Selected:
+    """The node's select list, the joins its spreads need, and its GROUP BY: with an aggregate,
+    every other value groups (an embed by its join columns, a JSON value by its text)."""
+    grouped = _grouped(node)
+    flat = _flatten(node, params, expand_star=grouped)
+    items: list[str] = []
+    group: list[str] = []
+    for item in flat.items:
+        sql = item.expr
+        if item.aggregate is not None:
+            sql = _aggregate_sql(item)
+        elif grouped and item.combine:
+            sql = f"{item.combine}({item.expr})"
+        elif grouped and item.keys is not None:
+            group += [key for key in item.keys if key not in group]
+        elif grouped and item.json:
+            group.append(f"({item.expr})::text")
+            sql = f"(({item.expr})::text)::json"
+        elif grouped:
+            group.append(item.expr)
+        items.append(sql if item.name is None else f"{sql} AS {ident(item.name)}")
+    return _Selected(
+        ", ".join(items) or "NULL AS _nothing", "".join(flat.joins),
+        " GROUP BY " + ", ".join(group) if group else "", grouped, flat.columns,
+    )
 
 
 def _join_sql(parent_alias: str, embed: p.OutEmbed) -> list[str]:
@@ -171,14 +325,16 @@ def _join_sql(parent_alias: str, embed: p.OutEmbed) -> list[str]:
 
 def _embed_sql(parent: p.ReadNode, embed: p.OutEmbed, params: Params) -> str:
     node = embed.node
-    source = f"{qualified(node.table.schema, node.table.name)} AS {ident(node.alias)}"
+    selected = _select(node, params)
+    source = f"{qualified(node.table.schema, node.table.name)} AS {ident(node.alias)}{selected.joins}"
     inner = (
-        f"SELECT {_select_list(node, params)} FROM {source}"
+        f"SELECT {selected.items} FROM {source}"
         f"{_where(node.conditions, params, _join_sql(parent.alias, embed) + _inner_exists(node, params))}"
+        f"{selected.group}"
     )
     if embed.to_one:
         return f"(SELECT row_to_json(_e) FROM ({inner} LIMIT 1) AS _e)"
-    inner += _order(node.order, params) + _page(node, params)
+    inner += _order(node.order, params, selected.columns) + _page(node, params)
     return f"(SELECT coalesce(json_agg(_e), '[]') FROM ({inner}) AS _e)"
 
 
@@ -203,10 +359,17 @@ def read_sql(node: p.ReadNode, params: Params, *, source: str | None = None, sin
              count: bool = False) -> str:
     """SELECT over ``node`` (from its table, or from ``source``, e.g. a mutation's CTE)."""
     table = source or qualified(node.table.schema, node.table.name)
-    from_ = f"{table} AS {ident(node.alias)}"
+    selected = _select(node, params)
+    from_ = f"{table} AS {ident(node.alias)}{selected.joins}"
     where = _where(node.conditions, params, _inner_exists(node, params))
-    rows = f"SELECT {_select_list(node, params)} FROM {from_}{where}{_order(node.order, params)}{_page(node, params)}"
-    total = f"(SELECT count(*) FROM {from_}{where})" if count else "NULL::bigint"
+    rows = (f"SELECT {selected.items} FROM {from_}{where}{selected.group}{_order(node.order, params, selected.columns)}"
+            f"{_page(node, params)}")
+    if not count:
+        total = "NULL::bigint"
+    elif selected.grouped:  # the groups, not the rows
+        total = f"(SELECT count(*) FROM (SELECT 1 FROM {from_}{where}{selected.group or ' GROUP BY ()'}) AS _c)"
+    else:
+        total = f"(SELECT count(*) FROM {table} AS {ident(node.alias)}{where})"
     return f"SELECT {_body(single)} AS body, count(*) AS page_count, {total} AS total FROM ({rows}) AS _r"
 
 

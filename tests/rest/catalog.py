@@ -104,5 +104,5 @@ def parse(query_string: str = "", *, rpc_args: frozenset[str] = frozenset()) -> 
     return grammar.parse_query(parse_qsl(query_string, keep_blank_values=True), rpc_args=rpc_args)
 
 
-def planner(*, max_rows: int | None = None, schema: str = "public") -> Planner:
-    return Planner(CACHE, schema, max_rows=max_rows)
+def planner(*, max_rows: int | None = None, schema: str = "public", aggregates: bool = False) -> Planner:
+    return Planner(CACHE, schema, max_rows=max_rows, aggregates=aggregates)

@@ -22,6 +22,7 @@ from gatehouse.rest.grammar import (
     parse_select,
 )
 from gatehouse.rest.query import (
+    Aggregate,
     Column,
     Condition,
     Embed,
@@ -160,6 +161,13 @@ SELECTS: list[tuple[str, tuple[SelectItem, ...]]] = [
         (col("id"), Embed("clients", (col("name"), Embed("projects", (col("id"), Embed("tasks", (Star(),))), inner=True)))),
     ),
     ("*,rel(*),...other(x)", (Star(), Embed("rel", (Star(),)), Embed("other", (col("x"),), spread=True))),
+    ("count()", (Aggregate("count"),)),
+    ("n:count()::text", (Aggregate("count", alias="n", cast="text"),)),
+    ("amount.sum(),day", (Aggregate("sum", fld("amount")), col("day"))),
+    ("t:data->>k::int.avg()::text", (Aggregate("avg", fld("data", "->>", "k"), "t", "int", "text"),)),
+    ("...rel(x.max(),y)", (Embed("rel", (Aggregate("max", fld("x")), col("y")), spread=True),)),
+    ("cities(count)", (Embed("cities", (col("count"),)),)),
+    ("count!hint()", (Embed("count", (), hint="hint"),)),
 ]
 
 
@@ -359,7 +367,7 @@ MALFORMED: list[tuple[str, Callable[[], object]]] = [
     *[(f"select={s}", lambda s=s: parse_select(s)) for s in [
         ",", "a,", ",a", "a,,b", "a(", "a(*", "a)", "a(*))", "*::int", "x:*", "a:", ":a", "a::", "a->", "a->>",
         "a->>>b", "rel->x(*)", "rel!hint", "rel!(*)", "rel!a!b(*)", "rel!inner!left(*)", "x:...rel(*)", "...rel",
-        "...(*)", "a!b", '"a', '"a"b', 'a"b"', "a.b", "a.sum()", "a@b", "rel(a)(b)", "(a)", "a;drop", "\x00",
+        "...(*)", "a!b", '"a', '"a"b', 'a"b"', "a.b", "a.sum", "a.total()", "count(", "a@b", "rel(a)(b)", "(a)", "a;drop", "\x00",
         "data->99999999999", "data->" + "9" * 5000,
     ]],
     *[(f"filter a={v}", lambda v=v: parse_filter("a", v)) for v in [

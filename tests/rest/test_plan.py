@@ -18,8 +18,9 @@ from tests.rest.catalog import CACHE, parse, planner
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def read(query_string: str = "", table: str = "countries", *, max_rows: int | None = None) -> p.ReadNode:
-    pl = planner(max_rows=max_rows)
+def read(query_string: str = "", table: str = "countries", *, max_rows: int | None = None,
+         aggregates: bool = False) -> p.ReadNode:
+    pl = planner(max_rows=max_rows, aggregates=aggregates)
     return pl.read(pl.table(table), parse(query_string))
 
 
@@ -256,8 +257,27 @@ def test_no_relationship_is_pgrst200(table: str, select: str, has_hint: bool) ->
     assert (error.extra["hint"] is not None) == has_hint
 
 
-def test_spread_embeds_are_refused() -> None:
-    refused(lambda: read("select=name,...countries(name)", "cities"), "PGRST100", 400)
+def test_spread_embeds_are_planned_as_embeds_marked_spread() -> None:
+    node = read("select=name,...countries(name)", "cities")
+    spread = embed(node, "countries")
+    assert spread.spread and spread.to_one
+
+
+@pytest.mark.parametrize("select", ["count()", "id.sum()", "name,countries(id.max())", "...countries(count())",
+                                    "cities(count)"])
+def test_aggregates_are_pgrst123_unless_allowed(select: str) -> None:
+    table = "countries" if select.startswith("cities") else "cities"
+    error = refused(lambda: read(f"select={select}", table), "PGRST123", 400)
+    assert error.message == "Use of aggregate functions is not allowed"
+    assert read(f"select={select}", table, aggregates=True)
+
+
+def test_aggregates_name_their_output_and_check_their_columns() -> None:
+    node = read("select=total:id.sum()::text,n:count(),id.max(),name", "cities", aggregates=True)
+    names = [(o.name, o.function, o.cast) for o in node.select if isinstance(o, p.OutAggregate)]
+    assert names == [("total", "sum", "text"), ("n", "count", None), ("max", "max", None)]
+    refused(lambda: read("select=nope.sum()", "cities", aggregates=True), "42703", 400)
+    refused(lambda: read("select=id::te$xt.sum()", "cities", aggregates=True), "PGRST100", 400)
 
 
 def test_embedded_filters_order_and_paging_go_to_their_level() -> None:

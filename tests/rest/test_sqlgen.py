@@ -242,10 +242,10 @@ def test_to_one_embed_is_one_object() -> None:
 def test_inner_embeds_filter_the_parent() -> None:
     sql, values = read("select=name,cities!inner(name)&cities.name=eq.Lima")
     assert sql.endswith(
-        f' WHERE EXISTS (SELECT 1 FROM "public"."cities" AS "_t1" WHERE ("_t1"."name" = ({v(0)})::text)'
+        f' WHERE EXISTS (SELECT 1 FROM "public"."cities" AS "_t1" WHERE ("_t1"."name" = ({v(1)})::text)'
         ' AND "_t1"."country_id" = "_t0"."id")) AS _r'
     )
-    assert values == ["Lima", "Lima"]  # bound once in the EXISTS, once in the embed
+    assert values == ["Lima", "Lima"]  # bound once in the embed, once in the EXISTS
 
 
 def test_nested_embeds() -> None:
