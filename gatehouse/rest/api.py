@@ -22,7 +22,7 @@ from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.rest import grammar, sqlgen
 from gatehouse.rest.errors import from_postgres, render_rest_error, rest_error
 from gatehouse.rest.openapi import PRIVILEGES_SQL, Privileges, openapi
-from gatehouse.rest.plan import Planner
+from gatehouse.rest.plan import CallPlan, Planner
 from gatehouse.rest.query import Filter, Query, Shaping
 from gatehouse.rest.schema import SchemaCache, TableInfo
 from gatehouse.services import services
@@ -429,8 +429,16 @@ async def rpc(request: Request) -> Response:
     arg_names = planner.function_arg_names(name)
     query = _query(request, rpc_args=arg_names)
     whole_body: Any = None
+    raw_type = _RAW_BODIES.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
+    if not get and raw_type is not None:
+        plan = planner.call_raw(name, raw_type, await _raw_body(request, raw_type), query)
+        return await _answer_call(request, plan, media, prefer, schema, get=False)
     if get:
-        args: dict[str, Any] = {key: value for key, value in query.params if key in arg_names}
+        args: dict[str, Any] = {}
+        for key, value in query.params:  # a repeated key is a list: ?v=a&v=b for an array or VARIADIC parameter
+            if key in arg_names:
+                args[key] = [*args[key], value] if isinstance(args.get(key), list) else (
+                    [args[key], value] if key in args else value)
     else:
         body = await _body(request)
         if body is None:
@@ -441,6 +449,30 @@ async def rpc(request: Request) -> Response:
         args, whole_body = (body if isinstance(body, dict) else {}), body
     plan = planner.call(name, args, query, whole_body=whole_body,
                         single_object=not get and prefer.values.get("params") == "single-object")
+    return await _answer_call(request, plan, media, prefer, schema, get=get)
+
+
+#: Request bodies a function takes raw, as its one unnamed parameter of this type (PostgREST's rule).
+_RAW_BODIES = {"text/plain": "text", "application/octet-stream": "bytea"}
+
+
+async def _raw_body(request: Request, type_name: str) -> str | bytes:
+    raw = await request.body()
+    if type_name == "bytea":
+        return raw
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise rest_error("PGRST102", "The request body is not valid UTF-8 text", 400,
+                         details=f"A {type_name} parameter takes UTF-8 text; send bytes as application/octet-stream.") from None
+    if "\x00" in text:
+        raise rest_error("22P05", "The request body contains a NUL character, which text cannot hold", 400)
+    return text
+
+
+async def _answer_call(request: Request, plan: CallPlan, media: Media, prefer: Prefer, schema: str, *,
+                       get: bool) -> Response:
+    tx_end = services(request).settings.rest_tx_end
     readonly = get or plan.function.volatility != "volatile"
     params = sqlgen.Params()
     sql = sqlgen.call_sql(plan, params, single=media.kind == OBJECT, count=prefer.count)

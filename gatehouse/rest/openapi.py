@@ -340,7 +340,7 @@ class _Document:
 
         bodies = [self._args_schema(fn) for fn in overloads]
         body_schema = bodies[0] if len(bodies) == 1 else {"oneOf": bodies}
-        needs_body = any(_arg_required(a) for fn in overloads for a in fn.args) or first.single_unnamed_json_arg
+        needs_body = any(_arg_required(a) for fn in overloads for a in fn.args) or first.single_unnamed_arg
         item: JSON = {"post": {
             **base,
             "summary": f"Call {name}",
@@ -348,7 +348,7 @@ class _Document:
             "requestBody": {"required": needs_body, "content": {"application/json": {"schema": body_schema}}},
             "responses": {**returns, **_error_refs("400", "401", "403", "404", "406")},
         }}
-        readable = [fn for fn in overloads if fn.volatility != "volatile" and not fn.single_unnamed_json_arg]
+        readable = [fn for fn in overloads if fn.volatility != "volatile" and not fn.single_unnamed_arg]
         if readable:
             params: dict[str, JSON] = {}
             for fn in readable:
@@ -372,7 +372,10 @@ class _Document:
         return item
 
     def _args_schema(self, fn: FunctionInfo) -> JSON:
-        if fn.single_unnamed_json_arg:
+        if fn.single_unnamed_arg:
+            kind = {"text": "text/plain", "bytea": "application/octet-stream"}.get(fn.args[0].type)
+            if kind is not None:
+                return {"description": f"The whole body, sent as {kind}, is the function's argument."}
             return {"description": "Any JSON: the whole body is the function's argument."}
         properties = {arg.name: json_schema(arg.type) for arg in fn.args}
         result: JSON = {"type": "object", "properties": properties}

@@ -464,6 +464,18 @@ class Planner:
             )
         return self._called(chosen, {"": whole_body} if whole else args, whole, query)
 
+    def call_raw(self, name: str, type_name: str, body: str | bytes, query: q.Query) -> CallPlan:
+        """A call whose raw body (``text/plain``, ``application/octet-stream``) is the
+        function's one unnamed ``text`` or ``bytea`` parameter."""
+        fn = next((fn for fn in self.cache.functions(self.schema, name)
+                   if len(fn.args) == 1 and fn.args[0].name == "" and fn.args[0].type == type_name), None)
+        if fn is None:
+            raise rest_error(
+                "PGRST202", f"Could not find the function {self.schema}.{name}({type_name}) in the schema cache", 404,
+                hint=f"A body sent as this Content-Type goes to a function with one unnamed {type_name} parameter.",
+            )
+        return self._called(fn, {"": body}, True, query)
+
     def _called(self, chosen: FunctionInfo, args: dict[str, Any], whole: bool, query: q.Query) -> CallPlan:
         result = None
         if chosen.return_table is not None:

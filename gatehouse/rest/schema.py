@@ -154,9 +154,14 @@ class Relationship:
     foreign_columns: tuple[str, ...]
 
 
+#: The types of a function's one unnamed parameter, which takes the whole request body (PostgREST's
+#: "functions with a single unnamed parameter"): JSON, or raw text or bytes.
+UNNAMED_TYPES = frozenset({"json", "jsonb", "text", "bytea"})
+
+
 @dataclass(frozen=True)
 class FunctionArg:
-    name: str  # "" only for the single unnamed json/jsonb argument
+    name: str  # "" only for the single unnamed argument (UNNAMED_TYPES)
     type: str
     has_default: bool
     mode: ArgMode
@@ -172,7 +177,7 @@ class FunctionInfo:
     return_table: tuple[str, str] | None  # (schema, table) for `RETURNS [SETOF] some_table`
     volatility: Volatility
     description: str | None = None
-    single_unnamed_json_arg: bool = False  # f(json) / f(jsonb): the whole request body is the argument
+    single_unnamed_arg: bool = False  # f(json), f(text), f(bytea), ...: the whole request body is the argument
 
 
 #: The request roles' own settings (``ALTER ROLE ... SET statement_timeout``), database-specific
@@ -327,8 +332,8 @@ def _function(row: asyncpg.Record) -> FunctionInfo | None:
         FunctionArg(name=name, type=type_, has_default=i >= first_default, mode=mode)
         for i, (name, type_, mode) in enumerate(inputs)
     )
-    single_json = len(args) == 1 and args[0].name == "" and args[0].type in ("json", "jsonb")
-    if not single_json and any(arg.name == "" for arg in args):
+    single_unnamed = len(args) == 1 and args[0].name == "" and args[0].type in UNNAMED_TYPES
+    if not single_unnamed and any(arg.name == "" for arg in args):
         return None
     return FunctionInfo(
         schema=row["schema"],
@@ -339,5 +344,5 @@ def _function(row: asyncpg.Record) -> FunctionInfo | None:
         return_table=(row["return_schema"], row["return_table"]) if row["return_table"] else None,
         volatility=_VOLATILITY[row["volatility"]],
         description=row["description"],
-        single_unnamed_json_arg=single_json,
+        single_unnamed_arg=single_unnamed,
     )

@@ -9,6 +9,7 @@ this page, and the total when a count was asked for.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 from gatehouse.rest import plan as p
 from gatehouse.rest.errors import rest_error
 from gatehouse.rest.query import JsonStep
+from gatehouse.rest.schema import FunctionArg
 
 _COMPARE = {
     "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "ILIKE",
@@ -452,12 +454,11 @@ def _conflict_sql(plan: p.WritePlan, columns: Sequence[Any]) -> str:
 def call_sql(plan: p.CallPlan, params: Params, *, single: bool = False, count: bool = False) -> str:
     fn = plan.function
     if plan.whole_body:
-        args = f"({params.json(plan.args[''])})::{fn.args[0].type}"
+        args = _whole_body(fn.args[0].type, plan.args[""], params)
     else:
-        types = {arg.name: arg.type for arg in fn.args}
-        args = ", ".join(
-            f"{ident(name)} := {params.typed(_arg_text(value), types[name])}" for name, value in plan.args.items()
-        )
+        declared = {arg.name: arg for arg in fn.args}
+        ordered = sorted(plan.args.items(), key=lambda item: declared[item[0]].mode == "variadic")  # VARIADIC last
+        args = ", ".join(_named_arg(declared[name], value, params) for name, value in ordered)
     call = f"{qualified(fn.schema, fn.name)}({args})"
     if plan.result is not None:
         return read_sql(plan.result, params, source=call, single=single or not fn.returns_set, count=count)
@@ -466,6 +467,28 @@ def call_sql(plan: p.CallPlan, params: Params, *, single: bool = False, count: b
     if fn.returns_set:
         return f"SELECT coalesce(json_agg(_v), '[]')::text AS body, count(*) AS page_count, NULL::bigint AS total FROM {call} AS _v"
     return f"SELECT to_json({call})::text AS body, 1::bigint AS page_count, NULL::bigint AS total"
+
+
+def _whole_body(type_name: str, body: Any, params: Params) -> str:
+    if type_name in ("json", "jsonb"):
+        return f"({params.json(body)})::{type_name}"
+    if type_name == "bytea":  # bytes travel base64-encoded in the JSON array of values
+        return f"decode({params.text(base64.b64encode(body).decode())}, 'base64')"
+    return f"({params.text(body)})::{type_name}"
+
+
+def _named_arg(arg: FunctionArg, value: Any, params: Params) -> str:
+    """``name := value``; a JSON array for an array parameter is converted as PostgreSQL converts
+    JSON to a record (nested arrays too), and a variadic parameter takes its array (a single value
+    is an array of one: ``?v=a``)."""
+    variadic = arg.mode == "variadic"
+    if variadic and not isinstance(value, list | dict):
+        value = [value]
+    if arg.type.endswith("[]") and isinstance(value, list):
+        sql = f"(SELECT _v FROM jsonb_to_record({params.json({'_v': value})}) AS _a(_v {arg.type}))"
+    else:
+        sql = params.typed(_arg_text(value), arg.type)
+    return f"{'VARIADIC ' if variadic else ''}{ident(arg.name)} := {sql}"
 
 
 def _arg_text(value: Any) -> str | None:

@@ -12,7 +12,15 @@ from urllib.parse import parse_qsl
 from gatehouse.rest import grammar
 from gatehouse.rest import query as q
 from gatehouse.rest.plan import Planner
-from gatehouse.rest.schema import ColumnInfo, FunctionArg, FunctionInfo, Relationship, SchemaCache, TableInfo
+from gatehouse.rest.schema import (
+    UNNAMED_TYPES,
+    ColumnInfo,
+    FunctionArg,
+    FunctionInfo,
+    Relationship,
+    SchemaCache,
+    TableInfo,
+)
 
 
 def column(name: str, type_: str, position: int, *, nullable: bool = True, default: bool = False,
@@ -39,7 +47,7 @@ def function(name: str, *args: FunctionArg, returns: str = "integer", returns_se
     return FunctionInfo(
         "public", name, args, returns, returns_set, ("public", table) if table else None,
         volatility,  # type: ignore[arg-type]
-        single_unnamed_json_arg=len(args) == 1 and args[0].name == "" and args[0].type in ("json", "jsonb"),
+        single_unnamed_arg=len(args) == 1 and args[0].name == "" and args[0].type in UNNAMED_TYPES,
     )
 
 

@@ -247,7 +247,7 @@ def test_scalar_function_with_default(cache: SchemaCache) -> None:
     assert (add.return_type, add.returns_set, add.return_table) == ("integer", False, None)
     assert add.volatility == "immutable"
     assert add.description == "Adds two numbers"
-    assert not add.single_unnamed_json_arg
+    assert not add.single_unnamed_arg
 
 
 def test_functions_returning_rows(cache: SchemaCache) -> None:
@@ -282,7 +282,7 @@ def test_argument_modes(cache: SchemaCache) -> None:
 
 def test_unnamed_arguments(cache: SchemaCache) -> None:
     [echo] = function(cache, "echo")
-    assert echo.single_unnamed_json_arg
+    assert echo.single_unnamed_arg
     assert echo.args == (FunctionArg("", "jsonb", has_default=False, mode="in"),)
     assert function(cache, "unnamed") == []
     assert function(cache, "half_named") == []
