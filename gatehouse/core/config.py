@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     rest_allow_unfiltered_writes: bool = Field(
         False, description="Allow PATCH and DELETE without a filter (they change every row the caller may see)."
     )
+    rest_explain: bool = Field(
+        False, description="Answer Accept: application/vnd.pgrst.plan (+json, +text) with the statement's EXPLAIN, run "
+        "as the caller (PostgREST's db-plan-enabled): off, since plans show policies and table sizes.",
+    )
     rest_aggregates: bool = Field(
         False, description="Allow count(), sum(), avg(), max() and min() in select (PostgREST's "
         "db-aggregates-enabled): off, since one can scan a whole table; a statement timeout per role bounds them.",

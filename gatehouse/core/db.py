@@ -207,7 +207,7 @@ class Database:
 
     async def run_as(
         self, claims: Mapping[str, Any] | None, sql: str, values: list[Any], *, readonly: bool = False,
-        rollback: bool = False, timeout: float | None = None,
+        rollback: bool = False, timeout: float | None = None, explain: str | None = None,
     ) -> Result:
         """Run one generated statement as the caller, in one round trip (see 0007_request_function.sql).
 
@@ -217,15 +217,21 @@ class Database:
         ``rollback``: answer as if it ran, keep nothing (the data API's ``Prefer: tx=rollback``;
         two more round trips, for a transaction of its own). ``timeout``: seconds before the
         statement is cancelled (a role's own statement_timeout); ``TimeoutError`` then.
+        ``explain``: EXPLAIN options (``FORMAT JSON, ANALYZE``): the statement's plan is the body
+        instead, and the transaction is rolled back (0026_explain.sql).
         """
         role, claims = self._caller(claims)
         async with self._request_pool.acquire() as conn:
             try:
-                if not rollback:
+                if not rollback and explain is None:
                     return await _run_as(conn, role, claims, readonly, sql, values, timeout)
                 transaction = conn.transaction()
                 await transaction.start()
                 try:
+                    if explain is not None:
+                        plan = await conn.fetchval("SELECT gatehouse.explain_as($1, $2, $3, $4, $5::jsonb, $6)", role,
+                                                   _claims_json(claims), readonly, sql, values, explain, timeout=timeout)
+                        return Result(plan, 0, None)
                     return await _run_as(conn, role, claims, readonly, sql, values, timeout)
                 finally:
                     await transaction.rollback()

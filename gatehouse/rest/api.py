@@ -31,6 +31,9 @@ OBJECT = "application/vnd.pgrst.object+json"
 ARRAY = "application/vnd.pgrst.array+json"
 JSON = "application/json"
 CSV = "text/csv"
+PLAN = "application/vnd.pgrst.plan"
+#: EXPLAIN options a plan request may name (``options=analyze|verbose``), as PostgREST.
+_EXPLAIN_OPTIONS = ("analyze", "verbose", "settings", "buffers", "wal")
 _MEDIA = (JSON, OBJECT, CSV, ARRAY, "application/*", "*/*", "application/openapi+json")
 
 #: Every preference PostgREST knows, with the values each may take (None: any value, checked where
@@ -129,12 +132,23 @@ class Media:
     strip: bool = False
     #: The array media type the client named (``vnd.pgrst.array+json``), echoed as the Content-Type.
     named: str | None = None
+    #: An execution plan instead of rows (``vnd.pgrst.plan+json|text``): the EXPLAIN options, and
+    #: the media type whose statement is planned (``for="..."``).
+    explain: str | None = None
+    plan_for: str = JSON
+
+    @property
+    def single(self) -> bool:
+        """Whether the statement answers one object."""
+        return self.kind == OBJECT or self.plan_for == OBJECT
 
 
 def _media(request: Request) -> Media:
     accept = request.headers.get("accept", "*/*") or "*/*"
     for part in accept.split(","):
         media, *params = (piece.strip().lower() for piece in part.split(";"))
+        if media in (PLAN, f"{PLAN}+json", f"{PLAN}+text") and services(request).settings.rest_explain:
+            return _plan_media(media, params)
         strip = "nulls=stripped" in params
         if strip and media not in (OBJECT, ARRAY):
             continue  # PostgREST strips nulls only for its own JSON media types
@@ -145,6 +159,28 @@ def _media(request: Request) -> Media:
         if media in _MEDIA or media == "":
             return Media(JSON)
     raise rest_error("PGRST107", f"None of these media types are available: {accept}", 406)
+
+
+def _plan_media(media: str, params: list[str]) -> Media:
+    """``application/vnd.pgrst.plan+json; for="application/json"; options=analyze|verbose``."""
+    settings = dict(param.partition("=")[::2] for param in params if param)
+    planned = settings.get("for", JSON).strip('"') or JSON
+    if planned not in (JSON, OBJECT, CSV, ARRAY):
+        raise rest_error("PGRST107", f"None of these media types are available: {planned}", 406)
+    options = [option for option in settings.get("options", "").strip('"').split("|") if option]
+    unknown = [option for option in options if option not in _EXPLAIN_OPTIONS]
+    if unknown:
+        raise rest_error("PGRST100", f"Unknown EXPLAIN option {unknown[0][:40]!r}", 400,
+                         hint="The options are " + ", ".join(_EXPLAIN_OPTIONS) + ", joined with |.")
+    explain = ", ".join(["FORMAT JSON" if media.endswith("+json") else "FORMAT TEXT",
+                         *(option.upper() for option in _EXPLAIN_OPTIONS if option in options)])
+    return Media(media if media != PLAN else f"{PLAN}+text", explain=explain, plan_for=OBJECT if planned == OBJECT else JSON)
+
+
+def _plan_response(result: Result, media: Media, *, head: bool) -> Response:
+    """PostgREST's answer to a plan request: the EXPLAIN output, JSON or text."""
+    media_type = f'{media.kind}; for="{media.plan_for}"; charset=utf-8'
+    return Response(b"" if head else (result.body or "").encode(), status_code=200, media_type=media_type)
 
 
 def _without_nulls(value: Any) -> Any:
@@ -186,7 +222,7 @@ async def _body(request: Request) -> Any:
 
 
 async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool,
-               rollback: bool = False) -> Result:
+               rollback: bool = False, explain: str | None = None) -> Result:
     """The statement as the caller, under their role's own statement_timeout if it has one
     (``ALTER ROLE authenticated SET statement_timeout = '3s'``, read with the schema cache)."""
     database: Database = services(request).database
@@ -194,7 +230,7 @@ async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[
     timeout_ms = services(request).schema_cache.statement_timeouts.get(role)
     try:
         return await database.run_as(claims, sql, values, readonly=readonly, rollback=rollback,
-                                     timeout=timeout_ms / 1000 if timeout_ms else None)
+                                     timeout=timeout_ms / 1000 if timeout_ms else None, explain=explain)
     except asyncpg.PostgresError as exc:
         raise from_postgres(exc, role) from None
     except StatementTimedOut:
@@ -318,10 +354,13 @@ async def read(request: Request) -> Response:
     prefer.check_strict(settings.rest_tx_end)
     statement = read_statement(
         services(request).schema_cache, schema, request.path_params["table"], request.scope["query_string"],
-        request.headers.get("range"), media.kind == OBJECT, prefer.count, settings.rest_max_rows,
+        request.headers.get("range"), media.single, prefer.count, settings.rest_max_rows,
         settings.rest_aggregates,
     )
-    result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True)
+    result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True,
+                        explain=media.explain)
+    if media.explain:
+        return _plan_response(result, media, head=request.method == "HEAD")
     return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)
 
 
@@ -375,8 +414,11 @@ async def write(request: Request) -> Response:
         status = 200 if returning else 204
     params = sqlgen.Params()
     max_affected = prefer.max_affected if method != "POST" else None
-    sql = sqlgen.write_sql(plan, params, single=media.kind == OBJECT, max_affected=max_affected)
-    result = await _run(request, _claims(request), sql, params.values, readonly=False, rollback=rollback)
+    sql = sqlgen.write_sql(plan, params, single=media.single, max_affected=max_affected)
+    result = await _run(request, _claims(request), sql, params.values, readonly=False, rollback=rollback,
+                        explain=media.explain)
+    if media.explain:
+        return _plan_response(result, media, head=False)
     headers = {"Preference-Applied": "tx=rollback"} if rollback and "tx" in prefer.values else {}
     if method == "POST" and prefer.returns == "headers-only" and table.primary_key and result.body:
         headers["Location"] = _location(table.name, table.primary_key, result.body)
@@ -475,9 +517,11 @@ async def _answer_call(request: Request, plan: CallPlan, media: Media, prefer: P
     tx_end = services(request).settings.rest_tx_end
     readonly = get or plan.function.volatility != "volatile"
     params = sqlgen.Params()
-    sql = sqlgen.call_sql(plan, params, single=media.kind == OBJECT, count=prefer.count)
+    sql = sqlgen.call_sql(plan, params, single=media.single, count=prefer.count)
     result = await _run(request, _claims(request), sql, params.values, readonly=readonly,
-                        rollback=not readonly and prefer.rollback(tx_end))
+                        rollback=not readonly and prefer.rollback(tx_end), explain=media.explain)
+    if media.explain:
+        return _plan_response(result, media, head=request.method == "HEAD")
     if plan.function.return_type == "void":
         return Response(status_code=204)
     if plan.result is None and media.kind != CSV:
