@@ -39,8 +39,8 @@ class Tus:
             sent["Content-Type"] = "application/offset+octet-stream"
         return self.client.post(ENDPOINT, headers=sent | (headers or {}), content=body)
 
-    def url(self, bucket: str, name: str, length: int, **extra: str) -> str:
-        created = self.create(bucket, name, length, **extra)
+    def url(self, bucket: str, name: str, length: int, *, upsert: bool = False) -> str:
+        created = self.create(bucket, name, length, upsert=upsert)
         assert created.status_code == 201, created.text
         return created.headers["location"]
 
