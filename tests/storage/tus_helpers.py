@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 import asyncpg
 import httpx
@@ -25,10 +26,17 @@ class Tus:
     """TUS requests against ``server`` with ``headers`` (the caller's key and token)."""
 
     def __init__(self, server: RunningServer, headers: dict[str, str]) -> None:
+        self.server = server
         self.client = httpx.Client(base_url=server.url, headers={"Tus-Resumable": "1.0.0", **headers}, timeout=30)
 
     def close(self) -> None:
         self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def create(self, bucket: str, name: str, length: int, *, body: bytes | None = None, upsert: bool = False,
                headers: dict[str, str] | None = None, **extra: str) -> httpx.Response:
