@@ -20,8 +20,8 @@ import pytest
 from tusclient.client import TusClient
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
-from tests.clients.test_js_client import JS_DIR, _output, js_client, node  # noqa: F401 - fixtures
 from gatehouse.core.embedded import free_port
+from tests.clients.test_js_client import JS_DIR, _output, js_client, node  # noqa: F401 - fixtures
 from tests.support import ConfirmedSession, RunningServer, run_sql
 
 CHUNK = 256 * 1024
