@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -149,6 +149,12 @@ def _refusal(request: Request, error: GatehouseError) -> Response:
     return response
 
 
+def _gone_away(request: Request) -> Response:
+    """The client left mid-chunk (what resumable uploads are for): nothing of it was kept, and
+    nobody reads this answer; the access log shows it."""
+    return _refusal(request, invalid("the chunk ended before its last byte: nothing of it was kept"))
+
+
 def _check_version(request: Request) -> None:
     if request.headers.get("tus-resumable") != TUS_VERSION:
         raise storage_error("TusError", f"Tus-Resumable must be {TUS_VERSION}", 412)
@@ -199,6 +205,8 @@ async def create(request: Request) -> Response:
                 raise
     except GatehouseError as error:
         return _refusal(request, error)
+    except ClientDisconnect:
+        return _gone_away(request)
     headers = _headers(upload, Location=_url(request, upload))
     if with_body:
         headers["Upload-Offset"] = str(upload.offset)
@@ -232,6 +240,8 @@ async def resource(request: Request) -> Response:
         upload = await uploads.append(claims, token, offset, request.stream(), _content_length(request))
     except GatehouseError as error:
         return _refusal(request, error)
+    except ClientDisconnect:
+        return _gone_away(request)
     headers = _headers(upload, **{"Upload-Offset": str(upload.offset)})
     if upload.finished:
         headers["Tus-Complete"] = "1"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -177,6 +180,26 @@ def test_a_chunk_past_the_declared_length_is_refused(service: Tus, db: Database)
     small = service.patch(url, 0, b"x" * 1000)  # neither the last chunk nor a chunk's least size
     assert small.status_code == 400 and str(CHUNK) in small.json()["message"]
     assert service.head(url).headers["upload-offset"] == "0"
+
+
+def test_a_chunk_cut_short_keeps_nothing(server: RunningServer, service: Tus, storage: Path) -> None:
+    """The client goes away mid-chunk: none of it counts, the temporary file goes, the upload goes on."""
+    data = os.urandom(2 * CHUNK)
+    url = service.url("tus", "cut.bin", len(data))
+    path = urlsplit(url).path
+    request = (f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\napikey: {server.keys.secret_key}\r\n"
+               f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+               f"Content-Length: {CHUNK}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", urlsplit(server.url).port or 80)) as sock:
+        sock.sendall(request + data[: CHUNK // 2])
+    deadline = time.monotonic() + 20
+    while f"PATCH {path} 400" not in server.log():  # the server has noticed, and answered nobody
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.05)
+    assert service.head(url).headers["upload-offset"] == "0"
+    assert not list((storage / ".spool").glob("tus-*"))
+    service.upload(url, data)
+    assert download(server, "tus", "cut.bin").content == data
 
 
 @pytest.mark.parametrize(("length", "status"), [
