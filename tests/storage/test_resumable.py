@@ -121,7 +121,7 @@ async def test_an_upload_in_chunks_becomes_one_object(server: RunningServer, ser
     assert not parts & blobs(storage, "tus") and not [p for p in (storage / ".spool").iterdir() if p.is_file()]
 
 
-def test_creation_with_upload_and_an_empty_file(server: RunningServer, service: Tus) -> None:
+async def test_creation_with_upload_and_an_empty_file(server: RunningServer, service: Tus, db: Database) -> None:
     data = os.urandom(CHUNK + 10)
     created = service.create("tus", "with-body.bin", len(data), body=data[:CHUNK])
     assert created.status_code == 201 and created.headers["upload-offset"] == str(CHUNK)
@@ -129,9 +129,14 @@ def test_creation_with_upload_and_an_empty_file(server: RunningServer, service: 
     assert service.patch(url, CHUNK, data[CHUNK:]).headers["tus-complete"] == "1"
     assert download(server, "tus", "with-body.bin").content == data
 
+    too_much = service.create("tus", "too-much.txt", 5, body=b"hello world")
+    assert too_much.status_code == 413 and "location" not in too_much.headers
+    assert service.create("tus", "wrong-type.txt", 5, body=b"hello",
+                          headers={"Content-Type": "text/plain"}).status_code == 415
     whole = service.create("tus", "whole.txt", 5, body=b"hello", contentType="text/plain")
     assert whole.status_code == 201 and whole.headers["upload-offset"] == "5"
     assert download(server, "tus", "whole.txt").content == b"hello"
+    assert await db.admin.fetchval("SELECT count(*) FROM storage.resumable_uploads WHERE name LIKE '%.txt'") == 0
     empty = service.create("tus", "empty.txt", 0)
     assert empty.status_code == 201
     assert download(server, "tus", "empty.txt").content == b""

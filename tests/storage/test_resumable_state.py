@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -144,3 +145,15 @@ async def test_the_orphan_sweep_keeps_the_chunks_of_uploads_in_progress(tus: Tus
     assert swept[1] >= 1 and not stray.exists()
     assert tus.patch(url, CHUNK, data[CHUNK:]).headers["tus-complete"] == "1"
     assert download(tus.server, "kept.bin") == data
+
+
+def test_the_server_sweeps_expired_uploads(server_factory: Callable[..., RunningServer], storage: Path) -> None:
+    """GATEHOUSE_STORAGE_RESUMABLE_EXPIRY: an upload idle that long is swept by the server itself."""
+    short = server_factory(env={"GATEHOUSE_STORAGE_DIR": str(storage), "GATEHOUSE_STORAGE_RESUMABLE_EXPIRY": "1"})
+    with Tus(short, {"apikey": short.keys.secret_key}) as tus:
+        url = tus.url("state", "forgotten.bin", 2 * CHUNK)
+        assert tus.patch(url, 0, os.urandom(CHUNK)).status_code == 204
+        deadline = time.monotonic() + 30
+        while tus.head(url).status_code != 404:  # 410 once expired, 404 once swept
+            assert time.monotonic() < deadline, short.log()[-2000:]
+            time.sleep(0.2)
