@@ -272,10 +272,10 @@ class ResumableUploads:
         expires = await self.db.admin.fetchval(_ADD_PART, row["id"], offset, size, self.expiry, version)
         if expires is None:
             await self.backend.delete(key)
-            raise await self._why_not(row["id"], offset)
+            raise await self._why_not(row["id"])
         return _upload(row, offset=offset + size, expires_at=expires)
 
-    async def _why_not(self, upload_id: uuid.UUID, offset: int) -> GatehouseError:
+    async def _why_not(self, upload_id: uuid.UUID) -> GatehouseError:
         """Why a chunk lost to another request: the upload went, is being finished, or moved on."""
         row = await self.db.admin.fetchrow(_FIND, upload_id)
         if row is None:
@@ -288,7 +288,7 @@ class ResumableUploads:
         """Write the object from the parts and the last chunk, as a normal upload of them is written."""
         upload_id = row["id"]
         if await self.db.admin.fetchval(_CLAIM, upload_id, row["upload_offset"], FINISH_LEASE) is None:
-            raise await self._why_not(upload_id, row["upload_offset"])
+            raise await self._why_not(upload_id)
         renewal = asyncio.create_task(self._renew(upload_id))
         try:
             parts = await self.db.admin.fetch(_PARTS, upload_id)
@@ -357,7 +357,7 @@ class ResumableUploads:
         """End the caller's upload: its row goes now, its chunks through the janitor's queue."""
         row = await self._row(claims, token)
         if await self.db.admin.fetchval(_TERMINATE, row["id"]) is None:
-            raise await self._why_not(row["id"], row["upload_offset"])
+            raise await self._why_not(row["id"])
 
     async def drop(self, upload: Upload) -> None:
         """Delete an upload whose creation failed after it was made (its client never learnt the URL)."""
