@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -84,6 +84,18 @@ def test_options_lists_the_version_and_extensions(server: RunningServer) -> None
     assert answer.headers["tus-max-size"] == str(50 * 1024 * 1024)
 
 
+def test_a_web_page_may_speak_tus(server: RunningServer, service: Tus) -> None:
+    """tus-js-client in a browser: the preflight allows the protocol's headers, the answers expose them."""
+    preflight = httpx.options(f"{server.url}{ENDPOINT}", headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,apikey,tus-resumable,upload-length,upload-metadata,x-upsert",
+    })
+    assert preflight.status_code == 200, preflight.text
+    created = service.create("tus", "from-a-page.bin", 2 * CHUNK, headers={"Origin": "https://app.example.com"})
+    exposed = {name.strip().lower() for name in created.headers["access-control-expose-headers"].split(",")}
+    assert {"location", "upload-offset", "upload-expires", "tus-resumable"} <= exposed
+
+
 async def test_an_upload_in_chunks_becomes_one_object(server: RunningServer, service: Tus, db: Database,
                                                       storage: Path) -> None:
     data = os.urandom(2 * CHUNK + 1234)
@@ -140,6 +152,14 @@ async def test_creation_with_upload_and_an_empty_file(server: RunningServer, ser
     empty = service.create("tus", "empty.txt", 0)
     assert empty.status_code == 201
     assert download(server, "tus", "empty.txt").content == b""
+
+
+def test_a_name_with_quotes_and_unicode_is_only_data(server: RunningServer, service: Tus) -> None:
+    name = "folder/it's \"quoted\"; DROP TABLE storage.objects; -- ü %2F.txt"
+    created = service.create("tus", name, 4, body=b"data", contentType="text/plain")
+    assert created.status_code == 201, created.text
+    got = httpx.get(f"{server.url}/storage/v1/object/tus/{quote(name)}", headers={"apikey": server.keys.secret_key})
+    assert got.content == b"data"
 
 
 def test_the_offset_must_match(service: Tus) -> None:
