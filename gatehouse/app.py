@@ -46,6 +46,7 @@ from gatehouse.storage.backends import create_backend
 from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.render_cache import RenderCache
+from gatehouse.storage.resumable import Sweeper as ResumableSweeper
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware
@@ -64,8 +65,15 @@ CORS_ALLOW_HEADERS = [
     "accept-profile", "content-profile", "x-upsert", "cache-control", "x-metadata", "x-request-id",
     # postgrest-js numbers its retries after a 503; supabase-js sends W3C trace context when asked to.
     "x-retry-count", "traceparent", "tracestate", "baggage",
+    # TUS resumable uploads (storage/tus.py), as tus-js-client sends them from a page.
+    "tus-resumable", "upload-length", "upload-offset", "upload-metadata", "upload-defer-length",
+    "x-http-method-override",
 ]
-CORS_EXPOSE_HEADERS = ["Content-Range", "X-Total-Count", "Link", "X-Supabase-Api-Version", "X-Request-Id"]
+CORS_EXPOSE_HEADERS = [
+    "Content-Range", "X-Total-Count", "Link", "X-Supabase-Api-Version", "X-Request-Id",
+    "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Upload-Offset", "Upload-Length",
+    "Upload-Metadata", "Upload-Expires", "Tus-Complete",
+]
 
 
 class ApiCORSMiddleware:
@@ -221,6 +229,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         _reload_on_sighup(schema_watcher)
         janitor = BlobJanitor(database.admin, backend, sweep_after=settings.storage_sweep_after)
         await janitor.start()
+        expired_uploads = ResumableSweeper(container.storage.resumable, interval=min(60, settings.storage_resumable_expiry))
+        await expired_uploads.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -234,6 +244,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             if sender is not None:
                 await sender.stop()  # before the pool closes: it holds a LISTEN connection
             await schema_watcher.stop()  # the same
+            await expired_uploads.stop()
             await janitor.stop()
             await database.close()
             await backend.close()

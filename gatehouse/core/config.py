@@ -277,6 +277,10 @@ class Settings(BaseSettings):
         3600, ge=1, description="At start, delete temporary upload files and unreferenced bytes older than this (seconds)."
     )
     storage_signed_upload_expiry: int = Field(7200, ge=1, description="Seconds a signed upload URL stays valid.")
+    storage_resumable_expiry: int = Field(
+        86_400, ge=1,
+        description="Seconds an unfinished resumable (TUS) upload may sit idle before it and its chunks are deleted.",
+    )
     storage_render_max_pixels_public: int = Field(
         16_000_000, ge=1,
         description="Largest source image (width x height) rendered for anonymous callers and public or signed URLs.",

@@ -18,7 +18,7 @@ from gatehouse.core.caller import caller
 from gatehouse.core.db import SessionEnded
 from gatehouse.core.http import ApiMount, JSONResponse, read_json
 from gatehouse.services import services
-from gatehouse.storage import forms, listing, names, wire
+from gatehouse.storage import forms, listing, names, tus, wire
 from gatehouse.storage.errors import access_denied, invalid, render_storage_error, storage_error
 from gatehouse.storage.images import Transform
 from gatehouse.storage.media import body_type
@@ -323,6 +323,7 @@ routes = [
     Route("/object/{bucket}/{path:objectpath}", delete_one, methods=["DELETE"]),
     Route("/object/{bucket}", delete_many, methods=["DELETE"]),
     Route("/render/image/{mode:str}/{bucket}/{path:objectpath}", render, methods=["GET"]),
+    *tus.routes,
 ]
 
 #: Storage's public URLs need no key, and its uploads stream (capped per bucket, not at the edge).

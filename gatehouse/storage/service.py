@@ -1,9 +1,10 @@
 """Storage's services, composed once: what the handlers reach through ``services(request).storage``.
 
 Each noun has its own module: ``buckets`` (settings and the remembered-bucket rule),
-``objects`` (find, list, remove, upload, move, copy), ``signing`` (signed URLs) and
-``renders`` (limits on image renders). They return the values of ``storage.models``; the
-handlers in ``storage.api`` parse requests into ``storage.forms`` and render ``storage.wire``.
+``objects`` (find, list, remove, upload, move, copy), ``signing`` (signed URLs),
+``renders`` (limits on image renders) and ``resumable`` (TUS uploads). They return the values
+of ``storage.models``; the handlers in ``storage.api`` parse requests into ``storage.forms``
+and render ``storage.wire``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.buckets import Buckets
 from gatehouse.storage.objects import Objects
 from gatehouse.storage.renders import Renders
+from gatehouse.storage.resumable import ResumableUploads
 from gatehouse.storage.signing import Signing
 
 
@@ -27,3 +29,4 @@ class StorageService:
         self.objects = Objects(database, backend, settings, self.buckets)
         self.signing = Signing(keys, self.objects)
         self.renders = Renders(database, backend, settings)
+        self.resumable = ResumableUploads(database, backend, settings, self.buckets, self.objects)
