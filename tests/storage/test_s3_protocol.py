@@ -13,10 +13,10 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-import botocore.exceptions
+import botocore.exceptions  # type: ignore[import-untyped]
 import httpx
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse  # type: ignore[import-untyped]
 
 from tests.storage.s3_protocol import code_of, issue_key, s3_client
 from tests.support import ConfirmedSession, RunningServer, gatehouse_command, png, run_sql
@@ -235,10 +235,9 @@ def test_a_users_session_token_is_held_to_rls(
     assert alice_s3.get_object(Bucket="mine", Key=f"{alice_id}/diary.txt")["Body"].read() == b"dear diary"
     listed = bob_s3.list_objects_v2(Bucket="mine", Prefix=f"{alice_id}/")
     assert listed["KeyCount"] == 0 and "Contents" not in listed
-    for call in (lambda: bob_s3.get_object(Bucket="mine", Key=f"{alice_id}/diary.txt"),
-                 lambda: bob_s3.head_object(Bucket="mine", Key=f"{alice_id}/diary.txt")):
+    for operation in (bob_s3.get_object, bob_s3.head_object):
         with pytest.raises(botocore.exceptions.ClientError) as hidden:
-            call()
+            operation(Bucket="mine", Key=f"{alice_id}/diary.txt")
         assert code_of(hidden.value)[1] == 404
     with pytest.raises(botocore.exceptions.ClientError) as overwrite:
         bob_s3.put_object(Bucket="mine", Key=f"{alice_id}/diary.txt", Body=b"bob was here")
