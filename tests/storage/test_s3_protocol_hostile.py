@@ -176,6 +176,12 @@ def test_bad_session_tokens_are_refused(
     assert code_of(mismatch.value) == ("SignatureDoesNotMatch", 403)
     publishable = s3_client(server, "project-ref", server.keys.publishable_key, session["access_token"])
     assert publishable.list_objects_v2(Bucket="target")["KeyCount"] == 0  # signed fine; RLS shows nothing
+    signed_out = httpx.post(f"{server.url}/auth/v1/logout", headers={
+        "apikey": server.keys.publishable_key, "Authorization": f"Bearer {session['access_token']}"})
+    assert signed_out.status_code == 204, signed_out.text
+    with pytest.raises(botocore.exceptions.ClientError) as ended:
+        publishable.list_objects_v2(Bucket="target")
+    assert code_of(ended.value) == ("AccessDenied", 403)
 
 
 def _claims(token: str) -> dict[str, Any]:

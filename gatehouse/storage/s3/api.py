@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, request_response
 from starlette.types import Scope
 
+from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import ApiMount
 from gatehouse.services import services
 from gatehouse.storage import forms, names
@@ -153,8 +154,8 @@ async def delete_objects(request: Request, caller: S3Caller, bucket: str) -> Res
             raise s3_error("MalformedXML", "Each Object needs a Key", 400)
         try:
             keys.append(names.object_name(key_node.text))
-        except Exception as exc:  # noqa: BLE001 - a bad name is reported for that key, as S3 does
-            errors.append((key_node.text, "InvalidArgument", getattr(exc, "message", "Invalid key")))
+        except GatehouseError as exc:  # a bad name is reported for that key, as S3 does
+            errors.append((key_node.text, "InvalidArgument", exc.message))
     removed = {obj.name for obj in await _service(request).objects.remove(caller.claims, bucket, keys)} if keys else set()
     deleted = [key for key in dict.fromkeys(keys) if key in removed or caller.is_service]
     errors += [(key, "AccessDenied", "The object does not exist, or you may not delete it")

@@ -9,7 +9,8 @@
   expired or forged token is refused with 403.
 
 The signature is checked first (region, time window, then the HMAC in constant time); a
-session token only after its signature holds.
+session token only after its signature holds, and its session must still be alive (signed out,
+banned or deleted: 403), as for every request with a user's token.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ async def authenticate(request: Request, *, now: Callable[[], datetime] = _now) 
         code = "ExpiredToken" if refusal.reason == "expired_token" else "InvalidToken"
         raise s3_error(code, f"The session token is not valid: {refusal.detail}", 403) from None
     claims = found.db_claims()
+    await container.database.confirm_session(claims)  # multipart steps run no SQL as the caller: checked here
     if found.is_admin:
         principal = "service"
     elif found.user_id:
