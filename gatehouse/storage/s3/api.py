@@ -5,7 +5,8 @@ the operation from the method, the path (``/{bucket}`` or ``/{bucket}/{key}``) a
 sub-resource (``?uploads``, ``?uploadId``, ``?delete``, ``?list-type=2``, ...), as S3 does.
 Each operation parses, calls the same storage service the JSON API calls (``Objects``,
 ``Buckets``, ``listing``; multipart through ``s3.multipart``) and renders S3's XML
-(``s3.wire``, ``s3.listing_xml``). Errors are S3's XML (``s3.errors``), through its own mount.
+(``s3.wire``; listings in ``s3.listings``, multipart steps in ``s3.uploads``). Errors are S3's
+XML (``s3.errors``), through a mount of its own.
 """
 
 from __future__ import annotations
