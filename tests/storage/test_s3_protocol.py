@@ -239,6 +239,9 @@ def test_a_users_session_token_is_held_to_rls(
     owner = run_sql(database_url, "SELECT owner::text FROM storage.objects WHERE name = $1", f"{alice_id}/diary.txt")
     assert owner[0][0] == alice_id
     assert alice_s3.get_object(Bucket="mine", Key=f"{alice_id}/diary.txt")["Body"].read() == b"dear diary"
+    params = {"Bucket": "mine", "Key": f"{alice_id}/diary.txt"}
+    assert httpx.get(alice_s3.generate_presigned_url("get_object", Params=params)).content == b"dear diary"
+    assert httpx.get(bob_s3.generate_presigned_url("get_object", Params=params)).status_code == 404
     listed = bob_s3.list_objects_v2(Bucket="mine", Prefix=f"{alice_id}/")
     assert listed["KeyCount"] == 0 and "Contents" not in listed
     for operation in (bob_s3.get_object, bob_s3.head_object):
