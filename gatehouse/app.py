@@ -47,6 +47,8 @@ from gatehouse.storage.janitor import BlobJanitor
 from gatehouse.storage.origin import StorageOriginMiddleware
 from gatehouse.storage.render_cache import RenderCache
 from gatehouse.storage.resumable import Sweeper as ResumableSweeper
+from gatehouse.storage.s3 import api as s3_api
+from gatehouse.storage.s3.multipart import MultipartJanitor
 from gatehouse.storage.service import StorageService
 from gatehouse.web import routes as web_routes
 from gatehouse.web.session import SessionMiddleware
@@ -58,7 +60,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 #: The APIs, each under its prefix with its wire error shape and its edge rules: the one list of
 #: API prefixes. Only these answer other sites' scripts (CORS); the pages, the development inbox
 #: and /metrics answer same-origin callers only.
-API_MOUNTS: tuple[ApiMount, ...] = (auth_api.MOUNT, rest_api.MOUNT, storage_api.MOUNT)
+API_MOUNTS: tuple[ApiMount, ...] = (auth_api.MOUNT, rest_api.MOUNT, s3_api.MOUNT, storage_api.MOUNT)
 
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",
@@ -231,6 +233,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         await janitor.start()
         expired_uploads = ResumableSweeper(container.storage.resumable, interval=min(60, settings.storage_resumable_expiry))
         await expired_uploads.start()
+        multipart_janitor = MultipartJanitor(database.admin, expiry=settings.storage_s3_multipart_expiry)
+        await multipart_janitor.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -246,6 +250,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             await schema_watcher.stop()  # the same
             await expired_uploads.stop()
             await janitor.stop()
+            await multipart_janitor.stop()
             await database.close()
             await backend.close()
             auth.close()

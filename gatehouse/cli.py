@@ -232,6 +232,17 @@ def cmd_users(args: argparse.Namespace) -> int:
         return users_cli.run(args, server.url, keys, settings)
 
 
+def cmd_s3_keys(args: argparse.Namespace) -> int:
+    from gatehouse.storage.s3 import cli as s3_cli
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    keys = load_keys(settings)
+    with database_server(settings) as server:
+        _prepare(server.url, keys, settings)
+        return s3_cli.run(args, server.url, keys, settings)
+
+
 def cmd_mail(args: argparse.Namespace) -> int:
     from gatehouse.mail.service import send_test_message
 
@@ -315,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatehouse.auth import cli as users_cli
 
     users_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_users)
+    from gatehouse.storage.s3 import cli as s3_cli
+
+    s3_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_s3_keys)
 
     mail = commands.add_parser("mail", help="check the email set-up", description="Email tools.")
     mail_commands = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)

@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         description="A separate origin (another host name) that serves object downloads, e.g. "
         "https://files.example-usercontent.com. Unset: objects are served from the app's own origin.",
     )
+    storage_s3_region: str = Field(
+        "local", min_length=1, max_length=64,
+        description="The region the S3 protocol at /storage/v1/s3 answers for: clients must sign with it.",
+    )
+    storage_s3_multipart_expiry: int = Field(
+        86_400, ge=60, description="Seconds before an unfinished S3 multipart upload and its parts are deleted.",
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com.")
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
     s3_region: str = Field("us-east-1", description="S3 region.")

@@ -24,11 +24,12 @@ log = logging.getLogger("gatehouse.storage.janitor")
 
 
 #: Which of these versions (the last part of a blob's key, ``<bucket_id>/<version>``) still have
-#: a row: their keys. Found through ``objects_version_idx`` (0019), not by reading every row; the
-#: chunks of resumable uploads in progress (0024) are named by ``storage.resumable_parts``.
+#: a row: their keys. Found through the version indexes (0019, 0025), not by reading every row:
+#: objects, the chunks of resumable uploads in progress (0024) and staged S3 multipart parts (0025).
 SWEEP_REFERENCED_SQL = (
     "SELECT bucket_id || '/' || version AS key FROM storage.objects WHERE version = ANY($1::text[]) "
-    "UNION ALL SELECT bucket_id || '/' || version FROM storage.resumable_parts WHERE version = ANY($1::text[])"
+    "UNION ALL SELECT bucket_id || '/' || version FROM storage.resumable_parts WHERE version = ANY($1::text[]) "
+    "UNION ALL SELECT bucket_id || '/' || version FROM gatehouse.s3_multipart_parts WHERE version = ANY($1::text[])"
 )
 
 

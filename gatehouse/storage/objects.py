@@ -169,7 +169,7 @@ class Objects:
         finally:
             spooled.discard()
 
-    async def copy(self, claims: dict[str, Any], transfer: Transfer) -> NewObject:
+    async def copy(self, claims: dict[str, Any], transfer: Transfer, *, upsert: bool = False) -> NewObject:
         """A new object with the source's bytes, checked as an upload of them to the target would be:
         the target bucket's size and type rules, then one statement as the caller (RLS decides)."""
         names.object_name(transfer.target)
@@ -178,7 +178,7 @@ class Objects:
         metadata = await admission.admit_stored(self.backend, original, bucket, self.buckets.size_limit(bucket))
         async with landing(self.db, self.backend, transfer.target_bucket) as land:
             await land.place(lambda key: self.backend.copy(original.key, key))
-            new = await land.commit(claims, bucket, transfer.target, metadata, original.user_metadata, upsert=False)
+            new = await land.commit(claims, bucket, transfer.target, metadata, original.user_metadata, upsert=upsert)
             if new is None:
                 raise bucket_changed()
             return new
