@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.auth import api as auth_api
@@ -38,6 +38,8 @@ from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
+from gatehouse.realtime import socket as realtime_socket
+from gatehouse.realtime.service import Realtime
 from gatehouse.rest import api as rest_api
 from gatehouse.rest.watcher import SchemaWatcher
 from gatehouse.services import Services, services
@@ -220,6 +222,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     container = Services(
         settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=AdminService(auth),
         storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
+        realtime=Realtime(database, callers, settings),
     )
 
     @asynccontextmanager
@@ -235,6 +238,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         await expired_uploads.start()
         multipart_janitor = MultipartJanitor(database.admin, expiry=settings.storage_s3_multipart_expiry)
         await multipart_janitor.start()
+        await container.realtime.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -248,6 +252,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             if sender is not None:
                 await sender.stop()  # before the pool closes: it holds a LISTEN connection
             await schema_watcher.stop()  # the same
+            await container.realtime.stop()  # the same (its bus)
             await expired_uploads.stop()
             await janitor.stop()
             await multipart_janitor.stop()
@@ -261,6 +266,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         Route("/health/live", live, methods=["GET", "HEAD"]),
         Route("/health/ready", ready, methods=["GET", "HEAD"]),
         *(mount.route for mount in API_MOUNTS),
+        WebSocketRoute("/realtime/v1/websocket", realtime_socket.endpoint),
     ]
     development = settings.environment == "development"
     if development:

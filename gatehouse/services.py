@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gatehouse.core.config import Settings
     from gatehouse.core.db import Database
     from gatehouse.core.keys import KeySet
+    from gatehouse.realtime.service import Realtime
     from gatehouse.rest.schema import SchemaCache
     from gatehouse.rest.watcher import SchemaWatcher
     from gatehouse.storage.render_cache import RenderCache
@@ -34,6 +35,7 @@ class Services:
     auth_admin: AdminService
     storage: StorageService
     render_cache: RenderCache
+    realtime: Realtime
     #: Set when the app starts: the data API's schema cache, kept current by its watcher.
     rest_schema: SchemaWatcher | None = None
 

@@ -174,6 +174,26 @@ class Settings(BaseSettings):
         "db-aggregates-enabled): off, since one can scan a whole table; a statement timeout per role bounds them.",
     )
 
+    # Realtime
+    realtime_max_channels_per_client: int = Field(
+        100, ge=1, description="Most channels one realtime socket may join (upstream's max_channels_per_client)."
+    )
+    realtime_max_events_per_second: int = Field(
+        100, ge=1, description="Most frames a realtime socket may send a second; a channel sending more is closed."
+    )
+    realtime_max_payload_bytes: int = Field(
+        262144, ge=1024, description="Largest realtime frame (a broadcast, a presence track) in bytes."
+    )
+    realtime_max_queued_messages: int = Field(
+        1000, ge=10, description="Messages waiting for one realtime client; a client that falls this far behind is disconnected."
+    )
+    realtime_heartbeat_timeout: float = Field(
+        60, gt=0, description="Seconds a realtime socket may stay silent (the clients heartbeat every 25 s) before it is closed."
+    )
+    realtime_node_timeout: float = Field(
+        30, gt=0, description="Seconds after which a silent Gatehouse process's presences are removed by the others."
+    )
+
     # Keys (taken from the data folder's keys.json when unset)
     jwt_private_key: str | None = Field(None, description="PEM of the ES256 (P-256) signing key.")
     publishable_key: str | None = Field(None, description="The publishable API key (sb_publishable_...).")

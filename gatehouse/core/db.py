@@ -197,6 +197,19 @@ class Database:
                 )
             yield conn
 
+    @asynccontextmanager
+    async def checking(self) -> AsyncIterator[Conn]:
+        """Yield a request connection (as ``authenticator``) inside a transaction that is always
+        rolled back: for SQL functions that switch to a caller's role themselves (through
+        ``gatehouse.become``, session check first) to ask what that caller may do, keeping nothing."""
+        async with self._request_pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                yield conn
+            finally:
+                await transaction.rollback()
+
     async def ready(self, migrations_dir: Any = None) -> dict[str, str]:
         """Readiness for load balancers: the database answers and no migration is pending."""
         from gatehouse.core.migrate import all_migrations, pending

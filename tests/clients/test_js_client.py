@@ -159,3 +159,16 @@ def test_supabase_js_mfa_and_anonymous_sign_in(
     )
     assert result.returncode == 0, f"{_output(result)}\n--- server log ---\n{server.log()[-3000:]}"
     assert '"step":"done"' in result.stdout
+
+
+def test_supabase_js_realtime_broadcast_and_presence(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    """supabase-js's realtime (vsn 2.0.0: array frames, binary broadcast pushes): broadcast with ack
+    and self, presence join and leave, between two clients."""
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    command = [*node, str(JS_DIR / "realtime_flow.mjs"), server.url, server.keys.publishable_key]
+    result = subprocess.run(command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True,
+                            text=True, timeout=FLOW_TIMEOUT, check=False)
+    assert result.returncode == 0, f"realtime_flow.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
+    assert '"step":"done"' in result.stdout

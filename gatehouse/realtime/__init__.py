@@ -1,0 +1,1 @@
+"""Realtime: Supabase Realtime's WebSocket protocol (broadcast, presence, database changes) under RLS."""
