@@ -9,7 +9,7 @@
 --                       its presences removed by the others.
 --   realtime.bus        broadcasts too big for a NOTIFY's 8,000 bytes, read back by id.
 CREATE SCHEMA IF NOT EXISTS realtime;
-GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role, authenticator;
 
 CREATE TABLE realtime.messages (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -68,7 +68,7 @@ class Bus:
         try:
             async with self._pool.acquire() as conn:
                 if len(body.encode()) > _INLINE:
-                    bus_id = await conn.fetchval("INSERT INTO realtime.bus (body) VALUES ($1::jsonb) RETURNING id", body)
+                    bus_id = await conn.fetchval("INSERT INTO realtime.bus (body) VALUES ($1) RETURNING id", note)
                     body = orjson.dumps({"o": self.node, "id": bus_id}).decode()
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, body)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -92,21 +92,20 @@ class Bus:
             if not isinstance(note, dict) or note.get("o") == self.node:
                 return
             if "id" in note:
-                async with self._pool.acquire() as conn:
-                    body = await conn.fetchval("SELECT body::text FROM realtime.bus WHERE id = $1", int(note["id"]))
-                if body is None:
+                async with self._pool.acquire() as conn:  # jsonb comes back decoded (the pool's codec)
+                    note = await conn.fetchval("SELECT body FROM realtime.bus WHERE id = $1", int(note["id"]))
+                if not isinstance(note, dict):
                     return
-                note = orjson.loads(body)
             elif "m" in note:
                 async with self._pool.acquire() as conn:
                     row = await conn.fetchrow(
-                        "SELECT topic, event, payload::text AS payload, private FROM realtime.messages WHERE id = $1",
+                        "SELECT topic, event, payload, private FROM realtime.messages WHERE id = $1",
                         uuid.UUID(str(note["m"])),
                     )
                 if row is None:
                     return
                 note = {"b": {"topic": row["topic"], "private": row["private"], "event": row["event"] or "",
-                              "payload": orjson.loads(row["payload"])}}
+                              "payload": row["payload"]}}
             await self._on_note(note)
         except Exception:  # one bad note must not stop the others
             log.exception("realtime: could not handle a note from another process")

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
 from gatehouse.core.db import Database
 
@@ -81,13 +80,13 @@ class Presence:
         with contextlib.suppress(Exception):
             async with self._pool.acquire() as conn:
                 gone = await conn.fetch("DELETE FROM realtime.presences WHERE node = $1::uuid "
-                                        "RETURNING ref, topic, private, key, meta::text AS meta", self._node)
+                                        "RETURNING ref, topic, private, key, meta", self._node)
                 await conn.execute("DELETE FROM realtime.nodes WHERE node = $1::uuid", self._node)
             await self._announce_leaves([_row(r) for r in gone])
 
     async def state(self, topic: str, private: bool) -> dict[str, dict[str, list[dict[str, Any]]]]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch("SELECT ref, topic, private, key, meta::text AS meta FROM realtime.presences "
+            rows = await conn.fetch("SELECT ref, topic, private, key, meta FROM realtime.presences "
                                     "WHERE topic = $1 AND private = $2 ORDER BY node, ref", topic, private)
         return diff([_row(r) for r in rows])["joins"]
 
@@ -101,7 +100,7 @@ class Presence:
                                    self._node, previous.ref)
             await conn.execute(
                 "INSERT INTO realtime.presences (node, ref, topic, private, key, meta) VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb)",
-                self._node, tracked.ref, topic, private, key, orjson.dumps(meta).decode(),
+                self._node, tracked.ref, topic, private, key, meta,
             )
         await self._announce(topic, private, diff([tracked], [previous] if previous else []))
         return tracked
@@ -138,7 +137,7 @@ class Presence:
                     gone = await conn.fetch(
                         "WITH dead AS (DELETE FROM realtime.nodes WHERE seen_at < now() - make_interval(secs => $1) "
                         "RETURNING node) DELETE FROM realtime.presences p USING dead WHERE p.node = dead.node "
-                        "RETURNING p.ref, p.topic, p.private, p.key, p.meta::text AS meta", self._node_timeout,
+                        "RETURNING p.ref, p.topic, p.private, p.key, p.meta", self._node_timeout,
                     )
                 await self._announce_leaves([_row(r) for r in gone])
             except Exception as exc:  # noqa: BLE001 - presence keeps going through database hiccups
@@ -146,4 +145,4 @@ class Presence:
 
 
 def _row(row: asyncpg.Record) -> Tracked:
-    return Tracked(row["ref"], row["topic"], row["private"], row["key"], orjson.loads(row["meta"]))
+    return Tracked(row["ref"], row["topic"], row["private"], row["key"], row["meta"])  # jsonb: decoded by the pool

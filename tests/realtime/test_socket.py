@@ -1,0 +1,287 @@
+"""The realtime socket on the wire: hostile frames, limits, private channels, tokens, two processes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket as socket_module
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.auth.helpers import Auth
+from tests.realtime.wire import Socket
+from tests.support import ConfirmedSession, RunningServer, run_sql
+
+POLICIES = """
+CREATE POLICY "own room: read" ON realtime.messages FOR SELECT TO authenticated
+    USING (realtime.topic() = 'room-' || auth.uid()::text);
+CREATE POLICY "own room: write" ON realtime.messages FOR INSERT TO authenticated
+    WITH CHECK (realtime.topic() = 'room-' || auth.uid()::text AND extension = 'broadcast');
+CREATE POLICY "watch-only room" ON realtime.messages FOR SELECT TO authenticated
+    USING (realtime.topic() = 'announcements');
+"""
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., RunningServer], database_url: str) -> RunningServer:
+    run_sql(database_url, POLICIES)
+    return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_REALTIME_MAX_CHANNELS_PER_CLIENT": "3",
+                               "GATEHOUSE_REALTIME_MAX_PAYLOAD_BYTES": "65536"})
+
+
+@pytest.fixture
+def socket(server: RunningServer) -> Iterator[Socket]:
+    opened = Socket(server)
+    yield opened
+    opened.close()
+
+
+def user(server: RunningServer, confirmed_session: ConfirmedSession) -> tuple[str, str]:
+    """A signed-in user's (id, access token)."""
+    _, session = confirmed_session(server)
+    return session["user"]["id"], session["access_token"]
+
+
+# -- the socket ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", "not-a-key", "sb_publishable_forged"])
+def test_a_socket_needs_the_projects_key(server: RunningServer, key: str) -> None:
+    url = server.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={key}&vsn=1.0.0"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_heartbeats_are_answered(socket: Socket) -> None:
+    ref = socket.send("phoenix", "heartbeat")
+    assert socket.expect("phx_reply", ref=ref)["payload"] == {"status": "ok", "response": {}}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["{not json", "[]", '"a string"', '{"topic": 5, "event": "x"}', '{"topic": "realtime:a", "event": "phx_join", "payload": [1]}',
+     '{"topic": "realtime:a"}', b"\x03\x01", b"\x07garbage", "null", '{"ref": {"a": 1}}'],
+)
+def test_malformed_frames_get_an_error_reply_and_the_socket_goes_on(socket: Socket, frame: str | bytes) -> None:
+    socket.raw(frame)
+    answer = socket.expect("phx_reply")
+    assert answer["payload"]["status"] == "error" and answer["payload"]["response"]["reason"]
+    ref = socket.send("phoenix", "heartbeat")
+    assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "ok"
+
+
+def test_unknown_topics_and_events(socket: Socket) -> None:
+    socket.send("realtime:never-joined", "broadcast", {"event": "x"})
+    assert socket.expect("phx_error")["topic"] == "realtime:never-joined"
+    assert socket.join("room")["status"] == "ok"
+    ref = socket.send("realtime:room", "no_such_event", {})
+    assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "error"
+    assert socket.join("")["response"]["reason"].startswith("TopicNameRequired")
+    ref = socket.send("elsewhere", "phx_join", {})
+    assert socket.expect("phx_reply", ref=ref)["payload"]["response"]["reason"].startswith("TopicNameRequired")
+
+
+def test_too_many_channels_is_refused_with_upstreams_reason(socket: Socket) -> None:
+    for name in ("a", "b", "c"):
+        assert socket.join(name)["status"] == "ok"
+    refused = socket.join("d")
+    assert refused == {"status": "error", "response": {"reason": "ChannelRateLimitReached: Too many channels"}}
+    assert socket.join("a")["status"] == "ok"  # rejoining one of them is not a new channel
+
+
+def test_an_oversized_frame_closes_the_socket(socket: Socket) -> None:
+    socket.raw('{"topic": "realtime:a", "event": "broadcast", "payload": {"x": "' + "y" * 70000 + '"}}')
+    assert socket.closed()
+
+
+@pytest.mark.parametrize("payload", [{"event": 5}, {}, {"event": "x", "payload": "not an object"}])
+def test_bad_broadcasts_and_presence(socket: Socket, payload: dict[str, Any]) -> None:
+    assert socket.join("room", {"broadcast": {"ack": True}})["status"] == "ok"
+    ref = socket.send("realtime:room", "broadcast", payload)
+    if "event" in payload and isinstance(payload["event"], str):  # a string payload is passed on as sent
+        assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "ok"
+    else:
+        assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "error"
+    ref = socket.send("realtime:room", "presence", {"type": "presence", "event": "track", "payload": [1, 2]})
+    assert socket.expect("phx_reply", ref=ref)["payload"]["response"]["reason"] == "Presence track payload must be a map"
+    ref = socket.send("realtime:room", "presence", {"type": "presence", "event": "dance"})
+    assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "error"
+
+
+def test_a_flood_closes_the_channel_with_upstreams_message(server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory(env={"GATEHOUSE_REALTIME_MAX_EVENTS_PER_SECOND": "5"})
+    socket = Socket(server)
+    try:
+        assert socket.join("room")["status"] == "ok"
+        for _ in range(40):
+            socket.send("realtime:room", "broadcast", {"type": "broadcast", "event": "x", "payload": {}})
+        system = socket.expect("system", topic="realtime:room")
+        assert system["payload"] == {"extension": "system", "status": "error", "message": "Too many messages per second",
+                                     "channel": "room"}
+        socket.expect("phx_close", topic="realtime:room")
+    finally:
+        socket.close()
+
+
+def test_a_client_that_does_not_read_is_dropped_and_others_get_everything(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(env={"GATEHOUSE_REALTIME_MAX_QUEUED_MESSAGES": "200",
+                                 "GATEHOUSE_REALTIME_MAX_EVENTS_PER_SECOND": "10000"})
+    url = server.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={server.keys.publishable_key}&vsn=1.0.0"
+    sender, reader = Socket(server), Socket(server)
+    # A client that stops reading once one frame waits (max_queue=1), with a small receive buffer
+    # (no autotuning up to tcp_rmem's tens of megabytes), so the server's writes back up at once.
+    raw = socket_module.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    raw.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 65536)
+    slow = connect(url, sock=raw, open_timeout=10, max_queue=1)
+    received: list[int] = []
+
+    def read_all() -> None:  # a client that keeps up: reads as fast as frames come
+        while len(received) < 500:
+            frame = reader.next(timeout=60)
+            if frame["event"] == "broadcast":
+                received.append(frame["payload"]["payload"]["i"])
+
+    try:
+        slow.send('{"topic": "realtime:flood", "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "1"}')
+        assert reader.join("flood")["status"] == "ok"
+        assert sender.join("flood")["status"] == "ok"
+        time.sleep(0.2)
+        keeping_up = threading.Thread(target=read_all)
+        keeping_up.start()
+        blob = base64.b64encode(os.urandom(45000)).decode()  # 60 KB that compression cannot shrink
+        for index in range(500):  # 30 MB: more than the slow client's buffers and queue can hold
+            sender.send("realtime:flood", "broadcast", {"type": "broadcast", "event": "blob", "payload": {"i": index, "b": blob}})
+        keeping_up.join(90)
+        assert received == list(range(500))  # in order, none lost, not held up by the slow one
+        closed_by_server = False
+        try:
+            while True:
+                slow.recv(timeout=10)
+        except ConnectionClosed as closed:
+            closed_by_server = closed.rcvd is not None and closed.rcvd.code == 1013
+        assert closed_by_server
+    finally:
+        sender.close()
+        reader.close()
+        slow.close()
+
+
+# -- who may join --------------------------------------------------------------------------------------
+
+
+def test_private_channels_follow_the_policies_on_realtime_messages(
+    server: RunningServer, confirmed_session: ConfirmedSession,
+) -> None:
+    alice_id, alice = user(server, confirmed_session)
+    _, bob = user(server, confirmed_session)
+    room = f"room-{alice_id}"
+    first, second, third = Socket(server), Socket(server), Socket(server)
+    try:
+        assert first.join(room, {"private": True, "broadcast": {"ack": True}}, alice)["status"] == "ok"
+        assert second.join(room, {"private": True}, alice)["status"] == "ok"
+        refused = third.join(room, {"private": True}, bob)
+        assert refused["status"] == "error"
+        assert refused["response"]["reason"] == f"Unauthorized: You do not have permissions to read from this Channel topic: {room}"
+        assert third.join(room, {"private": True})["status"] == "error"  # anon
+        ref = first.send(f"realtime:{room}", "broadcast", {"type": "broadcast", "event": "note", "payload": {"n": 1}})
+        assert first.expect("phx_reply", ref=ref)["payload"]["status"] == "ok"
+        assert second.expect("broadcast")["payload"]["payload"] == {"n": 1}
+        public = third.join(room)  # the public channel of the same name is another topic
+        assert public["status"] == "ok"
+        # read without write: joining works, broadcasting is refused
+        assert third.join("announcements", {"private": True, "broadcast": {"ack": True}}, bob)["status"] == "ok"
+        ref = third.send("realtime:announcements", "broadcast", {"type": "broadcast", "event": "x", "payload": {}})
+        assert third.expect("phx_reply", ref=ref)["payload"]["status"] == "error"
+    finally:
+        for opened in (first, second, third):
+            opened.close()
+
+
+@pytest.mark.parametrize("token", ["not.a.jwt", "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.forged"])
+def test_forged_tokens_are_refused(socket: Socket, token: str) -> None:
+    refused = socket.join("room", token=token)
+    assert refused["status"] == "error" and refused["response"]["reason"].startswith("InvalidJWTToken")
+
+
+def test_an_expiring_token_ends_the_channel_with_upstreams_message(
+    server_factory: Callable[..., RunningServer], confirmed_session: ConfirmedSession,
+) -> None:
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_JWT_EXPIRY": "3"})
+    _, token = user(server, confirmed_session)
+    socket = Socket(server)
+    try:
+        assert socket.join("room", token=token)["status"] == "ok"
+        system = socket.expect("system", topic="realtime:room", timeout=15)
+        assert system["payload"]["status"] == "error"
+        assert system["payload"]["message"].startswith("Token has expired") and system["payload"]["channel"] == "room"
+        socket.expect("phx_close", topic="realtime:room")
+        later = socket.join("again", token=token)
+        assert later["status"] == "error" and "Token has expired" in later["response"]["reason"]
+    finally:
+        socket.close()
+
+
+def test_a_bad_access_token_message_ends_the_channel(socket: Socket, server: RunningServer,
+                                                      confirmed_session: ConfirmedSession) -> None:
+    _, token = user(server, confirmed_session)
+    assert socket.join("room", token=token)["status"] == "ok"
+    socket.send("realtime:room", "access_token", {"access_token": "forged.token.here"})
+    assert socket.expect("system", topic="realtime:room")["payload"]["status"] == "error"
+    socket.expect("phx_close", topic="realtime:room")
+
+
+def test_signing_out_closes_the_sessions_channels(socket: Socket, server: RunningServer,
+                                                  confirmed_session: ConfirmedSession) -> None:
+    _, token = user(server, confirmed_session)
+    assert socket.join("room", token=token)["status"] == "ok"
+    auth = Auth(server)
+    try:
+        assert auth.post("/logout", token=token).status_code == 204
+    finally:
+        auth.close()
+    socket.send("phoenix", "heartbeat")  # the session is checked at each heartbeat
+    system = socket.expect("system", topic="realtime:room")
+    assert system["payload"]["status"] == "error" and "session has ended" in system["payload"]["message"]
+    socket.expect("phx_close", topic="realtime:room")
+
+
+# -- many processes and SQL --------------------------------------------------------------------------
+
+
+def test_broadcast_and_presence_cross_processes(server: RunningServer,
+                                                server_factory: Callable[..., RunningServer]) -> None:
+    other = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    here, there = Socket(server), Socket(other)
+    try:
+        assert here.join("shared", {"presence": {"key": "here", "enabled": True}})["status"] == "ok"
+        ref = here.send("realtime:shared", "presence", {"type": "presence", "event": "track", "payload": {"at": "A"}})
+        here.expect("phx_reply", ref=ref)
+        assert there.join("shared", {"presence": {"key": "there", "enabled": True}})["status"] == "ok"
+        state = there.expect("presence_state", topic="realtime:shared")["payload"]
+        assert state["here"]["metas"][0]["at"] == "A"  # tracked on the other process
+        here.send("realtime:shared", "broadcast", {"type": "broadcast", "event": "hi", "payload": {"from": "A"}})
+        assert there.expect("broadcast")["payload"] == {"type": "broadcast", "event": "hi", "payload": {"from": "A"}}
+        big = {"blob": "x" * 20000}  # past NOTIFY's 8,000 bytes
+        here.send("realtime:shared", "broadcast", {"type": "broadcast", "event": "big", "payload": big})
+        assert there.expect("broadcast")["payload"]["payload"] == big
+        here.close()  # a closed socket leaves presence
+        diff = there.expect("presence_diff", topic="realtime:shared")["payload"]
+        assert "here" in diff["leaves"]
+    finally:
+        here.close()
+        there.close()
+
+
+def test_realtime_send_from_sql_reaches_subscribers(socket: Socket, database_url: str) -> None:
+    assert socket.join("from-sql")["status"] == "ok"
+    run_sql(database_url, "SELECT realtime.send('{\"n\": 42}'::jsonb, 'tick', 'from-sql', false)")
+    assert socket.expect("broadcast")["payload"] == {"type": "broadcast", "event": "tick", "payload": {"n": 42}}
