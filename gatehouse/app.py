@@ -38,6 +38,7 @@ from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
 from gatehouse.mail.render import Templates
 from gatehouse.mail.smtp import SMTPMailer
+from gatehouse.realtime import http as realtime_http
 from gatehouse.realtime import socket as realtime_socket
 from gatehouse.realtime.service import Realtime
 from gatehouse.rest import api as rest_api
@@ -62,7 +63,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 #: The APIs, each under its prefix with its wire error shape and its edge rules: the one list of
 #: API prefixes. Only these answer other sites' scripts (CORS); the pages, the development inbox
 #: and /metrics answer same-origin callers only.
-API_MOUNTS: tuple[ApiMount, ...] = (auth_api.MOUNT, rest_api.MOUNT, s3_api.MOUNT, storage_api.MOUNT)
+API_MOUNTS: tuple[ApiMount, ...] = (auth_api.MOUNT, rest_api.MOUNT, s3_api.MOUNT, storage_api.MOUNT, realtime_http.MOUNT)
 
 CORS_ALLOW_HEADERS = [
     "authorization", "apikey", "content-type", "x-client-info", "x-supabase-api-version", "prefer", "range",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -285,3 +286,47 @@ def test_realtime_send_from_sql_reaches_subscribers(socket: Socket, database_url
     assert socket.join("from-sql")["status"] == "ok"
     run_sql(database_url, "SELECT realtime.send('{\"n\": 42}'::jsonb, 'tick', 'from-sql', false)")
     assert socket.expect("broadcast")["payload"] == {"type": "broadcast", "event": "tick", "payload": {"n": 42}}
+
+
+# -- broadcast over HTTP -------------------------------------------------------------------------------
+
+
+def test_broadcast_over_http_reaches_sockets(socket: Socket, server: RunningServer,
+                                             confirmed_session: ConfirmedSession) -> None:
+    key = {"apikey": server.keys.publishable_key}
+    assert socket.join("http-room")["status"] == "ok"
+    batch = httpx.post(f"{server.url}/realtime/v1/api/broadcast", headers=key,
+                       json={"messages": [{"topic": "http-room", "event": "ping", "payload": {"n": 1}}]})
+    assert batch.status_code == 202
+    assert socket.expect("broadcast")["payload"] == {"type": "broadcast", "event": "ping", "payload": {"n": 1}}
+    one = httpx.post(f"{server.url}/realtime/v1/api/broadcast/http-room/events/pong", headers=key, json={"n": 2})
+    assert one.status_code == 202
+    assert socket.expect("broadcast")["payload"]["payload"] == {"n": 2}
+    alice_id, alice = user(server, confirmed_session)
+    mine = f"room-{alice_id}"
+    assert socket.join(mine, {"private": True}, alice)["status"] == "ok"
+    private = {"messages": [{"topic": mine, "event": "p", "payload": {}, "private": True}]}
+    refused = httpx.post(f"{server.url}/realtime/v1/api/broadcast", headers=key, json=private)
+    assert refused.status_code == 403 and refused.json()["error"]
+    allowed = httpx.post(f"{server.url}/realtime/v1/api/broadcast", json=private,
+                         headers={**key, "Authorization": f"Bearer {alice}"})
+    assert allowed.status_code == 202
+    assert socket.expect("broadcast", topic=f"realtime:{mine}")["payload"]["event"] == "p"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ({"messages": []}, {}, 400),
+        ({"messages": [{"topic": 5, "event": "x"}]}, {}, 400),
+        ({"nope": 1}, {}, 400),
+        ({"messages": [{"topic": "t", "event": "x", "payload": {"b": "x" * 70000}}]}, {}, 413),
+        ({"messages": [{"topic": "t", "event": "x"}]}, {"Authorization": "Bearer forged.token.x"}, 401),
+        ({"messages": [{"topic": "t", "event": "x"}]}, {"apikey": ""}, 401),
+    ],
+)
+def test_bad_http_broadcasts_are_refused(server: RunningServer, body: dict[str, Any], headers: dict[str, str],
+                                         status: int) -> None:
+    answer = httpx.post(f"{server.url}/realtime/v1/api/broadcast",
+                        headers={"apikey": server.keys.publishable_key, **headers}, json=body)
+    assert answer.status_code == status, answer.text

@@ -82,6 +82,12 @@ const atAlice = await next(toAlice, 'alice to receive her own broadcast (self)')
 check(atAlice.payload.y === 2, 'alice got her own', atAlice)
 step('broadcast')
 
+const viaHttp = await roomB.httpSend('cursor', { x: 9 })
+check(viaHttp.success === true, 'httpSend accepted', viaHttp)
+const overHttp = await next(toAlice, 'alice to receive the broadcast sent over HTTP')
+check(overHttp.payload.x === 9, 'alice got the HTTP broadcast', overHttp)
+step('broadcast over HTTP')
+
 const joins = inbox()
 const leaves = inbox()
 const lobbyB = bob.channel('lobby-js', { config: { presence: { key: 'bob' } } })
