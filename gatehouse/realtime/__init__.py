@@ -1,0 +1,1 @@
+"""Realtime: the database change feed for postgres_changes, and (beside it) the WebSocket side."""
