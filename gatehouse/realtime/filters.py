@@ -39,7 +39,16 @@ class FilterError(ValueError):
 
 
 def _number(value: Any) -> Decimal:
-    return Decimal(str(value))
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a number")
+    return Decimal(str(value).strip())
+
+
+def _integer(value: Any) -> Decimal:
+    number = _number(value)
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueError(f"{value!r} is not an integer")
+    return number
 
 
 _TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
@@ -66,6 +75,18 @@ def _local(value: Any) -> datetime:
     return datetime.fromisoformat(str(value).strip().replace(" ", "T", 1)).replace(tzinfo=None)
 
 
+def _uuid(value: Any) -> uuid.UUID:
+    return uuid.UUID(str(value))
+
+
+def _date(value: Any) -> date:
+    return date.fromisoformat(str(value).strip())
+
+
+def _time(value: Any) -> time:
+    return time.fromisoformat(str(value).strip())
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -80,13 +101,14 @@ def _folded(value: Any) -> str:
 
 #: How values of a PostgreSQL type are compared; types not named here compare as text.
 _COERCE: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("int2", "int4", "int8", "numeric", "float4", "float8", "oid", "money"), _number),
+    **dict.fromkeys(("int2", "int4", "int8", "oid"), _integer),
+    **dict.fromkeys(("numeric", "float4", "float8"), _number),
     "bool": _boolean,
-    "uuid": lambda value: uuid.UUID(str(value)),
+    "uuid": _uuid,
     "timestamptz": _instant,
     "timestamp": _local,
-    "date": lambda value: date.fromisoformat(str(value).strip()),
-    "time": lambda value: time.fromisoformat(str(value).strip()),
+    "date": _date,
+    "time": _time,
     "bpchar": _blank_padded,
     "citext": _folded,
 }
@@ -94,8 +116,9 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
 
 def coerce(type_name: str, value: Any) -> Any:
     """``value`` as Python compares values of ``type_name``; ValueError if it is not one."""
+    convert: Callable[[Any], Any] = _COERCE.get(type_name, _text)
     try:
-        return _COERCE.get(type_name, _text)(value)
+        return convert(value)
     except (InvalidOperation, TypeError) as exc:
         raise ValueError(f"{value!r} is not a {type_name}") from exc
 
@@ -103,7 +126,7 @@ def coerce(type_name: str, value: Any) -> Any:
 class Filter:
     """One parsed filter: ``column``, ``op``, and its ``values`` (one, or the list of ``in``)."""
 
-    __slots__ = ("column", "op", "values", "_typed")
+    __slots__ = ("_typed", "column", "op", "values")
 
     def __init__(self, column: str, op: str, values: tuple[str, ...]) -> None:
         self.column = column

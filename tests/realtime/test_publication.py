@@ -8,8 +8,8 @@ import pytest
 
 from gatehouse.core.db import Database
 from gatehouse.realtime.feed import ChangeFeed
-from gatehouse.realtime.publication import published_tables, sync_publication, table_columns
 from gatehouse.realtime.models import Column
+from gatehouse.realtime.publication import published_tables, sync_publication, table_columns
 from tests.realtime.conftest import Received, new_table, published_table
 
 
