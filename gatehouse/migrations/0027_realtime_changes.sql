@@ -214,7 +214,12 @@ BEGIN
                                          pg_catalog.format_type(a.atttypid, a.atttypmod)), ' AND '))
         INTO probe
         FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = rel AND a.attname::text IN (SELECT pg_catalog.jsonb_object_keys(key));
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attname::text IN (SELECT pg_catalog.jsonb_object_keys(key))
+        HAVING pg_catalog.count(*) = (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(key));
+        IF probe IS NULL THEN
+            RETURN;  -- a key column is gone (the table changed since): nobody can be shown the row
+        END IF;
     END IF;
 
     FOR item IN SELECT (e.ord - 1)::integer AS idx, e.value FROM pg_catalog.jsonb_array_elements(req_claims::jsonb)

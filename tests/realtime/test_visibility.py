@@ -127,3 +127,12 @@ async def test_only_authenticator_may_ask(db: Database, request_pool: asyncpg.Po
 
 def _kw(sight: Sight) -> dict[str, Any]:
     return {"hidden_columns": sight.hidden_columns, "row_security": sight.row_security}
+
+
+async def test_a_change_whose_key_column_is_gone_is_shown_to_nobody(
+    db: Database, request_pool: asyncpg.Pool, feed: ChangeFeed, got: Received
+) -> None:
+    table = await published_table(db, "id int PRIMARY KEY, body text")
+    change = await change_of(db, got, table, f"INSERT INTO public.{table} VALUES (1, 'x')")
+    await db.admin.execute(f"ALTER TABLE public.{table} RENAME COLUMN id TO key")
+    assert await visible_to(request_pool, change, [{"role": "service_role"}, {"role": "anon"}]) == {}
