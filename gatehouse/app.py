@@ -229,7 +229,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
-        schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas)
+        schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas,
+                                       on_reload=lambda _cache: container.realtime.schema_changed())
         await schema_watcher.start()
         container.rest_schema = schema_watcher
         _reload_on_sighup(schema_watcher)

@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     realtime_heartbeat_timeout: float = Field(
         60, gt=0, description="Seconds a realtime socket may stay silent (the clients heartbeat every 25 s) before it is closed."
     )
+    realtime_retention: float = Field(
+        600, gt=0, description="Seconds a captured database change stays in realtime.changes; a process cut off from "
+        "the database for longer misses older changes.",
+    )
+    realtime_poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between reads of realtime.changes without a notification: the most a lost "
+        "NOTIFY can delay a change.",
+    )
     realtime_node_timeout: float = Field(
         30, gt=0, description="Seconds after which a silent Gatehouse process's presences are removed by the others."
     )

@@ -150,7 +150,7 @@ async def join(conn: Connection, frame: Frame) -> None:
             channel.permissions = await realtime.permissions(claims, sub_topic)
             if not (channel.permissions.broadcast_read or channel.permissions.presence_read):
                 raise Refused(f"Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}")
-        channel.changes = realtime.changes_for(config.get("postgres_changes"))
+        channel.changes = await realtime.changes_for(config.get("postgres_changes"), claims)
     except Refused as refusal:
         conn.push(reply(frame, "error", {"reason": str(refusal)}))
         return

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import zlib
 from typing import Any
 
 import asyncpg
@@ -22,13 +21,14 @@ from gatehouse.core.caller import Callers
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database, SessionEnded
 from gatehouse.realtime.bus import Bus, Note
+from gatehouse.realtime.changes import ChangeRouter, subscriptions
 from gatehouse.realtime.channel import Channel, Permissions, Refused
+from gatehouse.realtime.feed import ChangeFeed
 from gatehouse.realtime.presence import Diff, Presence
 from gatehouse.realtime.protocol import BinaryPayload, Frame
+from gatehouse.realtime.publication import sync_publication
 
 log = logging.getLogger("gatehouse.realtime")
-
-_EVENTS = frozenset({"*", "INSERT", "UPDATE", "DELETE"})
 
 
 class Realtime:
@@ -40,9 +40,20 @@ class Realtime:
         self.bus = Bus(database, self._heard)
         self.presence = Presence(database, self.bus.node, self._deliver_presence, self.bus.publish,
                                  node_timeout=settings.realtime_node_timeout)
+        self.feed: ChangeFeed | None = None  # made at start: it needs the open pool
+        self.router = ChangeRouter(self)
+        #: Channels with postgres_changes subscriptions: the ones a change may be for.
+        self.change_channels: set[Channel] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        await self._sync_publication()
+        self.router.start()
+        self.feed = ChangeFeed(self.database.admin, retention=self.settings.realtime_retention,
+                               poll_interval=self.settings.realtime_poll_interval)
+        self.feed.subscribe(self.router.on_changes)
+        await self.feed.start()
         await self.bus.start()
         await self.presence.start()
         self._sweeper = asyncio.create_task(self._sweep())
@@ -55,6 +66,9 @@ class Realtime:
         for members in list(self.topics.values()):
             for channel in list(members):
                 channel.conn.close(1001)
+        if self.feed is not None:
+            await self.feed.stop()
+        await self.router.stop()
         await self.presence.stop()
         await self.bus.stop()
 
@@ -62,8 +76,11 @@ class Realtime:
 
     def attach(self, channel: Channel) -> None:
         self.topics.setdefault(channel.key, set()).add(channel)
+        if channel.changes:
+            self.change_channels.add(channel)
 
     def detach(self, channel: Channel) -> None:
+        self.change_channels.discard(channel)
         members = self.topics.get(channel.key)
         if members is not None:
             members.discard(channel)
@@ -92,29 +109,21 @@ class Realtime:
         assert row is not None
         return Permissions(row["broadcast_read"], row["presence_read"], row["broadcast_write"], row["presence_write"])
 
-    def changes_for(self, requested: Any) -> list[dict[str, Any]]:
-        """The join's postgres_changes, checked, each with the id the client matches messages by."""
-        if requested is None:
-            return []
-        if not isinstance(requested, list) or len(requested) > 100:
-            raise Refused("InvalidJoinPayload: postgres_changes must be a list (of at most 100)")
-        found: list[dict[str, Any]] = []
-        for item in requested:
-            if item is None:
-                continue
-            if not isinstance(item, dict):
-                raise Refused("InvalidJoinPayload: each postgres_changes entry must be an object")
-            event, schema, table, filter_ = item.get("event"), item.get("schema"), item.get("table"), item.get("filter")
-            if event not in _EVENTS:
-                raise Refused("InvalidJoinPayload: postgres_changes event must be one of *, INSERT, UPDATE, DELETE")
-            if not isinstance(schema, str) or not schema or not all(
-                    value is None or isinstance(value, str) for value in (table, filter_)):
-                raise Refused("InvalidJoinPayload: postgres_changes needs a schema, and table and filter are strings")
-            params = {"event": event, "schema": schema, "table": table, "filter": filter_}
-            params = {key: value for key, value in params.items() if value is not None}
-            subscription_id = zlib.crc32(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)) & 0x7FFFFFF
-            found.append({**params, "id": subscription_id})
-        return found
+    async def changes_for(self, requested: Any, claims: dict[str, Any]) -> list[dict[str, Any]]:
+        """The join's postgres_changes subscriptions, checked (see :mod:`gatehouse.realtime.changes`)."""
+        return await subscriptions(self, requested, claims)
+
+    def schema_changed(self) -> None:
+        """After DDL (the schema cache reloaded): put the capture trigger on newly published tables."""
+        task = asyncio.create_task(self._sync_publication())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _sync_publication(self) -> None:
+        try:
+            await sync_publication(self.database.admin, self.settings.exposed_schemas)
+        except Exception as exc:  # noqa: BLE001 - retried at the next reload
+            log.warning("realtime: could not sync the capture triggers with the publication (%s)", exc)
 
     # -- broadcast -----------------------------------------------------------------------------
 
