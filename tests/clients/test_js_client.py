@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.auth.helpers import PASSWORD
-from tests.support import ConfirmedSession, RunningServer, require_tool
+from tests.support import ConfirmedSession, RunningServer, once_served, require_tool, run_sql
 
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "auth_flow.mjs"
@@ -171,4 +171,38 @@ def test_supabase_js_realtime_broadcast_and_presence(
     result = subprocess.run(command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True,
                             text=True, timeout=FLOW_TIMEOUT, check=False)
     assert result.returncode == 0, f"realtime_flow.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
+    assert '"step":"done"' in result.stdout
+
+
+JS_NOTES = """
+CREATE TABLE public.rt_js_notes (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner uuid NOT NULL DEFAULT auth.uid(),
+    title text NOT NULL,
+    shared boolean NOT NULL DEFAULT false
+);
+ALTER TABLE public.rt_js_notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "see own or shared" ON public.rt_js_notes FOR SELECT TO authenticated USING (owner = auth.uid() OR shared);
+CREATE POLICY "write own" ON public.rt_js_notes FOR ALL TO authenticated USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.rt_js_notes TO authenticated;
+ALTER PUBLICATION supabase_realtime ADD TABLE public.rt_js_notes;
+NOTIFY gatehouse_schema, 'reload';
+"""
+
+
+def test_supabase_js_postgres_changes_under_rls(
+    node: list[str], js_client: Path, server_factory: Callable[..., RunningServer],
+    confirmed_session: ConfirmedSession, database_url: str,
+) -> None:
+    """supabase-js's postgres_changes with two signed-in users: RLS decides who hears of a row,
+    filters narrow, updates and deletes arrive, and a refreshed token keeps the subscription."""
+    run_sql(database_url, JS_NOTES)
+    server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
+    once_served(lambda: httpx.get(f"{server.url}/rest/v1/rt_js_notes", headers={"apikey": server.keys.publishable_key}))
+    alice, _ = confirmed_session(server)
+    bob, _ = confirmed_session(server)
+    command = [*node, str(JS_DIR / "realtime_changes.mjs"), server.url, server.keys.publishable_key, alice, bob, PASSWORD]
+    result = subprocess.run(command, cwd=js_client, env=os.environ | {"NO_COLOR": "1"}, capture_output=True,
+                            text=True, timeout=FLOW_TIMEOUT, check=False)
+    assert result.returncode == 0, f"realtime_changes.mjs failed\n{_output(result)}\n--- server log ---\n{server.log()}"
     assert '"step":"done"' in result.stdout
