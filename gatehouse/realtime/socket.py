@@ -19,12 +19,15 @@ import logging
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gatehouse.core.caller import Unauthenticated
 from gatehouse.realtime import channel as channels
 from gatehouse.realtime.protocol import VERSIONS, VSN_1, Frame, ProtocolError, decode, encode, reply
 from gatehouse.services import services
+from gatehouse.web.session import ACCESS
 
 if TYPE_CHECKING:
     from gatehouse.realtime.service import Realtime
@@ -187,14 +190,36 @@ class Connection:
 
 
 async def endpoint(websocket: WebSocket) -> None:
-    """The WebSocket route: the API key decides the socket's base role; the rest is per channel."""
+    """The WebSocket route. The API key (``?apikey=``) decides the socket's base role, as the
+    clients send it; the web app's own pages may instead connect with their session cookie, from
+    the site's origin only (a page elsewhere cannot ride the cookie: the browser sends ``Origin``)."""
     realtime = services(websocket).realtime
     params = websocket.query_params
     vsn = params.get("vsn") or VSN_1
-    granted = realtime.callers.key(params.get("apikey") or websocket.headers.get("apikey"))
-    if granted is None or vsn not in VERSIONS:
+    key = params.get("apikey") or websocket.headers.get("apikey")
+    base: dict[str, Any] | None = None
+    if key:
+        granted = realtime.callers.key(key)
+        base = {"role": granted[0]} if granted is not None else None
+    else:
+        base = _page_claims(websocket, realtime)
+    if base is None or vsn not in VERSIONS:
         await websocket.close(_POLICY)  # before accept: the upgrade is refused (403)
         return
     await websocket.accept()
-    connection = Connection(websocket, realtime, vsn, {"role": granted[0]})
+    connection = Connection(websocket, realtime, vsn, base)
     await connection.run()
+
+
+def _page_claims(websocket: WebSocket, realtime: Realtime) -> dict[str, Any] | None:
+    """The signed-in claims of one of the web app's pages (its HttpOnly access-token cookie), or None."""
+    site = urlsplit(realtime.settings.public_site_url)
+    if websocket.headers.get("origin") != f"{site.scheme}://{site.netloc}":
+        return None
+    token = websocket.cookies.get(ACCESS)
+    if not token:
+        return None
+    try:
+        return realtime.callers.token(token).db_claims()
+    except Unauthenticated:
+        return None  # expired: the page loads /account again (the cookies are refreshed) and reconnects

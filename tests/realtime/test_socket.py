@@ -330,3 +330,20 @@ def test_bad_http_broadcasts_are_refused(server: RunningServer, body: dict[str, 
     answer = httpx.post(f"{server.url}/realtime/v1/api/broadcast",
                         headers={"apikey": server.keys.publishable_key, **headers}, json=body)
     assert answer.status_code == status, answer.text
+
+
+def test_the_web_apps_cookie_opens_a_socket_from_the_site_only(server: RunningServer,
+                                                                confirmed_session: ConfirmedSession) -> None:
+    """Pages of the web app connect with their HttpOnly session cookie; a page on another origin
+    (whose browser would send the cookie too) or a socket without Origin cannot."""
+    _, token = user(server, confirmed_session)
+    url = server.url.replace("http://", "ws://") + "/realtime/v1/websocket?vsn=1.0.0"
+    cookie = {"Cookie": f"gh-access-token={token}"}
+    with connect(url, additional_headers={**cookie, "Origin": server.url}, open_timeout=10) as page:
+        page.send('{"topic": "realtime:mine", "event": "phx_join", "payload": {}, "ref": "1"}')
+        assert '"status":"ok"' in str(page.recv(timeout=10))
+    for headers in ({**cookie, "Origin": "https://evil.example"}, cookie,
+                    {"Cookie": "gh-access-token=forged", "Origin": server.url}, {"Origin": server.url}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers, open_timeout=10)
+        assert refused.value.response.status_code == 403

@@ -416,3 +416,30 @@ def test_profile_values_are_escaped(
     page.wait_for_timeout(300)  # a dialog would open right after the load
     assert dialogs.messages == []
     assert_clean_log(server)
+
+
+def test_the_account_page_shows_a_profile_changed_in_another_tab(
+    page: Page, context: BrowserContext, mail_server: RunningServer, module_smtp: SMTPServer,
+) -> None:
+    """The account page subscribes to its profile's changes (realtime, signed in by its own session
+    cookie): a change saved in another tab appears without a reload; a field being edited is kept."""
+    server = mail_server
+    email = f"live-{uuid.uuid4().hex[:8]}@example.com"
+    sign_up_and_confirm(page, server, email, smtp_reader(module_smtp, server))
+    expect(page.locator("#live-status")).to_be_visible()  # subscribed
+    other = context.new_page()
+    other.goto(f"{server.url}/account")
+    other.fill("#full_name", "Changed Elsewhere")
+    other.fill("#website", "https://example.com/live")
+    other.get_by_role("button", name="Update", exact=True).click()
+    expect(other.locator("p.notice")).to_have_text("Profile updated.")
+    expect(page.locator("#full_name")).to_have_value("Changed Elsewhere")
+    expect(page.locator("#website")).to_have_value("https://example.com/live")
+    page.fill("#username", "typing_now")  # being edited here: a change elsewhere leaves it alone
+    other.fill("#username", "set_elsewhere")
+    other.fill("#full_name", "Second Change")
+    other.get_by_role("button", name="Update", exact=True).click()
+    expect(page.locator("#full_name")).to_have_value("Second Change")
+    expect(page.locator("#username")).to_have_value("typing_now")
+    other.close()
+    assert_clean_log(server)
