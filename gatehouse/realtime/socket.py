@@ -163,10 +163,15 @@ class Connection:
         return True
 
     async def _over_limit(self, frame: Frame) -> None:
-        """Upstream ends the channel that sent too much; other frames are dropped."""
+        """Upstream ends the channel that sent too much; a join over the limit is refused with
+        upstream's reason; anything else is answered with an error."""
         channel = self.channels.get(frame.topic)
-        if channel is not None:
+        if frame.event == "phx_join":
+            self.push(reply(frame, "error", {"reason": "ClientJoinRateLimitReached: Too many joins per second"}))
+        elif channel is not None:
             await channels.shutdown(channel, "Too many messages per second")
+        elif frame.ref is not None:
+            self.push(reply(frame, "error", {"reason": "Too many messages per second"}))
 
     async def _route(self, frame: Frame) -> None:
         if frame.topic == "phoenix":

@@ -347,3 +347,21 @@ def test_the_web_apps_cookie_opens_a_socket_from_the_site_only(server: RunningSe
         with pytest.raises(InvalidStatus) as refused:
             connect(url, additional_headers=headers, open_timeout=10)
         assert refused.value.response.status_code == 403
+
+
+def test_a_join_flood_is_refused_with_upstreams_reason(server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory(env={"GATEHOUSE_REALTIME_MAX_EVENTS_PER_SECOND": "5"})
+    socket = Socket(server)
+    try:
+        for index in range(30):
+            socket.send(f"realtime:flood-{index}", "phx_join", {})
+        replies = [socket.expect("phx_reply")["payload"] for _ in range(30)]
+        refused = [r for r in replies if r["status"] == "error"]
+        assert refused and all(r["response"]["reason"] == "ClientJoinRateLimitReached: Too many joins per second"
+                               for r in refused)
+        ref = socket.send("phoenix", "heartbeat")  # the socket is still usable once the flood stops
+        time.sleep(1.1)
+        ref = socket.send("phoenix", "heartbeat")
+        assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "ok"
+    finally:
+        socket.close()
