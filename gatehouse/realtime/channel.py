@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from gatehouse.realtime.socket import Connection
 
 REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role"})
+_LONGEST_TIMER = 24 * 3600.0
 
 
 class Refused(Exception):
@@ -255,12 +256,15 @@ def _schedule_expiry(channel: Channel) -> None:
     exp = channel.claims.get("exp")
     if not isinstance(exp, int | float):
         return
-    delay = max(0.0, float(exp) - time.time())
-
     def expire() -> None:
-        channel.conn.spawn(shutdown(channel, f"Token has expired {max(0, int(time.time() - float(exp)))} seconds ago"))
+        left = float(exp) - time.time()
+        if left > 0:  # a timer is capped at a day: a longer-lived token waits again
+            channel.expiry = asyncio.get_running_loop().call_later(min(left, _LONGEST_TIMER), expire)
+            return
+        channel.conn.spawn(shutdown(channel, f"Token has expired {int(-left)} seconds ago"))
 
-    channel.expiry = asyncio.get_running_loop().call_later(min(delay, 3600 * 24), expire)
+    channel.expiry = asyncio.get_running_loop().call_later(min(max(0.0, float(exp) - time.time()), _LONGEST_TIMER),
+                                                           expire)
 
 
 async def shutdown(channel: Channel, message: str) -> None:

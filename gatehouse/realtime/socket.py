@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gatehouse.core.caller import Unauthenticated
+from gatehouse.core.caller import Unauthenticated, is_browser
 from gatehouse.realtime import channel as channels
 from gatehouse.realtime.protocol import VERSIONS, VSN_1, Frame, ProtocolError, decode, encode, reply
 from gatehouse.services import services
@@ -206,6 +206,8 @@ async def endpoint(websocket: WebSocket) -> None:
     if key:
         granted = realtime.callers.key(key)
         base = {"role": granted[0]} if granted is not None else None
+        if granted is not None and granted[1] == "secret" and is_browser(websocket.headers):
+            base = None  # a secret key in a web page is readable by anyone using it: refused, as on the APIs
     else:
         base = _page_claims(websocket, realtime)
     if base is None or vsn not in VERSIONS:

@@ -60,6 +60,14 @@ def test_a_socket_needs_the_projects_key(server: RunningServer, key: str) -> Non
     assert refused.value.response.status_code == 403
 
 
+def test_a_secret_key_from_a_web_page_is_refused(server: RunningServer) -> None:
+    url = server.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={server.keys.secret_key}&vsn=1.0.0"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers={"Origin": "https://app.example"}, open_timeout=10)
+    assert refused.value.response.status_code == 403
+    connect(url, open_timeout=10).close()  # a server may use it
+
+
 def test_heartbeats_are_answered(socket: Socket) -> None:
     ref = socket.send("phoenix", "heartbeat")
     assert socket.expect("phx_reply", ref=ref)["payload"] == {"status": "ok", "response": {}}
