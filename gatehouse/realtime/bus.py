@@ -5,13 +5,12 @@ process is sent there as a NOTIFY (``{"o": node, ...}``; one over NOTIFY's 8,000
 in ``realtime.bus`` and the NOTIFY carries its id); a broadcast made in SQL (``realtime.send``)
 arrives as ``{"m": message id}`` from the trigger on ``realtime.messages``. Each process hands
 what it hears to the callback it was given, except its own notes (it delivered those locally).
-The LISTEN connection reconnects after the database restarts, as the schema watcher's does.
+The LISTEN connection is a :class:`gatehouse.core.listen.HeldListener`: it reconnects after the database restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,13 +20,13 @@ import asyncpg
 import orjson
 
 from gatehouse.core.db import Database
+from gatehouse.core.listen import HeldListener
 
 log = logging.getLogger("gatehouse.realtime")
 
 CHANNEL = "gatehouse_realtime_bus"
 #: A NOTIFY payload must stay under 8,000 bytes; past this the note goes through realtime.bus.
 _INLINE = 7000
-_RETRY = (0.1, 5.0)  # first and longest wait before listening again
 _KEEPALIVE = 10.0
 
 Note = dict[str, Any]
@@ -38,10 +37,7 @@ class Bus:
         self.node = str(uuid.uuid4())
         self._database = database
         self._on_note = on_note
-        self._conn: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._lost = asyncio.Event()
+        self._listener: HeldListener | None = None  # made at start: it needs the open pool
         self._handlers: set[asyncio.Task[None]] = set()
 
     @property
@@ -49,16 +45,13 @@ class Bus:
         return self._database.admin  # opened by the app before realtime starts
 
     async def start(self) -> None:
-        await self._listen()
-        self._task = asyncio.create_task(self._keep_listening())
+        self._listener = HeldListener(self._pool, (CHANNEL,), self._notified, name="realtime bus", keepalive=_KEEPALIVE)
+        await self._listener.connect()
+        self._listener.supervise()
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._release()
+        if self._listener is not None:
+            await self._listener.stop()
 
     async def publish(self, note: Note) -> None:
         """Tell the other processes; a big note is stored and sent by id. Errors are logged: a
@@ -109,52 +102,3 @@ class Bus:
             await self._on_note(note)
         except Exception:  # one bad note must not stop the others
             log.exception("realtime: could not handle a note from another process")
-
-    # -- the LISTEN connection ---------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        conn = await self._pool.acquire()
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-            conn.add_termination_listener(lambda _c: self._lost.set())
-        except BaseException:
-            await self._pool.release(conn)
-            raise
-        self._conn = conn
-        self._lost.clear()
-
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            await conn.remove_listener(CHANNEL, self._notified)
-            await self._pool.release(conn, timeout=5)
-        except Exception:  # noqa: BLE001 - closed already, or broken: free the slot either way
-            with contextlib.suppress(Exception):
-                conn.terminate()
-
-    async def _keep_listening(self) -> None:
-        """Hold the LISTEN connection (a keepalive query notices a silently dead peer), and take a
-        new one when it is lost. Notes sent while disconnected are lost: broadcast and presence
-        are live signals, and presence is read back from realtime.presences at each join."""
-        delay = _RETRY[0]
-        while not self._stopping:
-            try:
-                while self._conn is not None and not self._lost.is_set():
-                    try:
-                        await asyncio.wait_for(self._lost.wait(), _KEEPALIVE)
-                    except TimeoutError:
-                        await self._conn.fetchval("SELECT 1", timeout=_KEEPALIVE)
-            except Exception as exc:  # noqa: BLE001 - the bus must outlive any failure
-                log.warning("realtime: bus connection failed (%s); reconnecting", exc)
-            await self._release()
-            while not self._stopping:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY[-1])
-                try:
-                    await self._listen()
-                    delay = _RETRY[0]
-                    break
-                except Exception as exc:  # noqa: BLE001 - the bus must outlive any failure
-                    log.warning("realtime: bus could not reconnect (%s)", exc)

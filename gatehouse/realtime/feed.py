@@ -20,11 +20,11 @@ import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import orjson
 
+from gatehouse.core.listen import HeldListener
 from gatehouse.realtime.gaps import Gaps
 from gatehouse.realtime.models import Change, Column
 
@@ -115,7 +115,6 @@ class ChangeFeed:
         self._sweep_interval = sweep_interval
         self._sweep_batch = sweep_batch
         self._start_window = start_window
-        self._keepalive = keepalive
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._subscribers: list[Callback] = []
@@ -123,11 +122,10 @@ class ChangeFeed:
         self._gaps = Gaps()
         self._read_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._listener = HeldListener(pool, (CHANNEL,), self._notified, name="realtime change feed",
+                                      on_reconnect=self._wake.set,  # notifications sent meanwhile are lost: read now
+                                      keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
         self._tasks: list[asyncio.Task[None]] = []
-        self._conn: Any = None  # the LISTEN connection (a pool connection proxy) while connected
-        self._lost = asyncio.Event()
-        self._on_lost: Callable[[object], None] = lambda _conn: None
-        self._listener_pid: int | None = None
         self._marks: collections.deque[tuple[float, str, int]] = collections.deque()
         #: Rows the sweeper has deleted since the feed started.
         self.swept = 0
@@ -147,7 +145,7 @@ class ChangeFeed:
     @property
     def listener_pid(self) -> int | None:
         """The backend pid of the LISTEN connection, None while disconnected (for diagnostics)."""
-        return self._listener_pid
+        return self._listener.pid
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback`` with every later batch of changes; returns the function that stops it."""
@@ -163,14 +161,14 @@ class ChangeFeed:
         """LISTEN, then place the feed at the queue's end (in that order: nothing slips between)."""
         if self._tasks:
             raise RuntimeError("change feed is already started")
-        await self._listen()
+        await self._listener.connect()
         try:
             await self._place()
         except BaseException:
-            await self._release()
+            await self._listener.release()
             raise
+        self._listener.supervise()
         self._tasks = [
-            asyncio.create_task(self._supervise(), name="gatehouse-realtime-listener"),
             asyncio.create_task(self._read_forever(), name="gatehouse-realtime-reader"),
             asyncio.create_task(self._sweep_forever(), name="gatehouse-realtime-sweeper"),
         ]
@@ -180,7 +178,7 @@ class ChangeFeed:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._release()
+        await self._listener.stop()
 
     async def read(self) -> list[Change]:
         """Read once now and deliver what is new; returns the changes delivered."""
@@ -276,68 +274,10 @@ class ChangeFeed:
             except Exception as exc:  # noqa: BLE001 - the feed must outlive any failure
                 log.warning("realtime queue sweep failed (%s); trying again in %.0f s", exc, self._sweep_interval)
 
-    # -- the LISTEN connection -----------------------------------------------------------------
+    # -- notifications -------------------------------------------------------------------------
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._wake.set()
-
-    async def _listen(self) -> None:
-        conn = await self._pool.acquire()
-        lost = asyncio.Event()
-        self._conn, self._lost = conn, lost
-        self._on_lost = lambda _conn: lost.set()
-        try:
-            conn.add_termination_listener(self._on_lost)
-            await conn.add_listener(CHANNEL, self._notified)
-        except BaseException:
-            await self._release()
-            raise
-        self._listener_pid = conn.get_server_pid()
-
-    async def _release(self) -> None:
-        conn, self._conn, self._listener_pid = self._conn, None, None
-        if conn is None:
-            return
-        try:
-            conn.remove_termination_listener(self._on_lost)
-            await conn.remove_listener(CHANNEL, self._notified)  # UNLISTEN: the pool does not reset sessions
-            await self._pool.release(conn, timeout=5)
-        except asyncpg.InterfaceError:
-            pass  # it was closed, and so went back to the pool by itself
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the slot must be freed
-            log.warning("could not return the realtime listener connection to the pool (%s); closing it", exc)
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()
-
-    async def _hold(self) -> None:
-        """Return when the connection is gone; a keepalive query notices a silently dead peer."""
-        while self._conn is not None and not self._lost.is_set():
-            try:
-                await asyncio.wait_for(self._lost.wait(), self._keepalive)
-            except TimeoutError:
-                await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
-
-    async def _supervise(self) -> None:
-        delay = self._retry_initial
-        while True:
-            try:
-                await self._hold()
-                log.warning("realtime listener connection lost; reconnecting")
-            except Exception as exc:  # noqa: BLE001 - the feed must outlive any failure
-                log.warning("realtime listener connection failed (%s); reconnecting", exc)
-            finally:
-                await self._release()
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
-                try:
-                    await self._listen()
-                    break
-                except Exception as exc:  # noqa: BLE001 - the feed must outlive any failure
-                    log.warning("realtime listener could not reconnect (%s); retrying in %.1f s", exc, delay)
-            log.info("realtime listener reconnected")
-            delay = self._retry_initial
-            self._wake.set()  # notifications sent while disconnected are lost: read now
 
 
 def _change(row: asyncpg.Record) -> Change:

@@ -8,14 +8,12 @@ after DDL), and swaps in a freshly loaded ``SchemaCache`` after each burst of no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 
-from gatehouse.core.db import Conn
+from gatehouse.core.listen import HeldListener
 from gatehouse.rest.schema import SchemaCache
 
 log = logging.getLogger("gatehouse.rest.schema")  # the name its log lines have always carried
@@ -47,17 +45,15 @@ class SchemaWatcher:
         self._schemas = tuple(schemas)
         self._on_reload = on_reload
         self._debounce = debounce
-        self._keepalive = keepalive
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._cache: SchemaCache | None = None
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
+        self._listener = HeldListener(pool, self.CHANNELS, self._notified, name="schema",
+                                      on_reconnect=self._dirty.set,  # notifications sent meanwhile are lost: reload
+                                      keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener_pid: int | None = None
-        self._conn: Any = None  # the LISTEN connection (a pool connection proxy) while connected
-        self._lost = asyncio.Event()
-        self._on_lost: Callable[[object], None] = lambda _conn: None
         #: Completed loads, the first one included.
         self.reloads = 0
 
@@ -70,29 +66,27 @@ class SchemaWatcher:
     @property
     def listener_pid(self) -> int | None:
         """The backend pid of the LISTEN connection, None while disconnected (for diagnostics)."""
-        return self._listener_pid
+        return self._listener.pid
 
     async def start(self) -> None:
         """LISTEN, then load (in that order, so a change made in between is not missed)."""
         if self._tasks:
             raise RuntimeError("schema watcher is already started")
-        await self._listen()
+        await self._listener.connect()
         try:
             await self.reload()
         except BaseException:
-            await self._release()
+            await self._listener.release()
             raise
-        self._tasks = [
-            asyncio.create_task(self._supervise(), name="gatehouse-schema-listener"),
-            asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader"),
-        ]
+        self._listener.supervise()
+        self._tasks = [asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader")]
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._release()  # a task cancelled before it ran never reached its own clean-up
+        await self._listener.stop()
 
     async def reload(self) -> SchemaCache:
         """Load the cache now and swap it in; raises (keeping the old cache) if the load fails."""
@@ -111,7 +105,7 @@ class SchemaWatcher:
 
     # -- notifications -------------------------------------------------------------------------
 
-    def _notified(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         # PostgREST's channel also carries 'reload config', which is not ours to act on.
         if channel == "pgrst" and payload not in ("", "reload schema"):
             return
@@ -137,65 +131,3 @@ class SchemaWatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
                 self._dirty.set()
-
-    # -- the LISTEN connection -----------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        conn = await self._pool.acquire()
-        lost = asyncio.Event()
-        self._conn, self._lost = conn, lost
-        self._on_lost = lambda _conn: lost.set()
-        try:
-            conn.add_termination_listener(self._on_lost)
-            for channel in self.CHANNELS:
-                await conn.add_listener(channel, self._notified)
-        except BaseException:
-            await self._release()
-            raise
-        self._listener_pid = conn.get_server_pid()
-
-    async def _release(self) -> None:
-        conn, self._conn, self._listener_pid = self._conn, None, None
-        if conn is None:
-            return
-        try:
-            conn.remove_termination_listener(self._on_lost)
-            for channel in self.CHANNELS:  # UNLISTEN: the pool does not reset sessions
-                await conn.remove_listener(channel, self._notified)
-            await self._pool.release(conn, timeout=5)
-        except asyncpg.InterfaceError:
-            pass  # it was closed, and so went back to the pool by itself
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the slot must be freed
-            log.warning("could not return the schema listener connection to the pool (%s); closing it", exc)
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()  # a closed pool connection frees its slot
-
-    async def _hold(self) -> None:
-        """Return when the connection is gone; a keepalive query notices a silently dead peer."""
-        while self._conn is not None and not self._lost.is_set():
-            try:
-                await asyncio.wait_for(self._lost.wait(), self._keepalive)
-            except TimeoutError:
-                await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
-
-    async def _supervise(self) -> None:
-        delay = self._retry_initial
-        while True:
-            try:
-                await self._hold()
-                log.warning("schema listener connection lost; reconnecting")
-            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
-                log.warning("schema listener connection failed (%s); reconnecting", exc)
-            finally:
-                await self._release()
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
-                try:
-                    await self._listen()
-                    break
-                except Exception as exc:  # noqa: BLE001 - the watcher must outlive any failure
-                    log.warning("schema listener could not reconnect (%s); retrying in %.1f s", exc, delay)
-            log.info("schema listener reconnected; reloading")
-            delay = self._retry_initial
-            self._dirty.set()  # notifications sent while disconnected are lost
