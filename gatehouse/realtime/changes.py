@@ -16,13 +16,13 @@ message with the ids of its matching subscriptions, and only the columns its rol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gatehouse.core.background import Background
 from gatehouse.realtime.channel import Channel, Refused
 from gatehouse.realtime.filters import FilterError, parse_filter
 from gatehouse.realtime.models import Change
@@ -96,20 +96,12 @@ def _matches(subscription: dict[str, Any], change: Change) -> bool:
     return parsed is None or bool(parsed.matches(change))
 
 
-class ChangeRouter:
+class ChangeRouter(Background):
+    task_name = "gatehouse-realtime-router"
+
     def __init__(self, realtime: Realtime) -> None:
         self._realtime = realtime
         self._waiting: asyncio.Queue[list[Change]] = asyncio.Queue(maxsize=_BACKLOG)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def on_changes(self, changes: list[Change]) -> None:
         """The feed's callback: queue and return at once (the feed waits for it)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.background import Background
 from gatehouse.core.db import Database
 
 log = logging.getLogger("gatehouse.realtime")
@@ -52,7 +53,9 @@ def diff(joins: Sequence[Tracked] = (), leaves: Sequence[Tracked] = ()) -> Diff:
     return {"joins": group(joins), "leaves": group(leaves)}
 
 
-class Presence:
+class Presence(Background):
+    task_name = "gatehouse-realtime-presence"
+
     def __init__(self, database: Database, node: str, deliver: Deliver,
                  publish: Callable[[dict[str, Any]], Awaitable[None]], *, node_timeout: float = 30.0) -> None:
         self._database = database
@@ -60,7 +63,6 @@ class Presence:
         self._deliver = deliver
         self._publish = publish
         self._node_timeout = node_timeout
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def _pool(self) -> asyncpg.Pool:
@@ -70,13 +72,10 @@ class Presence:
         async with self._pool.acquire() as conn:
             await conn.execute("INSERT INTO realtime.nodes (node) VALUES ($1::uuid) ON CONFLICT (node) DO UPDATE "
                                "SET seen_at = now()", self._node)
-        self._task = asyncio.create_task(self._keep_alive())
+        await super().start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         with contextlib.suppress(Exception):
             async with self._pool.acquire() as conn:
                 gone = await conn.fetch("DELETE FROM realtime.presences WHERE node = $1::uuid "
@@ -126,7 +125,7 @@ class Presence:
         for (topic, private), items in by_topic.items():
             await self._announce(topic, private, diff(leaves=items))
 
-    async def _keep_alive(self) -> None:
+    async def _run(self) -> None:
         """Refresh this node's row; remove the presences of nodes gone silent, and say they left."""
         while True:
             await asyncio.sleep(self._node_timeout / 3)

@@ -49,7 +49,7 @@ class Realtime:
 
     async def start(self) -> None:
         await self._sync_publication()
-        self.router.start()
+        await self.router.start()
         self.feed = ChangeFeed(self.database.admin, retention=self.settings.realtime_retention,
                                poll_interval=self.settings.realtime_poll_interval)
         self.feed.subscribe(self.router.on_changes)

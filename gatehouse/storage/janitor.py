@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from gatehouse.core.background import Background
 from gatehouse.core.errors import GatehouseError
 from gatehouse.storage.backends.base import Backend
 
@@ -33,7 +34,9 @@ SWEEP_REFERENCED_SQL = (
 )
 
 
-class BlobJanitor:
+class BlobJanitor(Background):
+    task_name = "gatehouse-blob-janitor"
+
     def __init__(
         self, pool: asyncpg.Pool, backend: Backend, *, sweep_after: float = 3600, interval: float = 5.0, batch: int = 100
     ) -> None:
@@ -43,17 +46,6 @@ class BlobJanitor:
         self._interval = interval
         self._batch = batch
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gatehouse-blob-janitor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def wake(self) -> None:
         self._wake.set()

@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gatehouse.core.background import Background
 from gatehouse.core.config import Settings
 from gatehouse.core.db import Database
 from gatehouse.core.errors import GatehouseError
@@ -373,24 +374,15 @@ def _damaged() -> GatehouseError:
     return storage_error("NoSuchUpload", "A stored chunk of this upload is missing; start the upload again", 410)
 
 
-class Sweeper:
+class Sweeper(Background):
     """Deletes expired uploads every ``interval`` seconds, in any number of processes (SKIP LOCKED);
     their chunks go through the janitor's queue."""
+
+    task_name = "gatehouse-resumable-sweeper"
 
     def __init__(self, uploads: ResumableUploads, *, interval: float = 60.0) -> None:
         self._uploads = uploads
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gatehouse-resumable-sweeper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:

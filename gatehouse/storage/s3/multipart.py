@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.background import Background
 from gatehouse.core.db import Database
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.http import too_large
@@ -222,24 +223,15 @@ def _checked(chosen: list[tuple[int, str]], staged: dict[int, Part]) -> list[Par
     return order
 
 
-class MultipartJanitor:
+class MultipartJanitor(Background):
     """Deletes multipart uploads unfinished after ``expiry`` seconds (their parts' blobs are queued)."""
+
+    task_name = "gatehouse-s3-multipart-janitor"
 
     def __init__(self, pool: asyncpg.Pool, *, expiry: float, interval: float = 300.0) -> None:
         self._pool = pool
         self._expiry = expiry
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gatehouse-s3-multipart-janitor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def sweep(self) -> int:
         """Delete expired uploads; a completion in progress gets twice as long. How many went."""
