@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from gatehouse.core.db import Database
-from gatehouse.core.embedded import free_port
 from gatehouse.storage.backends.s3 import S3Backend
 from gatehouse.storage.janitor import BlobJanitor
 from tests.storage.tus_helpers import CHUNK, Tus
 from tests.support import RunningServer
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[str, object]]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
-    client.create_bucket(Bucket="tus-blobs")
-    yield endpoint, client
-    client.close()
-    moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +21,7 @@ def server(server_factory: Callable[..., RunningServer], s3: tuple[str, object])
     endpoint, _ = s3
     live = server_factory(env={
         "GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_STORAGE_BACKEND": "s3",
-        "GATEHOUSE_S3_ENDPOINT_URL": endpoint, "GATEHOUSE_S3_BUCKET": "tus-blobs",
+        "GATEHOUSE_S3_ENDPOINT_URL": endpoint, "GATEHOUSE_S3_BUCKET": "gatehouse-blobs",
         "GATEHOUSE_S3_ACCESS_KEY_ID": "testing", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "testing",
     })
     httpx.post(f"{live.url}/storage/v1/bucket", headers={"apikey": live.keys.secret_key},
@@ -48,7 +30,7 @@ def server(server_factory: Callable[..., RunningServer], s3: tuple[str, object])
 
 
 def s3_keys(client: object) -> set[str]:
-    listing = client.list_objects_v2(Bucket="tus-blobs")  # type: ignore[attr-defined]
+    listing = client.list_objects_v2(Bucket="gatehouse-blobs")  # type: ignore[attr-defined]
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
@@ -65,7 +47,7 @@ async def test_chunks_are_s3_objects_until_the_upload_ends(server: RunningServer
             "SELECT bucket_id || '/' || version AS key FROM storage.resumable_parts ORDER BY start_offset")]
         assert len(parts) == 2 and set(ordered) == parts
         stored = b"".join(
-            client.get_object(Bucket="tus-blobs", Key=key)["Body"].read()  # type: ignore[attr-defined]
+            client.get_object(Bucket="gatehouse-blobs", Key=key)["Body"].read()  # type: ignore[attr-defined]
             for key in ordered
         )
         assert stored == data[:2 * CHUNK]
@@ -73,7 +55,7 @@ async def test_chunks_are_s3_objects_until_the_upload_ends(server: RunningServer
     got = httpx.get(f"{server.url}/storage/v1/object/films/reel.bin", headers={"apikey": server.keys.secret_key})
     assert got.content == data
 
-    backend = S3Backend(endpoint_url=endpoint, bucket="tus-blobs", spool_dir=tmp_path,
+    backend = S3Backend(endpoint_url=endpoint, bucket="gatehouse-blobs", spool_dir=tmp_path,
                         access_key_id="testing", secret_access_key="testing")
     while await BlobJanitor(db.admin, backend).process():
         pass

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from gatehouse.core.embedded import free_port
 from tests.support import ConfirmedSession, RunningServer
-
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[str, object]]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
-    client.create_bucket(Bucket="gatehouse-blobs")
-    yield endpoint, client
-    client.close()
-    moto.stop()
 
 
 @pytest.fixture(scope="module")
