@@ -373,3 +373,51 @@ def test_a_join_flood_is_refused_with_upstreams_reason(server_factory: Callable[
         assert socket.expect("phx_reply", ref=ref)["payload"]["status"] == "ok"
     finally:
         socket.close()
+
+
+def test_a_silent_socket_leaves_presence_after_the_heartbeat_timeout(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(env={"GATEHOUSE_REALTIME_HEARTBEAT_TIMEOUT": "1"})
+    watcher, silent = Socket(server), Socket(server)
+    try:
+        assert watcher.join("lobby", {"presence": {"key": "watcher", "enabled": True}})["status"] == "ok"
+        assert silent.join("lobby", {"presence": {"key": "silent"}})["status"] == "ok"
+        ref = silent.send("realtime:lobby", "presence", {"type": "presence", "event": "track", "payload": {"x": 1}})
+        silent.expect("phx_reply", ref=ref)
+        assert "silent" in watcher.expect("presence_diff")["payload"]["joins"]
+        # the watcher keeps its heartbeat; the other sends nothing more (a dropped network, say)
+        deadline = time.monotonic() + 15
+        while True:
+            watcher.send("phoenix", "heartbeat")
+            frame = watcher.next(timeout=0.5) if time.monotonic() < deadline else None
+            assert frame is not None, "the silent socket never left"
+            if frame["event"] == "presence_diff" and "silent" in frame["payload"]["leaves"]:
+                break
+        assert silent.closed(timeout=5)
+    finally:
+        watcher.close()
+        silent.close()
+
+
+def test_broadcast_changes_from_a_trigger_reach_a_private_channel(server: RunningServer, database_url: str) -> None:
+    run_sql(database_url, """
+        CREATE TABLE public.rt_orders (id int PRIMARY KEY, status text);
+        CREATE FUNCTION public.rt_orders_broadcast() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM realtime.broadcast_changes('orders', TG_OP, TG_OP, TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER broadcast AFTER INSERT OR UPDATE ON public.rt_orders
+            FOR EACH ROW EXECUTE FUNCTION public.rt_orders_broadcast();
+    """)
+    service = Socket(server, key=server.keys.secret_key)  # the service role may read every private topic
+    try:
+        assert service.join("orders", {"private": True})["status"] == "ok"
+        run_sql(database_url, "INSERT INTO public.rt_orders VALUES (1, 'new')")
+        message = service.expect("broadcast", topic="realtime:orders")["payload"]
+        assert message["event"] == "INSERT"
+        assert message["payload"] == {"schema": "public", "table": "rt_orders", "operation": "INSERT",
+                                      "record": {"id": 1, "status": "new"}, "old_record": None}
+    finally:
+        service.close()
