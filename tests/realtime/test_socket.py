@@ -421,3 +421,30 @@ def test_broadcast_changes_from_a_trigger_reach_a_private_channel(server: Runnin
                                       "record": {"id": 1, "status": "new"}, "old_record": None}
     finally:
         service.close()
+
+
+def test_binary_broadcasts_reach_vsn_2_clients_as_binary(server: RunningServer) -> None:
+    """realtime-js's binary push (kind 3, raw payload) goes out as kind 4 to vsn 2.0.0 sockets;
+    a vsn 1.0.0 socket, whose frames are JSON, is not sent what it cannot read."""
+    url = server.url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={server.keys.publishable_key}"
+    with connect(url + "&vsn=2.0.0", open_timeout=10) as sender, connect(url + "&vsn=2.0.0", open_timeout=10) as receiver:
+        old = Socket(server)
+        try:
+            for ws in (sender, receiver):
+                ws.send('["1", "1", "realtime:bin", "phx_join", {"config": {}}]')
+                assert '"ok"' in str(ws.recv(timeout=10))
+            assert old.join("bin")["status"] == "ok"
+            topic, event, data = b"realtime:bin", b"blob", bytes(range(256))
+            header = bytes([3, 0, 0, len(topic), len(event), 0, 0])  # kind 3, no refs, no metadata, binary
+            sender.send(header + topic + event + data)
+            frame = receiver.recv(timeout=10)
+            assert isinstance(frame, bytes) and frame[0] == 4
+            topic_len, event_len, meta_len, encoding = frame[1], frame[2], frame[3], frame[4]
+            assert (topic_len, event_len, meta_len, encoding) == (len(topic), len(event), 0, 0)
+            assert frame[5:5 + topic_len] == topic and frame[5 + topic_len:5 + topic_len + event_len] == event
+            assert frame[5 + topic_len + event_len:] == data
+            ref = old.send("phoenix", "heartbeat")
+            assert old.expect("phx_reply", ref=ref)  # the JSON socket got no broadcast before its reply
+            assert not any(f["event"] == "broadcast" for f in old.seen)
+        finally:
+            old.close()
