@@ -16,8 +16,10 @@ One writer creates a row every ``--interval-ms`` for ``--seconds`` on a fixed sc
 run waits (at most ``--drain`` s) until every subscriber has every row. Per run and system:
 delivered messages/s (deliveries over first create to last receipt), latency p50/p99 (from the
 writer's clock just before its create request, to the subscriber's after decoding: one process,
-one clock; see bench/realtime_clients.py), messages lost (rows created and not received by a
-subscriber, disconnected ones included), duplicates, CPU per delivered message per process
+one clock; see bench/realtime_clients.py; late receipts included), messages late (received
+after the run's drain: not counted in its delivered/s) and lost (never received by the end of the
+bench, after one more ``--drain`` of waiting; disconnected subscribers included), duplicates,
+CPU per message delivered in time, per process
 (bench/machine.py: the server's process tree, its PostgreSQL's, and this process, the load
 generator), the create round trip, the load generator's event-loop lag (how late a 10 ms timer
 fires: when it grows, the subscribers' receipt times are late too) and other processes' share of
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,7 @@ from bench.harness import gatehouse, percentile, stop_on_sigterm, table
 from bench.machine import CPUSplit, Meter, postmaster_pid
 from bench.pocketbase import binary as pocketbase_binary
 from bench.pocketbase import pocketbase
-from bench.realtime_clients import PhoenixSubscribers, Sink, SSESubscribers, Tally, write
+from bench.realtime_clients import RUN_STRIDE, PhoenixSubscribers, Sink, SSESubscribers, Tally, write
 from bench.realtime_setup import gatehouse_setup, pocketbase_setup
 from bench.steps import avatar_png
 from bench.tutorial import noteworthy
@@ -84,11 +87,11 @@ async def loop_lag(samples: list[float], stop: asyncio.Event) -> None:
 
 
 async def measure(target: Target, session: aiohttp.ClientSession, args: argparse.Namespace, base: int,
-                  n: int) -> dict[str, Any]:
-    """One run: write, wait until delivered (or ``--drain`` s), and count."""
+                  n: int) -> Run:
+    """One run: write, wait until delivered (or ``--drain`` s), and take the in-time figures."""
     count = int(args.seconds * 1000 / args.interval_ms)
     closed_before = len(target.sink.closed)
-    tally = Tally(n, base, count)
+    tally = target.sink.tallies[base] = Tally(n, base, count)
     lag: list[float] = []
     stop = asyncio.Event()
     lag_task = asyncio.create_task(loop_lag(lag, stop))
@@ -96,29 +99,24 @@ async def measure(target: Target, session: aiohttp.ClientSession, args: argparse
     meter.start()
     split.start()
     own = time.process_time()
-    target.sink.tally = tally
     written = await write(session, target.create_url, target.create_headers, base=base, count=count,
                           interval=args.interval_ms / 1000)
     expected = len(written.created) * n
     deadline = time.monotonic() + args.drain
     while tally.delivered() < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    target.sink.tally = None
+    tally.drained = True
     spent = {**split.seconds(), "load generator": time.process_time() - own}
     other = meter.other_share()
     stop.set()
     await lag_task
     delivered = tally.delivered()
-    lost = sum(len(written.created) - tally.received_by(i, written.created) for i in range(n))
-    span = max(tally.last_receipt - written.started_wall, 1e-9)  # first create sent to last receipt
-    lat = sorted(tally.latencies_ms)
-    return {
+    span = max(tally.last_receipt - written.started_wall, 1e-9)  # first create sent to last receipt in time
+    return Run(tally, written.created, {
         "offered_changes": count, "created": len(written.created), "create_failures": written.failed,
-        "expected_deliveries": expected, "delivered": delivered, "lost": lost, "duplicates": tally.duplicates,
-        "stray": tally.stray, "disconnected": len(target.sink.closed) - closed_before,
+        "expected_deliveries": expected, "delivered_in_time": delivered,
+        "not_delivered_in_time": expected - delivered, "disconnected": len(target.sink.closed) - closed_before,
         "delivered_per_second": delivered / span if delivered else 0.0,
-        "p50_ms": percentile(lat, 0.5) if lat else None, "p99_ms": percentile(lat, 0.99) if lat else None,
-        "max_ms": lat[-1] if lat else None,
         "create_p50_ms": percentile(written.round_trips_ms, 0.5) if written.round_trips_ms else None,
         "create_p99_ms": percentile(written.round_trips_ms, 0.99) if written.round_trips_ms else None,
         "writer_late_ms": round(written.late_ms, 1),
@@ -126,16 +124,32 @@ async def measure(target: Target, session: aiohttp.ClientSession, args: argparse
         "cpu_seconds": {k: round(v, 3) for k, v in spent.items()},
         "cpu_us_per_message": {k: 1e6 * v / delivered for k, v in spent.items()} if delivered else {},
         "other_cpu_share": round(other, 3),
-        "latency_percentiles_ms": [percentile(lat, q / 100) for q in range(1, 100)] + [lat[-1]] if lat else [],
-    }
+    })
+
+
+@dataclass
+class Run:
+    tally: Tally
+    created: list[int]
+    figures: dict[str, Any]
+
+    def finish(self) -> dict[str, Any]:
+        """At the end of the bench: what never arrived (lost), what arrived after the drain (late),
+        and the latencies of every receipt, late ones included."""
+        t = self.tally
+        lat = sorted(t.latencies_ms)
+        lost = sum(len(self.created) - t.received_by(i, self.created) for i in range(t.subscribers))
+        return {**self.figures, "lost": lost, "late": t.late, "duplicates": t.duplicates,
+                "p50_ms": percentile(lat, 0.5) if lat else None, "p99_ms": percentile(lat, 0.99) if lat else None,
+                "max_ms": lat[-1] if lat else None,
+                "latency_percentiles_ms": [percentile(lat, q / 100) for q in range(1, 100)] + [lat[-1]] if lat else []}
 
 
 def show(name: str, run: int, r: dict[str, Any]) -> None:
     cpu = "  ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_message"].items())
-    log(f"  {name:10} run {run}: {r['delivered_per_second']:9,.0f} msg/s  p50 {r['p50_ms'] or 0:8.1f} ms"
-        f"  p99 {r['p99_ms'] or 0:8.1f} ms  lost {r['lost']}  dup {r['duplicates']}  disconnected {r['disconnected']}"
-        f"  create p99 {r['create_p99_ms'] or 0:.1f} ms  lag p99 {r['loop_lag_p99_ms'] or 0:.1f} ms"
-        f"  cpu us/msg: {cpu}  other cpu {100 * r['other_cpu_share']:.0f}%")
+    log(f"  {name:10} run {run}: {r['delivered_per_second']:9,.0f} msg/s  not delivered in time"
+        f" {r['not_delivered_in_time']}  disconnected {r['disconnected']}  create p99 {r['create_p99_ms'] or 0:.1f} ms"
+        f"  loop lag p99 {r['loop_lag_p99_ms'] or 0:.1f} ms  cpu us/msg: {cpu}  other cpu {100 * r['other_cpu_share']:.0f}%")
 
 
 async def drive(args: argparse.Namespace, setups: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -155,33 +169,35 @@ async def drive(args: argparse.Namespace, setups: dict[str, dict[str, Any]]) -> 
             await subs.open()
             log(f"{name}: {n} subscribers joined in {time.monotonic() - began:.1f} s")
             targets[name] = Target(name, subs, sink, s["create_url"], s["create_headers"], s["trees"])
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        runs: dict[str, list[Run]] = {name: [] for name in targets}
         order = list(targets)
-        base = 1
+        base = RUN_STRIDE
         try:
             for name in order:  # warm-up (not counted): connections made, caches filled
                 warm = argparse.Namespace(**{**vars(args), "seconds": 1.0, "drain": 5.0})
                 await measure(targets[name], session, warm, base, n)
-                base += 1_000_000
+                base += RUN_STRIDE
             for run in range(args.runs):
                 turn = run % len(order)
                 for name in order[turn:] + order[:turn]:
-                    result = await measure(targets[name], session, args, base, n)
-                    base += 1_000_000
-                    show(name, run + 1, result)
-                    results[name].append(result)
+                    done = await measure(targets[name], session, args, base, n)
+                    base += RUN_STRIDE
+                    show(name, run + 1, done.figures)
+                    runs[name].append(done)
                     await asyncio.sleep(1)
+            # Late messages still on their way are waited for, once, before anything is called lost.
+            deadline = time.monotonic() + args.drain
+            while time.monotonic() < deadline and any(
+                    r.tally.delivered() + r.tally.late < len(r.created) * n for rs in runs.values() for r in rs):
+                await asyncio.sleep(0.2)
         finally:
             for target in targets.values():
                 await target.subscribers.close()
-        for name, target in targets.items():
-            if target.sink.between_runs:
-                log(f"{name}: {target.sink.between_runs} messages arrived between runs (after their run's drain)")
-        return results
+        return {name: [r.finish() for r in rs] for name, rs in runs.items()}
 
 
 def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per system, the median of each figure over the runs (lost and duplicates: summed)."""
+    """Per system, the median of each figure over the runs (lost, late and duplicates: summed)."""
     out: dict[str, dict[str, Any]] = {}
     for name, runs in results.items():
         def med(key: str, runs: list[dict[str, Any]] = runs) -> float | None:
@@ -191,6 +207,7 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
                if any(g in r["cpu_us_per_message"] for r in runs)}
         out[name] = {"delivered_per_second": med("delivered_per_second"), "p50_ms": med("p50_ms"),
                      "p99_ms": med("p99_ms"), "lost": sum(r["lost"] for r in runs),
+                     "late": sum(r["late"] for r in runs),
                      "duplicates": sum(r["duplicates"] for r in runs),
                      "disconnected": sum(r["disconnected"] for r in runs),
                      "create_p99_ms": med("create_p99_ms"), "loop_lag_p99_ms": med("loop_lag_p99_ms"),
@@ -223,12 +240,12 @@ def ratios(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
 
 
 def render(summed: dict[str, dict[str, Any]], rates: dict[str, dict[str, float]]) -> str:
-    rows = [["system", "msg/s", "p50 ms", "p99 ms", "lost", "dup", "disconn.", "server us/msg", "database us/msg",
+    rows = [["system", "msg/s", "p50 ms", "p99 ms", "lost", "late", "dup", "disconn.", "server us/msg", "database us/msg",
              "loadgen us/msg", "create p99 ms", "loop lag p99 ms", "other cpu"]]
     for name, s in summed.items():
         cpu = s["cpu_us_per_message"]
         rows.append([name, f"{s['delivered_per_second']:,.0f}", f"{s['p50_ms'] or 0:.1f}", f"{s['p99_ms'] or 0:.1f}",
-                     str(s["lost"]), str(s["duplicates"]), str(s["disconnected"]), f"{cpu.get('server', 0):.1f}",
+                     str(s["lost"]), str(s["late"]), str(s["duplicates"]), str(s["disconnected"]), f"{cpu.get('server', 0):.1f}",
                      f"{cpu['database']:.1f}" if "database" in cpu else "-", f"{cpu.get('load generator', 0):.1f}",
                      f"{s['create_p99_ms'] or 0:.1f}", f"{s['loop_lag_p99_ms'] or 0:.1f}",
                      f"{100 * (s['other_cpu_share'] or 0):.0f}%"])

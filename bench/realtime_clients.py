@@ -34,9 +34,17 @@ TOPIC = "realtime:bench"
 HEARTBEAT = 25.0
 
 
+#: Each run's seqs start at a multiple of this, so a message names its run.
+RUN_STRIDE = 1_000_000
+
+
 @dataclass
 class Tally:
-    """What the subscribers received during one run: seq ``base`` to ``base + count - 1``."""
+    """What the subscribers received of one run's rows: seq ``base`` to ``base + count - 1``.
+
+    It keeps counting after the run's drain ended (``drained`` set): those receipts are late,
+    not lost; they are kept apart so the run's delivered/s counts only what came in time.
+    """
 
     subscribers: int
     base: int
@@ -45,28 +53,29 @@ class Tally:
     first_receipt: float = 0.0
     last_receipt: float = 0.0
     duplicates: int = 0
-    stray: int = 0
+    drained: bool = False
+    late: int = 0
 
     def __post_init__(self) -> None:
         self.seen = [bytearray(self.count) for _ in range(self.subscribers)]
 
     def record(self, subscriber: int, seq: int, sent_at: float, now: float) -> None:
         slot = seq - self.base
-        if not 0 <= slot < self.count:
-            self.stray += 1  # a late message of an earlier run (or the warm-up)
-            return
         seen = self.seen[subscriber]
         if seen[slot]:
             self.duplicates += 1
             return
         seen[slot] = 1
         self.latencies_ms.append(1000.0 * (now - sent_at))
+        if self.drained:
+            self.late += 1
+            return
         if not self.first_receipt:
             self.first_receipt = now
         self.last_receipt = now
 
     def delivered(self) -> int:
-        return len(self.latencies_ms)
+        return len(self.latencies_ms) - self.late
 
     def received_by(self, subscriber: int, created: list[int]) -> int:
         seen = self.seen[subscriber]
@@ -75,18 +84,19 @@ class Tally:
 
 @dataclass
 class Sink:
-    """Where subscribers report: the current run's tally (None between runs: counted as stray)."""
+    """Where subscribers report: every run's tally, found by the message's seq."""
 
-    tally: Tally | None = None
+    tallies: dict[int, Tally] = field(default_factory=dict)
     closed: set[int] = field(default_factory=set)
-    between_runs: int = 0
+    unknown: int = 0  # messages of no run (the set-up's probe row)
 
     def record(self, subscriber: int, record: dict[str, Any], now: float) -> None:
-        tally = self.tally
-        if tally is None:
-            self.between_runs += 1
+        seq = int(record["seq"])
+        tally = self.tallies.get(seq - seq % RUN_STRIDE)
+        if tally is None or not 0 <= seq - tally.base < tally.count:
+            self.unknown += 1
         else:
-            tally.record(subscriber, int(record["seq"]), float(record["sent_at"]), now)
+            tally.record(subscriber, seq, float(record["sent_at"]), now)
 
 
 class PhoenixSubscribers:
@@ -275,4 +285,4 @@ async def write(session: aiohttp.ClientSession, url: str, headers: dict[str, str
     return written
 
 
-__all__ = ["PhoenixSubscribers", "SSESubscribers", "Sink", "Tally", "Written", "write"]
+__all__ = ["RUN_STRIDE", "PhoenixSubscribers", "SSESubscribers", "Sink", "Tally", "Written", "write"]
