@@ -42,7 +42,7 @@ load: $(VENV)/.installed-test
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 # make bench: the tutorial workload against Gatehouse, PocketBase, a Python ceiling and a driver floor
-# (bench/tutorial.py, ~25 minutes; BENCH_ARGS=--quick: a 3-minute smoke run; BENCH_ARGS="--baseline REV": also
+# (bench/tutorial.py, ~25 minutes; then the realtime fan-out, bench/realtime.py, REALTIME_ARGS; BENCH_ARGS=--quick: a 3-minute smoke run; BENCH_ARGS="--baseline REV": also
 # Gatehouse at git revision REV, and current / baseline per step). Results in bench/results/tutorial.*
 .PHONY: bench
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -52,3 +52,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	$(BIN)/python -m bench.tutorial $(BENCH_ARGS)
+	$(BIN)/python -m bench.realtime $(REALTIME_ARGS)
+
+# make bench-realtime: the realtime step alone (bench/realtime.py): N subscribers on one table through Gatehouse's
+# postgres_changes and PocketBase's SSE subscriptions, one change per 10 ms; REALTIME_ARGS="--subscribers 20 --runs 3".
+# Results in bench/results/realtime.*
+.PHONY: bench-realtime
+bench-realtime: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.realtime $(REALTIME_ARGS)
