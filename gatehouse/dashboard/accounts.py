@@ -71,7 +71,7 @@ async def issue_setup_token(conn: asyncpg.Connection[asyncpg.Record]) -> str | N
     token = secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO gatehouse.dashboard_setup_tokens (token_hash, expires_at) "
-        "VALUES ($1, now() + make_interval(secs => $2))",
+        "VALUES ($1, now() + make_interval(secs => $2::float8))",
         token_hash(token), SETUP_LINK_SECONDS,
     )
     return token

@@ -49,8 +49,8 @@ _LOAD = """
 WITH s AS (
     UPDATE gatehouse.dashboard_sessions SET last_seen_at = now()
     WHERE token_hash = $1
-      AND last_seen_at > now() - make_interval(secs => $2)
-      AND created_at > now() - make_interval(secs => CASE WHEN stage = 'full' THEN $3 ELSE $4 END)
+      AND last_seen_at > now() - make_interval(secs => $2::float8)
+      AND created_at > now() - make_interval(secs => CASE WHEN stage = 'full' THEN $3::float8 ELSE $4::float8 END)
     RETURNING admin_id, stage
 )
 SELECT a.*, s.stage FROM s JOIN gatehouse.dashboard_admins a ON a.id = s.admin_id
