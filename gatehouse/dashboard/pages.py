@@ -8,6 +8,7 @@ A handler calls ``signed_in`` (pages) or ``signed_in_form`` (changes) first and 
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from gatehouse.web.pages import PAGE_HEADERS
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+#: JSON shown as text (metadata): escaped by the templates' autoescape like any other text.
+templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False,
+                                                           default=str)
 CSRF_HEADER = "x-csrf-token"
 
 
