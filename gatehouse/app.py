@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.auth import api as auth_api
@@ -33,6 +33,8 @@ from gatehouse.core.http import ApiMount, BodyLimitMiddleware, JSONResponse, Req
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
+from gatehouse.dashboard import routes as dashboard_routes
+from gatehouse.dashboard.service import Dashboard
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
@@ -220,10 +222,11 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     auth = AuthService(database, settings, keys, Templates(settings))
     backend = create_backend(settings)
     storage_root = settings.storage_dir or settings.data_dir.expanduser().resolve() / "storage"
+    auth_admin = AdminService(auth)
     container = Services(
-        settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=AdminService(auth),
+        settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=auth_admin,
         storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
-        realtime=Realtime(database, callers, settings),
+        realtime=Realtime(database, callers, settings), dashboard=Dashboard(auth_admin, keys),
     )
 
     @asynccontextmanager
@@ -279,6 +282,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         metrics = metrics_endpoint(database, outbox.figures(database))
         endpoint = metrics if development else secret_key_only(metrics, callers)
         routes.append(Route("/metrics", endpoint, methods=["GET"]))
+    routes.append(Mount("/_", routes=dashboard_routes.routes))  # the admin dashboard: its own accounts and cookie
     routes += web_routes.routes  # the pages: /, /login, /account, /auth/confirm, ...
 
     app = Starlette(
@@ -303,7 +307,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
                 auth=auth,
                 callers=callers,
                 secure=settings.public_site_url.startswith("https://"),
-                skip_prefixes=(*(mount.prefix for mount in API_MOUNTS), "/_inbox"),
+                skip_prefixes=(*(mount.prefix for mount in API_MOUNTS), "/_inbox", "/_/"),
             ),
             Middleware(BodyLimitMiddleware, limit_for=body_limit_for(body_limit), renderer=render_error),
         ],

@@ -1,4 +1,4 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql, users, backup, restore, mail test."""
+"""The ``gatehouse`` command: serve, migrate, keys, psql, users, admin, backup, restore, mail test."""
 
 from __future__ import annotations
 
@@ -107,6 +107,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     providers = Providers(settings.oauth_providers, callback_url(settings))
     with database_server(settings) as server:
         applied = _prepare(server.url, keys, settings)
+        from gatehouse.dashboard.cli import setup_link
+
+        setup = setup_link(server.url, settings)
         # Worker processes build the app from the environment: hand them what we resolved.
         os.environ["GATEHOUSE_DATABASE_URL"] = server.url
         os.environ["GATEHOUSE_DATA_DIR"] = str(settings.data_dir.expanduser().resolve())
@@ -125,6 +128,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + _development_warning(settings)
             + f"\n  URL              {settings.public_site_url}"
             + f"\n  API URL          {settings.public_api_url}"
+            + f"\n  Dashboard        {settings.public_site_url}/_/"
+            + (f"\n  Set-up link      {setup}\n                   (once, within an hour: creates the first "
+               "dashboard administrator)" if setup else "")
             + _api_url_warning(settings)
             + (f"\n  Sign-in with     {', '.join(providers.names)} (callback {callback_url(settings)})"
                if providers.names else "")
@@ -232,6 +238,17 @@ def cmd_users(args: argparse.Namespace) -> int:
         return users_cli.run(args, server.url, keys, settings)
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from gatehouse.dashboard import cli as admin_cli
+
+    settings = _settings(args)
+    _graceful_sigterm()
+    keys = load_keys(settings)
+    with database_server(settings) as server:
+        _prepare(server.url, keys, settings)
+        return admin_cli.run(args, server.url, keys, settings)
+
+
 def cmd_s3_keys(args: argparse.Namespace) -> int:
     from gatehouse.storage.s3 import cli as s3_cli
 
@@ -326,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatehouse.auth import cli as users_cli
 
     users_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_users)
+    from gatehouse.dashboard import cli as admin_cli
+
+    admin_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_admin)
     from gatehouse.storage.s3 import cli as s3_cli
 
     s3_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_s3_keys)

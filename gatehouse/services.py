@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from gatehouse.core.config import Settings
     from gatehouse.core.db import Database
     from gatehouse.core.keys import KeySet
+    from gatehouse.dashboard.service import Dashboard
     from gatehouse.realtime.service import Realtime
     from gatehouse.rest.schema import SchemaCache
     from gatehouse.rest.watcher import SchemaWatcher
@@ -36,6 +37,7 @@ class Services:
     storage: StorageService
     render_cache: RenderCache
     realtime: Realtime
+    dashboard: Dashboard
     #: Set when the app starts: the data API's schema cache, kept current by its watcher.
     rest_schema: SchemaWatcher | None = None
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
-from gatehouse.auth import links, users
+from gatehouse.auth import links, listing, users
 from gatehouse.auth.flows.base import Client, Flow
 from gatehouse.auth.forms import AdminUserForm, GenerateLinkForm, InviteForm, normalize_email
 from gatehouse.auth.models import GeneratedLink, User
@@ -62,6 +63,27 @@ class AdminService(Flow):
             total = await conn.fetchval(users.COUNT_LISTED_SQL)
             rows = await conn.fetch(users.PAGE_SQL, per_page, (page - 1) * per_page)
         return [User.from_row(row) for row in rows], int(total)
+
+    async def search_users(self, query: listing.UserQuery) -> listing.UserPage:
+        """One keyset page of users, newest first, matching the search and filters (``auth.listing``)."""
+        sql, args = listing.page_sql(query)
+        async with self.db.admin.acquire() as conn:
+            rows = await conn.fetch(sql, *args)
+        return listing.to_page(query, list(rows))
+
+    async def user_figures(self) -> dict[str, int]:
+        """How many users are listed, unconfirmed and banned now."""
+        row = await self.db.admin.fetchrow(listing.FIGURES_SQL)
+        assert row is not None
+        return {name: int(row[name]) for name in ("users", "unconfirmed", "banned")}
+
+    async def user_sessions(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
+        """A user's sessions (at most 100), latest activity first, with their client."""
+        return [dict(row) for row in await self.db.admin.fetch(listing.SESSIONS_SQL, user_id)]
+
+    async def user_events(self, user_id: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest audit log entries naming a user as actor or subject."""
+        return [dict(row) for row in await self.db.admin.fetch(listing.AUDIT_SQL, str(user_id), limit)]
 
     async def get_user(self, user_id: uuid.UUID) -> User:
         row = await users.by_id(self.db.admin, user_id)

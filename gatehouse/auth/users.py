@@ -18,6 +18,9 @@ from gatehouse.core.db import Conn, Queryable
 _IDENTITIES = """coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.created_at) FROM auth.identities i
                   WHERE i.user_id = u.id), '[]'::jsonb) AS identities"""
 
+#: The same, for listings beyond this module (``auth.listing``).
+IDENTITIES = _IDENTITIES
+
 #: A user's second factors as a JSON array, without their secrets (null when none).
 FACTORS = """(SELECT jsonb_agg(jsonb_build_object('id', f.id, 'factor_type', f.factor_type, 'status', f.status,
                                                 'friendly_name', f.friendly_name, 'created_at', f.created_at,

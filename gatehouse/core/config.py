@@ -355,6 +355,14 @@ class Settings(BaseSettings):
         8, ge=1, description="Refusals by the SMTP server before a message is given up (an unreachable server never counts)."
     )
 
+    # Admin dashboard (/_/)
+    dashboard_idle_timeout: int = Field(
+        1800, ge=60, description="Seconds an admin dashboard session may sit unused before it ends (30 minutes)."
+    )
+    dashboard_session_lifetime: int = Field(
+        28800, ge=300, description="Seconds an admin dashboard session lasts at most, however busy (8 hours)."
+    )
+
     # Requests and logs
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest JSON request body in bytes.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")

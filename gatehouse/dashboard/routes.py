@@ -1,0 +1,23 @@
+"""The dashboard's route table, mounted at ``/_`` by ``create_app``."""
+
+from __future__ import annotations
+
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gatehouse.dashboard import signin, users
+from gatehouse.dashboard.pages import HERE
+
+routes = [
+    Route("/", users.overview, methods=["GET"]),
+    Route("/login", signin.login, methods=["GET", "POST"]),
+    Route("/login/totp", signin.login_totp, methods=["GET", "POST"]),
+    Route("/totp", signin.enrol, methods=["GET", "POST"]),
+    Route("/logout", signin.logout, methods=["POST"]),
+    Route("/setup/{token}", signin.setup, methods=["GET", "POST"]),
+    Route("/users", users.list_users, methods=["GET"]),
+    Route("/users/{user_id}", users.user_detail, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
+]
+
+__all__ = ["routes"]
