@@ -150,6 +150,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=10,
+            # Realtime frames are small and frequent: compressing each cost ~15% more CPU per message
+            # (bench/realtime.py), as Phoenix, which upstream Realtime runs on, does not by default.
+            ws_per_message_deflate=False,
             # Longer than clients' own idle limits (httpx: 5 s): otherwise a client may reuse a
             # connection the server is closing at that very moment, and the request fails.
             timeout_keep_alive=75,

@@ -242,8 +242,8 @@ BEGIN
                 CONTINUE WHEN gatehouse.session_refusal((claims ->> 'session_id')::uuid,
                                                         (claims ->> 'sub')::uuid) IS NOT NULL;
             END IF;
-            IF probe IS NULL THEN
-                seen := true;
+            IF probe IS NULL OR NOT (by_role -> role_name ->> 'rls')::boolean THEN
+                seen := true;  -- no row to look up, or no policy applies to this role: SELECT is enough
             ELSE
                 PERFORM pg_catalog.set_config('role', role_name, true),
                         pg_catalog.set_config('request.jwt.claims', claims::text, true);

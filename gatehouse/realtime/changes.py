@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ log = logging.getLogger("gatehouse.realtime")
 _EVENTS = frozenset({"*", "INSERT", "UPDATE", "DELETE"})
 #: Batches of changes waiting to be routed; past this the oldest waiting batches are dropped (logged).
 _BACKLOG = 10_000
+#: Seconds between reading a change and routing it past which the log says routing is behind.
+_LAG_WARNING = 5.0
 
 
 async def subscriptions(realtime: Realtime, requested: Any, claims: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,18 +104,24 @@ class ChangeRouter(Background):
 
     def __init__(self, realtime: Realtime) -> None:
         self._realtime = realtime
-        self._waiting: asyncio.Queue[list[Change]] = asyncio.Queue(maxsize=_BACKLOG)
+        self._waiting: asyncio.Queue[tuple[list[Change], float]] = asyncio.Queue(maxsize=_BACKLOG)
 
     async def on_changes(self, changes: list[Change]) -> None:
         """The feed's callback: queue and return at once (the feed waits for it)."""
         try:
-            self._waiting.put_nowait(changes)
+            self._waiting.put_nowait((changes, time.monotonic()))
         except asyncio.QueueFull:
             log.error("realtime: %d changes dropped: routing has fallen %d batches behind", len(changes), _BACKLOG)
 
     async def _run(self) -> None:
+        warned = 0.0
         while True:
-            batch = await self._waiting.get()
+            batch, queued_at = await self._waiting.get()
+            lag = time.monotonic() - queued_at
+            if lag > _LAG_WARNING and time.monotonic() - warned > 60:
+                warned = time.monotonic()
+                log.warning("realtime: changes are routed %.1f s after they were read: more subscribers or changes "
+                            "than this process keeps up with (each change is checked as each subscriber)", lag)
             for change in batch:
                 try:
                     await self.route(change)
@@ -127,9 +136,22 @@ class ChangeRouter(Background):
                 targets.append((channel, ids))
         if not targets:
             return
+        # One check per distinct caller (a user with several tabs or channels is asked about once).
+        distinct: dict[bytes, int] = {}
+        asked: list[dict[str, Any]] = []
+        for channel, _ in targets:
+            key = orjson.dumps(channel.claims, option=orjson.OPT_SORT_KEYS)
+            if key not in distinct:
+                distinct[key] = len(asked)
+                asked.append(channel.claims)
         async with self._realtime.database.checking() as conn:
-            sights = await visible_to(conn, change, [channel.claims for channel, _ in targets])
-        for index, sight in sights.items():
-            channel, ids = targets[index]
-            data = change.data(hidden_columns=sight.hidden_columns, row_security=sight.row_security)
-            channel.push("postgres_changes", {"ids": ids, "data": data})
+            sights = await visible_to(conn, change, asked)
+        shapes: dict[tuple[frozenset[str], bool], dict[str, Any]] = {}  # the data, once per way of seeing it
+        for channel, ids in targets:
+            sight = sights.get(distinct[orjson.dumps(channel.claims, option=orjson.OPT_SORT_KEYS)])
+            if sight is None:
+                continue
+            shape = (sight.hidden_columns, sight.row_security)
+            if shape not in shapes:
+                shapes[shape] = change.data(hidden_columns=sight.hidden_columns, row_security=sight.row_security)
+            channel.push("postgres_changes", {"ids": ids, "data": shapes[shape]})
