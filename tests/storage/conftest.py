@@ -27,6 +27,11 @@ def s3() -> Iterator[tuple[str, object]]:
     client = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
     client.create_bucket(Bucket=BLOBS)
     yield endpoint, client
+    # moto keeps its buckets in process-wide memory, shared by every server it starts: empty
+    # this one, so the next module's tests see only their own objects.
+    for item in client.list_objects_v2(Bucket=BLOBS).get("Contents", []):
+        client.delete_object(Bucket=BLOBS, Key=item["Key"])
+    client.delete_bucket(Bucket=BLOBS)
     client.close()
     moto.stop()
 
