@@ -17,6 +17,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from starlette.requests import Request
@@ -119,8 +120,9 @@ async def ban(ctx: Context) -> Outcome:
     parse_ban_duration(duration)  # refuses garbage, negatives and more than 100 years before asking
     ctx.confirm(f"Ban this user for {duration}? They are signed out everywhere now.")
     user = await ctx.admin.update_user(ctx.user.id, parse(AdminUserForm, {"ban_duration": duration}), ctx.client)
-    until = user.banned_until.isoformat() if user.banned_until else None
-    return Outcome(f"Banned until {until}.", {"duration": duration, "until": until})
+    until = user.banned_until
+    shown = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if until else "now"
+    return Outcome(f"Banned until {shown}.", {"duration": duration, "until": until.isoformat() if until else None})
 
 
 async def unban(ctx: Context) -> Outcome:

@@ -9,12 +9,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, fetch, make_admin, new_email
 from tests.support import RunningServer, run_sql
 
 ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDRESS": "1000/60",
@@ -332,3 +333,41 @@ def test_an_unknown_action_on_a_real_user(visitor: Visitor, database_url: str) -
     assert visitor.post(f"/_/users/{user_id}/remove_factor", {}).status_code == 404
     assert visitor.post(f"/_/users/{user_id}/delete", {"mode": "'; DROP", "confirmed": "yes"}).status_code == 400
     assert user_row(database_url, user_id) is not None
+
+
+# -- in a browser -----------------------------------------------------------------------------
+
+
+def test_ban_and_delete_in_chromium_at_360_px(server: RunningServer, database_url: str, output_dir: Path) -> None:
+    """By keyboard at 360 px: ban with its confirmation step, a refused metadata edit, a hard delete."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    from tests.chromium import chromium, watched_page
+
+    email, user_id = make_admin(database_url), make_user(database_url)  # before Playwright's event loop runs
+    with chromium() as browser, watched_page(browser, viewport={"width": 360, "height": 740}) as page:
+        page.goto(f"{server.url}/_/login")
+        page.fill("#email", email)
+        page.fill("#password", PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/_/")
+        page.goto(f"{server.url}/_/users/{user_id}")
+        page.locator("#ban-duration").focus()
+        page.keyboard.type("24h")
+        page.keyboard.press("Enter")
+        expect(page.locator("#question")).to_contain_text("Ban this user for 24h?")
+        page.screenshot(path=str(output_dir / "ban-confirm-360.png"), full_page=True)
+        page.get_by_role("button", name="Yes, do it").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#notice")).to_contain_text("Banned until")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        page.screenshot(path=str(output_dir / "user-actions-360.png"), full_page=True)
+        page.fill("#app-metadata", "[1, 2]")
+        page.get_by_role("button", name="Save app metadata").click()
+        expect(page.locator("#error")).to_have_text("app_metadata must be a JSON object ({...})")
+        expect(page.locator("#app-metadata")).to_have_value("[1, 2]")
+        page.get_by_label("Hard (remove the row)").check()
+        page.get_by_role("button", name="Delete…").click()
+        page.get_by_role("button", name="Yes, do it").click()
+        expect(page.locator("#notice")).to_have_text("The user was deleted.")
