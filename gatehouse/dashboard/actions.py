@@ -3,11 +3,12 @@
 Every action calls the service function its admin API route calls (``AdminService`` for
 ``/admin/users``, ``MFAFlow.delete_for_admin`` for a factor) or, for the reset and magic-link
 mails, the public flow that ``/recover`` and ``/magiclink`` run, so the mail goes through the
-outbox as any other. A domain error is shown on the page with its status; nothing is half done
-because each service call is one transaction. Ban, sign-out everywhere and delete first answer
-with a confirmation step (the same form again with ``confirmed=yes``). One audit row per action
-done names the administrator, the action and the user, with what changed but never a password,
-a link or a metadata value.
+outbox as any other. Input is checked before the service is called; a domain error, or a change
+the database refuses (a foreign key of an app table, say), is shown on the page with its 4xx
+status, and nothing is half done because each action is one service call in one transaction.
+Ban, sign-out everywhere and delete first answer with a confirmation step (the same form again
+with ``confirmed=yes``). Once the change has committed, one audit row names the administrator,
+the action and the user, with what changed but never a password, a link or a metadata value.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +30,7 @@ from gatehouse.auth.flows.base import Client
 from gatehouse.auth.forms import AdminUserForm, InviteForm, OtpForm, RecoverForm, parse
 from gatehouse.auth.models import User
 from gatehouse.core.errors import GatehouseError
+from gatehouse.core.sqlstate import http_status
 from gatehouse.dashboard import audit
 from gatehouse.dashboard.pages import Visit, client_ip, dashboard, render, signed_in, signed_in_form
 from gatehouse.services import services
@@ -224,6 +227,15 @@ async def show_user(request: Request, current: Visit, user: User, *, status: int
                   app_metadata_text=app_metadata)
 
 
+def refused_by_database(error: asyncpg.PostgresError) -> GatehouseError:
+    """A change the database refused, such as a hard delete that an app table's foreign key
+    (without ``ON DELETE CASCADE``) forbids; the server's own faults are raised on."""
+    status = http_status(error.sqlstate, anonymous=False)
+    if status >= 500:
+        raise error
+    return GatehouseError("refused", f"The database refused: {error}", status=status)
+
+
 def _status(error: GatehouseError) -> int:
     return error.status if 400 <= error.status < 500 else 400
 
@@ -251,7 +263,9 @@ async def act(request: Request) -> Response:
         fields = {k: v for k, v in data.items() if k not in ("csrf", "confirmed")}
         return render(request, current, "confirm.html", user=user, question=step.question, action=request.url.path,
                       fields=fields, section="users")
-    except GatehouseError as error:
+    except (GatehouseError, asyncpg.PostgresError) as error:
+        if isinstance(error, asyncpg.PostgresError):
+            error = refused_by_database(error)
         kept = data.get("app_metadata") if name == "app_metadata" else None
         return await show_user(request, current, user, status=_status(error), error=error.message,
                                app_metadata=kept)

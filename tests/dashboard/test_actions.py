@@ -235,6 +235,18 @@ def test_hard_delete_removes_the_user_and_sessions(visitor: Visitor, auth: Auth,
     assert entry["action"] == "user_delete" and entry["detail"] == {"mode": "hard"}
 
 
+def test_a_hard_delete_an_app_table_forbids_changes_nothing(visitor: Visitor, database_url: str) -> None:
+    user_id = make_user(database_url)
+    run_sql(database_url, "CREATE TABLE public.dash_notes (owner uuid NOT NULL REFERENCES auth.users (id))")
+    try:
+        run_sql(database_url, "INSERT INTO public.dash_notes VALUES ($1) RETURNING 1", uuid.UUID(user_id))
+        answer = visitor.post(f"/_/users/{user_id}/delete", {"mode": "hard", "confirmed": "yes"})
+        assert answer.status_code == 409 and "dash_notes" in answer.text and 'id="error"' in answer.text
+        assert user_row(database_url, user_id) is not None and audited(database_url, user_id) == []
+    finally:
+        run_sql(database_url, "DROP TABLE public.dash_notes")
+
+
 def test_edit_app_metadata(visitor: Visitor, database_url: str) -> None:
     user_id = make_user(database_url, app_metadata={"provider": "email", "plan": "free", "old": 1})
     wanted = {"provider": "email", "plan": "pro", "roles": ["editor"], "note": "<script>x</script>"}
