@@ -172,6 +172,17 @@ class AdminService(Flow):
                 await conn.execute("DELETE FROM auth.users WHERE id = $1", user_id)
             await users.audit(conn, "user_deleted", actor=None, ip=client.ip, traits={"user_id": str(user_id), "soft": soft})
 
+    async def sign_out(self, user_id: uuid.UUID, client: Client) -> int:
+        """End every session of a user (their refresh tokens die with them); how many ended."""
+        async with self.db.admin.acquire() as conn, conn.transaction():
+            if await users.by_id(conn, user_id, for_update=True) is None:
+                raise user_not_found()
+            status = await conn.execute("DELETE FROM auth.sessions WHERE user_id = $1", user_id)
+            ended = int(status.split()[-1])
+            await users.audit(conn, "logout", actor=None, ip=client.ip,
+                              traits={"user_id": str(user_id), "scope": "global", "by": "admin", "sessions": ended})
+        return ended
+
     async def prune_anonymous(self, older_than_seconds: float, client: Client) -> int:
         """Delete anonymous users whose last sign-in is older than this (their objects go too)."""
         async with self.db.admin.acquire() as conn, conn.transaction():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import signin, users
+from gatehouse.dashboard import actions, signin, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -16,7 +16,10 @@ routes = [
     Route("/logout", signin.logout, methods=["POST"]),
     Route("/setup/{token}", signin.setup, methods=["GET", "POST"]),
     Route("/users", users.list_users, methods=["GET"]),
+    Route("/users/new", actions.new_user, methods=["GET", "POST"]),
     Route("/users/{user_id}", users.user_detail, methods=["GET"]),
+    Route("/users/{user_id}/factors/{factor_id}/remove", actions.act, methods=["POST"]),
+    Route("/users/{user_id}/{action}", actions.act, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 
