@@ -28,12 +28,11 @@ from starlette.routing import Route
 
 from gatehouse.core.caller import caller
 from gatehouse.core.errors import GatehouseError
-from gatehouse.core.http import has_nul
 from gatehouse.services import services
 from gatehouse.storage.errors import access_denied, invalid, render_storage_error, storage_error
 from gatehouse.storage.media import cache_control, essence
 from gatehouse.storage.resumable import Declared, ResumableUploads, Upload
-from gatehouse.storage.upload import MAX_METADATA_BYTES
+from gatehouse.storage.upload import user_metadata
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,expiration"
@@ -103,25 +102,11 @@ def declared(request: Request, length: int) -> Declared:
         upsert=request.headers.get("x-upsert", "").lower() == "true",
         content_type=content_type,
         cache_control=cache_control(values.get("cacheControl")),
-        user_metadata=_user_metadata(values.get("metadata")),
+        user_metadata=user_metadata(values.get("metadata")),
         tus_metadata=",".join(
             f"{key} {base64.b64encode(values[key].encode()).decode()}" for key in KNOWN_KEYS if key in values
         ),
     )
-
-
-def _user_metadata(value: str | None) -> dict[str, Any] | None:
-    if not value:
-        return None
-    if len(value.encode()) > MAX_METADATA_BYTES:
-        raise invalid(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise invalid("metadata must be a JSON object") from None
-    if not isinstance(parsed, dict) or has_nul(parsed):
-        raise invalid("metadata must be a JSON object without NUL characters")
-    return parsed
 
 
 def _url(request: Request, upload: Upload) -> str:

@@ -131,7 +131,7 @@ async def spool(
                 file_type = essence(fields.pop("__file_content_type__", None), what="the file part's Content-Type")
                 declared = essence(fields.get("contentType"), what="contentType") or file_type
                 cache = cache_control(fields.get("cacheControl"))
-                metadata = _json_field(fields.get("metadata"))
+                metadata = user_metadata(fields.get("metadata"))
             else:
                 async for chunk in stream:
                     sink.write(chunk)
@@ -218,7 +218,9 @@ async def _multipart(stream: AsyncIterator[bytes], boundary: bytes, sink: _Sink)
 MAX_METADATA_BYTES = 8192
 
 
-def _json_field(value: str | None) -> dict[str, Any] | None:
+def user_metadata(value: str | None) -> dict[str, Any] | None:
+    """User metadata sent as JSON text (a form field, a TUS metadata value): an object of at most
+    ``MAX_METADATA_BYTES``, or None when absent; raises ``InvalidRequest`` otherwise."""
     if not value:
         return None
     if len(value.encode()) > MAX_METADATA_BYTES:
@@ -236,6 +238,6 @@ def _base64_json(value: str | None) -> dict[str, Any] | None:
     if not value:
         return None
     try:
-        return _json_field(base64.b64decode(value, validate=True).decode("utf-8"))
+        return user_metadata(base64.b64decode(value, validate=True).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise invalid("x-metadata must be base64-encoded JSON") from None
