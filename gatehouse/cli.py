@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -230,37 +230,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_users(args: argparse.Namespace) -> int:
-    from gatehouse.auth import cli as users_cli
-
+def _on_database(args: argparse.Namespace, run: Callable[[argparse.Namespace, str, KeySet, Settings], int]) -> int:
+    """Run a command that works on the database: the embedded one started (and stopped) as needed,
+    migrations applied first."""
     settings = _settings(args)
     _graceful_sigterm()
     keys = load_keys(settings)
     with database_server(settings) as server:
         _prepare(server.url, keys, settings)
-        return users_cli.run(args, server.url, keys, settings)
+        return run(args, server.url, keys, settings)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from gatehouse.auth import cli as users_cli
+
+    return _on_database(args, users_cli.run)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
     from gatehouse.dashboard import cli as admin_cli
 
-    settings = _settings(args)
-    _graceful_sigterm()
-    keys = load_keys(settings)
-    with database_server(settings) as server:
-        _prepare(server.url, keys, settings)
-        return admin_cli.run(args, server.url, keys, settings)
+    return _on_database(args, admin_cli.run)
 
 
 def cmd_s3_keys(args: argparse.Namespace) -> int:
     from gatehouse.storage.s3 import cli as s3_cli
 
-    settings = _settings(args)
-    _graceful_sigterm()
-    keys = load_keys(settings)
-    with database_server(settings) as server:
-        _prepare(server.url, keys, settings)
-        return s3_cli.run(args, server.url, keys, settings)
+    return _on_database(args, s3_cli.run)
 
 
 def cmd_mail(args: argparse.Namespace) -> int:
