@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -70,6 +70,17 @@ class HeldListener:
             await self.release()
             raise
         self._pid = conn.get_server_pid()
+
+    async def start(self, first: Callable[[], Awaitable[object]]) -> None:
+        """LISTEN, then run ``first`` (a load or a read that must not miss what is notified
+        meanwhile), then keep the connection; a failure of either leaves nothing held."""
+        await self.connect()
+        try:
+            await first()
+        except BaseException:
+            await self.release()
+            raise
+        self.supervise()
 
     def supervise(self) -> None:
         """Keep the connection from now on (a task until ``stop``)."""

@@ -161,13 +161,7 @@ class ChangeFeed:
         """LISTEN, then place the feed at the queue's end (in that order: nothing slips between)."""
         if self._tasks:
             raise RuntimeError("change feed is already started")
-        await self._listener.connect()
-        try:
-            await self._place()
-        except BaseException:
-            await self._listener.release()
-            raise
-        self._listener.supervise()
+        await self._listener.start(self._place)
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="gatehouse-realtime-reader"),
             asyncio.create_task(self._sweep_forever(), name="gatehouse-realtime-sweeper"),

@@ -72,13 +72,7 @@ class SchemaWatcher:
         """LISTEN, then load (in that order, so a change made in between is not missed)."""
         if self._tasks:
             raise RuntimeError("schema watcher is already started")
-        await self._listener.connect()
-        try:
-            await self.reload()
-        except BaseException:
-            await self._listener.release()
-            raise
-        self._listener.supervise()
+        await self._listener.start(self.reload)
         self._tasks = [asyncio.create_task(self._reload_when_dirty(), name="gatehouse-schema-reloader")]
 
     async def stop(self) -> None:
