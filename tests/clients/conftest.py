@@ -19,6 +19,15 @@ def live(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false"})
 
 
+@pytest.fixture(scope="module")
+def client(live: RunningServer) -> Iterator[Client]:
+    """One supabase-py client with the publishable key, for the module's ``live`` server."""
+    supabase = create_client(live.url, live.keys.publishable_key)
+    yield supabase
+    supabase.postgrest.session.close()
+    supabase.auth.close()
+
+
 @pytest.fixture
 def clients(live: RunningServer, confirmed_session: ConfirmedSession) -> Iterator[Clients]:
     opened: list[Client] = []

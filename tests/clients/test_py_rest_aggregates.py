@@ -6,13 +6,13 @@ hidden from ``anon`` by RLS and must never be counted or summed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from postgrest.exceptions import APIError
-from supabase import Client, create_client
+from supabase import Client
 
 from tests.support import RunningServer, once_served, run_sql
 
@@ -46,14 +46,6 @@ def live(server_factory: Callable[..., RunningServer], database_url: str) -> Run
     once_served(lambda: httpx.get(f"{server.url}/rest/v1/agg_invoices",
                                   headers={"apikey": server.keys.publishable_key}))
     return server
-
-
-@pytest.fixture(scope="module")
-def client(live: RunningServer) -> Iterator[Client]:
-    supabase = create_client(live.url, live.keys.publishable_key)
-    yield supabase
-    supabase.postgrest.session.close()
-    supabase.auth.close()
 
 
 def rows(request: Any) -> Any:

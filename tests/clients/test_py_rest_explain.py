@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from supabase import Client, create_client
+from supabase import Client
 
 from tests.support import RunningServer, once_served, run_sql
 
@@ -30,14 +30,6 @@ def live(server_factory: Callable[..., RunningServer], database_url: str) -> Run
     server = server_factory(env={"GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_REST_EXPLAIN": "true"})
     once_served(lambda: httpx.get(f"{server.url}/rest/v1/plan_notes", headers={"apikey": server.keys.publishable_key}))
     return server
-
-
-@pytest.fixture(scope="module")
-def client(live: RunningServer) -> Iterator[Client]:
-    supabase = create_client(live.url, live.keys.publishable_key)
-    yield supabase
-    supabase.postgrest.session.close()
-    supabase.auth.close()
 
 
 def nodes(plan: Any) -> Iterator[dict[str, Any]]:
