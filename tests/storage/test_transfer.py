@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from gatehouse.core.db import Database
+from tests.storage.conftest import S3Bucket
 from tests.storage.test_api import consistent
 from tests.support import RunningServer, png
 
@@ -174,41 +175,23 @@ async def test_the_target_name_and_the_callers_rights_are_checked(
 
 
 async def test_the_checks_read_the_bytes_from_s3_too(server_factory: Callable[..., RunningServer], db: Database,
-                                                     policies: None) -> None:
+                                                     policies: None, s3: S3Bucket) -> None:
     """With S3 the stored bytes are not on this disk: the checks read them (a range, or a download
     for image verification, removed afterwards) and a refusal leaves no blob behind."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    from gatehouse.core.embedded import free_port
-
-    port = free_port()
-    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
-    try:
-        s3.create_bucket(Bucket="blobs")
-        remote = server_factory(env={
-            "GATEHOUSE_RATE_LIMITS_ENABLED": "false", "GATEHOUSE_STORAGE_BACKEND": "s3",
-            "GATEHOUSE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "GATEHOUSE_S3_BUCKET": "blobs",
-            "GATEHOUSE_S3_ACCESS_KEY_ID": "testing", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "testing",
-        })
-        with httpx.Client(base_url=f"{remote.url}/storage/v1", headers={"apikey": remote.keys.secret_key},
-                          timeout=30) as client:
-            for name, body, kind in (("s3-face.png", png(), "image/png"), ("s3-page.html", b"<h1>", "text/html"),
-                                     ("s3-fake.png", b"\x89PNG\r\n\x1a\n" + b"junk" * 100, "application/octet-stream")):
-                assert client.post(f"/object/open/{name}", content=body, headers={"Content-Type": kind}).status_code == 200
-            await db.admin.execute("UPDATE storage.objects SET metadata = metadata || '{\"mimetype\": \"image/png\"}' "
-                                   "WHERE bucket_id = 'open' AND name = 's3-fake.png'")
-            assert transfer(client, "copy", "s3-face.png", "avatars", "s3-face.png").status_code == 200
-            assert client.get("/object/avatars/s3-face.png").content == png()
-            refused(transfer(client, "copy", "s3-page.html", "avatars", "s3-page.png"), "415", "InvalidMimeType")
-            refused(transfer(client, "move", "s3-fake.png", "avatars", "s3-fake.png"), "415", "InvalidMimeType")
-        keys = {item["Key"] for item in s3.list_objects_v2(Bucket="blobs").get("Contents", [])}
-        rows = {r["key"] for r in await db.admin.fetch(
-            "SELECT bucket_id || '/' || version AS key FROM storage.objects WHERE name LIKE 's3-%'")}
-        assert keys == rows, f"bytes without a row: {keys - rows}"
-        assert not list((remote.data_dir.resolve() / "storage" / ".spool").glob("*")), "downloads left behind"
-    finally:
-        s3.close()
-        moto.stop()
+    remote = server_factory(env=s3.env)
+    with httpx.Client(base_url=f"{remote.url}/storage/v1", headers={"apikey": remote.keys.secret_key},
+                      timeout=30) as client:
+        for name, body, kind in (("s3-face.png", png(), "image/png"), ("s3-page.html", b"<h1>", "text/html"),
+                                 ("s3-fake.png", b"\x89PNG\r\n\x1a\n" + b"junk" * 100, "application/octet-stream")):
+            assert client.post(f"/object/open/{name}", content=body, headers={"Content-Type": kind}).status_code == 200
+        await db.admin.execute("UPDATE storage.objects SET metadata = metadata || '{\"mimetype\": \"image/png\"}' "
+                               "WHERE bucket_id = 'open' AND name = 's3-fake.png'")
+        assert transfer(client, "copy", "s3-face.png", "avatars", "s3-face.png").status_code == 200
+        assert client.get("/object/avatars/s3-face.png").content == png()
+        refused(transfer(client, "copy", "s3-page.html", "avatars", "s3-page.png"), "415", "InvalidMimeType")
+        refused(transfer(client, "move", "s3-fake.png", "avatars", "s3-fake.png"), "415", "InvalidMimeType")
+    keys = {item["Key"] for item in s3.client.list_objects_v2(Bucket=s3.name).get("Contents", [])}
+    rows = {r["key"] for r in await db.admin.fetch(
+        "SELECT bucket_id || '/' || version AS key FROM storage.objects WHERE name LIKE 's3-%'")}
+    assert keys == rows, f"bytes without a row: {keys - rows}"
+    assert not list((remote.data_dir.resolve() / "storage" / ".spool").glob("*")), "downloads left behind"

