@@ -38,6 +38,16 @@ CREATE TABLE IF NOT EXISTS gatehouse.schema_migrations (
 """
 
 
+#: Built-in files changed after release in a way that changes nothing where they were applied
+#: (a step made conditional): the checksums they were released with, still accepted. ``migrate``
+#: records the current checksum in their place.
+RELEASED_CHECKSUMS: dict[str, frozenset[str]] = {
+    # 0001: NOINHERIT and BYPASSRLS set only when missing, so that a non-superuser owner can run
+    # it on roles a superuser made (deploy/postgres/bootstrap.sql).
+    "0001_roles": frozenset({"3d0ad8e46213293574342a887260f5e1944bf8356f8619bbf41008234131f1f4"}),
+}
+
+
 class MigrationError(Exception):
     """A migration failed or no longer matches what was applied; the message names the file."""
 
@@ -82,6 +92,11 @@ def all_migrations(user_dir: Path | None, *, starter: bool = True) -> list[Migra
     return builtin_migrations() + removal + (folder_migrations(user_dir) if user_dir else [])
 
 
+def released(migration: Migration, checksum: str) -> bool:
+    """Whether ``checksum`` is one a built-in ``migration`` was released with (see RELEASED_CHECKSUMS)."""
+    return migration.source == "builtin" and checksum in RELEASED_CHECKSUMS.get(migration.version, ())
+
+
 async def pending(conn: Conn, migrations: list[Migration]) -> list[Migration]:
     """Migrations not yet applied; raises MigrationError if an applied one has changed."""
     exists = await conn.fetchval("SELECT to_regclass('gatehouse.schema_migrations') IS NOT NULL")
@@ -94,7 +109,7 @@ async def pending(conn: Conn, migrations: list[Migration]) -> list[Migration]:
         checksum = applied.get((migration.source, migration.version))
         if checksum is None:
             todo.append(migration)
-        elif checksum != migration.checksum:
+        elif checksum != migration.checksum and not released(migration, checksum):
             raise MigrationError(
                 f"{migration.label} was changed after it was applied; "
                 "put changes in a new migration file instead of editing an applied one"
@@ -108,6 +123,15 @@ async def migrate(conn: Conn, user_dir: Path | None = None, *, starter: bool = T
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
     try:
         await conn.execute(_BOOTSTRAP)
+        for version, checksums in RELEASED_CHECKSUMS.items():
+            current = next((m.checksum for m in migrations if m.source == "builtin" and m.version == version), None)
+            if current is None:
+                continue
+            await conn.execute(
+                "UPDATE gatehouse.schema_migrations SET checksum = $2 "
+                "WHERE source = 'builtin' AND version = $1 AND checksum = ANY($3::text[])",
+                version, current, sorted(checksums),
+            )
         done = []
         for migration in await pending(conn, migrations):
             log.info("applying migration %s", migration.label)

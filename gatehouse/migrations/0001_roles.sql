@@ -22,8 +22,19 @@ BEGIN
 END
 $$;
 
-ALTER ROLE authenticator NOINHERIT;
-ALTER ROLE service_role BYPASSRLS;
+-- Only a superuser may give BYPASSRLS: on a server where Gatehouse's role is not one, a
+-- superuser creates these roles first (deploy/postgres/bootstrap.sql) and nothing here
+-- needs to change them.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator' AND rolinherit) THEN
+        ALTER ROLE authenticator NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role' AND rolbypassrls) THEN
+        ALTER ROLE service_role BYPASSRLS;
+    END IF;
+END
+$$;
 GRANT anon, authenticated, service_role TO authenticator;
 
 -- The request roles may use the public schema, and nothing else unless granted.

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gatehouse.core.migrate import MigrationError, builtin_migrations, migrate, pending
+from gatehouse.core.migrate import RELEASED_CHECKSUMS, MigrationError, builtin_migrations, migrate, pending
 
 
 @pytest.fixture
@@ -49,6 +49,24 @@ async def test_changed_applied_file_stops_the_run(conn: asyncpg.Connection, tmp_
     with pytest.raises(MigrationError, match="user/0001_a.sql was changed after it was applied"):
         await migrate(conn, tmp_path)
     assert await pending(conn, builtin_migrations()) == []  # the built-ins still match
+
+
+async def test_a_released_checksum_of_a_changed_builtin_is_accepted_and_brought_up_to_date(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """0001 was made safe for a non-superuser owner after release: a database that applied the
+    released file starts as before, and its record is updated; any other checksum still stops it."""
+    await migrate(conn)
+    (old,) = RELEASED_CHECKSUMS["0001_roles"]
+    current = next(m.checksum for m in builtin_migrations() if m.version == "0001_roles")
+    await conn.execute("UPDATE gatehouse.schema_migrations SET checksum = $1 WHERE version = '0001_roles'", old)
+    assert await pending(conn, builtin_migrations()) == []
+    assert await migrate(conn) == []
+    assert await conn.fetchval("SELECT checksum FROM gatehouse.schema_migrations WHERE version = '0001_roles'") == current
+    await conn.execute("UPDATE gatehouse.schema_migrations SET checksum = 'edited' WHERE version = '0001_roles'")
+    with pytest.raises(MigrationError, match="builtin/0001_roles.sql was changed"):
+        await migrate(conn)
+    await conn.execute("UPDATE gatehouse.schema_migrations SET checksum = $1 WHERE version = '0001_roles'", current)
 
 
 async def test_failing_migration_rolls_back_whole(conn: asyncpg.Connection, tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ from tests.support import in_ci, run_sql
 #: Where Debian's postgresql-15 package keeps its programs.
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
+#: The recipe's one-time superuser script.
+BOOTSTRAP = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "bootstrap.sql"
 
 
 def require_path(path: Path, needed_for: str) -> Path:
@@ -113,13 +115,17 @@ class Postgres:
         for statement in statements:
             run_sql(self.url(database), statement)
 
-    def make_app_database(self, name: str = "gatehouse") -> str:
-        """A database and a login role of its own that may create roles but is not a superuser,
-        as on a managed server: the URL Gatehouse is given."""
+    def bootstrap(self) -> str:
+        """Run the recipe's ``deploy/postgres/bootstrap.sql`` with psql as the superuser, as an
+        operator would; the URL Gatehouse is then given (its own role, not a superuser)."""
         password = secrets.token_urlsafe(18)
-        self.execute(f"CREATE ROLE {name} LOGIN CREATEROLE PASSWORD '{password}'",
-                     f"CREATE DATABASE {name} OWNER {name}")
-        return self.url(name, user=name, password=password)
+        result = subprocess.run(
+            [str(PG_BIN / "psql"), "-X", "-q", self.url(), "-v", f"owner_password={password}", "-f", str(BOOTSTRAP)],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bootstrap.sql failed: {result.stderr}")
+        return self.url("gatehouse", user="gatehouse", password=password)
 
 
 @dataclass
