@@ -148,7 +148,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             server_header=False,
-            proxy_headers=False,
+            # X-Forwarded-For/-Proto only from the proxies named in GATEHOUSE_TRUSTED_PROXIES.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or "",
             timeout_graceful_shutdown=10,
             # Realtime frames are small and frequent: compressing each cost ~15% more CPU per message
             # (bench/realtime.py), as Phoenix, which upstream Realtime runs on, does not by default.

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     workers: int | None = Field(None, ge=1, description="Worker processes. Unset: the number of CPU cores.")
+    trusted_proxies: str = Field(
+        "",
+        description="Addresses or networks of the reverse proxies in front of Gatehouse, comma-separated "
+        "(e.g. 10.0.0.5,10.1.0.0/16). From them, the client's address is taken from X-Forwarded-For (the "
+        "nearest address not itself a trusted proxy) and the scheme from X-Forwarded-Proto; from anyone else "
+        "both headers are ignored. Unset: ignored from everyone.",
+    )
     site_url: str | None = Field(
         None, description="Public URL of the web app, used in email links. Unset: http://HOST:PORT."
     )
@@ -381,6 +388,19 @@ class Settings(BaseSettings):
         if not value.startswith(("postgres://", "postgresql://")):
             raise ValueError("must start with postgresql:// (for example postgresql://user:pass@host:5432/db)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; list the proxies' addresses, e.g. 10.0.0.5,10.1.0.0/16"
+                ) from None
+        return ",".join(items)
 
     @field_validator("site_url", "api_external_url")
     @classmethod
