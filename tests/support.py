@@ -138,6 +138,18 @@ def run_sql(database_url: str, statement: str, *args: Any) -> Any:
     return asyncio.run(run())
 
 
+def fetch_rows(database_url: str, statement: str, *args: Any) -> list[Any]:
+    """The rows of one query on the test's database, as its owner (with or without arguments)."""
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return list(await conn.fetch(statement, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def once_served(call: Callable[[], httpx.Response], seconds: float = 10) -> httpx.Response:
     """``call``'s first answer that is not a 404. The data API reloads its schema cache on the NOTIFY that
     follows new DDL, a moment after it commits: until then a new table or function is not found."""

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -231,3 +232,83 @@ class SeaweedS3:
         return {"GATEHOUSE_STORAGE_BACKEND": "s3", "GATEHOUSE_S3_ENDPOINT_URL": self.endpoint,
                 "GATEHOUSE_S3_BUCKET": bucket, "GATEHOUSE_S3_ACCESS_KEY_ID": self.access_key,
                 "GATEHOUSE_S3_SECRET_ACCESS_KEY": self.secret_key}
+
+
+#: The recipe's HAProxy configuration, run unchanged by the tests.
+HAPROXY_CFG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "haproxy.cfg"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as HAProxy wants them (one PEM), and the
+    certificate alone for clients to trust (``SSL_CERT_FILE``)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "haproxy.pem").write_bytes(cert_pem + key_pem)
+    (folder / "ca.pem").write_bytes(cert_pem)
+    return folder / "haproxy.pem", folder / "ca.pem"
+
+
+@dataclass
+class HAProxy:
+    """Debian's HAProxy running ``deploy/haproxy/haproxy.cfg`` in front of ``servers`` (host:port)."""
+
+    root: Path
+    servers: list[str]
+    https_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts this proxy's certificate."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def start(self) -> HAProxy:
+        from tests.support import require_tool
+
+        binary = require_tool("haproxy", "Debian's haproxy package runs the load-balancer tests")
+        pem, self.ca = self_signed(self.root)
+        env = {"HAPROXY_HTTPS_BIND": f"127.0.0.1:{self.https_port}", "HAPROXY_HTTP_BIND": f"127.0.0.1:{self.http_port}",
+               "HAPROXY_CERT": str(pem)}
+        env |= {f"GATEHOUSE_{n}": server for n, server in enumerate(self.servers, 1)}
+        self.process = spawn([binary, "-db", "-f", str(HAPROXY_CFG)], self.root / "haproxy.log", env)
+
+        def up() -> bool:
+            assert self.process is not None
+            if self.process.process.poll() is not None:
+                raise RuntimeError(f"haproxy exited:\n{self.process.log()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/health/ready", verify=self.context(), timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, "HAProxy passing a request through")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
