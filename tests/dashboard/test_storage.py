@@ -4,9 +4,12 @@ object's metadata; each change audited with the administrator and the names, nev
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
@@ -23,7 +26,7 @@ from tests.dashboard.storage_helpers import (
     stored_files,
     upload,
 )
-from tests.support import RunningServer, png
+from tests.support import RunningServer, png, run_sql
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,8 @@ def test_bucket_create_edit_empty_delete(visitor: Visitor, database_url: str, ad
     assert bucket_row(database_url, name)["public"] is False  # type: ignore[index]
 
     assert upload(visitor, name, "kept.txt", b"kept").status_code == 200
+    row_html = visitor.get("/_/storage").text.split(f'href="/_/storage/buckets/{name}"')[1].split("</tr>")[0]
+    assert '<td data-label="Objects">1</td>' in row_html and '<td data-label="Stored">4 Bytes</td>' in row_html
     refused = visitor.post(f"/_/storage/buckets/{name}/delete", {"confirmed": "yes"})
     assert refused.status_code == 409 and "not empty" in shown(refused, "error")
     asked = visitor.post(f"/_/storage/buckets/{name}/empty", {})
@@ -168,6 +173,11 @@ def test_move_and_delete_with_confirmation(visitor: Visitor, bucket: str, databa
     assert [e["action"] for e in audited(database_url, f"{bucket}/old.txt")] == [
         "storage_object_upload", "storage_object_move"]
 
+    strict = new_bucket_id("strict")
+    create_bucket(visitor, strict, allowed_mime_types="image/*")
+    refused = visitor.post(f"/_/storage/buckets/{other}/move",
+                           {"name": "there.txt", "target": "there.txt", "target_bucket": strict})
+    assert refused.status_code == 415 and names_in(database_url, strict) == []  # the target bucket's rules hold
     upload(visitor, other, "x.txt", b"taken", name="taken.txt")
     clash = visitor.post(f"/_/storage/buckets/{other}/move", {"name": "there.txt", "target": "taken.txt"})
     assert clash.status_code == 409 and names_in(database_url, other) == ["taken.txt", "there.txt"]
@@ -195,6 +205,10 @@ def test_download_is_an_attachment_from_the_storage_api(visitor: Visitor, bucket
     assert link.status_code == 303
     location = link.headers["location"]
     assert location.startswith(f"/storage/v1/object/sign/{bucket}/{filename}?token=") and "download=" in location
+    token = parse_qs(urlsplit(location).query)["token"][0]
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["aud"] == "storage" and claims["purpose"] == "storage.download" and "role" not in claims
+    assert claims["exp"] - claims["iat"] == 60  # a capability for this one object, for a minute
     served = visitor.http.get(location)
     assert served.status_code == 200 and served.content == content
     assert served.headers["content-disposition"] == f"attachment; filename*=UTF-8''{filename}"
@@ -204,7 +218,7 @@ def test_download_is_an_attachment_from_the_storage_api(visitor: Visitor, bucket
         "storage_object_upload", "storage_object_download"]
 
 
-def test_thumbnail_and_metadata(visitor: Visitor, bucket: str) -> None:
+def test_thumbnail_and_metadata(visitor: Visitor, server: RunningServer, bucket: str, database_url: str) -> None:
     upload(visitor, bucket, "big.png", png(200, "green"), "image/png", name="pics/big.png",
            metadata='{"caption": "a green square", "n": 3}')
     folder = visitor.get(f"/_/storage/buckets/{bucket}", params={"prefix": "pics/"})
@@ -223,7 +237,14 @@ def test_thumbnail_and_metadata(visitor: Visitor, bucket: str) -> None:
     page = visitor.get(f"/_/storage/buckets/{bucket}/object", params={"name": "pics/big.png"})
     assert page.status_code == 200
     assert json.loads(shown(page, "user-metadata")) == {"caption": "a green square", "n": 3}
-    assert "image/png" in page.text and f"({len(png(200, 'green'))} bytes)" in page.text
-    assert "none (uploaded with a key)" in page.text
+    assert "image/png" in page.text and f"<dd>{len(png(200, 'green'))} bytes" in page.text
+    assert "none (not uploaded by a signed-in user)" in page.text
+    for secret in (server.keys.secret_key, server.keys.service_role_key):  # no key ever reaches the browser
+        assert secret not in page.text and secret not in folder.text
+    owner = str(uuid.uuid4())
+    run_sql(database_url, "UPDATE storage.objects SET owner_id = $3 WHERE bucket_id = $1 AND name = $2 RETURNING 1",
+            bucket, "pics/big.png", owner)
+    page = visitor.get(f"/_/storage/buckets/{bucket}/object", params={"name": "pics/big.png"})
+    assert f'<a href="/_/users/{owner}">{owner}</a>' in page.text
     missing = visitor.get(f"/_/storage/buckets/{bucket}/object", params={"name": "pics/none.png"})
     assert missing.status_code == 404
