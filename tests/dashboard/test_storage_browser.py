@@ -15,7 +15,7 @@ from tests.dashboard.storage_helpers import new_bucket_id
 from tests.support import RunningServer, png
 
 try:
-    from playwright.sync_api import Browser, Page, expect
+    from playwright.sync_api import Browser, FilePayload, Page, expect
 except ImportError:  # pragma: no cover - the test extras install it
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
@@ -66,8 +66,8 @@ def test_upload_see_the_thumbnail_and_delete(browser: Browser, server: RunningSe
         page.screenshot(path=str(output_dir / "storage-bucket.png"), full_page=True)
 
         page.fill("#upload-name", "pictures/square.png")
-        page.set_input_files("#upload-file", files=[{"name": "square.png", "mimeType": "image/png",
-                                                     "buffer": png(300, "teal")}])
+        square: FilePayload = {"name": "square.png", "mimeType": "image/png", "buffer": png(300, "teal")}
+        page.set_input_files("#upload-file", files=[square])
         page.locator("#upload").click()
         expect(page.locator("#notice")).to_have_text("Uploaded pictures/square.png.")
         page.get_by_role("link", name="pictures/").click()
