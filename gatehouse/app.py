@@ -35,6 +35,7 @@ from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
 from gatehouse.dashboard import routes as dashboard_routes
 from gatehouse.dashboard.service import Dashboard
+from gatehouse.dashboard.storage_upload import STREAMED_PREFIX
 from gatehouse.mail import inbox as mail_inbox
 from gatehouse.mail import outbox
 from gatehouse.mail.outbox import OutboxSender
@@ -206,8 +207,8 @@ async def ready(request: Request) -> Response:
 
 
 def body_limit_for(limit: int) -> Callable[[str], int | None]:
-    """The body cap of a path: none for an API that caps its own streams (storage), else ``limit``."""
-    unlimited = tuple(mount.prefix + "/" for mount in API_MOUNTS if not mount.limit_body)
+    """The body cap of a path: none where the handler caps its own stream (storage, dashboard uploads), else ``limit``."""
+    unlimited = (*(mount.prefix + "/" for mount in API_MOUNTS if not mount.limit_body), STREAMED_PREFIX)
     return lambda path: None if path.startswith(unlimited) else limit
 
 

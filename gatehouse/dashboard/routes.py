@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, signin, users
+from gatehouse.dashboard import actions, signin, storage_buckets, storage_objects, storage_upload, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -20,6 +20,19 @@ routes = [
     Route("/users/{user_id}", users.user_detail, methods=["GET"]),
     Route("/users/{user_id}/factors/{factor_id}/remove", actions.act, methods=["POST"]),
     Route("/users/{user_id}/{action}", actions.act, methods=["POST"]),
+    # Storage (/_/storage): buckets, a bucket's folders and objects, uploads
+    Route("/storage", storage_buckets.list_buckets, methods=["GET"]),
+    Route("/storage/buckets", storage_buckets.create_bucket, methods=["POST"]),
+    Route("/storage/buckets/{bucket}", storage_objects.browse, methods=["GET"]),
+    Route("/storage/buckets/{bucket}/settings", storage_buckets.edit_bucket, methods=["POST"]),
+    Route("/storage/buckets/{bucket}/empty", storage_buckets.empty_bucket, methods=["POST"]),
+    Route("/storage/buckets/{bucket}/delete", storage_buckets.delete_bucket, methods=["POST"]),
+    Route("/storage/buckets/{bucket}/object", storage_objects.detail, methods=["GET"]),
+    Route("/storage/buckets/{bucket}/thumbnail", storage_objects.thumbnail, methods=["GET"]),
+    Route("/storage/buckets/{bucket}/download", storage_objects.download, methods=["GET"]),
+    Route("/storage/buckets/{bucket}/remove", storage_objects.remove, methods=["POST"]),
+    Route("/storage/buckets/{bucket}/move", storage_objects.move, methods=["POST"]),
+    Route("/storage/upload/{bucket}", storage_upload.upload, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -34,6 +34,13 @@ R = TypeVar("R")
 
 #: Buckets each process remembers, least recently used first out: about 1 KB each.
 REMEMBERED = 1000
+
+
+class BucketUsage(NamedTuple):
+    """What a bucket holds: its objects and their bytes."""
+
+    objects: int
+    bytes: int
 
 
 class Buckets:
@@ -79,6 +86,16 @@ class Buckets:
         async with self.db.as_user(claims, readonly=True) as conn:
             rows = await conn.fetch(f"SELECT {BUCKET_COLUMNS} FROM storage.buckets ORDER BY name")
         return [Bucket.from_row(row) for row in rows]
+
+    async def usage(self, claims: dict[str, Any]) -> dict[str, BucketUsage]:
+        """How many objects each bucket the caller sees holds, and their bytes (as recorded in the
+        rows' metadata), by bucket id; buckets without objects are left out."""
+        async with self.db.as_user(claims, readonly=True) as conn:
+            rows = await conn.fetch(
+                "SELECT bucket_id, count(*) AS objects, coalesce(sum(CASE WHEN metadata->>'size' ~ '^[0-9]{1,18}$' "
+                "THEN (metadata->>'size')::bigint END), 0)::bigint AS bytes FROM storage.objects GROUP BY bucket_id"
+            )
+        return {row["bucket_id"]: BucketUsage(row["objects"], row["bytes"]) for row in rows}
 
     async def get(self, claims: dict[str, Any], bucket_id: str) -> Bucket:
         names.bucket_id(bucket_id)

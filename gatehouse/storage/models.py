@@ -53,6 +53,8 @@ class StoredObject:
     created_at: datetime
     updated_at: datetime
     last_accessed_at: datetime
+    #: Who uploaded it (``storage.objects.owner_id``): a user's id, or None for a key's upload.
+    owner_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -71,7 +73,7 @@ class StoredObject:
     def from_row(cls, row: asyncpg.Record) -> StoredObject:
         return cls(
             row["id"], row["bucket_id"], row["name"], row["version"], safe_metadata(row["metadata"] or {}),
-            row["user_metadata"], row["created_at"], row["updated_at"], row["last_accessed_at"],
+            row["user_metadata"], row["created_at"], row["updated_at"], row["last_accessed_at"], row.get("owner_id"),
         )
 
     @classmethod
@@ -80,7 +82,7 @@ class StoredObject:
         return cls(
             uuid.UUID(row["id"]), row["bucket_id"], row["name"], row["version"], safe_metadata(row["metadata"] or {}),
             row["user_metadata"], datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["updated_at"]),
-            datetime.fromisoformat(row["last_accessed_at"]),
+            datetime.fromisoformat(row["last_accessed_at"]), row.get("owner_id"),
         )
 
 
