@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, signin, users
+from gatehouse.dashboard import actions, data, signin, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -20,6 +20,12 @@ routes = [
     Route("/users/{user_id}", users.user_detail, methods=["GET"]),
     Route("/users/{user_id}/factors/{factor_id}/remove", actions.act, methods=["POST"]),
     Route("/users/{user_id}/{action}", actions.act, methods=["POST"]),
+    # Data: the exposed schemas' tables, their policies and rows (data.py)
+    Route("/data", data.list_tables, methods=["GET"]),
+    Route("/data/{schema}/{table}", data.show_table, methods=["GET"]),
+    Route("/data/{schema}/{table}/row", data.edit_row, methods=["GET", "POST"]),
+    Route("/data/{schema}/{table}/new", data.new_row, methods=["GET", "POST"]),
+    Route("/data/{schema}/{table}/delete", data.delete_row, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 
