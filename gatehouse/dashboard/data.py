@@ -100,7 +100,7 @@ async def list_tables(request: Request) -> Response:
     if isinstance(current, Response):
         return current
     schemas = tuple(s for s in services(request).settings.exposed_schemas if s not in HIDDEN_SCHEMAS)
-    found = await data_catalog.tables(services(request).database, schemas)
+    found = await data_catalog.tables(services(request).database, services(request).schema_cache, schemas)
     cache = services(request).schema_cache
     listed = [(summary, cache.table(summary.schema, summary.name) is not None) for summary in found]
     by_schema = [(schema, [item for item in listed if item[0].schema == schema]) for schema in schemas]
@@ -115,7 +115,8 @@ async def show_table(request: Request) -> Response:
     if isinstance(current, Response):
         return current
     table = _table(request)
-    details = await data_catalog.details(services(request).database, table.schema, table.name) if table else None
+    details = (await data_catalog.details(services(request).database, services(request).schema_cache, table.schema,
+                                          table.name) if table else None)
     if table is None or details is None:
         return _not_found(request, current)
     params = request.query_params

@@ -5,19 +5,25 @@ and ``authenticated`` were granted, the policies (``pg_policies``, shown again a
 POLICY`` that makes each), column defaults, and row counts: exact (``count(*)``) for tables whose
 heap is under ``EXACT_COUNT_BYTES``, otherwise the planner's estimate (``pg_class.reltuples``).
 
-Each read is one statement run through ``Database.run_as`` as ``service_role``, the role the
-data API's secret key runs as, in the same round trip and under the same rules as a data request;
-the columns, keys and foreign keys themselves come from the data API's schema cache.
+Each read is a statement run through ``Database.run_as`` as ``service_role``, the role the data
+API's secret key runs as, under the same rules as a data request; the exact counts are the data
+API's own ``count=exact`` reads (``rest.plan`` and ``rest.sqlgen``), all tables in one statement.
+The columns, keys and foreign keys themselves come from the data API's schema cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from gatehouse.core.db import Database
+from gatehouse.rest import query as q
+from gatehouse.rest import sqlgen
+from gatehouse.rest.plan import Planner
+from gatehouse.rest.schema import SchemaCache
 from gatehouse.rest.sqlgen import ident, qualified
 
 #: Tables whose heap is smaller than this are counted exactly; larger ones show the estimate.
@@ -26,10 +32,8 @@ EXACT_COUNT_BYTES = 8 * 1024 * 1024
 CLIENT_ROLES = ("anon", "authenticated")
 SERVICE_ROLE = {"role": "service_role"}
 
-_COUNT = f"""CASE WHEN c.relkind = 'r' AND pg_relation_size(c.oid) < {EXACT_COUNT_BYTES}
-                  AND has_table_privilege(c.oid, 'SELECT')
-             THEN (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
-                                                       false, true, '')))[1]::text::bigint END"""
+#: Whether a relation is counted exactly: a plain table under the size, which service_role may read.
+_SMALL = f"""(c.relkind = 'r' AND pg_relation_size(c.oid) < {EXACT_COUNT_BYTES} AND has_table_privilege(c.oid, 'SELECT'))"""
 
 _REACH = """(SELECT coalesce(jsonb_agg(r.role ORDER BY r.role), '[]') FROM unnest(ARRAY['anon', 'authenticated']) AS r(role)
              WHERE has_schema_privilege(r.role, n.oid, 'USAGE')
@@ -42,7 +46,7 @@ SELECT coalesce(jsonb_agg(jsonb_build_object(
     'schema', n.nspname, 'name', c.relname, 'kind', c.relkind::text,
     'rls', c.relrowsecurity, 'force_rls', c.relforcerowsecurity, 'reach', {_REACH},
     'policies', (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
-    'estimate', c.reltuples::bigint, 'exact', {_COUNT}) ORDER BY n.nspname, c.relname), '[]')::text,
+    'estimate', c.reltuples::bigint, 'small', {_SMALL}) ORDER BY n.nspname, c.relname), '[]')::text,
     count(*), NULL::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname IN (SELECT jsonb_array_elements_text($1->0)) AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
@@ -55,7 +59,7 @@ SELECT (SELECT jsonb_build_object(
     'schema', n.nspname, 'name', c.relname, 'kind', c.relkind::text,
     'rls', c.relrowsecurity, 'force_rls', c.relforcerowsecurity, 'reach', {_REACH},
     'policies', (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
-    'estimate', c.reltuples::bigint, 'exact', {_COUNT},
+    'estimate', c.reltuples::bigint, 'small', {_SMALL},
     'grants', (SELECT jsonb_object_agg(r.role, ARRAY(
                    SELECT p.name FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(name)
                    WHERE has_table_privilege(r.role, c.oid, p.name)
@@ -116,13 +120,15 @@ class TableSummary:
     reach: tuple[str, ...]
     policies: int
     estimate: int
-    exact: int | None
+    #: Small enough to be counted exactly (and service_role may read it).
+    small: bool
+    exact: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TableSummary:
         return cls(data["schema"], data["name"], _KINDS.get(data["kind"], data["kind"]), bool(data["rls"]),
                    bool(data["force_rls"]), tuple(data["reach"]), int(data["policies"]), int(data["estimate"]),
-                   None if data["exact"] is None else int(data["exact"]))
+                   bool(data["small"]))
 
     @property
     def has_rls(self) -> bool:
@@ -157,13 +163,40 @@ class TableDetails:
         return [(policy, policy.sql(self.summary.schema, self.summary.name)) for policy in self.policies]
 
 
-async def tables(db: Database, schemas: tuple[str, ...]) -> list[TableSummary]:
+async def exact_counts(db: Database, cache: SchemaCache, summaries: Iterable[TableSummary]) -> dict[tuple[str, str], int]:
+    """The rows of each small table the data API knows, counted in one statement: for each, the
+    data API's own read with ``Prefer: count=exact`` and ``limit=0``, planned and generated by
+    ``rest.plan`` and ``rest.sqlgen`` and run as service_role."""
+    params = sqlgen.Params()
+    parts: list[str] = []
+    names: list[tuple[str, str]] = []
+    for summary in summaries:
+        table = cache.table(summary.schema, summary.name) if summary.small else None
+        if table is None:
+            continue
+        node = Planner(cache, table.schema, max_rows=None).read(table, q.Query(top=q.Shaping(limit=0)))
+        parts.append(f"SELECT {len(parts)} AS i, total FROM ({sqlgen.read_sql(node, params, count=True)}) AS _c{len(parts)}")
+        names.append((table.schema, table.name))
+    if not parts:
+        return {}
+    sql = (f"SELECT coalesce(json_agg(_n.total ORDER BY _n.i), '[]')::text, count(*), NULL::bigint "
+           f"FROM ({' UNION ALL '.join(parts)}) AS _n")
+    result = await db.run_as(SERVICE_ROLE, sql, params.values, readonly=True)
+    return dict(zip(names, orjson.loads(result.body or "[]"), strict=True))
+
+
+def _counted(summaries: list[TableSummary], counts: dict[tuple[str, str], int]) -> list[TableSummary]:
+    return [replace(s, exact=counts.get((s.schema, s.name))) for s in summaries]
+
+
+async def tables(db: Database, cache: SchemaCache, schemas: tuple[str, ...]) -> list[TableSummary]:
     """Every table, view and the like of the exposed schemas, by schema and name."""
     result = await db.run_as(SERVICE_ROLE, TABLES_SQL, [list(schemas)], readonly=True)
-    return [TableSummary.from_json(row) for row in orjson.loads(result.body or "[]")]
+    found = [TableSummary.from_json(row) for row in orjson.loads(result.body or "[]")]
+    return _counted(found, await exact_counts(db, cache, found))
 
 
-async def details(db: Database, schema: str, name: str) -> TableDetails | None:
+async def details(db: Database, cache: SchemaCache, schema: str, name: str) -> TableDetails | None:
     """One relation's details, or None if the catalog has no such relation (dropped meanwhile)."""
     result = await db.run_as(SERVICE_ROLE, TABLE_SQL, [schema, name], readonly=True)
     if result.body is None:
@@ -174,7 +207,9 @@ async def details(db: Database, schema: str, name: str) -> TableDetails | None:
         for p in data["policy_list"]
     )
     grants = {role: tuple(privileges) for role, privileges in (data["grants"] or {}).items()}
-    return TableDetails(TableSummary.from_json(data), grants, policies, dict(data["defaults"]))
+    summary = TableSummary.from_json(data)
+    (summary,) = _counted([summary], await exact_counts(db, cache, [summary]))
+    return TableDetails(summary, grants, policies, dict(data["defaults"]))
 
 
-__all__ = ["EXACT_COUNT_BYTES", "Policy", "TableDetails", "TableSummary", "details", "tables"]
+__all__ = ["EXACT_COUNT_BYTES", "Policy", "TableDetails", "TableSummary", "details", "exact_counts", "tables"]

@@ -41,6 +41,8 @@ PAGE_SIZE = 50
 MAX_OFFSET = 10_000_000
 MAX_FILTERS = 5
 MAX_VALUE = 100_000
+#: The longest value of the grid's query string a page takes (a filter's value, a column name).
+MAX_PARAM = 10_000
 #: Characters of a cell shown in the grid; the whole value is one click away.
 SHOWN = 120
 
@@ -127,7 +129,7 @@ class GridQuery:
         found: dict[str, list[str]] = {"f": [], "op": [], "v": []}
         single: dict[str, str] = {}
         for key, value in params:
-            if len(value) > MAX_VALUE or "\x00" in value:
+            if len(value) > MAX_PARAM or "\x00" in value:
                 raise bad(f"The value of {key[:20]!r} is too long or holds a NUL character")
             if key in found:
                 found[key].append(value)
