@@ -119,9 +119,9 @@ def test_the_tables_list_warns_about_exposed_tables_without_rls(visitor: Visitor
     warning = page.text.split('id="unprotected"')[1].split("</div>")[0]
     assert "public.open_board" in warning and "anon" in warning
     assert "notes" not in warning and "log_lines" not in warning  # RLS on; nobody but service_role granted
-    row = re.search(r'<td><a href="/_/data/public/notes">notes</a></td>(.*?)</tr>', page.text, re.S)
+    row = re.search(r'<td><a href="/_/data/public/notes">notes</a></td>(.*?)</tr>', page.text, re.DOTALL)
     assert row is not None
-    cells = [text_of(cell) for cell in re.findall(r"<td>(.*?)</td>", row[1], re.S)]
+    cells = [text_of(cell) for cell in re.findall(r"<td>(.*?)</td>", row[1], re.DOTALL)]
     assert cells == ["table", "on", "1", "6 (exact)", "anon, authenticated"]
     assert '<a href="/_/data/public/notes">notes</a>' in page.text
 
