@@ -225,8 +225,9 @@ class Rows:
         order: list[q.OrderTerm] = []
         if grid.sort:
             order.append(q.OrderTerm(q.Field(grid.sort), "desc" if grid.descending else "asc"))
-        tiebreak = self.table.primary_key or tuple(self.table.columns)[:1]
-        order += [q.OrderTerm(q.Field(name)) for name in tiebreak if name != grid.sort]
+        # Offset paging is stable only in a total order: the primary key breaks ties (a table
+        # without one comes in no guaranteed order unless sorted).
+        order += [q.OrderTerm(q.Field(name)) for name in self.table.primary_key if name != grid.sort]
         shaping = q.Shaping(tuple(_condition(f) for f in grid.filters), tuple(order), PAGE_SIZE + 1, grid.offset)
         node = self._planner().read(self.table, q.Query(top=shaping))
         params = sqlgen.Params()

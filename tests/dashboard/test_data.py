@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gatehouse.dashboard.data_catalog import TableSummary
 from tests.auth.helpers import Auth
 from tests.dashboard.helpers import Visitor, fetch, make_admin, new_email
 from tests.support import RunningServer, run_sql
@@ -371,3 +372,12 @@ def test_long_values_are_shortened_with_the_whole_value_at_hand(visitor: Visitor
     page = visitor.get("/_/data/public/notes", params={"f": "slug", "op": "eq", "v": "b2"})
     assert "<details><summary>" in page.text and "…</summary>" in page.text
     assert long.strip() in html.unescape(page.text)
+
+
+def test_counts_say_whether_they_are_exact_or_estimated() -> None:
+    def summary(estimate: int, exact: int | None) -> TableSummary:
+        return TableSummary("public", "t", "table", True, False, (), 0, estimate, 9 << 20, exact)
+
+    assert summary(12_345, None).rows == "about 12,345 (estimate)"
+    assert summary(-1, None).rows == "unknown (not analysed yet)"
+    assert summary(-1, 3).rows == "3 (exact)"
