@@ -96,8 +96,8 @@ def titles(page: Any) -> list[str]:
 
 def grid(visitor: Visitor, path: str, **params: str) -> Any:
     """The grid alone, as htmx asks for it when a filter or a page changes."""
-    return visitor.get(path, params=params, headers={"hx-request": "true", "hx-target": "grid",
-                                                     "x-csrf-token": visitor.csrf})
+    headers = {"hx-request": "true", "hx-target": "grid", "x-csrf-token": visitor.csrf}
+    return visitor.get(path, params=params, headers=headers) if params else visitor.get(path, headers=headers)
 
 
 def note(database_url: str, slug: str) -> dict[str, Any] | None:
@@ -381,3 +381,24 @@ def test_counts_say_whether_they_are_exact_or_estimated() -> None:
     assert summary(12_345, None).rows == "about 12,345 (estimate)"
     assert summary(-1, None).rows == "unknown (not analysed yet)"
     assert summary(-1, 3).rows == "3 (exact)"
+
+
+def test_next_and_previous_pages(visitor: Visitor, database_url: str) -> None:
+    run_sql(database_url, "INSERT INTO public.open_board (message) SELECT format('message %s', n) "
+            "FROM generate_series(1, 60) AS n")
+    first = grid(visitor, "/_/data/public/open_board", sort="id", dir="desc")
+    assert "60 rows match" in text(first) and "Rows 1 to 50" in text(first) and 'id="previous"' not in first.text
+    link = html.unescape(re.findall(r'id="next" rel="next" href="([^"]+)"', first.text)[0])
+    assert link == "/_/data/public/open_board?sort=id&dir=desc&offset=50"
+    second = grid(visitor, link)
+    assert "Rows 51 to 60" in text(second) and 'id="next"' not in second.text
+    assert re.findall(r"<td>(message \d+)</td>", second.text) == [f"message {n}" for n in range(10, 0, -1)]
+    back = html.unescape(re.findall(r'id="previous" rel="prev" href="([^"]+)"', second.text)[0])
+    assert back == "/_/data/public/open_board?sort=id&dir=desc"
+
+
+def test_an_oversized_value_is_refused_and_changes_nothing(visitor: Visitor, database_url: str) -> None:
+    before = note(database_url, "b0")
+    answer = visitor.post(f"/_/data/public/notes/row?k={note_id(database_url, 'b0')}", {"c2": "x" * 150_000})
+    assert answer.status_code == 413
+    assert note(database_url, "b0") == before
