@@ -88,11 +88,7 @@ class Sessions:
     ) -> Session:
         """A Session for the user ``row``: a new access token, and the claims signed into it."""
         user = User.from_row(row)
-        claimed = {
-            "id": user.id, "email": user.email, "phone": user.phone, "app_metadata": user.app_metadata,
-            "user_metadata": user.user_metadata, "role": user.role, "is_anonymous": user.is_anonymous,
-        }
-        access = self._access.issue(claimed, session_id, amr=amr, aal=aal)
+        access = self._access.issue(_claimed(user), session_id, amr=amr, aal=aal)
         return Session(
             access_token=access.token,
             refresh_token=refresh_token,
@@ -101,6 +97,11 @@ class Sessions:
             user=user,
             claims=access.claims,
         )
+
+    def claims_without_session(self, user: User) -> dict[str, Any]:
+        """The claims a token for ``user`` would carry, with no session and no sign-in method
+        (``amr`` empty, ``aal1``): what the dashboard's "view as" runs a query under."""
+        return self._access.claims(_claimed(user), None, amr=[])
 
     async def create(
         self, conn: Conn, user: asyncpg.Record, *, method: str, ip: str | None, user_agent: str | None,
@@ -217,3 +218,11 @@ _REFRESH_ERRORS = {
 def refresh_error(outcome: str) -> GatehouseError:
     code, message = _REFRESH_ERRORS[outcome]
     return GatehouseError(code, message, status=400)
+
+
+def _claimed(user: User) -> dict[str, Any]:
+    """What the access token's claims are made of, from the user."""
+    return {
+        "id": user.id, "email": user.email, "phone": user.phone, "app_metadata": user.app_metadata,
+        "user_metadata": user.user_metadata, "role": user.role, "is_anonymous": user.is_anonymous,
+    }

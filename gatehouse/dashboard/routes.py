@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, signin, storage_buckets, storage_objects, storage_upload, users
+from gatehouse.dashboard import actions, data, signin, storage_buckets, storage_objects, storage_upload, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -33,6 +33,12 @@ routes = [
     Route("/storage/buckets/{bucket}/remove", storage_objects.remove, methods=["POST"]),
     Route("/storage/buckets/{bucket}/move", storage_objects.move, methods=["POST"]),
     Route("/storage/upload/{bucket}", storage_upload.upload, methods=["POST"]),
+    # Data: the exposed schemas' tables, their policies and rows (data.py)
+    Route("/data", data.list_tables, methods=["GET"]),
+    Route("/data/{schema}/{table}", data.show_table, methods=["GET"]),
+    Route("/data/{schema}/{table}/row", data.edit_row, methods=["GET", "POST"]),
+    Route("/data/{schema}/{table}/new", data.new_row, methods=["GET", "POST"]),
+    Route("/data/{schema}/{table}/delete", data.delete_row, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 
