@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, signin, users
+from gatehouse.dashboard import actions, keys, signin, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -20,6 +20,9 @@ routes = [
     Route("/users/{user_id}", users.user_detail, methods=["GET"]),
     Route("/users/{user_id}/factors/{factor_id}/remove", actions.act, methods=["POST"]),
     Route("/users/{user_id}/{action}", actions.act, methods=["POST"]),
+    # Keys and settings: the effective configuration and the signing-key rotation
+    Route("/settings", keys.page, methods=["GET"]),
+    Route("/settings/keys/{step}", keys.step, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 

@@ -1,0 +1,201 @@
+"""The keys and settings page over HTTP, against two live servers on one database: a signing-key
+rotation through the dashboard that signs nobody out and that the other process follows; each
+step confirmed, audited, and refused when it cannot be taken; forged and retired keys' tokens
+refused; derived secrets untouched; no secret value anywhere in the page."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pyotp
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.auth.helpers import PASSWORD as USER_PASSWORD
+from tests.auth.helpers import Auth, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, fetch, make_admin
+from tests.support import RunningServer, run_sql
+
+SECRETS = {"GATEHOUSE_SMTP_PASSWORD": "smtp-hunter2-secret", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "s3-secret-shh-123",
+           "GATEHOUSE_OAUTH_GITHUB_CLIENT_ID": "gh-client-id", "GATEHOUSE_OAUTH_GITHUB_CLIENT_SECRET": "gh-secret-xyz",
+           "GATEHOUSE_S3_ENDPOINT_URL": "http://minio:url-password-777@s3.example.com:9000"}
+ENV = {"GATEHOUSE_JWT_EXPIRY": "120", "GATEHOUSE_STORAGE_SIGNED_URL_MAX_EXPIRY": "300",
+       "GATEHOUSE_STORAGE_SIGNED_UPLOAD_EXPIRY": "300", "GATEHOUSE_RATE_LIMIT_TOKEN": "1000/60",
+       "GATEHOUSE_SMTP_SENDER_NAME": "<script>alert(1)</script>", **SECRETS}
+#: How the APIs refuse a token of an unknown or retired key: auth says bad_jwt with 403 (as GoTrue
+#: does), the data API 401.
+REFUSED = (403, 401)
+WAIT = 300 + 60  # the longest token life above, plus the keyring's reload margin
+
+
+@pytest.fixture(scope="module")
+def pair(server_factory: Callable[..., RunningServer]) -> tuple[RunningServer, RunningServer]:
+    return server_factory(env=ENV), server_factory(env=ENV)
+
+
+@pytest.fixture(scope="module")
+def server(pair: tuple[RunningServer, RunningServer]) -> RunningServer:
+    return pair[0]
+
+
+@pytest.fixture(scope="module")
+def admin(server: RunningServer, database_url: str) -> Iterator[Visitor]:
+    visitor = Visitor(server)
+    visitor.sign_in(make_admin(database_url))
+    assert visitor.get("/_/settings").status_code == 200
+    yield visitor
+    visitor.close()
+
+
+@pytest.fixture(scope="module")
+def auth(server: RunningServer) -> Iterator[Auth]:
+    client = Auth(server)
+    yield client
+    client.close()
+
+
+def user_session(server: RunningServer, auth: Auth) -> tuple[str, dict[str, Any]]:
+    email = new_email("rot")
+    httpx.post(f"{server.url}/auth/v1/admin/users", headers={"apikey": server.keys.secret_key},
+               json={"email": email, "password": USER_PASSWORD, "email_confirm": True}).raise_for_status()
+    response = auth.log_in(email)
+    assert response.status_code == 200, response.text
+    return email, response.json()
+
+
+def kid(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def jwks(server: RunningServer) -> list[str]:
+    return [key["kid"] for key in httpx.get(f"{server.url}/auth/v1/.well-known/jwks.json").json()["keys"]]
+
+
+def ring(database_url: str) -> dict[str, str]:
+    return {row["kid"]: row["state"] for row in fetch(database_url, "SELECT kid, state FROM gatehouse.signing_keys")}
+
+
+def works(server: RunningServer, token: str) -> tuple[int, int]:
+    """The status of /auth/v1/user and of a /rest/v1 read with this access token."""
+    headers = {"apikey": server.keys.publishable_key, "Authorization": f"Bearer {token}"}
+    user = httpx.get(f"{server.url}/auth/v1/user", headers=headers)
+    rest = httpx.get(f"{server.url}/rest/v1/profiles?select=id&limit=1", headers=headers)
+    return user.status_code, rest.status_code
+
+
+def step(visitor: Visitor, name: str, **fields: str) -> httpx.Response:
+    """A rotation step through its confirmation page, as the buttons do it."""
+    first = visitor.post(f"/_/settings/keys/{name}", fields)
+    if first.status_code != 200 or 'name="confirmed"' not in first.text:
+        return first
+    return visitor.post(f"/_/settings/keys/{name}", {**fields, "confirmed": "yes"})
+
+
+def age(database_url: str, key: str, seconds: int) -> None:
+    """Move the moment ``key`` stopped signing ``seconds`` into the past, rather than waiting."""
+    run_sql(database_url, "UPDATE gatehouse.signing_keys SET deactivated_at = now() - make_interval(secs => $1) "
+            "WHERE kid = $2", float(seconds), key)
+
+
+def message(page: httpx.Response, element: str) -> str:
+    found = re.search(rf'id="{element}">([^<]*)<', page.text)
+    return html.unescape(found[1]) if found else ""
+
+
+def rotate(visitor: Visitor, database_url: str) -> tuple[str, str]:
+    """standby, switch and retire the previous key: (new current, retired)."""
+    before = next(k for k, s in ring(database_url).items() if s == "current") if ring(database_url) else None
+    assert step(visitor, "standby").status_code == 200
+    assert step(visitor, "switch").status_code == 200
+    states = ring(database_url)
+    old = before or next(k for k, s in states.items() if s == "previous")
+    age(database_url, old, WAIT + 1)
+    assert step(visitor, "retire", kid=old).status_code == 200
+    return next(k for k, s in ring(database_url).items() if s == "current"), old
+
+
+def test_a_rotation_through_the_dashboard_signs_nobody_out(
+    pair: tuple[RunningServer, RunningServer], admin: Visitor, auth: Auth, database_url: str,
+) -> None:
+    a, b = pair
+    root = a.keys.kid
+    email, session = user_session(a, auth)
+    assert kid(session["access_token"]) == root
+    factor = auth.post("/factors", {"factor_type": "totp"}, token=session["access_token"]).json()
+    secret = factor["totp"]["secret"]  # sealed under a key derived from the root key
+    assert jwks(a) == jwks(b) == [root]
+
+    asked = admin.post("/_/settings/keys/standby", {})
+    assert asked.status_code == 200 and "published in the JWKS at once" in message(asked, "question")
+    assert ring(database_url) == {}  # the question changed nothing
+    made = admin.post("/_/settings/keys/standby", {"confirmed": "yes"})
+    assert made.status_code == 200 and message(made, "notice")
+    standby = next(k for k, s in ring(database_url).items() if s == "standby")
+    assert jwks(a) == [root, standby]
+    _until(lambda: jwks(b) == [root, standby])  # the other process heard of it
+
+    switched = step(admin, "switch")
+    assert switched.status_code == 200, switched.text
+    assert ring(database_url) == {root: "previous", standby: "current"}
+    assert works(a, session["access_token"]) == (200, 200)
+    _until(lambda: signs_with(b, email, standby))
+    assert works(b, session["access_token"]) == (200, 200)  # B accepts the old key's token ...
+    refreshed = auth.refresh(session["refresh_token"]).json()
+    assert kid(refreshed["access_token"]) == standby
+    assert works(b, refreshed["access_token"]) == (200, 200)  # ... and the new key's
+
+    early = step(admin, "retire", kid=root)
+    assert early.status_code == 409 and "may still be valid" in message(early, "error")
+    assert "legacy anon and service_role" in admin.post("/_/settings/keys/retire", {"kid": root}).text
+    assert ring(database_url)[root] == "previous"
+    age(database_url, root, WAIT + 1)
+    retired = step(admin, "retire", kid=root)
+    assert retired.status_code == 200 and message(retired, "notice") == "The key is retired."
+    assert jwks(a) == [standby]
+    _until(lambda: jwks(b) == [standby])
+    for server in pair:
+        assert works(server, session["access_token"]) == REFUSED
+        assert works(server, refreshed["access_token"]) == (200, 200)
+        legacy = httpx.get(f"{server.url}/rest/v1/profiles", headers={"apikey": server.keys.anon_key})
+        assert legacy.status_code == 401  # the legacy keys were the root key's
+        assert httpx.get(f"{server.url}/rest/v1/profiles",
+                         headers={"apikey": server.keys.publishable_key}).status_code == 200
+
+    again = auth.refresh(refreshed["refresh_token"]).json()  # the session outlived the retired key
+    assert kid(again["access_token"]) == standby
+    challenge = auth.post(f"/factors/{factor['id']}/challenge", {}, token=again["access_token"]).json()
+    verified = auth.post(f"/factors/{factor['id']}/verify", {"challenge_id": challenge["id"],
+                                                              "code": pyotp.TOTP(secret).now()},
+                         token=again["access_token"])
+    assert verified.status_code == 200, verified.text  # the derived MFA key did not change
+    logged = fetch(database_url, "SELECT a.action, a.target, a.detail, d.email FROM gatehouse.dashboard_audit a "
+                   "JOIN gatehouse.dashboard_admins d ON d.id = a.admin_id WHERE a.action LIKE 'signing_key_%' "
+                   "ORDER BY a.id")
+    assert [(row["action"], row["target"]) for row in logged] == [
+        ("signing_key_standby", standby), ("signing_key_switch", standby), ("signing_key_retire", root)]
+    assert json.loads(logged[1]["detail"]) == {"previous": root}
+
+
+def signs_with(server: RunningServer, email: str, expected: str) -> bool:
+    """Whether a log-in on ``server`` now gets a token signed by ``expected``."""
+    client = Auth(server)
+    try:
+        return kid(client.log_in(email).json()["access_token"]) == expected
+    finally:
+        client.close()
+
+
+def _until(condition: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the other process did not follow"
+        time.sleep(0.1)
