@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.helpers import PASSWORD as USER_PASSWORD
 from tests.auth.helpers import Auth, new_email
-from tests.dashboard.helpers import PASSWORD, Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, fetch, make_admin
 from tests.support import RunningServer, run_sql
 
 SECRETS = {"GATEHOUSE_SMTP_PASSWORD": "smtp-hunter2-secret", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "s3-secret-shh-123",
@@ -199,3 +199,156 @@ def _until(condition: Callable[[], bool], seconds: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the other process did not follow"
         time.sleep(0.1)
+
+
+def root_retired(admin: Visitor, database_url: str, root: str) -> None:
+    """Bring the ring to a state where the root key is retired (the first test leaves it so)."""
+    if ring(database_url).get(root) != "retired":
+        rotate(admin, database_url)
+    assert ring(database_url)[root] == "retired"
+
+
+def test_forged_tokens_and_tokens_of_a_retired_key_are_refused(
+    pair: tuple[RunningServer, RunningServer], admin: Visitor, database_url: str,
+) -> None:
+    a = pair[0]
+    root_retired(admin, database_url, a.keys.kid)
+    now = int(time.time())
+    claims = {"sub": "00000000-0000-0000-0000-000000000001", "role": "authenticated", "aud": "authenticated",
+              "iat": now, "exp": now + 60, "session_id": "00000000-0000-0000-0000-000000000002"}
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    current = next(k for k, s in ring(database_url).items() if s == "current")
+    forged = {
+        "the retired root key, its kid": jwt.encode(claims, a.keys.private_key, algorithm="ES256",
+                                                    headers={"kid": a.keys.kid}),
+        "the retired root key, no kid": jwt.encode(claims, a.keys.private_key, algorithm="ES256"),
+        "an unknown kid": jwt.encode(claims, stranger, algorithm="ES256", headers={"kid": "u" * 43}),
+        "the current kid, another key": jwt.encode(claims, stranger, algorithm="ES256", headers={"kid": current}),
+    }
+    for name, token in forged.items():
+        for server in pair:
+            assert works(server, token) == REFUSED, name
+
+
+def test_the_page_shows_the_configuration_and_no_secret_value(server: RunningServer, admin: Visitor) -> None:
+    page = admin.get("/_/settings")
+    assert page.status_code == 200
+    text = page.text
+    assert server.keys.publishable_key in text and server.keys.anon_key in text
+    assert "/auth/v1/.well-known/jwks.json" in text
+    pem = server.keys.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    database_password = httpx.URL(server.env["GATEHOUSE_DATABASE_URL"]).password
+    assert database_password
+    never = [server.keys.secret_key, server.keys.service_role_key, server.keys.authenticator_password,
+             database_password, *pem.splitlines()[1:-1], "smtp-hunter2-secret", "s3-secret-shh-123", "gh-secret-xyz",
+             "url-password-777"]
+    for secret in never:
+        assert secret not in text and html.escape(secret) not in text, secret
+    assert "http://minio:••••••••@s3.example.com:9000" in text  # only the password of a URL is masked
+    assert "gh-client-id" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>alert" not in text
+
+    def row(variable: str) -> str:
+        found = re.search(rf"<code>{variable}</code></td>(.*?)</tr>", text, re.DOTALL)
+        assert found, variable
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found[1])).strip()
+
+    assert row("GATEHOUSE_JWT_EXPIRY").startswith("120 environment Access-token lifetime")
+    assert row("GATEHOUSE_REST_MAX_ROWS").startswith("1000 default")
+    assert row("GATEHOUSE_SECRET_KEY").startswith("•••••••• keys.json")
+    assert row("GATEHOUSE_PUBLISHABLE_KEY").startswith(f"{server.keys.publishable_key} keys.json")
+    assert row("GATEHOUSE_SMTP_PASSWORD").startswith("•••••••• environment")
+    assert row("GATEHOUSE_OAUTH_GITHUB_CLIENT_SECRET").startswith("•••••••• environment")
+    assert row("GATEHOUSE_DATABASE_URL").count("••••••••") == 1
+
+
+def test_every_key_like_setting_declares_whether_it_is_secret() -> None:
+    from pydantic import BaseModel
+
+    from gatehouse.core.config import OAuthProviderSettings, Settings, secrecy
+
+    models: list[type[BaseModel]] = [Settings, OAuthProviderSettings]
+    for model in models:
+        for name, info in model.model_fields.items():
+            text = info.annotation in (str, str | None)  # a number or a switch holds no secret
+            if text and re.search(r"(^|_)(key|secret|password)$|private|database_url", name):
+                assert isinstance(info.json_schema_extra, dict) and "secret" in info.json_schema_extra, name
+    assert secrecy(Settings, "database_url") == "url" and secrecy(Settings, "publishable_key") == "none"
+
+
+def test_no_session_an_app_users_credentials_or_the_secret_key_reach_the_page(
+    server: RunningServer, auth: Auth, database_url: str,
+) -> None:
+    _, session = user_session(server, auth)
+    token = session["access_token"]
+    before = ring(database_url)
+    credentials = [
+        {},
+        {"authorization": f"Bearer {token}"},
+        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
+        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
+    ]
+    for headers in credentials:
+        with httpx.Client(base_url=server.url, headers=headers) as client:
+            page = client.get("/_/settings")
+            assert page.status_code == 303 and page.headers["location"] == "/_/login"
+            assert server.keys.publishable_key not in page.text
+            for name in ("standby", "switch", "retire"):
+                posted = client.post(f"/_/settings/keys/{name}", data={"confirmed": "yes", "kid": server.keys.kid})
+                assert posted.status_code in (303, 403)
+    assert ring(database_url) == before
+
+
+def test_a_post_without_the_csrf_token_changes_nothing(admin: Visitor, database_url: str) -> None:
+    before = ring(database_url)
+    for csrf in ("", "x" * 43):
+        for name in ("standby", "switch", "retire"):
+            refused = admin.post(f"/_/settings/keys/{name}", {"confirmed": "yes", "kid": "k" * 43}, csrf=csrf)
+            assert refused.status_code == 403
+    assert ring(database_url) == before
+    assert admin.get("/_/settings").status_code == 200  # the session is still good
+
+
+def test_steps_that_cannot_be_taken_are_refused_on_the_page(admin: Visitor, database_url: str) -> None:
+    assert "standby" not in ring(database_url).values()
+    none = step(admin, "switch")
+    assert none.status_code == 409 and "no standby key" in message(none, "error")
+    current = next(k for k, s in ring(database_url).items() if s == "current")
+    for kid, status in [("' OR 1=1 --", 400), ("../../etc/passwd", 400), ("<script>alert(1)</script>", 400),
+                        ("k" * 10_000, 400), ("", 400), ("k" * 43, 409), (current, 409)]:
+        refused = admin.post("/_/settings/keys/retire", {"kid": kid, "confirmed": "yes"})
+        assert refused.status_code == status, kid
+        assert "<script>alert(1)" not in refused.text
+    assert admin.post("/_/settings/keys/delete", {"confirmed": "yes"}).status_code == 404
+    before = ring(database_url)
+    assert step(admin, "standby").status_code == 200
+    twice = admin.post("/_/settings/keys/standby", {"confirmed": "yes"})
+    assert twice.status_code == 409 and "already" in message(twice, "error")
+    assert len(ring(database_url)) == len(before) + 1
+
+
+def test_two_switches_at_once_leave_exactly_one_current_key(
+    server: RunningServer, admin: Visitor, database_url: str,
+) -> None:
+    if "standby" not in ring(database_url).values():
+        assert step(admin, "standby").status_code == 200
+    other = Visitor(server)
+    try:
+        other.sign_in(make_admin(database_url))
+        other.get("/_/settings")
+        statuses: list[int] = []
+
+        def switch(visitor: Visitor) -> None:
+            statuses.append(visitor.post("/_/settings/keys/switch", {"confirmed": "yes"}).status_code)
+
+        threads = [threading.Thread(target=switch, args=(visitor,)) for visitor in (admin, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        other.close()
+    assert sorted(statuses) == [200, 409]
+    assert list(ring(database_url).values()).count("current") == 1
+    assert "standby" not in ring(database_url).values()
