@@ -49,10 +49,20 @@ async def _show(request: Request, current: Visit, *, status: int = 200, notice: 
         request, current, "keys_settings.html", status=status, section="settings", notice=notice, error=error,
         keys=container.keys, records=records, jwks_url=config_view.jwks_url(settings),
         standby=next((r for r in records if r.state == "standby"), None),
-        retire_wait=container.keyring.retire_wait,
+        retire_wait_text=duration(container.keyring.retire_wait),
         rows=config_view.settings_rows(settings, container.keys, os.environ, dotenv),
         derived=config_view.derived_rows(settings),
     )
+
+
+def duration(seconds: int) -> str:
+    """``7 days 1 min``, ``2 h``, ``6 min``: a wait as a person reads it."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = -(-rest // 60)
+    parts = [f"{days} day{'s' if days != 1 else ''}" if days else "", f"{hours} h" if hours else "",
+             f"{minutes} min" if minutes else ""]
+    return " ".join(part for part in parts if part) or "0 min"
 
 
 def _kid(data: dict[str, str]) -> str:
