@@ -352,3 +352,37 @@ def test_two_switches_at_once_leave_exactly_one_current_key(
     assert sorted(statuses) == [200, 409]
     assert list(ring(database_url).values()).count("current") == 1
     assert "standby" not in ring(database_url).values()
+
+
+def test_signed_urls_and_the_web_apps_cookies_keep_working_across_a_rotation(
+    server: RunningServer, admin: Visitor, auth: Auth, database_url: str,
+) -> None:
+    storage = httpx.Client(base_url=f"{server.url}/storage/v1", headers={"apikey": server.keys.secret_key}, timeout=15)
+    try:
+        storage.post("/bucket", json={"id": "rotation", "public": False})
+        assert storage.put("/object/rotation/a.txt", content=b"kept", headers={"content-type": "text/plain"}
+                           ).status_code == 200
+        signed = storage.post("/object/sign/rotation/a.txt", json={"expiresIn": 300}).json()["signedURL"]
+        email, session = user_session(server, auth)
+        cookies = f"gh-access-token={session['access_token']}; gh-refresh-token={session['refresh_token']}"
+        assert email in httpx.get(f"{server.url}/account", headers={"cookie": cookies}).text
+
+        assert step(admin, "standby").status_code == 200
+        assert step(admin, "switch").status_code == 200
+        current = next(k for k, s in ring(database_url).items() if s == "current")
+        assert httpx.get(f"{server.url}/storage/v1{signed}").content == b"kept"  # made before the switch
+        after = storage.post("/object/sign/rotation/a.txt", json={"expiresIn": 300}).json()["signedURL"]
+        assert kid(httpx.URL(after).params["token"]) == current
+        assert httpx.get(f"{server.url}/storage/v1{after}").content == b"kept"
+        page = httpx.get(f"{server.url}/account", headers={"cookie": cookies})
+        assert email in page.text and "gh-access-token" not in str(page.headers)  # the old token still serves
+
+        previous = kid(session["access_token"])
+        age(database_url, previous, WAIT + 1)
+        assert step(admin, "retire", kid=previous).status_code == 200
+        page = httpx.get(f"{server.url}/account", headers={"cookie": cookies}, follow_redirects=False)
+        assert email in page.text  # the browser stays signed in: its refresh token made a new access token
+        renewed = re.search(r"gh-access-token=([^;]+)", " ".join(page.headers.get_list("set-cookie")))
+        assert renewed and kid(renewed[1]) == current
+    finally:
+        storage.close()
