@@ -310,17 +310,21 @@ def test_a_post_without_the_csrf_token_changes_nothing(admin: Visitor, database_
     assert admin.get("/_/settings").status_code == 200  # the session is still good
 
 
-def test_steps_that_cannot_be_taken_are_refused_on_the_page(admin: Visitor, database_url: str) -> None:
+def test_steps_that_cannot_be_taken_are_refused_on_the_page(
+    server: RunningServer, admin: Visitor, database_url: str,
+) -> None:
     assert "standby" not in ring(database_url).values()
     none = step(admin, "switch")
     assert none.status_code == 409 and "no standby key" in message(none, "error")
-    current = next(k for k, s in ring(database_url).items() if s == "current")
+    current = next((k for k, s in ring(database_url).items() if s == "current"), server.keys.kid)
     for kid, status in [("' OR 1=1 --", 400), ("../../etc/passwd", 400), ("<script>alert(1)</script>", 400),
                         ("k" * 10_000, 400), ("", 400), ("k" * 43, 409), (current, 409)]:
         refused = admin.post("/_/settings/keys/retire", {"kid": kid, "confirmed": "yes"})
         assert refused.status_code == status, kid
         assert "<script>alert(1)" not in refused.text
-    assert admin.post("/_/settings/keys/delete", {"confirmed": "yes"}).status_code == 404
+    for name in ("delete", "%3Cscript%3Ealert(1)%3C%2Fscript%3E", "..%2F..%2Fusers", "standby'%20OR%201=1"):
+        unknown = admin.post(f"/_/settings/keys/{name}", {"confirmed": "yes"})
+        assert unknown.status_code == 404 and "<script>alert" not in unknown.text, name
     before = ring(database_url)
     assert step(admin, "standby").status_code == 200
     twice = admin.post("/_/settings/keys/standby", {"confirmed": "yes"})
