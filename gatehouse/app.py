@@ -30,6 +30,7 @@ from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import Database, is_unavailable, unavailable
 from gatehouse.core.errors import GatehouseError, from_status
 from gatehouse.core.http import ApiMount, BodyLimitMiddleware, JSONResponse, RequestContextMiddleware
+from gatehouse.core.keyring import Keyring
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
@@ -212,6 +213,12 @@ def body_limit_for(limit: int) -> Callable[[str], int | None]:
     return lambda path: None if path.startswith(unlimited) else limit
 
 
+def longest_token_life(settings: Settings) -> int:
+    """Seconds the longest-lived token a signing key makes can stay valid: an access token, or a
+    signed download or upload URL. A key that stopped signing retires only after this."""
+    return max(settings.jwt_expiry, settings.storage_signed_url_max_expiry, settings.storage_signed_upload_expiry)
+
+
 def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     """Build the app. The database must already be prepared (``gatehouse serve`` does that)."""
     if not settings.database_url:
@@ -228,11 +235,13 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=auth_admin,
         storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
         realtime=Realtime(database, callers, settings), dashboard=Dashboard(auth_admin, keys),
+        keyring=Keyring(keys, lambda: database.admin, longest_token_life=longest_token_life(settings)),
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
+        await container.keyring.start()  # before the first request: sign and verify by the ring in force
         schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas,
                                        on_reload=lambda _cache: container.realtime.schema_changed())
         await schema_watcher.start()
@@ -259,6 +268,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
                 await sender.stop()  # before the pool closes: it holds a LISTEN connection
             await schema_watcher.stop()  # the same
             await container.realtime.stop()  # the same (its bus)
+            await container.keyring.stop()  # the same
             await expired_uploads.stop()
             await janitor.stop()
             await multipart_janitor.stop()

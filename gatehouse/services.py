@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gatehouse.core.caller import Callers
     from gatehouse.core.config import Settings
     from gatehouse.core.db import Database
+    from gatehouse.core.keyring import Keyring
     from gatehouse.core.keys import KeySet
     from gatehouse.dashboard.service import Dashboard
     from gatehouse.realtime.service import Realtime
@@ -38,6 +39,8 @@ class Services:
     render_cache: RenderCache
     realtime: Realtime
     dashboard: Dashboard
+    #: The signing keys' rotation, followed by every process (core/keyring.py).
+    keyring: Keyring
     #: Set when the app starts: the data API's schema cache, kept current by its watcher.
     rest_schema: SchemaWatcher | None = None
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -42,6 +43,20 @@ OAUTH_FIELDS = ("CLIENT_ID", "CLIENT_SECRET", "ISSUER", "SCOPES", "ENABLED", "UR
                 "PRIVATE_KEY")
 OAUTH_PREFIX = "GATEHOUSE_OAUTH_"
 
+#: Declared on each setting that holds a secret (``json_schema_extra``): never shown in full, not
+#: even to the dashboard's administrators. URL: only the password inside the URL is. PUBLIC says
+#: a key-like setting is meant to be public (a publishable key). Read by ``secrecy``.
+SECRET: JsonDict = {"secret": "value"}
+SECRET_IN_URL: JsonDict = {"secret": "url"}
+PUBLIC: JsonDict = {"secret": "none"}
+
+
+def secrecy(model: type[BaseModel], name: str) -> str:
+    """``value``, ``url`` or ``none``: what of a setting must never be shown, as it declares."""
+    extra = model.model_fields[name].json_schema_extra
+    kind = extra.get("secret") if isinstance(extra, dict) else None
+    return kind if isinstance(kind, str) else "none"
+
 
 class OAuthProviderSettings(BaseModel):
     """One sign-in provider, from ``GATEHOUSE_OAUTH_<NAME>_*``. Which names are built in, and what
@@ -54,7 +69,7 @@ class OAuthProviderSettings(BaseModel):
     #: One client id, or several separated by commas: the first signs in through the browser, and
     #: ID tokens (``signInWithIdToken``) may name any of them as their audience (web, iOS, Android).
     client_id: str = ""
-    client_secret: str = ""
+    client_secret: str = Field("", json_schema_extra=SECRET)
     issuer: str = ""
     scopes: str = ""
     enabled: bool = True
@@ -64,7 +79,7 @@ class OAuthProviderSettings(BaseModel):
     #: the client secret Apple wants as a JWT.
     team_id: str = ""
     key_id: str = ""
-    private_key: str = ""
+    private_key: str = Field("", json_schema_extra=SECRET)
 
     @property
     def client_ids(self) -> tuple[str, ...]:
@@ -114,6 +129,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="PostgreSQL URL of a role that may create roles and schemas. Unset: run the embedded PostgreSQL.",
+        json_schema_extra=SECRET_IN_URL,
     )
     migrations_dir: Path | None = Field(
         None, description="Folder of your own .sql migrations, applied after the built-in ones."
@@ -210,13 +226,16 @@ class Settings(BaseSettings):
     )
 
     # Keys (taken from the data folder's keys.json when unset)
-    jwt_private_key: str | None = Field(None, description="PEM of the ES256 (P-256) signing key.")
-    publishable_key: str | None = Field(None, description="The publishable API key (sb_publishable_...).")
-    secret_key: str | None = Field(None, description="The secret API key (sb_secret_...).")
-    anon_key: str | None = Field(None, description="Legacy anon JWT API key.")
-    service_role_key: str | None = Field(None, description="Legacy service_role JWT API key.")
+    jwt_private_key: str | None = Field(None, description="PEM of the ES256 (P-256) signing key: the root key, from "
+                                         "which other secrets are derived.", json_schema_extra=SECRET)
+    publishable_key: str | None = Field(None, description="The publishable API key (sb_publishable_...).",
+                                         json_schema_extra=PUBLIC)
+    secret_key: str | None = Field(None, description="The secret API key (sb_secret_...).", json_schema_extra=SECRET)
+    anon_key: str | None = Field(None, description="Legacy anon JWT API key.", json_schema_extra=PUBLIC)
+    service_role_key: str | None = Field(None, description="Legacy service_role JWT API key.",
+                                          json_schema_extra=SECRET)
     authenticator_password: str | None = Field(
-        None, description="Password of the authenticator database role."
+        None, description="Password of the authenticator database role.", json_schema_extra=SECRET
     )
 
     # Tokens
@@ -343,7 +362,7 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(None, description="S3 bucket that holds the object bytes (must exist).")
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_access_key_id: str | None = Field(None, description="S3 access key id.")
-    s3_secret_access_key: str | None = Field(None, description="S3 secret access key.")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret access key.", json_schema_extra=SECRET)
     s3_prefix: str = Field("", description="Key prefix inside the S3 bucket.")
     s3_force_path_style: bool = Field(True, description="Path-style S3 URLs (needed by most S3-compatible servers).")
 
@@ -351,7 +370,7 @@ class Settings(BaseSettings):
     smtp_host: str | None = Field(None, description="SMTP server. Unset: mail stays in the outbox (/_inbox in development).")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port.")
     smtp_user: str | None = Field(None, description="SMTP user name.")
-    smtp_password: str | None = Field(None, description="SMTP password.")
+    smtp_password: str | None = Field(None, description="SMTP password.", json_schema_extra=SECRET)
     smtp_tls: Literal["starttls", "tls", "none"] = Field(
         "starttls", description="starttls (upgrade), tls (implicit TLS, port 465) or none."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, data, signin, storage_buckets, storage_objects, storage_upload, users
+from gatehouse.dashboard import actions, data, keys, signin, storage_buckets, storage_objects, storage_upload, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -39,6 +39,9 @@ routes = [
     Route("/data/{schema}/{table}/row", data.edit_row, methods=["GET", "POST"]),
     Route("/data/{schema}/{table}/new", data.new_row, methods=["GET", "POST"]),
     Route("/data/{schema}/{table}/delete", data.delete_row, methods=["POST"]),
+    # Keys and settings: the effective configuration and the signing-key rotation
+    Route("/settings", keys.page, methods=["GET"]),
+    Route("/settings/keys/{step}", keys.step, methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 
