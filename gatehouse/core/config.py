@@ -534,16 +534,29 @@ class Settings(BaseSettings):
         return self.workers or os.cpu_count() or 1
 
 
+def secrets_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The folder of files that hold settings, one per file named after its variable
+    (``GATEHOUSE_SECRET_KEY``): ``GATEHOUSE_SECRETS_DIR``, else the folder of systemd's
+    credentials (``CREDENTIALS_DIRECTORY``, set for a unit with ``LoadCredential=``). A variable
+    in the environment or ``.env`` wins over its file."""
+    folder = environ.get("GATEHOUSE_SECRETS_DIR") or environ.get("CREDENTIALS_DIRECTORY")
+    return Path(folder) if folder else None
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment, ``.env`` and explicit overrides (CLI flags).
+    """Build settings from the environment, ``.env``, the secrets folder (``secrets_dir``) and
+    explicit overrides (CLI flags).
 
     Raises ConfigError with one line per bad setting, naming the variable.
     """
     clean = {key: value for key, value in overrides.items() if value is not None}
     if "oauth_providers" not in clean:
         clean["oauth_providers"] = oauth_variables(os.environ, dotenv_values(".env") if Path(".env").is_file() else {})
+    folder = secrets_dir()
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"the secrets folder {folder} (GATEHOUSE_SECRETS_DIR or CREDENTIALS_DIRECTORY) is not a folder")
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        return Settings(**clean, _secrets_dir=folder)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

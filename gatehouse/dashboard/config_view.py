@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from gatehouse.core.config import OAuthProviderSettings, Settings, secrecy
+from gatehouse.core.config import OAuthProviderSettings, Settings, secrecy, secrets_dir
 from gatehouse.core.keys import KeySet
 
 MASK = "••••••••"
@@ -56,6 +56,9 @@ def _source(variable: str, value: object, default: object, environ: Mapping[str,
         return "environment"
     if dotenv.get(variable) is not None:
         return ".env file"
+    folder = secrets_dir(environ)
+    if folder is not None and (folder / variable).is_file():
+        return f"file in {folder}"
     return "default" if value == default else "command line"
 
 

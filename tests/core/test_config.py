@@ -164,3 +164,19 @@ def test_a_storage_origin_sharing_the_app_host_is_refused(overrides: dict[str, s
     with pytest.raises(ConfigError) as refused:
         load_settings(**overrides)
     assert message in str(refused.value)
+
+
+def test_settings_from_a_secrets_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd's LoadCredential= (or a mounted secrets folder) gives a setting as a file named after
+    its variable; a variable in the environment still wins."""
+    (tmp_path / "GATEHOUSE_SECRET_KEY").write_text("sb_secret_" + "f" * 32 + "\n")
+    (tmp_path / "GATEHOUSE_SMTP_PASSWORD").write_text("from a file")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    settings = load_settings()
+    assert settings.secret_key == "sb_secret_" + "f" * 32
+    assert settings.smtp_password == "from a file"
+    monkeypatch.setenv("GATEHOUSE_SMTP_PASSWORD", "from the environment")
+    assert load_settings().smtp_password == "from the environment"
+    monkeypatch.setenv("GATEHOUSE_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_settings()
