@@ -33,6 +33,7 @@ from gatehouse.core.http import ApiMount, BodyLimitMiddleware, JSONResponse, Req
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
+from gatehouse.core.samples import Sampler, Tally
 from gatehouse.dashboard import routes as dashboard_routes
 from gatehouse.dashboard.service import Dashboard
 from gatehouse.mail import inbox as mail_inbox
@@ -229,6 +230,12 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         realtime=Realtime(database, callers, settings), dashboard=Dashboard(auth_admin, keys),
     )
 
+    tally = Tally()  # every request, for the dashboard's Health page, whether or not /metrics is on
+
+    def observe(scope: Scope, status: int, seconds: float) -> None:
+        observe_request(scope, status, seconds)
+        tally.observe(scope, status, seconds)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
@@ -244,6 +251,11 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         multipart_janitor = MultipartJanitor(database.admin, expiry=settings.storage_s3_multipart_expiry)
         await multipart_janitor.start()
         await container.realtime.start()
+        sampler = None
+        if settings.metrics_sample_interval > 0:
+            sampler = Sampler(database, tally, interval=settings.metrics_sample_interval,
+                              retention=settings.metrics_retention, max_per_pool=settings.db_pool_max_size)
+            await sampler.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -261,6 +273,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             await expired_uploads.stop()
             await janitor.stop()
             await multipart_janitor.stop()
+            if sampler is not None:
+                await sampler.stop()  # its last sample needs the pool
             await database.close()
             await backend.close()
             auth.close()
@@ -288,7 +302,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware, observe=observe_request if settings.metrics_enabled else None),
+            Middleware(RequestContextMiddleware, observe=observe if settings.metrics_enabled else tally.observe),
             Middleware(StorageOriginMiddleware, storage_url=settings.storage_public_url),
             Middleware(
                 ApiCORSMiddleware,
