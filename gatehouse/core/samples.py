@@ -204,26 +204,29 @@ class Window:
 @dataclass
 class _Sum:
     counts: Counts = field(default_factory=Counts)
-    #: The earliest moment the rows cover (each row covers ``seconds`` before its ``sampled_at``).
+    #: The span the rows cover: each row covers ``seconds`` before its ``sampled_at``.
     since: float = float("inf")
+    until: float = float("-inf")
     #: By source: (pool in use summed, pool max summed, samples), for the mean of each process.
     pools: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, row: Any) -> None:
         self.counts.add(Counts(row["requests"], row["errors"], list(row["latency_counts"]), 0.0))
         self.since = min(self.since, row["sampled_at"].timestamp() - row["seconds"])
+        self.until = max(self.until, row["sampled_at"].timestamp())
         mine = self.pools.setdefault(row["source"], [0.0, 0.0, 0.0])
         mine[0] += row["pool_in_use"]
         mine[1] += row["pool_max"]
         mine[2] += 1
 
-    def slot(self, start: float, end: float, zone: tzinfo | None) -> Slot:
+    def slot(self, start: float, zone: tzinfo | None) -> Slot:
         begins = datetime.fromtimestamp(start, zone)
         if not self.pools:
             return Slot(begins, None, None, None, None, None, None)
-        # Over the time the rows cover, not the whole step: right for the step still under way
-        # and for a deployment that started within it.
-        covered = end - max(start, self.since)
+        # All processes' requests over the span their rows cover together: processes running side
+        # by side add up, one restarted (a new source) does not count twice, and the step still
+        # under way is divided by the time sampled so far, not by the whole step.
+        covered = self.until - self.since
         requests = self.counts.requests
         return Slot(
             begins, requests / covered if covered > 0 else None, self.counts.errors / requests if requests else None,
@@ -236,8 +239,7 @@ class _Sum:
 def summarise(rows: Sequence[Any], *, now: datetime, seconds: int, step: int) -> Window:
     """Group sample rows (mappings with the columns of ``metrics_samples``) into steps ending at ``now``."""
     count = max(1, -(-seconds // step))
-    end = now.timestamp()
-    start = end - count * step
+    start = now.timestamp() - count * step
     sums = [_Sum() for _ in range(count)]
     whole = _Sum()
     sources: set[str] = set()
@@ -250,9 +252,8 @@ def summarise(rows: Sequence[Any], *, now: datetime, seconds: int, step: int) ->
             whole.add(row)
             sources.add(row["source"])
     zone = now.tzinfo
-    slots = [total.slot(start + index * step, min(end, start + (index + 1) * step), zone)
-             for index, total in enumerate(sums)]
-    overall = whole.slot(start, end, zone)
+    slots = [total.slot(start + index * step, zone) for index, total in enumerate(sums)]
+    overall = whole.slot(start, zone)
     # Pool use over the whole window: the mean of the steps that have one, not a sum of processes
     # over the hour (a restarted process is another source).
     used = [slot for slot in slots if slot.pool_in_use is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, signin, users
+from gatehouse.dashboard import actions, health, mail, signin, users
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -20,6 +20,15 @@ routes = [
     Route("/users/{user_id}", users.user_detail, methods=["GET"]),
     Route("/users/{user_id}/factors/{factor_id}/remove", actions.act, methods=["POST"]),
     Route("/users/{user_id}/{action}", actions.act, methods=["POST"]),
+    # Mail and Health (dashboard/mail.py, dashboard/health.py)
+    Route("/mail", mail.outbox_page, methods=["GET"]),
+    Route("/mail/test", mail.send_test, methods=["POST"]),
+    Route("/mail/templates/{kind}", mail.template_page, methods=["GET"]),
+    Route("/mail/{outbox_id}", mail.message_page, methods=["GET"]),
+    Route("/mail/{outbox_id}/{action}", mail.change, methods=["POST"]),
+    Route("/health", health.health_page, methods=["GET"]),
+    Route("/health/data", health.health_data, methods=["GET"]),
+    Route("/health/figures", health.health_figures, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 
