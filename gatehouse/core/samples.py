@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import os
 import secrets
 import socket
@@ -237,9 +238,10 @@ class _Sum:
 
 
 def summarise(rows: Sequence[Any], *, now: datetime, seconds: int, step: int) -> Window:
-    """Group sample rows (mappings with the columns of ``metrics_samples``) into steps ending at ``now``."""
+    """Group sample rows (mappings with the columns of ``metrics_samples``) into whole steps (whole
+    minutes for a step of 60 s), the last one the step ``now`` falls in."""
     count = max(1, -(-seconds // step))
-    start = now.timestamp() - count * step
+    start = math.ceil(now.timestamp() / step) * step - count * step
     sums = [_Sum() for _ in range(count)]
     whole = _Sum()
     sources: set[str] = set()
