@@ -25,7 +25,7 @@ from starlette.responses import Response
 from gatehouse.auth.forms import normalize_email
 from gatehouse.core.errors import GatehouseError
 from gatehouse.dashboard import audit
-from gatehouse.dashboard.pages import Visit, client_ip, dashboard, render, signed_in, signed_in_form
+from gatehouse.dashboard.pages import Visit, client_ip, dashboard, redirect, render, signed_in, signed_in_form
 from gatehouse.mail import listing, outbox
 from gatehouse.mail.outbox import OutboxEntry, backlog, delivery_log, enqueue
 from gatehouse.mail.render import KINDS, Templates
@@ -37,6 +37,12 @@ SHOWN_BODIES = frozenset({"test"})
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 _DIGITS = re.compile(r"[0-9]{6,}")
 _MASK = "\u2022" * 6
+#: What a change says on the message's page it redirects to (``?done=``): fixed texts, never echoed input.
+DONE = {
+    "retry": "The message is due now: a sender takes it within seconds.",
+    "cancel": "The message is cancelled: it will not be sent.",
+    "test": "The test email is in the outbox: a sender takes it within seconds.",
+}
 
 
 def masked_subject(entry: OutboxEntry) -> str:
@@ -69,8 +75,8 @@ async def outbox_page(request: Request) -> Response:
     return await _show_outbox(request, current)
 
 
-async def _show_outbox(request: Request, current: Visit, *, status_code: int = 200, notice: str = "",
-                       error: str = "", test_to: str = "") -> Response:
+async def _show_outbox(request: Request, current: Visit, *, status_code: int = 200, error: str = "",
+                       test_to: str = "") -> Response:
     params = request.query_params if request.method == "GET" else {}
     status = params.get("status") or None
     try:
@@ -91,7 +97,7 @@ async def _show_outbox(request: Request, current: Visit, *, status_code: int = 2
         request, current, "mail_outbox.html", status=status_code, section="mail", page=found, links=links,
         chosen=status, statuses=listing.STATUSES, subject=masked_subject, backlog=await backlog(pool),
         failed=await listing.failed_count(pool), kinds=[kind for kind in KINDS],
-        smtp=services(request).settings.smtp_host, notice=notice, error=error, test_to=test_to,
+        smtp=services(request).settings.smtp_host, error=error, test_to=test_to,
     )
 
 
@@ -116,7 +122,7 @@ async def message_page(request: Request) -> Response:
     entry = await listing.message(dashboard(request).accounts.pool, outbox_id) if outbox_id else None
     if entry is None:
         return _not_found(request, current)
-    return await _show_message(request, current, entry)
+    return await _show_message(request, current, entry, notice=DONE.get(request.query_params.get("done", ""), ""))
 
 
 async def change(request: Request) -> Response:
@@ -146,9 +152,7 @@ async def change(request: Request) -> Response:
         what = "retried" if action == "retry" else "cancelled"
         return await _show_message(request, current, now, status=409,
                                    error=f"A message that is {now.status} cannot be {what}.")
-    notice = ("The message is due now: a sender takes it within seconds." if action == "retry"
-              else "The message is cancelled: it will not be sent.")
-    return await _show_message(request, current, await listing.message(pool, entry.id) or entry, notice=notice)
+    return redirect(current, f"/_/mail/{entry.id}?done={action}")  # a reload shows the page, never posts again
 
 
 async def send_test(request: Request) -> Response:
@@ -173,7 +177,7 @@ async def send_test(request: Request) -> Response:
         outbox_id = await enqueue(conn, message)
         await audit.record(conn, current.session.admin.id, "mail_test", ip=client_ip(request),
                            target=str(outbox_id), detail={"to": to})
-    return await _show_outbox(request, current, notice=f"A test email to {to} is in the outbox (message {outbox_id}).")
+    return redirect(current, f"/_/mail/{outbox_id}?done=test")
 
 
 def sample(request: Request) -> dict[str, str]:

@@ -77,9 +77,11 @@ def wait_for_status(database_url: str, outbox_id: int, wanted: str) -> None:
         time.sleep(0.05)
 
 
-def queued_id(page: Any) -> int:
-    found = re.search(r"\(message (\d+)\)", page.text)
-    assert found, page.text
+def queued_id(answer: Any) -> int:
+    """The id of the message a test-email POST queued: it redirects to that message's page."""
+    assert answer.status_code == 303, answer.text
+    found = re.fullmatch(r"/_/mail/(\d+)\?done=test", answer.headers["location"])
+    assert found, answer.headers["location"]
     return int(found[1])
 
 
@@ -103,9 +105,9 @@ def test_a_refused_mail_shows_the_servers_answer_and_is_sent_once_retried(
 ) -> None:
     smtp.refusing = True
     before = len(smtp.received)
-    page = visitor.post("/_/mail/test", {"to": "retry-me@example.com"})
-    assert page.status_code == 200 and "A test email to retry-me@example.com is in the outbox" in page.text
-    outbox_id = queued_id(page)
+    outbox_id = queued_id(visitor.post("/_/mail/test", {"to": "retry-me@example.com"}))
+    page = visitor.get(f"/_/mail/{outbox_id}?done=test")
+    assert "The test email is in the outbox" in page.text and "retry-me@example.com" in page.text
     wait_for_status(database_url, outbox_id, "failed")
     failed = visitor.get("/_/mail", params={"status": "failed"})
     assert f'id="message-{outbox_id}"' in failed.text and REFUSAL in failed.text
@@ -115,7 +117,8 @@ def test_a_refused_mail_shows_the_servers_answer_and_is_sent_once_retried(
 
     smtp.refusing = False
     retried = visitor.post(f"/_/mail/{outbox_id}/retry", {})
-    assert retried.status_code == 200 and "The message is due now" in retried.text
+    assert retried.status_code == 303 and retried.headers["location"] == f"/_/mail/{outbox_id}?done=retry"
+    assert "The message is due now" in visitor.get(retried.headers["location"]).text
     wait_for_status(database_url, outbox_id, "sent")
     (arrived,) = smtp.received[before:]
     assert arrived.recipients == ["retry-me@example.com"] and arrived.email["Subject"].startswith("Test message")
@@ -132,7 +135,8 @@ def test_cancel_asks_first_then_never_sends(visitor: Visitor, database_url: str)
     assert ask.status_code == 200 and 'id="question"' in ask.text and 'name="confirmed" value="yes"' in ask.text
     assert status_of(database_url, outbox_id) == "pending"
     done = visitor.post(f"/_/mail/{outbox_id}/cancel", {"confirmed": "yes"})
-    assert done.status_code == 200 and "it will not be sent" in done.text
+    assert done.status_code == 303 and "it will not be sent" in visitor.get(done.headers["location"]).text
+    assert "it will not be sent" not in visitor.get(f"/_/mail/{outbox_id}?done=%3Cscript%3E").text
     assert status_of(database_url, outbox_id) == "cancelled"
     assert audit_actions(database_url, str(outbox_id)) == ["mail_cancel"]
     for action in ("cancel", "retry"):

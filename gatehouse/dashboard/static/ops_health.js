@@ -41,7 +41,7 @@
       if (charts[index]) { charts[index].setData(data); return; }
       var series = [{}].concat(spec.series.map(function (line) {
         return { label: line.label, stroke: line.stroke, width: 2, dash: line.dash, spanGaps: false,
-                 points: { show: false } };
+                 points: { show: true, size: 5 } };
       }));
       charts[index] = new uPlot({ width: width(element), height: 180, series: series,
                                   scales: { x: { time: true }, y: { range: function (u, min, max) {
