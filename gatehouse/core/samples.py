@@ -150,7 +150,7 @@ class Sampler(Background):
         await super().stop()
         try:
             await asyncio.wait_for(self.sample(), 5)
-        except _DB_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - shutting down: say so, never fail the shutdown
             log.warning("the last metrics sample was not written: %s", exc)
 
     async def _run(self) -> None:

@@ -49,12 +49,18 @@ async def page(
     if status is not None and status not in STATUSES:
         raise ValueError(f"unknown status {status!r}")
     backwards = after is not None and before is None
+    # Only the conditions in use, so that each variant's plan can use its index (a generic plan
+    # for "$1 IS NULL OR status = $1" could not); the values are always bound.
+    where, args = [], []
+    for column, operator, value in (("status", "=", status), ("id", "<", before),
+                                    ("id", ">", after if backwards else None)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} {operator} ${len(args)}")
     rows = await pool.fetch(
-        f"""SELECT {_COLUMNS} FROM gatehouse.mail_outbox
-            WHERE ($1::text IS NULL OR status = $1)
-              AND ($2::bigint IS NULL OR id < $2) AND ($3::bigint IS NULL OR id > $3)
-            ORDER BY id {"ASC" if backwards else "DESC"} LIMIT $4""",
-        status, before, after if backwards else None, limit + 1,
+        f"""SELECT {_COLUMNS} FROM gatehouse.mail_outbox {"WHERE " + " AND ".join(where) if where else ""}
+            ORDER BY id {"ASC" if backwards else "DESC"} LIMIT ${len(args) + 1}""",
+        *args, limit + 1,
     )
     more = len(rows) > limit
     rows = rows[:limit]

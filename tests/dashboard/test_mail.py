@@ -257,3 +257,27 @@ def test_no_dashboard_session_no_access(server: RunningServer, database_url: str
             assert answer.status_code in (303, 403), (path, headers)
     auth.close()
     assert status_of(database_url, outbox_id) == "pending"
+
+
+def test_the_outbox_pages_through_a_status_both_ways(visitor: Visitor, database_url: str) -> None:
+    fetch(database_url, "INSERT INTO gatehouse.mail_outbox (kind, to_address, subject, text_body, status, attempts) "
+          "SELECT 'test', format('pager-%s@example.com', n), 'paged', 'body', 'failed', 1 "
+          "FROM generate_series(1, 110) AS n RETURNING id")
+    failed = [row["id"] for row in fetch(
+        database_url, "SELECT id FROM gatehouse.mail_outbox WHERE status = 'failed' ORDER BY id DESC")]
+    pages: list[list[int]] = []
+    link: str | None = "/_/mail?status=failed"
+    while link:
+        page = visitor.get(link)
+        assert page.status_code == 200
+        pages.append([int(found) for found in re.findall(r'id="message-(\d+)"', page.text)])
+        older = re.search(r'id="older" rel="next" href="([^"]+)"', page.text)
+        link = html.unescape(older[1]) if older else None
+    assert [len(ids) for ids in pages] == [50, 50, len(failed) - 100] and [i for ids in pages for i in ids] == failed
+    assert 'id="newer"' in page.text
+    back: list[list[int]] = [pages[-1]]
+    while newer := re.search(r'id="newer" rel="prev" href="([^"]+)"', page.text):
+        page = visitor.get(html.unescape(newer[1]))
+        back.insert(0, [int(found) for found in re.findall(r'id="message-(\d+)"', page.text)])
+    assert back == pages
+    assert f'id="fig-failed">{len(failed)}<' in page.text

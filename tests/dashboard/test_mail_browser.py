@@ -119,6 +119,7 @@ def test_health_charts_at_360_px_and_wide(browser: Browser, server: RunningServe
         with watched_page(browser, viewport={"width": width, "height": height}) as page:
             violations = no_csp_violations(page)
             sign_in(page, server, admin)
+            expect(page.locator("#health-figures")).to_be_visible()  # the overview loaded them (htmx, CSRF header)
             page.get_by_role("link", name="Health", exact=True).focus()
             page.keyboard.press("Enter")
             expect(page.locator("h1")).to_have_text("Health")
