@@ -3,7 +3,7 @@
 The numbers come from ``gatehouse.metrics_samples`` (``core/samples.py``: each process writes its
 request counts, latency buckets and pool use there), so every process contributes whichever one
 answers, with or without ``GATEHOUSE_METRICS``. The page is complete without script: the figures
-and a table of the hour in five-minute steps are HTML. With script, ``ops_health.js`` fetches
+and a table of the hour in five-minute steps are HTML. With script, ``health_charts.js`` fetches
 ``/_/health/data`` (the same numbers in one-minute steps, as JSON, for a signed-in administrator
 only) and draws them with the vendored uPlot.
 """

@@ -86,9 +86,9 @@ def test_the_page_works_without_script(traffic: int, visitor: Visitor) -> None:
     assert re.search(r'id="fig-size">[0-9.]+ (MiB|GiB)<', page.text)
     assert re.findall(r"<script[^>]*>", page.text) == [
         '<script src="/_/static/htmx.min.js" defer>', '<script src="/_/static/uplot.iife.min.js" defer>',
-        '<script src="/_/static/ops_health.js" defer>']  # no inline script: the CSP allows none
+        '<script src="/_/static/health_charts.js" defer>']  # no inline script: the CSP allows none
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    for path in ("/_/static/uplot.iife.min.js", "/_/static/uplot.min.css", "/_/static/ops_health.js"):
+    for path in ("/_/static/uplot.iife.min.js", "/_/static/uplot.min.css", "/_/static/health_charts.js"):
         assert visitor.get(path).status_code == 200
 
 
