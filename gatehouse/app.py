@@ -34,6 +34,7 @@ from gatehouse.core.keyring import Keyring
 from gatehouse.core.keys import JWTVerifier, KeySet, load_keys
 from gatehouse.core.metrics import metrics_endpoint
 from gatehouse.core.metrics import observe as observe_request
+from gatehouse.core.samples import Sampler, Tally
 from gatehouse.dashboard import routes as dashboard_routes
 from gatehouse.dashboard.service import Dashboard
 from gatehouse.dashboard.storage_upload import STREAMED_PREFIX
@@ -238,6 +239,12 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         keyring=Keyring(keys, lambda: database.admin, longest_token_life=longest_token_life(settings)),
     )
 
+    tally = Tally()  # every request, for the dashboard's Health page, whether or not /metrics is on
+
+    def observe(scope: Scope, status: int, seconds: float) -> None:
+        observe_request(scope, status, seconds)
+        tally.observe(scope, status, seconds)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
@@ -254,6 +261,11 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         multipart_janitor = MultipartJanitor(database.admin, expiry=settings.storage_s3_multipart_expiry)
         await multipart_janitor.start()
         await container.realtime.start()
+        sampler = None
+        if settings.metrics_sample_interval > 0:
+            sampler = Sampler(database, tally, interval=settings.metrics_sample_interval,
+                              retention=settings.metrics_retention, max_per_pool=settings.db_pool_max_size)
+            await sampler.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
             sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
@@ -272,6 +284,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             await expired_uploads.stop()
             await janitor.stop()
             await multipart_janitor.stop()
+            if sampler is not None:
+                await sampler.stop()  # its last sample needs the pool
             await database.close()
             await backend.close()
             auth.close()
@@ -299,7 +313,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware, observe=observe_request if settings.metrics_enabled else None),
+            Middleware(RequestContextMiddleware, observe=observe if settings.metrics_enabled else tally.observe),
             Middleware(StorageOriginMiddleware, storage_url=settings.storage_public_url),
             Middleware(
                 ApiCORSMiddleware,

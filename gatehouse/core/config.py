@@ -398,6 +398,13 @@ class Settings(BaseSettings):
         "Unset: on in development only.",
     )
     log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text.")
+    metrics_sample_interval: float = Field(
+        10.0, ge=0, description="Seconds between the rows each process writes to gatehouse.metrics_samples for the "
+        "dashboard's Health page (requests, errors, latency buckets, pool use); 0 writes none.",
+    )
+    metrics_retention: int = Field(
+        86_400, ge=3600, description="Seconds the Health page's samples are kept before they are pruned (24 hours).",
+    )
 
     @field_validator("database_url")
     @classmethod

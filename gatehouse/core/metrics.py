@@ -35,10 +35,11 @@ from starlette.types import Scope
 if TYPE_CHECKING:
     from gatehouse.core.db import Database
 
+#: Upper bounds (seconds) of the latency buckets, here and in the dashboard's samples (core/samples.py).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REQUESTS = Counter("gatehouse_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram(
-    "gatehouse_request_duration_seconds", "Time to answer an HTTP request", ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    "gatehouse_request_duration_seconds", "Time to answer an HTTP request", ["route"], buckets=LATENCY_BUCKETS,
 )
 POOL = Gauge("gatehouse_db_pool_connections", "Database pool connections", ["pool", "state"],
              multiprocess_mode="livesum")

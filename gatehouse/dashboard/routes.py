@@ -5,7 +5,18 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehouse.dashboard import actions, data, keys, signin, storage_buckets, storage_objects, storage_upload, users
+from gatehouse.dashboard import (
+    actions,
+    data,
+    health,
+    keys,
+    mail,
+    signin,
+    storage_buckets,
+    storage_objects,
+    storage_upload,
+    users,
+)
 from gatehouse.dashboard.pages import HERE
 
 routes = [
@@ -42,6 +53,15 @@ routes = [
     # Keys and settings: the effective configuration and the signing-key rotation
     Route("/settings", keys.page, methods=["GET"]),
     Route("/settings/keys/{step}", keys.step, methods=["POST"]),
+    # Mail and Health (dashboard/mail.py, dashboard/health.py)
+    Route("/mail", mail.outbox_page, methods=["GET"]),
+    Route("/mail/test", mail.send_test, methods=["POST"]),
+    Route("/mail/templates/{kind}", mail.template_page, methods=["GET"]),
+    Route("/mail/{outbox_id}", mail.message_page, methods=["GET"]),
+    Route("/mail/{outbox_id}/{action}", mail.change, methods=["POST"]),
+    Route("/health", health.health_page, methods=["GET"]),
+    Route("/health/data", health.health_data, methods=["GET"]),
+    Route("/health/figures", health.health_figures, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="dashboard-static"),
 ]
 

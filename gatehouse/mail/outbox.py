@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from gatehouse.core.db import Conn, Database
+from gatehouse.core.db import Conn, Database, Queryable
 from gatehouse.core.metrics import Figure
 from gatehouse.mail.base import MailDeliveryError, Mailer, Message
 
@@ -260,6 +260,40 @@ async def backlog(pool: asyncpg.Pool) -> int:
     """How many messages are not sent yet (waiting, or being sent now)."""
     count: int = await pool.fetchval("SELECT count(*) FROM gatehouse.mail_outbox WHERE status IN ('pending', 'sending')")
     return count
+
+
+_RETRY = """
+WITH due AS (
+    UPDATE gatehouse.mail_outbox SET status = 'pending', next_attempt_at = now()
+    WHERE id = $1 AND status IN ('pending', 'failed')
+    RETURNING id
+)
+SELECT id, pg_notify('gatehouse_mail', '') FROM due
+"""
+
+
+async def retry(db: Queryable, outbox_id: int) -> bool:
+    """Make a waiting or failed message due now and wake the senders; False if it is neither.
+
+    A failed message gets one more attempt: its refusals so far still count, so another refusal
+    fails it again at once. A message being sent, sent or cancelled is left as it is.
+    """
+    row = await db.fetchrow(_RETRY, outbox_id)
+    return row is not None
+
+
+async def cancel(db: Queryable, outbox_id: int) -> bool:
+    """Never send a message that is waiting; False if it is not (being sent, sent, failed, cancelled).
+
+    The row stays, as the record of a message that was not sent. A sender claims a row and this
+    changes one in a single statement each, so the message is either cancelled or sent, not both.
+    """
+    done = await db.fetchval(
+        "UPDATE gatehouse.mail_outbox SET status = 'cancelled', locked_until = NULL WHERE id = $1 "
+        "AND status = 'pending' RETURNING id",
+        outbox_id,
+    )
+    return done is not None
 
 
 def figures(database: Database) -> list[Figure]:
