@@ -23,7 +23,7 @@ ENV_EXAMPLE = DEPLOY / "gatehouse.env.example"
 KNOWN = {f"GATEHOUSE_{name.upper()}" for name in Settings.model_fields}
 
 
-def credentials() -> list[str]:
+def credentials() -> list[tuple[str, str]]:
     return re.findall(r"^LoadCredential=(\w+):/etc/gatehouse/credentials/(\w+)$", UNIT.read_text(), re.MULTILINE)
 
 
