@@ -78,3 +78,17 @@ def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServe
         expect(page.locator("h1")).to_have_text(first)
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
         page.screenshot(path=str(output_dir / "user-360.png"), full_page=True)
+
+
+def test_users_page_wide(browser: Browser, server: RunningServer, admin: str, output_dir: Path) -> None:
+    """The users page on a laptop's screen: the picture in the README (docs/dashboard-users.png)."""
+    with watched_page(browser, viewport={"width": 1280, "height": 760}) as page:
+        page.goto(f"{server.url}/_/login")
+        page.fill("#email", admin)
+        page.fill("#password", PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/_/")
+        page.goto(f"{server.url}/_/users")
+        expect(page.locator("#results a[href^='/_/users/']").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        page.screenshot(path=str(output_dir / "users-1280.png"))
