@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import PASSWORD, Visitor, fetch, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, code, fetch, make_admin, new_email
 from tests.support import RunningServer, run_sql
 
 ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDRESS": "1000/60",
@@ -351,20 +351,45 @@ def test_an_unknown_action_on_a_real_user(visitor: Visitor, database_url: str) -
 
 
 def test_ban_and_delete_in_chromium_at_360_px(server: RunningServer, database_url: str, output_dir: Path) -> None:
-    """By keyboard at 360 px: ban with its confirmation step, a refused metadata edit, a hard delete."""
+    """By keyboard at 360 px: set up TOTP and sign in with a code, find an unconfirmed user, confirm
+    them, ban with its confirmation step, a refused metadata edit, a hard delete."""
     pytest.importorskip("playwright")
     from playwright.sync_api import expect
 
     from tests.chromium import chromium, watched_page
 
-    email, user_id = make_admin(database_url), make_user(database_url)  # before Playwright's event loop runs
+    # SQL before Playwright's event loop runs
+    email, user_id = make_admin(database_url), make_user(database_url, confirmed=False)
+    user = user_row(database_url, user_id)
+    assert user is not None
     with chromium() as browser, watched_page(browser, viewport={"width": 360, "height": 740}) as page:
         page.goto(f"{server.url}/_/login")
         page.fill("#email", email)
         page.fill("#password", PASSWORD)
         page.keyboard.press("Enter")
         expect(page).to_have_url(f"{server.url}/_/")
-        page.goto(f"{server.url}/_/users/{user_id}")
+        page.goto(f"{server.url}/_/totp")  # in development TOTP is offered, then asked for at each sign-in
+        secret = page.locator("#secret").inner_text()
+        page.fill("#code", code(secret))
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/_/")
+        page.locator("form.signout button").click()
+        expect(page).to_have_url(f"{server.url}/_/login")
+        page.fill("#email", email)
+        page.fill("#password", PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/_/login/totp")
+        page.screenshot(path=str(output_dir / "totp-360.png"), full_page=True)
+        page.fill("#code", code(secret, steps_ahead=1))  # the first code was used up by the set-up
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{server.url}/_/")
+
+        page.goto(f"{server.url}/_/users")
+        page.get_by_label("Unconfirmed").check()
+        page.fill("#q", user["email"])
+        page.locator(f"#results a[href='/_/users/{user_id}']").click()
+        page.get_by_role("button", name="Confirm email").click()
+        expect(page.locator("#notice")).to_contain_text("onfirmed")
         page.locator("#ban-duration").focus()
         page.keyboard.type("24h")
         page.keyboard.press("Enter")
