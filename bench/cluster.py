@@ -54,7 +54,7 @@ from bench.cluster_load import RETRY, RETRY_STATUSES, Recorder, run_users
 from bench.cluster_setup import Cluster, own_cpu_seconds
 from bench.harness import percentile, stop_on_sigterm
 from bench.load import STEPS, avatar_png
-from bench.machine import CPUSplit
+from bench.machine import CPUSplit, Meter
 from tests.support import fetch_rows
 
 RESULTS = Path(__file__).parent / "results"
@@ -125,6 +125,7 @@ class PhaseRecord:
     fault: str | None = None
     fault_started: float | None = None
     fault_stopped: float | None = None  # when the fault's stop returned (the component answering again)
+    other_cpu_share: float = 0.0  # CPU of processes not this benchmark's, as a share of the machine (bench.machine)
 
 
 def fault_phases(cluster: Cluster, seconds: float, outage: float = 10.0) -> list[Phase]:
@@ -143,6 +144,8 @@ def run_timeline(phases: list[Phase], recorder: Recorder) -> list[PhaseRecord]:
     try:
         for phase in phases:
             record = PhaseRecord(phase.name, time.perf_counter(), 0.0)
+            meter = Meter()
+            meter.start()
             print(f"{time.strftime('%H:%M:%S')} phase: {phase.name}", flush=True)
             if phase.fault is not None:
                 record.fault, record.fault_started = phase.fault.name, time.perf_counter()
@@ -152,6 +155,7 @@ def run_timeline(phases: list[Phase], recorder: Recorder) -> list[PhaseRecord]:
                 record.fault_stopped = time.perf_counter()
             time.sleep(max(0.0, record.started + phase.seconds - time.perf_counter()))
             record.ended = time.perf_counter()
+            record.other_cpu_share = round(meter.other_share(), 3)
             records.append(record)
     finally:
         recorder.stopping = True
@@ -271,7 +275,7 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
         "phases": [{
             "name": r.name, "from_s": round(r.started - began, 1), "to_s": round(r.ended - began, 1), "fault": r.fault,
             "fault_s": None if r.fault_started is None or r.fault_stopped is None
-            else round(r.fault_stopped - r.fault_started, 1),
+            else round(r.fault_stopped - r.fault_started, 1), "other_cpu_share": r.other_cpu_share,
             **window(recorder, r.started, r.ended)} for r in records],
         "error_samples": recorder.samples, "unexpected": recorder.stats.messages,
         "after_check": check, "server_5xx_and_errors": logs,
@@ -302,7 +306,9 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
     cluster = Cluster(keep=args.keep)
     try:
         cluster.start_backends()
-        for processes in args.scale:
+        # Round 2 goes back down (1,2,3 then 3,2,1): a machine busier at one end weighs on every count alike.
+        order = [n for r in range(args.rounds) for n in (args.scale if r % 2 == 0 else args.scale[::-1])]
+        for processes in order:
             cluster.start_gatehouse(processes)
             recorder = Recorder()
             measured: dict[str, Any] = {}
@@ -339,17 +345,46 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_ms_per_request": {k: round(v / requests * 1000, 2) for k, v in cpu.items()},
                 "cpu_ms_per_flow": {k: round(v / flows * 1000, 1) for k, v in cpu.items()},
                 "machine_busy_share": round(measured["busy"] / (elapsed * (os.cpu_count() or 1)), 3),
+                "other_cpu_share": round(other / (elapsed * (os.cpu_count() or 1)), 3),
             })
             cluster.stop_gatehouse()
     finally:
         cluster.stop()
+    summary = summarise(runs, args.scale)
     return {"date": now(), "machine": machine(), "users": args.users, "warmup_s": args.warmup,
-            "seconds": args.seconds, "runs": runs, "verdict": scaling_verdict(runs)}
+            "seconds": args.seconds, "rounds": args.rounds, "runs": runs, "summary": summary,
+            "verdict": scaling_verdict(summary)}
 
 
-def scaling_verdict(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], counts: list[int]) -> list[dict[str, Any]]:
+    """Per number of processes, the mean over its rounds."""
+    out = []
+    for processes in counts:
+        mine = [r for r in runs if r["processes"] == processes]
+        components = list(mine[0]["cpu_ms_per_request"])
+
+        def mean(get: Callable[[dict[str, Any]], float], runs: list[dict[str, Any]] = mine) -> float:
+            return sum(get(r) for r in runs) / len(runs)
+
+        out.append({
+            "processes": processes, "rounds": len(mine),
+            "flows_per_s": round(mean(lambda r: r["flows_per_s"]), 2),
+            "flows_per_s_runs": [r["flows_per_s"] for r in mine],
+            "requests_per_s": round(mean(lambda r: r["requests_per_s"]), 1),
+            "p99_ms_all_steps": round(mean(lambda r: r["p99_ms_all_steps"] or 0.0), 1),
+            "seen_errors": sum(r["seen_errors"] for r in mine),
+            "machine_busy_share": round(mean(lambda r: r["machine_busy_share"]), 3),
+            "other_cpu_share": round(mean(lambda r: r["other_cpu_share"]), 3),
+            "cpu_ms_per_request": {c: round(sum(r["cpu_ms_per_request"][c] for r in mine) / len(mine), 2)
+                                   for c in components},
+            "cpu_ms_per_flow": {c: round(sum(r["cpu_ms_per_flow"][c] for r in mine) / len(mine), 1) for c in components},
+        })
+    return out
+
+
+def scaling_verdict(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """Whether more processes ever gave less throughput (beyond 5%, the noise of one run here)."""
-    lower = [f"{b['processes']} < {a['processes']}" for a, b in itertools.pairwise(runs)
+    lower = [f"{b['processes']} < {a['processes']}" for a, b in itertools.pairwise(summary)
              if b["flows_per_s"] < a["flows_per_s"] * 0.95]
     return {"more_processes_never_lower": not lower, "lower": lower, "tolerance": 0.05}
 
@@ -384,9 +419,10 @@ def faults_md(result: dict[str, Any]) -> str:
         f"PostgreSQL 15, SeaweedFS; {result['users']} virtual users running the tutorial flow over https; "
         f"{result['machine']['cpus']} cores. Retries: transport errors and {', '.join(result['retries']['on'][1:])}, "
         f"after {' s, then '.join(map(str, result['retries']['backoff_s']))} s."), "",
-        md_table([["phase", "seconds", "fault (s)", "flows done", "broken flows", "requests", "first-try errors",
-                   "errors users saw"]] + [
+        md_table([["phase", "seconds", "fault (s)", "other CPU", "flows done", "broken flows", "requests",
+                   "first-try errors", "errors users saw"]] + [
             [p["name"], str(p["seconds"]), f"{p['fault']} ({p['fault_s']})" if p["fault"] else "-",
+             f"{p['other_cpu_share']:.0%}",
              str(p["completed_flows"]), str(p["broken_flows"]), str(p["requests"]),
              f"{p['first_try_errors']}: {kinds(p['first_try_errors_by_kind'])}",
              f"{p['seen_errors']}: {kinds(p['seen_errors_by_kind'])}"] for p in phases]),
@@ -410,17 +446,19 @@ def faults_md(result: dict[str, Any]) -> str:
 
 
 def scale_md(result: dict[str, Any]) -> str:
-    runs = result["runs"]
+    runs = result["summary"]
     components = list(runs[0]["cpu_ms_per_request"]) if runs else []
     lines = [
         f"# Throughput against Gatehouse processes ({result['date']})", "",
         (f"`python -m bench.cluster --scale {','.join(str(r['processes']) for r in runs)} --users {result['users']} "
         f"--seconds {result['seconds']}`: the tutorial flow over https through HAProxy, no faults, "
-        f"{result['machine']['cpus']} cores; {result['warmup_s']} s warm-up, then {result['seconds']} s measured."), "",
-        md_table([["processes", "flows/s", "requests/s", "p99 ms (all steps)", "errors users saw", "machine busy",
-                   *(f"CPU ms/request {c}" for c in components)]] + [
-            [str(r["processes"]), str(r["flows_per_s"]), str(r["requests_per_s"]), str(r["p99_ms_all_steps"]),
-             str(r["seen_errors"]), f"{r['machine_busy_share']:.0%}",
+        f"{result['machine']['cpus']} cores; {result['warmup_s']} s warm-up, then {result['seconds']} s measured; "
+        f"{result['rounds']} rounds (up, then down), means."), "",
+        md_table([["processes", "flows/s (each round)", "requests/s", "p99 ms (all steps)", "errors users saw",
+                   "machine busy", "other processes", *(f"CPU ms/request {c}" for c in components)]] + [
+            [str(r["processes"]), f"{r['flows_per_s']} ({', '.join(map(str, r['flows_per_s_runs']))})",
+             str(r["requests_per_s"]), str(r["p99_ms_all_steps"]),
+             str(r["seen_errors"]), f"{r['machine_busy_share']:.0%}", f"{r['other_cpu_share']:.0%}",
              *(str(r["cpu_ms_per_request"][c]) for c in components)] for r in runs]),
         "", "CPU ms per completed flow:", "",
         md_table([["processes", *components]] + [[str(r["processes"]), *(str(r["cpu_ms_per_flow"][c]) for c in components)]
@@ -447,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=lambda v: [int(n) for n in v.split(",")], help="e.g. 1,2,3: processes per run")
     parser.add_argument("--seconds", type=float, default=30, help="with --scale: seconds measured per run (default 30)")
     parser.add_argument("--warmup", type=float, default=5, help="with --scale: seconds before measuring (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="with --scale: rounds, alternately up and down (default 2)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data)")
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from aiosmtpd.controller import Controller
 
+from bench.machine import OURS_MARKER
 from gatehouse.core.config import load_settings
 from gatehouse.core.embedded import free_port
 from gatehouse.core.keys import KeySet, load_keys
@@ -76,7 +77,8 @@ class Mailbox:
 class Cluster:
     """Everything, in one temporary folder; ``stop`` (also after a failed start) removes it."""
 
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gatehouse-cluster-")))
+    #: The prefix is bench.machine's mark of "ours": the detached PostgreSQL's command line names the folder.
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"{OURS_MARKER}cluster-")))
     keep: bool = False
     postgres: Postgres | None = None
     seaweed: SeaweedS3 | None = None
