@@ -60,3 +60,11 @@ bench: $(VENV)/.installed-bench
 .PHONY: bench-realtime
 bench-realtime: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.realtime $(REALTIME_ARGS)
+
+# make bench-cluster: the production recipe (Debian PostgreSQL 15, SeaweedFS, 3 Gatehouse processes behind HAProxy)
+# under load with faults (kill -9 of a process, SeaweedFS stopped 10 s; exits 1 if an acknowledged write is lost),
+# then the same load with 1, 2 and 3 processes (bench/cluster.py). Results in bench/results/cluster-*.{json,md}
+.PHONY: bench-cluster
+bench-cluster: $(VENV)/.installed-test
+	$(BIN)/python -m bench.cluster $(CLUSTER_ARGS)
+	$(BIN)/python -m bench.cluster --scale 1,2,3 $(CLUSTER_SCALE_ARGS)

@@ -8,7 +8,9 @@ goes through the tutorial's flow again and again, each time as a new person:
     verify       POST /auth/v1/verify                  (type=email, token_hash from the link)
     login        POST /auth/v1/token?grant_type=password
     profile      POST /rest/v1/profiles?on_conflict=id (upsert, as supabase-py sends it)
+    read         GET  /rest/v1/profiles?select=...&id=eq.UID     (the account page's getProfile)
     avatar       POST /storage/v1/object/avatars/{uid}-{n}.png   (a ~30 KB PNG)
+    download     GET  /storage/v1/object/avatars/{uid}-{n}.png   (the avatar widget, signed in; bytes checked)
     login_page   GET  /login                           (the web form: CSRF token and cookie)
     login_form   POST /login                           (303 to /account, session cookies)
     account      GET  /account                         (the account page, with those cookies)
@@ -48,6 +50,7 @@ import platform
 import random
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 import threading
@@ -63,7 +66,8 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.harness import PASSWORD, gatehouse, percentile, table
 
-STEPS = ["signup", "inbox", "verify", "login", "profile", "avatar", "login_page", "login_form", "account", "refresh"]
+STEPS = ["signup", "inbox", "verify", "login", "profile", "read", "avatar", "download", "login_page", "login_form",
+         "account", "refresh"]
 RESULTS = Path(__file__).parent / "results" / "load.json"
 KEEP_MESSAGES = 10
 INBOX_WAIT = 10.0  # seconds to wait for the confirmation email before the step fails
@@ -103,9 +107,10 @@ def avatar_png(size: int = 100) -> bytes:
 class User:
     """One simulated person at a time, with one HTTP client (its cookies persist across flows)."""
 
-    def __init__(self, number: int, url: str, key: str, run_id: str, png: bytes, stats: Stats) -> None:
+    def __init__(self, number: int, url: str, key: str, run_id: str, png: bytes, stats: Stats,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.number, self.url, self.key, self.run_id, self.png, self.stats = number, url, key, run_id, png, stats
-        self.client = httpx.AsyncClient(base_url=url, timeout=30.0, follow_redirects=False)
+        self.client = httpx.AsyncClient(base_url=url, timeout=30.0, follow_redirects=False, verify=verify)
         self.flow = 0
 
     async def step(self, name: str, call: Callable[[], Awaitable[httpx.Response]],
@@ -135,7 +140,7 @@ class User:
 
     async def run(self, deadline: float) -> None:
         try:
-            while time.perf_counter() < deadline:
+            while self.going_on(deadline):
                 self.flow += 1
                 started = time.perf_counter()
                 try:
@@ -152,6 +157,10 @@ class User:
         finally:
             await self.client.aclose()
 
+    def going_on(self, deadline: float) -> bool:
+        """Whether to start another flow."""
+        return time.perf_counter() < deadline
+
     async def one_flow(self) -> None:
         c, n = self.client, f"{self.number}-{self.flow}"
         email = f"load-{self.run_id}-{n}@example.com"
@@ -162,25 +171,8 @@ class User:
             "email": email, "password": PASSWORD, "data": {"full_name": f"Load User {n}"}}),
             lambda r: None if r.json().get("id") or r.json().get("user") else "no user")
 
-        # 2. The confirmation email, from the development inbox (written with the sign-up); the
-        # step's latency is until the email is there.
-        started = time.perf_counter()
-        token_hash = None
-        while token_hash is None:
-            self.stats.inbox_polls += 1
-            answer = await self.step("inbox", lambda: c.get("/_inbox/messages", params={"to": email}), record=False)
-            for message in answer.json().get("messages", []):
-                found = TOKEN_HASH.search(message.get("text") or "")
-                if found:
-                    token_hash = urllib.parse.unquote(found.group(1))
-                    break
-            else:
-                if time.perf_counter() - started > INBOX_WAIT:
-                    self.stats.error("inbox", f"no confirmation email for {email} after {INBOX_WAIT:.0f} s: "
-                                              f"{answer.text[:300]!r}")
-                    raise StepFailed
-                await asyncio.sleep(0.05)
-        self.stats.latencies["inbox"].append(time.perf_counter() - started)
+        # 2. The confirmation email (written with the sign-up).
+        token_hash = await self.confirmation(email)
 
         # 3. Confirm with the link's token_hash (what the web app's /auth/confirm POST does).
         await self.step("verify", lambda: c.post("/auth/v1/verify", headers=api,
@@ -206,11 +198,17 @@ class User:
         await self.step("profile", lambda: c.post(
             "/rest/v1/profiles", params={"on_conflict": "id"}, json=profile,
             headers={**bearer, "Prefer": "return=representation,resolution=merge-duplicates"}), upserted)
+        await self.step("read", lambda: c.get(
+            "/rest/v1/profiles", params={"select": "full_name,username,website,avatar_url", "id": f"eq.{uid}"},
+            headers={**bearer, "Accept": "application/vnd.pgrst.object+json"}),
+            lambda r: None if r.json().get("username") == profile["username"] else "not the profile written")
 
         # 6. Upload the photo as the tutorial names it: {uid}-{random}.{ext}.
-        await self.step("avatar", lambda: c.post(f"/storage/v1/object/avatars/{uid}-{self.flow}.png", content=self.png,
-                                                 headers={**bearer, "Content-Type": "image/png"}),
+        avatar = f"/storage/v1/object/avatars/{uid}-{self.flow}.png"
+        await self.step("avatar", lambda: c.post(avatar, content=self.png, headers={**bearer, "Content-Type": "image/png"}),
                         lambda r: None if r.json().get("Key") or r.json().get("Id") else "no Key")
+        await self.step("download", lambda: c.get(avatar, headers=bearer),
+                        lambda r: None if r.content == self.png else "not the bytes uploaded")
 
         # 7. The account page in a browser: log in through the form, then load /account with the cookies.
         form = await self.step("login_page", lambda: c.get("/login"),
@@ -226,6 +224,29 @@ class User:
         await self.step("refresh", lambda: c.post(
             "/auth/v1/token", params={"grant_type": "refresh_token"}, headers=api,
             json={"refresh_token": session["refresh_token"]}), no_session)
+
+    async def confirmation(self, email: str) -> str:
+        """The token_hash of ``email``'s confirmation link, from the development inbox; the step's
+        latency is until the email is there."""
+        c = self.client
+        started = time.perf_counter()
+        token_hash = None
+        while token_hash is None:
+            self.stats.inbox_polls += 1
+            answer = await self.step("inbox", lambda: c.get("/_inbox/messages", params={"to": email}), record=False)
+            for message in answer.json().get("messages", []):
+                found = TOKEN_HASH.search(message.get("text") or "")
+                if found:
+                    token_hash = urllib.parse.unquote(found.group(1))
+                    break
+            else:
+                if time.perf_counter() - started > INBOX_WAIT:
+                    self.stats.error("inbox", f"no confirmation email for {email} after {INBOX_WAIT:.0f} s: "
+                                              f"{answer.text[:300]!r}")
+                    raise StepFailed
+                await asyncio.sleep(0.05)
+        self.stats.latencies["inbox"].append(time.perf_counter() - started)
+        return token_hash
 
 
 def no_session(response: httpx.Response) -> str | None:

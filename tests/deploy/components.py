@@ -178,6 +178,9 @@ class SeaweedS3:
     admin_secret: str = "seaweedfs-test-admin-secret"
     port: int = field(default_factory=free_port)
     process: Process | None = None
+    #: weed's other listeners, chosen at the first start and kept, so a restart answers where it did.
+    listeners: list[str] = field(default_factory=list)
+    starts: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -194,14 +197,16 @@ class SeaweedS3:
         ]}))
         # Every listener on a free port of its own (weed's defaults would collide between runs, and
         # its "port + 10000" gRPC default overflows for high ports).
-        ports = [f"-{name}={free_port()}" for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-            "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "metricsPort")]
+        if not self.listeners:
+            self.listeners = [f"-{name}={free_port()}" for name in (
+                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+                "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "metricsPort")]
+        self.starts += 1
         self.process = spawn(
-            [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root}", *ports,
+            [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root}", *self.listeners,
              "-master.volumeSizeLimitMB=64", "-volume.max=0", "-s3", f"-s3.port={self.port}",
              f"-s3.config={config}", "-master.peers=none"],
-            self.root / "weed.log",
+            self.root / ("weed.log" if self.starts == 1 else f"weed-{self.starts}.log"),
         )
 
         def ready() -> bool:
@@ -219,6 +224,22 @@ class SeaweedS3:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def kill(self) -> None:
+        """Stop at once (SIGKILL), as a crash does: ``stop``'s SIGTERM makes weed wait 10 s before it exits,
+        with its S3 gateway still taking requests it cannot store."""
+        if self.process is not None and self.process.process.poll() is None:
+            self.process.process.kill()
+            self.process.process.wait()
+
+    def restart(self) -> SeaweedS3:
+        """Start again after ``stop``: the same data folder, the same ports (an outage, not a new store)."""
+        self.stop()
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.process.poll() is None
 
     def client(self) -> Any:
         """A boto3 S3 client of this server as its administrator."""
