@@ -11,6 +11,7 @@ Bytes a row stopped pointing at are queued (by trigger) for the janitor.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,9 +20,11 @@ import asyncpg
 
 from gatehouse.core.db import Database, is_unavailable
 from gatehouse.core.errors import GatehouseError
-from gatehouse.storage.backends.base import Backend
+from gatehouse.storage.backends.base import Backend, BackendError
 from gatehouse.storage.errors import translate
 from gatehouse.storage.models import Bucket, NewObject, owner
+
+log = logging.getLogger("gatehouse.storage")
 
 #: A new object row, for ``run_as`` ($1: the values in column order, then the bucket settings the
 #: bytes were checked against); ``{conflict}``: the upsert clause. Written only if those settings
@@ -86,12 +89,25 @@ class Landing:
         return NewObject(str(result.body), bucket.id, name)
 
 
+async def discard(backend: Backend, key: str) -> None:
+    """Delete the bytes of a request that is failing anyway. The store that failed the request is
+    likely failing this too: then the caller hears the first error, not this one, and the
+    janitor's sweep deletes the bytes once it finds no row naming them."""
+    try:
+        await backend.delete(key)
+    except BackendError as exc:
+        log.warning("the bytes of a failed request stay for the janitor's sweep (%s): %s", key, exc.message)
+
+
 @contextlib.asynccontextmanager
 async def landing(database: Database, backend: Backend, bucket_id: str) -> AsyncIterator[Landing]:
     """A :class:`Landing` whose bytes are deleted on the way out unless a row took them (or may have)."""
     land = Landing(database, bucket_id)
     try:
         yield land
-    finally:
+    except BaseException:
         if land.owned and land.key is not None:
-            await backend.delete(land.key)
+            await discard(backend, land.key)
+        raise
+    if land.owned and land.key is not None:
+        await backend.delete(land.key)

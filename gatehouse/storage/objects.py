@@ -30,7 +30,7 @@ from gatehouse.storage.backends.base import Backend
 from gatehouse.storage.buckets import Buckets
 from gatehouse.storage.errors import access_denied, bucket_changed, bucket_not_found, not_found, translate
 from gatehouse.storage.forms import ListOptions, Transfer
-from gatehouse.storage.landing import landing
+from gatehouse.storage.landing import discard, landing
 from gatehouse.storage.models import Bucket, ListEntry, NewObject, StoredObject, owner
 from gatehouse.storage.upload import spool
 
@@ -238,8 +238,8 @@ class Objects:
             copied = False  # a lost connection or a cancel: the database may have the moved row
             raise
         finally:
-            if copied:
-                await self.backend.delete(f"{target_bucket}/{new_version}")
+            if copied:  # only while an error propagates: the caller hears that one
+                await discard(self.backend, f"{target_bucket}/{new_version}")
 
 
 class _Probe(Exception):

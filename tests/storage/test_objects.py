@@ -106,3 +106,18 @@ async def test_copied_bytes_go_when_the_move_is_refused(
         await service.objects.move(SERVICE, MOVE)
     assert blobs_in(service, "to-there") == []
     assert len(blobs_in(service, "from-here")) == 1  # the original is untouched
+
+
+async def test_a_failing_clean_up_does_not_hide_why_the_request_failed(
+    service: StorageService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails the clean-up too (an outage): the caller hears the first error, and the
+    bytes stay for the janitor's sweep."""
+    inject(service, monkeypatch, asyncpg.exceptions.CheckViolationError("refused"))
+    backend = service.backend
+    assert isinstance(backend, MemoryBackend)
+    backend.fail("delete")
+    with pytest.raises(GatehouseError) as caught:
+        await service.objects.move(SERVICE, MOVE)
+    assert "delete" not in caught.value.message and caught.value.status < 500
+    assert len(blobs_in(service, "to-there")) == 1
