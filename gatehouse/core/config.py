@@ -173,6 +173,25 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(1, ge=0, description="Connections each worker keeps open per pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Most connections each worker opens per pool.")
     db_connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a database connection.")
+    database_read_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of a streaming replica of GATEHOUSE_DATABASE_URL's server. The data API's "
+        "GET and HEAD reads, storage downloads and listings go there, except a caller's reads until the replica "
+        "has replayed that caller's last write (read-your-writes). Gatehouse logs in there as authenticator "
+        "(whose password replicates); the URL's own user and password are not used. Auth never reads there.",
+        json_schema_extra=SECRET_IN_URL,
+    )
+    database_read_max_lag: float = Field(
+        5.0, gt=0,
+        description="Seconds the replica may lag behind the primary before every read goes to the primary again.",
+    )
+    database_direct_url: str | None = Field(
+        None,
+        description="When GATEHOUSE_DATABASE_URL goes through a pooler in transaction mode (pgbouncer): the same "
+        "database's URL on the PostgreSQL server itself, for what a pooler cannot carry (migrations and their "
+        "session lock, every LISTEN). Set, the pools keep no prepared statements and send no startup settings.",
+        json_schema_extra=SECRET_IN_URL,
+    )
     statement_timeout: int = Field(
         8000, ge=0, description="Milliseconds a request's SQL may run before it is cancelled (0: no limit)."
     )
@@ -399,7 +418,7 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text.")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
