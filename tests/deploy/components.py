@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from gatehouse.core.embedded import Account, free_port
-from tests.support import in_ci, run_sql
+from tests.support import fetch_rows, in_ci, run_sql
 
 #: Where Debian's postgresql-15 package keeps its programs.
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -312,3 +312,24 @@ class HAProxy:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+@dataclass
+class Standby(Postgres):
+    """A streaming replica (``Standby(root, primary=p)``) whose replay the test can pause, to make it lag."""
+
+    def pause_replay(self) -> None:
+        """Stop applying the primary's WAL (it is still received): the replica lags from now on."""
+        self.execute("SELECT pg_wal_replay_pause()")
+        wait_for(lambda: fetch_rows(self.url(), "SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused",
+                 "the replica's replay pausing")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def replayed_to(self, primary: Postgres) -> bool:
+        """True once this replica has replayed everything the primary had written when asked."""
+        target = fetch_rows(primary.url(), "SELECT (pg_current_wal_insert_lsn() - '0/0')::int8")[0][0]
+        if target % 8192 in (24, 40):  # just past a page header: the WAL ends at the page's start
+            target -= target % 8192
+        return bool(run_sql(self.url(), "SELECT (pg_last_wal_replay_lsn() - '0/0')::int8 >= $1", target)[0][0])
