@@ -464,6 +464,15 @@ class Settings(BaseSettings):
         return f"{parts.scheme}://{parts.netloc.lower()}"
 
     @model_validator(mode="after")
+    def _topology_needs_a_server(self) -> Settings:
+        for name, value in (("GATEHOUSE_DATABASE_READ_URL", self.database_read_url),
+                            ("GATEHOUSE_DATABASE_DIRECT_URL", self.database_direct_url)):
+            if value and not self.database_url:
+                raise ValueError(f"{name} is set but GATEHOUSE_DATABASE_URL is not: a replica or a connection pooler "
+                                 "belongs to a PostgreSQL server of your own, not to the embedded one")
+        return self
+
+    @model_validator(mode="after")
     def _storage_origin_apart(self) -> Settings:
         if self.storage_public_url is None:
             return self

@@ -433,6 +433,13 @@ async def _run_as(
     return Result(row["body"], row["page_count"], row["total"])
 
 
+POOLER_WITHOUT_DIRECT_URL = (
+    "GATEHOUSE_DATABASE_URL goes through a connection pooler (it refused the startup setting statement_timeout). "
+    "In transaction mode a pooler cannot carry the migrations' session lock nor LISTEN (schema reloads, mail, "
+    "realtime, signing keys): set GATEHOUSE_DATABASE_DIRECT_URL to the PostgreSQL server's own URL for them."
+)
+
+
 async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]:
     """Apply migrations and give ``authenticator`` its password. Safe to run from many processes.
 
@@ -440,7 +447,15 @@ async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]
     lock) and gives ``authenticator`` the statement timeout that the request pool cannot send at
     start-up (server connections the pooler already holds keep the value they logged in with)."""
     direct = settings.database_direct_url
-    conn = await asyncpg.connect(direct or admin_url, timeout=settings.db_connect_timeout)
+    try:
+        # statement_timeout as a startup setting (none for migrations) doubles as a probe: a pooler
+        # such as pgbouncer refuses startup settings it does not track.
+        conn = await asyncpg.connect(direct or admin_url, timeout=settings.db_connect_timeout,
+                                     server_settings={"statement_timeout": "0"})
+    except asyncpg.PostgresError as exc:
+        if "unsupported startup parameter" not in str(exc):
+            raise
+        raise GatehouseError("pooler_without_direct_url", POOLER_WITHOUT_DIRECT_URL) from None
     try:
         applied = await migrate(conn, settings.migrations_dir, starter=settings.starter_schema != "none")
         # ALTER ROLE takes no bind parameters; format(%L) quotes the password server-side.
