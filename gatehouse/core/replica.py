@@ -126,7 +126,7 @@ class Replica:
         if self._state != "ok":
             return False
         try:
-            await asyncio.wait_for(asyncio.shield(self.sync()), self._timeout)
+            await asyncio.shield(self.sync())  # bounded: the sync's query has the connect timeout
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.debug("no replica read: the primary's position is unknown (%s)", exc)
             return False
@@ -198,7 +198,7 @@ class Replica:
     async def _sample(self) -> None:
         now = time.monotonic()
         try:
-            primary = await asyncio.wait_for(asyncio.shield(self.sync()), self._timeout)
+            primary = await asyncio.shield(self.sync())
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self._set("unavailable", f"the primary's position is unknown ({exc})")
             return
