@@ -60,8 +60,10 @@ AUTHENTICATOR = "authenticator"
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-#: What a replica answers for a table, column or function that the primary has and it has not replayed yet.
-_SCHEMA_BEHIND = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.UndefinedFunctionError)
+#: What a replica answers that the primary would not: a table, column or function it has not replayed
+#: yet, or a read cancelled by a conflict with recovery (40001). The primary is asked instead.
+_REPLICA_ONLY_ERRORS = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError, asyncpg.UndefinedFunctionError,
+                        asyncpg.SerializationError)
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -296,8 +298,8 @@ class Database:
             try:
                 return await self._run_on(self._replica.pool, role, claims, readonly, sql, values, rollback=rollback,
                                           timeout=timeout, explain=explain, notify=None)
-            except _SCHEMA_BEHIND:
-                pass  # the replica has not replayed a schema change the schema cache knows: ask the primary
+            except _REPLICA_ONLY_ERRORS:
+                pass  # the primary answers as the replica should have
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
