@@ -236,7 +236,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=auth_admin,
         storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
         realtime=Realtime(database, callers, settings), dashboard=Dashboard(auth_admin, keys),
-        keyring=Keyring(keys, lambda: database.admin, longest_token_life=longest_token_life(settings)),
+        keyring=Keyring(keys, lambda: database.listen_pool, longest_token_life=longest_token_life(settings)),
     )
 
     tally = Tally()  # every request, for the dashboard's Health page, whether or not /metrics is on
@@ -249,7 +249,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
         await container.keyring.start()  # before the first request: sign and verify by the ring in force
-        schema_watcher = SchemaWatcher(database.admin, settings.exposed_schemas,
+        schema_watcher = SchemaWatcher(database.listen_pool, settings.exposed_schemas,
                                        on_reload=lambda _cache: container.realtime.schema_changed())
         await schema_watcher.start()
         container.rest_schema = schema_watcher
@@ -268,7 +268,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             await sampler.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
-            sender = OutboxSender(database.admin, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
+            sender = OutboxSender(database.listen_pool, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
             await sender.start()
         elif settings.environment == "production":
             log.warning("GATEHOUSE_SMTP_HOST is not set: emails wait in gatehouse.mail_outbox, undelivered "

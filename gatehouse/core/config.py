@@ -173,6 +173,25 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(1, ge=0, description="Connections each worker keeps open per pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Most connections each worker opens per pool.")
     db_connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a database connection.")
+    database_read_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of a streaming replica of GATEHOUSE_DATABASE_URL's server. The data API's "
+        "GET and HEAD reads, storage downloads and listings go there, except a caller's reads until the replica "
+        "has replayed that caller's last write (read-your-writes). Gatehouse logs in there as authenticator "
+        "(whose password replicates); the URL's own user and password are not used. Auth never reads there.",
+        json_schema_extra=SECRET_IN_URL,
+    )
+    database_read_max_lag: float = Field(
+        5.0, gt=0,
+        description="Seconds the replica may lag behind the primary before every read goes to the primary again.",
+    )
+    database_direct_url: str | None = Field(
+        None,
+        description="When GATEHOUSE_DATABASE_URL goes through a pooler in transaction mode (pgbouncer): the same "
+        "database's URL on the PostgreSQL server itself, for what a pooler cannot carry (migrations and their "
+        "session lock, every LISTEN). Set, the pools keep no prepared statements and send no startup settings.",
+        json_schema_extra=SECRET_IN_URL,
+    )
     statement_timeout: int = Field(
         8000, ge=0, description="Milliseconds a request's SQL may run before it is cancelled (0: no limit)."
     )
@@ -406,7 +425,7 @@ class Settings(BaseSettings):
         86_400, ge=3600, description="Seconds the Health page's samples are kept before they are pruned (24 hours).",
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -450,6 +469,15 @@ class Settings(BaseSettings):
                 "must be an origin only (scheme, host and port), with no path, e.g. https://files.example.com"
             )
         return f"{parts.scheme}://{parts.netloc.lower()}"
+
+    @model_validator(mode="after")
+    def _topology_needs_a_server(self) -> Settings:
+        for name, value in (("GATEHOUSE_DATABASE_READ_URL", self.database_read_url),
+                            ("GATEHOUSE_DATABASE_DIRECT_URL", self.database_direct_url)):
+            if value and not self.database_url:
+                raise ValueError(f"{name} is set but GATEHOUSE_DATABASE_URL is not: a replica or a connection pooler "
+                                 "belongs to a PostgreSQL server of your own, not to the embedded one")
+        return self
 
     @model_validator(mode="after")
     def _storage_origin_apart(self) -> Settings:

@@ -50,11 +50,20 @@ class HeldListener:
         self._on_lost: Callable[[object], None] = lambda _conn: None
         self._pid: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()  # one query at a time on the held connection: keepalives and ``fetchval``
 
     @property
     def pid(self) -> int | None:
         """The backend pid of the LISTEN connection, None while disconnected (for diagnostics)."""
         return self._pid
+
+    async def fetchval(self, query: str, *, timeout: float) -> Any:
+        """Run ``query`` on the held connection (so every notification sent before it began is
+        delivered before its answer); ``asyncpg.InterfaceError`` while disconnected."""
+        async with self._busy:
+            if self._conn is None or self._lost.is_set():
+                raise asyncpg.InterfaceError(f"the {self._name} listener is not connected")
+            return await self._conn.fetchval(query, timeout=timeout)
 
     async def connect(self) -> None:
         """LISTEN now (raising if the database cannot be reached); ``supervise()`` keeps it."""
@@ -116,7 +125,8 @@ class HeldListener:
             try:
                 await asyncio.wait_for(self._lost.wait(), self._keepalive)
             except TimeoutError:
-                await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
+                async with self._busy:
+                    await self._conn.fetchval("SELECT 1", timeout=self._keepalive)
 
     async def _supervise(self) -> None:
         delay = self._retry_initial

@@ -42,7 +42,7 @@ class Bus:
 
     @property
     def _pool(self) -> asyncpg.Pool:
-        return self._database.admin  # opened by the app before realtime starts
+        return self._database.listen_pool  # opened by the app before realtime starts; LISTEN needs the server itself
 
     async def start(self) -> None:
         self._listener = HeldListener(self._pool, (CHANNEL,), self._notified, name="realtime bus", keepalive=_KEEPALIVE)

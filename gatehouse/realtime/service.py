@@ -50,7 +50,7 @@ class Realtime:
     async def start(self) -> None:
         await self._sync_publication()
         await self.router.start()
-        self.feed = ChangeFeed(self.database.admin, retention=self.settings.realtime_retention,
+        self.feed = ChangeFeed(self.database.listen_pool, retention=self.settings.realtime_retention,
                                poll_interval=self.settings.realtime_poll_interval)
         self.feed.subscribe(self.router.on_changes)
         await self.feed.start()

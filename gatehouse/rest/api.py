@@ -222,7 +222,7 @@ async def _body(request: Request) -> Any:
 
 
 async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[Any], *, readonly: bool,
-               rollback: bool = False, explain: str | None = None) -> Result:
+               rollback: bool = False, explain: str | None = None, replica: bool = False) -> Result:
     """The statement as the caller, under their role's own statement_timeout if it has one
     (``ALTER ROLE authenticated SET statement_timeout = '3s'``, read with the schema cache)."""
     database: Database = services(request).database
@@ -230,7 +230,8 @@ async def _run(request: Request, claims: dict[str, Any], sql: str, values: list[
     timeout_ms = services(request).schema_cache.statement_timeouts.get(role)
     try:
         return await database.run_as(claims, sql, values, readonly=readonly, rollback=rollback,
-                                     timeout=timeout_ms / 1000 if timeout_ms else None, explain=explain)
+                                     timeout=timeout_ms / 1000 if timeout_ms else None, explain=explain,
+                                     replica=replica)
     except asyncpg.PostgresError as exc:
         raise from_postgres(exc, role) from None
     except StatementTimedOut:
@@ -358,7 +359,7 @@ async def read(request: Request) -> Response:
         settings.rest_aggregates,
     )
     result = await _run(request, _claims(request), statement.sql, list(statement.values), readonly=True,
-                        explain=media.explain)
+                        explain=media.explain, replica=True)
     if media.explain:
         return _plan_response(result, media, head=request.method == "HEAD")
     return _respond(result, media, schema=schema, head=request.method == "HEAD", offset=statement.offset)
@@ -519,7 +520,7 @@ async def _answer_call(request: Request, plan: CallPlan, media: Media, prefer: P
     params = sqlgen.Params()
     sql = sqlgen.call_sql(plan, params, single=media.single, count=prefer.count)
     result = await _run(request, _claims(request), sql, params.values, readonly=readonly,
-                        rollback=not readonly and prefer.rollback(tx_end), explain=media.explain)
+                        rollback=not readonly and prefer.rollback(tx_end), explain=media.explain, replica=get)
     if media.explain:
         return _plan_response(result, media, head=request.method == "HEAD")
     if plan.function.return_type == "void":

@@ -114,7 +114,7 @@ async def _find(request: Request, bucket: str, name: str, claims: dict[str, Any]
     objects = _service(request).objects
     if claims is None and not public:
         return await objects.find(None, bucket, name, public=True)
-    return await objects.find(claims, bucket, name, public=public)
+    return await objects.find(claims, bucket, name, public=public, replica=True)
 
 
 async def info(request: Request) -> Response:

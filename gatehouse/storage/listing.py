@@ -150,7 +150,7 @@ async def list_v2(db: Database, claims: dict[str, Any], bucket_id: str, request:
         sql = _by_date(request.column, request.descending)
         values.append(cursor.date if cursor else None)
     try:
-        async with db.as_user(claims, readonly=True) as conn:
+        async with db.as_user(claims, readonly=True, replica=True) as conn:
             rows = await conn.fetch(sql, *values)
     except asyncpg.PostgresError as exc:
         raise translate(exc) from None

@@ -76,8 +76,10 @@ class Objects:
         self.settings = settings
         self.buckets = buckets
 
-    async def find(self, claims: dict[str, Any] | None, bucket_id: str, name: str, *, public: bool = False) -> StoredObject:
-        """An object the caller may read (public: any object of a public bucket, no RLS)."""
+    async def find(self, claims: dict[str, Any] | None, bucket_id: str, name: str, *, public: bool = False,
+                   replica: bool = False) -> StoredObject:
+        """An object the caller may read (public: any object of a public bucket, no RLS; replica:
+        the read replica may answer, see ``gatehouse.core.replica``)."""
         names.object_name(name)
         names.bucket_id(bucket_id)
         if public:
@@ -88,7 +90,7 @@ class Objects:
                 raise not_found()
             return StoredObject.from_row(row)
         try:
-            result = await self.db.run_as(claims, _FIND, [bucket_id, name], readonly=True)
+            result = await self.db.run_as(claims, _FIND, [bucket_id, name], readonly=True, replica=replica)
         except asyncpg.PostgresError as exc:
             raise translate(exc) from None
         if result.body is None:
@@ -100,7 +102,7 @@ class Objects:
         names.bucket_id(bucket_id)
         sql = _LIST.format(order=f"{options.column} {'DESC' if options.descending else 'ASC'}")
         try:
-            async with self.db.as_user(claims, readonly=True) as conn:
+            async with self.db.as_user(claims, readonly=True, replica=True) as conn:
                 rows = await conn.fetch(sql, bucket_id, options.prefix, options.search, options.limit, options.offset)
         except asyncpg.PostgresError as exc:
             raise translate(exc) from None

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from gatehouse.core.embedded import Account, free_port
-from tests.support import in_ci, run_sql
+from tests.support import fetch_rows, in_ci, run_sql
 
 #: Where Debian's postgresql-15 package keeps its programs.
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -333,3 +333,102 @@ class HAProxy:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+@dataclass
+class Standby(Postgres):
+    """A streaming replica (``Standby(root, primary=p)``) whose replay the test can pause, to make it lag."""
+
+    def pause_replay(self) -> None:
+        """Stop applying the primary's WAL (it is still received): the replica lags from now on."""
+        self.execute("SELECT pg_wal_replay_pause()")
+        wait_for(lambda: fetch_rows(self.url(), "SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused",
+                 "the replica's replay pausing")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def replayed_to(self, primary: Postgres) -> bool:
+        """True once this replica has replayed everything the primary had written when asked."""
+        target = fetch_rows(primary.url(), "SELECT (pg_current_wal_insert_lsn() - '0/0')::int8")[0][0]
+        if target % 8192 in (24, 40):  # just past a page header: the WAL ends at the page's start
+            target -= target % 8192
+        return bool(run_sql(self.url(), "SELECT (pg_last_wal_replay_lsn() - '0/0')::int8 >= $1", target)[0][0])
+
+
+#: The recipe's pgbouncer configuration (a template: ``${...}`` values) and its auth_query function.
+PGBOUNCER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer"
+
+
+@dataclass
+class PgBouncer:
+    """Debian's pgbouncer running ``deploy/pgbouncer/pgbouncer.ini`` (transaction mode) in front of
+    ``postgres``'s ``gatehouse`` database, after ``deploy/pgbouncer/auth.sql`` ran there."""
+
+    root: Path
+    postgres: Postgres
+    pool_size: int = 3
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, user: str, password: str) -> str:
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/gatehouse"
+
+    def start(self) -> PgBouncer:
+        import contextlib
+        import socket
+        import string
+
+        from tests.support import require_tool
+
+        binary = require_tool("pgbouncer", "Debian's pgbouncer package runs the connection-pooler tests")
+        account = Account.for_current_process()  # pgbouncer refuses to run as root, as PostgreSQL does
+        self.root.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(18)
+        result = subprocess.run(
+            [str(PG_BIN / "psql"), "-X", "-q", self.postgres.url("gatehouse"), "-v", f"pgbouncer_password={password}",
+             "-f", str(PGBOUNCER_DIR / "auth.sql")], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"auth.sql failed: {result.stderr}")
+        template = string.Template((PGBOUNCER_DIR / "pgbouncer.ini").read_text())
+        config = template.safe_substitute(  # as envsubst does: auth_query's $1 stays
+            POSTGRES_HOST="127.0.0.1", POSTGRES_PORT=self.postgres.port, PGBOUNCER_LISTEN_ADDR="127.0.0.1",
+            PGBOUNCER_PORT=self.port, PGBOUNCER_DIR=self.root, PGBOUNCER_POOL_SIZE=self.pool_size)
+        left = [line for line in config.splitlines() if "${" in line and not line.startswith(";")]
+        assert not left, f"pgbouncer.ini has values no one gave: {left}"
+        (self.root / "pgbouncer.ini").write_text(config)
+        (self.root / "userlist.txt").write_text(f'"pgbouncer" "{password}"\n')
+        (self.root / "userlist.txt").chmod(0o600)
+        if account.name is not None:
+            for path in (self.root, self.root / "pgbouncer.ini", self.root / "userlist.txt"):
+                os.chown(path, account.uid, account.gid)
+            account.make_reachable(self.root)
+        user = {"user": account.uid, "group": account.gid, "extra_groups": []} if account.name is not None else {}
+        with (self.root / "stdout.log").open("wb") as out:
+            self.process = subprocess.Popen([binary, str(self.root / "pgbouncer.ini")], stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True, **user)  # type: ignore[call-overload]
+
+        def up() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited:\n{self.log()[-3000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+            return False
+
+        wait_for(up, "pgbouncer listening")
+        return self
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text + (self.root / "stdout.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # pgbouncer's "safe shutdown"
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

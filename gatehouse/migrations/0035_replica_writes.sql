@@ -1,0 +1,45 @@
+-- Read replicas (gatehouse/core/replica.py): a change to whether a user's token may be used is a
+-- write by that user. A new session (sign-in, sign-up, refresh into a new session), an ended one
+-- (sign-out, an administrator's action, the user's deletion) and a ban are announced on
+-- gatehouse_writes, as the data API's writes are, so that user's reads go to the primary until
+-- the replica has replayed the change: a new session is never checked against a replica that
+-- lacks it, and an ended session or a banned user is refused at once, not after the replica's lag.
+-- The notice is sent only if the transaction commits (one per user and transaction).
+CREATE FUNCTION gatehouse.announce_session_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_catalog.pg_notify('gatehouse_writes', OLD.user_id::text);
+    ELSE
+        PERFORM pg_catalog.pg_notify('gatehouse_writes', NEW.user_id::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION gatehouse.announce_user_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_catalog.pg_notify('gatehouse_writes', OLD.id::text);
+    ELSE
+        PERFORM pg_catalog.pg_notify('gatehouse_writes', NEW.id::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION gatehouse.announce_session_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION gatehouse.announce_user_change() FROM PUBLIC;
+
+CREATE TRIGGER announce_session_change
+    AFTER INSERT OR DELETE OR UPDATE OF user_id, not_after ON auth.sessions
+    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_session_change();
+
+CREATE TRIGGER announce_user_change
+    AFTER DELETE OR UPDATE OF banned_until, deleted_at ON auth.users
+    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_user_change();
