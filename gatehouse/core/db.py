@@ -443,7 +443,8 @@ POOLER_WITHOUT_DIRECT_URL = (
 
 
 async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]:
-    """Apply migrations and give ``authenticator`` its password. Safe to run from many processes.
+    """Apply migrations, give ``authenticator`` its password and say whether a replica is in use.
+    Safe to run from many processes.
 
     Through a pooler, this runs on ``GATEHOUSE_DATABASE_DIRECT_URL`` (the migrations hold a session
     lock) and gives ``authenticator`` the statement timeout that the request pool cannot send at
@@ -466,6 +467,8 @@ async def prepare(admin_url: str, keys: KeySet, settings: Settings) -> list[str]
             keys.authenticator_password,
         )
         await conn.execute(statement)
+        # Sign-ins, sign-outs and bans announce themselves only for a replica (0035).
+        await conn.execute("SELECT gatehouse.announce_writes($1)", settings.database_read_url is not None)
         if direct is not None:
             await conn.execute(await conn.fetchval(
                 "SELECT format('ALTER ROLE authenticator IN DATABASE %I SET statement_timeout = %s', "

@@ -21,6 +21,9 @@ read-your-writes across processes, with nothing shared but PostgreSQL:
   cost of a replica read on the primary: one trivial statement per round of reads, shared by
   every read that arrives while the previous one is in flight (under load, far fewer than one
   per read); reads that must go to the primary pay it too.
+* A notice heard between reads is settled by a sync of its own ``_SETTLE`` seconds later (one
+  for all notices heard meanwhile), so the position kept for a caller is that of their write,
+  give or take ``_SETTLE``, not that of whatever read comes next, however much later.
 
 A monitor samples the primary's position and the replica's replay position every
 ``_INTERVAL`` seconds: the lag is the age of the oldest primary sample the replica has not yet
@@ -50,6 +53,9 @@ log = logging.getLogger("gatehouse.db.replica")
 CHANNEL = "gatehouse_writes"
 #: Seconds between two samples of the primary's and the replica's positions.
 _INTERVAL = 0.5
+#: Seconds after a notice before a sync settles it (and every notice heard meanwhile): at most
+#: 1 / _SETTLE syncs a second come from notices, however many writes there are.
+_SETTLE = 0.05
 #: The primary's WAL insert position: past the end of every record written so far, committed
 #: asynchronously or not. The replica's replay position: the end of the last record replayed.
 _PRIMARY_POSITION = "SELECT (pg_catalog.pg_current_wal_insert_lsn() - '0/0')::int8"
@@ -94,6 +100,7 @@ class Replica:
         self._next: asyncio.Future[int] | None = None
         self._syncing: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._settling: asyncio.TimerHandle | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -105,6 +112,9 @@ class Replica:
         self._monitor = asyncio.create_task(self._watch(), name="gatehouse-replica-monitor")
 
     async def stop(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
         tasks = [task for task in (self._monitor, self._syncing) if task is not None]
         for task in tasks:
             task.cancel()
@@ -178,6 +188,14 @@ class Replica:
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._pending.add(str(payload)[:_LONGEST_KEY])
+        if self._settling is None:
+            self._settling = asyncio.get_running_loop().call_later(_SETTLE, self._settle)
+
+    def _settle(self) -> None:
+        """Give the notices heard since the last sync the primary's position now (the sync's
+        failure, if any, is taken by ``_sync_rounds``: their reads stay on the primary)."""
+        self._settling = None
+        self.sync()
 
     def _blind(self) -> None:
         """The listening connection came back: notices sent meanwhile are lost."""

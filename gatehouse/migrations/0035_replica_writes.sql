@@ -4,7 +4,10 @@
 -- gatehouse_writes, as the data API's writes are, so that user's reads go to the primary until
 -- the replica has replayed the change: a new session is never checked against a replica that
 -- lacks it, and an ended session or a banned user is refused at once, not after the replica's lag.
--- The notice is sent only if the transaction commits (one per user and transaction).
+-- The notice is sent only if the transaction commits (one per user and transaction), and only
+-- where a replica is configured: the triggers are made disabled, and Gatehouse turns them on or
+-- off at each start (gatehouse.announce_writes, on with GATEHOUSE_DATABASE_READ_URL), so that
+-- without a replica no sign-in pays for a NOTIFY.
 CREATE FUNCTION gatehouse.announce_session_change() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
@@ -43,3 +46,30 @@ CREATE TRIGGER announce_session_change
 CREATE TRIGGER announce_user_change
     AFTER DELETE OR UPDATE OF banned_until, deleted_at ON auth.users
     FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_user_change();
+
+ALTER TABLE auth.sessions DISABLE TRIGGER announce_session_change;
+ALTER TABLE auth.users DISABLE TRIGGER announce_user_change;
+
+-- Turns the two triggers on or off, touching the tables only when their state differs (an ALTER
+-- TABLE takes a lock, and every process calls this at start).
+CREATE FUNCTION gatehouse.announce_writes(wanted boolean) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+    AS $$
+DECLARE
+    trigger_on record;
+BEGIN
+    FOR trigger_on IN
+        SELECT t.tgrelid::regclass AS tab, t.tgname AS name
+        FROM pg_catalog.pg_trigger t
+        WHERE t.tgname IN ('announce_session_change', 'announce_user_change')
+          AND t.tgrelid IN ('auth.sessions'::regclass, 'auth.users'::regclass)
+          AND (t.tgenabled <> 'D') IS DISTINCT FROM wanted
+    LOOP
+        EXECUTE format('ALTER TABLE %s %s TRIGGER %I', trigger_on.tab,
+                       CASE WHEN wanted THEN 'ENABLE' ELSE 'DISABLE' END, trigger_on.name);
+    END LOOP;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION gatehouse.announce_writes(boolean) FROM PUBLIC;
