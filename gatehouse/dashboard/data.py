@@ -280,7 +280,7 @@ async def delete_row(request: Request) -> Response:
             row = await rows.row(key)
             if row is None:
                 raise bad("No such row (it may have been deleted already).", 404)
-            return render(request, current, "data_confirm.html", table=table, section="data",
+            return render(request, current, "confirm.html", section="data", button="Yes, delete it",
                           action=row_url(table, key, "/delete"), cancel=row_url(table, key),
                           question=f"Delete the row of {table.schema}.{table.name} whose "
                           + ", ".join(f"{n} is {v}" for n, v in zip(table.primary_key, key, strict=True))

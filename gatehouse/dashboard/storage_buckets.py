@@ -76,8 +76,8 @@ async def edit_bucket(request: Request) -> Response:
 
 
 def _confirm(request: Request, current: Visit, bucket: str, question: str) -> Response:
-    return render(request, current, "storage_confirm.html", question=question, action=request.url.path, fields={},
-                  back=f"/_/storage/buckets/{quote(bucket)}", section="storage")
+    return render(request, current, "confirm.html", question=question, action=request.url.path,
+                  cancel=f"/_/storage/buckets/{quote(bucket)}", section="storage")
 
 
 async def empty_bucket(request: Request) -> Response:

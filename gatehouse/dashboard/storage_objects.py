@@ -197,9 +197,9 @@ async def remove(request: Request) -> Response:
         return got
     current, data, obj = got
     if data.get("confirmed") != "yes":
-        return render(request, current, "storage_confirm.html", question=f"Delete {obj.name} from {obj.bucket_id}? "
+        return render(request, current, "confirm.html", question=f"Delete {obj.name} from {obj.bucket_id}? "
                       "Its bytes cannot be brought back.", action=request.url.path, fields={"name": obj.name},
-                      back=f"/_/storage/buckets/{quote(obj.bucket_id)}/object?" + urlencode({"name": obj.name}),
+                      cancel=f"/_/storage/buckets/{quote(obj.bucket_id)}/object?" + urlencode({"name": obj.name}),
                       section="storage")
     try:
         removed = await storage(request).objects.remove(admin_claims(), obj.bucket_id, [obj.name])
