@@ -14,7 +14,7 @@ import pyotp
 
 from gatehouse.auth.passwords import PasswordHasher
 from gatehouse.core.config import load_settings
-from tests.support import RunningServer, run_sql
+from tests.support import RunningServer, fetch_rows, run_sql
 
 PASSWORD = "dashboard passphrase 4 tests"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -89,17 +89,5 @@ class Visitor:
                                                       "x-csrf-token": self.csrf})
 
 
-def fetch(database_url: str, statement: str, *args: Any) -> list[Any]:
-    """Rows of one query, as the database's owner (``run_sql`` without arguments runs a script instead)."""
-    import asyncio
-
-    import asyncpg
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(statement, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
+#: The rows of one query, as the database's owner: ``tests.support.fetch_rows`` under the name these tests use.
+fetch = fetch_rows
