@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyotp
@@ -15,6 +15,9 @@ import pyotp
 from gatehouse.auth.passwords import PasswordHasher
 from gatehouse.core.config import load_settings
 from tests.support import RunningServer, fetch_rows, run_sql
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSWORD = "dashboard passphrase 4 tests"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -87,6 +90,21 @@ class Visitor:
     def htmx(self, path: str, **params: Any) -> httpx.Response:
         return self.get(path, params=params, headers={"hx-request": "true", "hx-target": "results",
                                                       "x-csrf-token": self.csrf})
+
+
+def sign_in_page(page: Page, server: RunningServer, email: str, password: str = PASSWORD) -> None:
+    """Sign in in Chromium by keyboard, as a person would: the email field has the focus (autofocus),
+    Tab leads to the password, Enter sends the form and lands on the overview."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/_/login")
+    expect(page.locator("#email")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.locator("#password")).to_be_focused()
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/_/")
 
 
 #: The rows of one query, as the database's owner: ``tests.support.fetch_rows`` under the name these tests use.

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import PASSWORD, Visitor, code, fetch, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, code, fetch, make_admin, new_email, sign_in_page
 from tests.support import RunningServer, run_sql
 
 ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDRESS": "1000/60",
@@ -363,11 +363,7 @@ def test_ban_and_delete_in_chromium_at_360_px(server: RunningServer, database_ur
     user = user_row(database_url, user_id)
     assert user is not None
     with chromium() as browser, watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", email)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, email)
         page.goto(f"{server.url}/_/totp")  # in development TOTP is offered, then asked for at each sign-in
         secret = page.locator("#secret").inner_text()
         page.fill("#code", code(secret))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.dashboard.helpers import make_admin, sign_in_page
 from tests.support import RunningServer, run_sql
 
 try:
@@ -44,14 +44,7 @@ def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServe
                                           output_dir: Path) -> None:
     email = admin
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        expect(page.locator("#email")).to_be_focused()  # autofocus: the one thing to do on this page
-        page.keyboard.type(email)
-        page.keyboard.press("Tab")
-        expect(page.locator("#password")).to_be_focused()
-        page.keyboard.type(PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, email)  # autofocus on the email field: the one thing to do on this page
         page.goto(f"{server.url}/_/users")
         page.keyboard.press("Tab")
         expect(page.locator(".skip")).to_be_focused()
@@ -83,11 +76,7 @@ def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServe
 def test_users_page_wide(browser: Browser, server: RunningServer, admin: str, output_dir: Path) -> None:
     """The users page on a laptop's screen: the picture in the README (docs/dashboard-users.png)."""
     with watched_page(browser, viewport={"width": 1280, "height": 760}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", admin)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin)
         page.goto(f"{server.url}/_/users")
         expect(page.locator("#results a[href^='/_/users/']").first).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280

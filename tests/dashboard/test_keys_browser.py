@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.dashboard.helpers import make_admin, sign_in_page
 from tests.support import RunningServer, run_sql
 
 try:
@@ -58,12 +58,7 @@ def test_a_rotation_through_the_buttons_at_360_px(browser: Browser, server: Runn
                                                   database_url: str, output_dir: Path) -> None:
     root = server.keys.kid
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.keyboard.type(admin)
-        page.keyboard.press("Tab")
-        page.keyboard.type(PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin)
         press(page, "nav a[href='/_/settings']")
         expect(page.locator("h1")).to_have_text("Keys and settings")
         expect(page.locator("#publishable-key")).to_have_text(server.keys.publishable_key)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.dashboard.helpers import make_admin, sign_in_page
 from tests.dashboard.test_mail import Switchable, smtp, smtp_port  # noqa: F401 - the same SMTP server
 from tests.smtp import smtp_env
 from tests.support import RunningServer
@@ -41,16 +41,6 @@ def browser(admin: str) -> Iterator[Browser]:
         yield browser
 
 
-def sign_in(page: Page, server: RunningServer, email: str) -> None:
-    page.goto(f"{server.url}/_/login")
-    expect(page.locator("#email")).to_be_focused()  # autofocus, before any key is typed
-    page.keyboard.type(email)
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{server.url}/_/")
-
-
 def reload_until(page: Page, selector: str, text: str) -> None:
     """Reload until ``selector`` says ``text``: the outbox's sender works in the server's own time.
     Each change redirected to the message's page, so a reload reads it again and never posts again."""
@@ -78,7 +68,7 @@ def test_mail_retry_at_360_px(browser: Browser, server: RunningServer, smtp: Swi
     smtp.refusing = True
     with watched_page(browser, viewport=VIEWPORT) as page:
         violations = no_csp_violations(page)
-        sign_in(page, server, admin)
+        sign_in_page(page, server, admin)
         page.get_by_role("link", name="Mail", exact=True).focus()
         page.keyboard.press("Enter")
         expect(page.locator("h1")).to_have_text("Mail")
@@ -118,7 +108,7 @@ def test_health_charts_at_360_px_and_wide(browser: Browser, server: RunningServe
     for width, height in ((360, 740), (1280, 900)):
         with watched_page(browser, viewport={"width": width, "height": height}) as page:
             violations = no_csp_violations(page)
-            sign_in(page, server, admin)
+            sign_in_page(page, server, admin)
             expect(page.locator("#health-figures")).to_be_visible()  # the overview loaded them (htmx, CSRF header)
             page.get_by_role("link", name="Health", exact=True).focus()
             page.keyboard.press("Enter")

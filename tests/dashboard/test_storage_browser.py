@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.dashboard.helpers import make_admin, sign_in_page
 from tests.dashboard.storage_helpers import new_bucket_id
 from tests.support import RunningServer, png
 
@@ -45,11 +45,7 @@ def test_upload_see_the_thumbnail_and_delete(browser: Browser, server: RunningSe
                                              output_dir: Path) -> None:
     bucket = new_bucket_id("shots")
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", admin)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin)
         page.get_by_role("link", name="Storage").click()
         expect(page.locator("h1")).to_have_text("Storage")
         page.fill("#bucket-id", bucket)
