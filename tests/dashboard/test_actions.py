@@ -8,7 +8,7 @@ import html
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,6 @@ ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDR
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env=ENV)
-
-
-@pytest.fixture(scope="module")
-def admin_email(database_url: str) -> str:
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, admin_email: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(admin_email)
-    assert signed_in.get("/_/").status_code == 200
-    yield signed_in
-    signed_in.close()
-
-
-@pytest.fixture(scope="module")
-def auth(server: RunningServer) -> Iterator[Auth]:
-    client = Auth(server)
-    yield client
-    client.close()
 
 
 def make_user(database_url: str, *, confirmed: bool = True, app_metadata: dict[str, Any] | None = None) -> str:

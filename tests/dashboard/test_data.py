@@ -9,14 +9,14 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gatehouse.dashboard.data_catalog import TableSummary
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin, new_email
+from tests.dashboard.helpers import Visitor, fetch, new_email
 from tests.support import RunningServer, run_sql
 
 XSS = "<script>alert('x')</script>"
@@ -70,15 +70,6 @@ def people(database_url: str) -> dict[str, tuple[str, str]]:
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer], people: dict[str, tuple[str, str]]) -> RunningServer:
     return server_factory()
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    assert signed_in.get("/_/").status_code == 200
-    yield signed_in
-    signed_in.close()
 
 
 def text(page: Any) -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, fetch
 from tests.support import RunningServer
 
 ENV = {"GATEHOUSE_METRICS": "false", "GATEHOUSE_METRICS_SAMPLE_INTERVAL": "0.2"}
@@ -21,14 +21,6 @@ ENV = {"GATEHOUSE_METRICS": "false", "GATEHOUSE_METRICS_SAMPLE_INTERVAL": "0.2"}
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env=ENV, workers=2)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    yield signed_in
-    signed_in.close()
 
 
 @pytest.fixture(scope="module")
