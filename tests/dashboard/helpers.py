@@ -92,6 +92,17 @@ class Visitor:
                                                       "x-csrf-token": self.csrf})
 
 
+def app_credentials(server: RunningServer, session: dict[str, Any]) -> list[dict[str, str]]:
+    """What an app's callers may send, none of it a dashboard session: a user's access token, the
+    secret key (as the apikey and the bearer token), and the web pages' session cookies."""
+    token = session["access_token"]
+    return [
+        {"authorization": f"Bearer {token}"},
+        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
+        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
+    ]
+
+
 def sign_in_page(page: Page, server: RunningServer, email: str, password: str = PASSWORD) -> None:
     """Sign in in Chromium by keyboard, as a person would: the email field has the focus (autofocus),
     Tab leads to the password, Enter sends the form and lands on the overview."""

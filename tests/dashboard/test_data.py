@@ -16,7 +16,7 @@ import pytest
 
 from gatehouse.dashboard.data_catalog import TableSummary
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, new_email
+from tests.dashboard.helpers import Visitor, app_credentials, fetch, new_email
 from tests.support import RunningServer, run_sql
 
 XSS = "<script>alert('x')</script>"
@@ -327,13 +327,8 @@ def test_without_the_csrf_token_nothing_changes(visitor: Visitor, database_url: 
 def test_app_credentials_give_no_access(server: RunningServer, database_url: str) -> None:
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
     key = note_id(database_url, "b1")
-    for headers in (
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-    ):
+    for headers in app_credentials(server, session):
         for path in ("/_/data", "/_/data/public/notes", f"/_/data/public/notes/row?k={key}"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)

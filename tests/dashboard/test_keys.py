@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.helpers import PASSWORD as USER_PASSWORD
 from tests.auth.helpers import Auth, new_email
-from tests.dashboard.helpers import Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, app_credentials, fetch, make_admin
 from tests.support import RunningServer, run_sql
 
 SECRETS = {"GATEHOUSE_SMTP_PASSWORD": "smtp-hunter2-secret", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "s3-secret-shh-123",
@@ -265,15 +265,8 @@ def test_no_session_an_app_users_credentials_or_the_secret_key_reach_the_page(
     server: RunningServer, auth: Auth, database_url: str,
 ) -> None:
     _, session = user_session(server, auth)
-    token = session["access_token"]
     before = ring(database_url)
-    credentials = [
-        {},
-        {"authorization": f"Bearer {token}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-    ]
-    for headers in credentials:
+    for headers in [{}, *app_credentials(server, session)]:
         with httpx.Client(base_url=server.url, headers=headers) as client:
             page = client.get("/_/settings")
             assert page.status_code == 303 and page.headers["location"] == "/_/login"

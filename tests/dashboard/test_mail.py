@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from gatehouse.core.embedded import free_port
 from gatehouse.mail.render import KINDS
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch
+from tests.dashboard.helpers import Visitor, app_credentials, fetch
 from tests.smtp import Collector, smtp_env
 from tests.support import RunningServer, run_sql
 
@@ -233,13 +233,7 @@ def test_no_dashboard_session_no_access(server: RunningServer, database_url: str
     outbox_id = queue(database_url)
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
-    for headers in (
-        {},
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-    ):
+    for headers in [{}, *app_credentials(server, session)]:
         for path in ("/_/mail", f"/_/mail/{outbox_id}", "/_/mail/templates/confirmation"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)
