@@ -261,8 +261,9 @@ async def act(request: Request) -> Response:
         outcome = await run(ctx)
     except ConfirmFirst as step:
         fields = {k: v for k, v in data.items() if k not in ("csrf", "confirmed")}
-        return render(request, current, "confirm.html", user=user, question=step.question, action=request.url.path,
-                      fields=fields, section="users")
+        return render(request, current, "confirm.html", question=step.question, action=request.url.path,
+                      fields=fields, about=user.email or str(user.id), cancel=f"/_/users/{user.id}",
+                      section="users")
     except (GatehouseError, asyncpg.PostgresError) as error:
         if isinstance(error, asyncpg.PostgresError):
             error = refused_by_database(error)

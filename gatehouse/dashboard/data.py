@@ -69,6 +69,18 @@ def _table(request: Request) -> TableInfo | None:
     return services(request).schema_cache.table(schema, name)
 
 
+async def _visit(request: Request) -> tuple[Visit, TableInfo] | Response:
+    """A signed-in administrator and the path's table, or the response to send instead (a 404 for a
+    table the data API does not expose)."""
+    current = await signed_in(request)
+    if isinstance(current, Response):
+        return current
+    table = _table(request)
+    if table is None:
+        return _not_found(request, current)
+    return current, table
+
+
 def _rows(request: Request, table: TableInfo) -> Rows:
     return Rows(services(request).database, services(request).schema_cache, table)
 
@@ -111,13 +123,13 @@ async def list_tables(request: Request) -> Response:
 
 async def show_table(request: Request) -> Response:
     """``GET /_/data/{schema}/{table}``: columns, policies and the rows grid (only the grid for htmx)."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    table = _table(request)
-    details = (await data_catalog.details(services(request).database, services(request).schema_cache, table.schema,
-                                          table.name) if table else None)
-    if table is None or details is None:
+    got = await _visit(request)
+    if isinstance(got, Response):
+        return got
+    current, table = got
+    details = await data_catalog.details(services(request).database, services(request).schema_cache, table.schema,
+                                         table.name)
+    if details is None:
         return _not_found(request, current)
     params = request.query_params
     grid, viewer, page, error, status = GridQuery(), ADMIN, None, "", 200
@@ -186,12 +198,10 @@ def _key(request: Request) -> list[str]:
 
 async def edit_row(request: Request) -> Response:
     """``GET``/``POST /_/data/{schema}/{table}/row?k=...``: one row's form; saving writes the columns it changed."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    table = _table(request)
-    if table is None:
-        return _not_found(request, current)
+    got = await _visit(request)
+    if isinstance(got, Response):
+        return got
+    current, table = got
     data = await _posted(request, current, table) if request.method == "POST" else None
     if request.method == "POST" and data is None:
         return refused(request, current)
@@ -229,12 +239,10 @@ async def edit_row(request: Request) -> Response:
 
 async def new_row(request: Request) -> Response:
     """``GET``/``POST /_/data/{schema}/{table}/new``: insert one row; blank fields take their defaults."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    table = _table(request)
-    if table is None:
-        return _not_found(request, current)
+    got = await _visit(request)
+    if isinstance(got, Response):
+        return got
+    current, table = got
     context: dict[str, Any] = {"table": table, "table_url": table_url(table), "section": "data",
                                "action": table_url(table, "/new")}
     if not table.primary_key or not table.insertable:
@@ -265,12 +273,10 @@ async def new_row(request: Request) -> Response:
 
 async def delete_row(request: Request) -> Response:
     """``POST /_/data/{schema}/{table}/delete?k=...``: asks first, then deletes the row."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    table = _table(request)
-    if table is None:
-        return _not_found(request, current)
+    got = await _visit(request)
+    if isinstance(got, Response):
+        return got
+    current, table = got
     data = await _posted(request, current, table)
     if data is None:
         return refused(request, current)
@@ -280,7 +286,7 @@ async def delete_row(request: Request) -> Response:
             row = await rows.row(key)
             if row is None:
                 raise bad("No such row (it may have been deleted already).", 404)
-            return render(request, current, "data_confirm.html", table=table, section="data",
+            return render(request, current, "confirm.html", section="data", button="Yes, delete it",
                           action=row_url(table, key, "/delete"), cancel=row_url(table, key),
                           question=f"Delete the row of {table.schema}.{table.name} whose "
                           + ", ".join(f"{n} is {v}" for n, v in zip(table.primary_key, key, strict=True))

@@ -110,8 +110,9 @@ async def step(request: Request) -> Response:
         kid = _kid(data) if name == "retire" else ""
         if data.get("confirmed") != "yes":
             question = _question(name, await keyring.records(), kid, container.keys.kid)
-            return render(request, current, "keys_confirm.html", section="settings", question=question,
-                          action=request.url.path, fields={"kid": kid} if kid else {})
+            return render(request, current, "confirm.html", section="settings", question=question,
+                          action=request.url.path, fields={"kid": kid} if kid else {},
+                          about="Key" if kid else "", about_code=kid, cancel="/_/settings")
         detail: dict[str, Any]
         if name == "standby":
             made = await keyring.create_standby()

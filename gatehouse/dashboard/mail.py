@@ -139,8 +139,9 @@ async def change(request: Request) -> Response:
     if entry is None or action not in ("retry", "cancel"):
         return _not_found(request, current)
     if action == "cancel" and data.get("confirmed") != "yes":
-        return render(request, current, "mail_confirm.html", section="mail", entry=entry,
-                      subject=masked_subject(entry), action=request.url.path,
+        return render(request, current, "confirm.html", section="mail", action=request.url.path,
+                      about=f"Message #{entry.id} to {entry.to}: {masked_subject(entry)}",
+                      button="Yes, cancel it", cancel=f"/_/mail/{entry.id}", cancel_label="Keep it",
                       question="Cancel this message? It will never be sent; the record stays in the outbox.")
     async with pool.acquire() as conn, conn.transaction():  # the change and its audit row, or neither
         done = await (outbox.retry(conn, entry.id) if action == "retry" else outbox.cancel(conn, entry.id))

@@ -75,20 +75,31 @@ async def edit_bucket(request: Request) -> Response:
     return await show_folder(request, current, bucket, "", notice="Bucket settings saved.")
 
 
-def _confirm(request: Request, current: Visit, bucket: str, question: str) -> Response:
-    return render(request, current, "storage_confirm.html", question=question, action=request.url.path, fields={},
-                  back=f"/_/storage/buckets/{quote(bucket)}", section="storage")
-
-
-async def empty_bucket(request: Request) -> Response:
-    """``POST /_/storage/buckets/{bucket}/empty``: asks first, then deletes every object."""
+async def _posted(request: Request) -> tuple[Visit, dict[str, str], str] | Response:
+    """A signed-in form about the path's bucket, and that bucket's id (it must exist)."""
     got = await signed_in_form(request)
     if isinstance(got, Response):
         return got
     current, data = got
+    try:
+        return current, data, (await storage(request).buckets.get(admin_claims(), bucket_id(request))).id
+    except GatehouseError as problem:
+        return failed(request, current, problem)
+
+
+def _confirm(request: Request, current: Visit, bucket: str, question: str) -> Response:
+    return render(request, current, "confirm.html", question=question, action=request.url.path,
+                  cancel=f"/_/storage/buckets/{quote(bucket)}", section="storage")
+
+
+async def empty_bucket(request: Request) -> Response:
+    """``POST /_/storage/buckets/{bucket}/empty``: asks first, then deletes every object."""
+    got = await _posted(request)
+    if isinstance(got, Response):
+        return got
+    current, data, bucket = got
     service = storage(request)
     try:
-        bucket = (await service.buckets.get(admin_claims(), bucket_id(request))).id
         if data.get("confirmed") != "yes":
             usage = (await service.buckets.usage(admin_claims())).get(bucket)
             count = usage.objects if usage else 0
@@ -103,15 +114,11 @@ async def empty_bucket(request: Request) -> Response:
 
 async def delete_bucket(request: Request) -> Response:
     """``POST /_/storage/buckets/{bucket}/delete``: asks first; refused (409) while it holds objects."""
-    got = await signed_in_form(request)
+    got = await _posted(request)
     if isinstance(got, Response):
         return got
-    current, data = got
+    current, data, bucket = got
     service = storage(request)
-    try:
-        bucket = (await service.buckets.get(admin_claims(), bucket_id(request))).id
-    except GatehouseError as problem:
-        return failed(request, current, problem)
     if data.get("confirmed") != "yes":
         return _confirm(request, current, bucket, f"Delete bucket {bucket}? It must be empty.")
     try:

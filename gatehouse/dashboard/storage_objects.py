@@ -106,23 +106,26 @@ async def show_object(request: Request, current: Visit, obj: StoredObject, *, st
                   section="storage", folder_link=folder_link)
 
 
-async def _named(request: Request, current: Visit) -> tuple[str, str] | Response:
+async def _named(request: Request) -> tuple[Visit, str, str] | Response:
+    """A signed-in administrator and the bucket and object (``name``) a page is about, or the
+    response to send instead."""
+    current = await signed_in(request)
+    if isinstance(current, Response):
+        return current
     try:
-        return bucket_id(request), object_name(request.query_params.get("name", ""))
+        return current, bucket_id(request), object_name(request.query_params.get("name", ""))
     except GatehouseError as problem:
         return failed(request, current, problem)
 
 
 async def detail(request: Request) -> Response:
     """``GET /_/storage/buckets/{bucket}/object?name=...``: one object's metadata and actions."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    named = await _named(request, current)
+    named = await _named(request)
     if isinstance(named, Response):
         return named
+    current, bucket, name = named
     try:
-        obj = await storage(request).objects.find(admin_claims(), *named)
+        obj = await storage(request).objects.find(admin_claims(), bucket, name)
     except GatehouseError as problem:
         return failed(request, current, problem)
     return await show_object(request, current, obj)
@@ -130,18 +133,16 @@ async def detail(request: Request) -> Response:
 
 async def thumbnail(request: Request) -> Response:
     """``GET /_/storage/buckets/{bucket}/thumbnail?name=...&size=s|m``: a small render of an image."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    named = await _named(request, current)
+    named = await _named(request)
     if isinstance(named, Response):
         return named
+    current, bucket, name = named
     side = SIZES.get(request.query_params.get("size", "s"))
     if side is None:
         return finish(Response("size must be s or m", status_code=400, media_type="text/plain"), current)
     service, claims = storage(request), admin_claims()
     try:
-        obj = await service.objects.find(claims, *named)
+        obj = await service.objects.find(claims, bucket, name)
         if not can_render(str(obj.metadata.get("mimetype") or "")):
             return finish(Response("not an image the renderer takes", status_code=404, media_type="text/plain"),
                           current)
@@ -159,15 +160,13 @@ async def thumbnail(request: Request) -> Response:
 async def download(request: Request) -> Response:
     """``GET /_/storage/buckets/{bucket}/download?name=...``: a redirect to a short-lived signed URL
     of the storage API that answers with an attachment."""
-    current = await signed_in(request)
-    if isinstance(current, Response):
-        return current
-    named = await _named(request, current)
+    named = await _named(request)
     if isinstance(named, Response):
         return named
+    current, bucket, name = named
     service = storage(request)
     try:
-        obj = await service.objects.find(admin_claims(), *named)
+        obj = await service.objects.find(admin_claims(), bucket, name)
     except GatehouseError as problem:
         return failed(request, current, problem)
     token = service.signing.sign_download(obj, DOWNLOAD_SECONDS)
@@ -197,9 +196,9 @@ async def remove(request: Request) -> Response:
         return got
     current, data, obj = got
     if data.get("confirmed") != "yes":
-        return render(request, current, "storage_confirm.html", question=f"Delete {obj.name} from {obj.bucket_id}? "
+        return render(request, current, "confirm.html", question=f"Delete {obj.name} from {obj.bucket_id}? "
                       "Its bytes cannot be brought back.", action=request.url.path, fields={"name": obj.name},
-                      back=f"/_/storage/buckets/{quote(obj.bucket_id)}/object?" + urlencode({"name": obj.name}),
+                      cancel=f"/_/storage/buckets/{quote(obj.bucket_id)}/object?" + urlencode({"name": obj.name}),
                       section="storage")
     try:
         removed = await storage(request).objects.remove(admin_claims(), obj.bucket_id, [obj.name])

@@ -7,14 +7,17 @@ import re
 import time
 import uuid
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyotp
 
 from gatehouse.auth.passwords import PasswordHasher
 from gatehouse.core.config import load_settings
-from tests.support import RunningServer, run_sql
+from tests.support import RunningServer, fetch_rows, run_sql
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSWORD = "dashboard passphrase 4 tests"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -89,17 +92,31 @@ class Visitor:
                                                       "x-csrf-token": self.csrf})
 
 
-def fetch(database_url: str, statement: str, *args: Any) -> list[Any]:
-    """Rows of one query, as the database's owner (``run_sql`` without arguments runs a script instead)."""
-    import asyncio
+def app_credentials(server: RunningServer, session: dict[str, Any]) -> list[dict[str, str]]:
+    """What an app's callers may send, none of it a dashboard session: a user's access token, the
+    secret key (as the apikey and the bearer token), and the web pages' session cookies."""
+    token = session["access_token"]
+    return [
+        {"authorization": f"Bearer {token}"},
+        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
+        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
+    ]
 
-    import asyncpg
 
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(statement, *args))
-        finally:
-            await conn.close()
+def sign_in_page(page: Page, server: RunningServer, email: str, password: str = PASSWORD) -> None:
+    """Sign in in Chromium by keyboard, as a person would: the email field has the focus (autofocus),
+    Tab leads to the password, Enter sends the form and lands on the overview."""
+    from playwright.sync_api import expect
 
-    return asyncio.run(run())
+    page.goto(f"{server.url}/_/login")
+    expect(page.locator("#email")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.locator("#password")).to_be_focused()
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/_/")
+
+
+#: The rows of one query, as the database's owner: ``tests.support.fetch_rows`` under the name these tests use.
+fetch = fetch_rows

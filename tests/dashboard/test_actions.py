@@ -8,14 +8,14 @@ import html
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import PASSWORD, Visitor, code, fetch, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, code, fetch, make_admin, new_email, sign_in_page
 from tests.support import RunningServer, run_sql
 
 ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDRESS": "1000/60",
@@ -25,27 +25,6 @@ ENV = {"GATEHOUSE_RATE_LIMIT_EMAIL": "1000/60", "GATEHOUSE_RATE_LIMIT_EMAIL_ADDR
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env=ENV)
-
-
-@pytest.fixture(scope="module")
-def admin_email(database_url: str) -> str:
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, admin_email: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(admin_email)
-    assert signed_in.get("/_/").status_code == 200
-    yield signed_in
-    signed_in.close()
-
-
-@pytest.fixture(scope="module")
-def auth(server: RunningServer) -> Iterator[Auth]:
-    client = Auth(server)
-    yield client
-    client.close()
 
 
 def make_user(database_url: str, *, confirmed: bool = True, app_metadata: dict[str, Any] | None = None) -> str:
@@ -363,11 +342,7 @@ def test_ban_and_delete_in_chromium_at_360_px(server: RunningServer, database_ur
     user = user_row(database_url, user_id)
     assert user is not None
     with chromium() as browser, watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", email)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, email)
         page.goto(f"{server.url}/_/totp")  # in development TOTP is offered, then asked for at each sign-in
         secret = page.locator("#secret").inner_text()
         page.fill("#code", code(secret))

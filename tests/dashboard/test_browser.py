@@ -3,13 +3,12 @@ page on, open a user. Screenshots go to test-output/."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.chromium import watched_page
+from tests.dashboard.helpers import make_admin, sign_in_page
 from tests.support import RunningServer, run_sql
 
 try:
@@ -19,12 +18,7 @@ except ImportError:  # pragma: no cover - the test extras install it
 
 
 @pytest.fixture(scope="module")
-def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory()
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer, database_url: str) -> str:
+def admin_email(database_url: str) -> str:
     """An administrator and 120 users, made before Playwright's event loop runs (the SQL helpers use asyncio.run)."""
     run_sql(database_url, """
         INSERT INTO auth.users (id, aud, role, email, created_at, email_confirmed_at, raw_user_meta_data)
@@ -34,24 +28,10 @@ def admin(server: RunningServer, database_url: str) -> str:
     return make_admin(database_url)
 
 
-@pytest.fixture(scope="module")
-def browser(admin: str) -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServer, admin: str,
+def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServer, admin_email: str,
                                           output_dir: Path) -> None:
-    email = admin
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        expect(page.locator("#email")).to_be_focused()  # autofocus: the one thing to do on this page
-        page.keyboard.type(email)
-        page.keyboard.press("Tab")
-        expect(page.locator("#password")).to_be_focused()
-        page.keyboard.type(PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin_email)  # autofocus on the email field: the one thing to do on this page
         page.goto(f"{server.url}/_/users")
         page.keyboard.press("Tab")
         expect(page.locator(".skip")).to_be_focused()
@@ -80,14 +60,10 @@ def test_users_page_at_360_px_by_keyboard(browser: Browser, server: RunningServe
         page.screenshot(path=str(output_dir / "user-360.png"), full_page=True)
 
 
-def test_users_page_wide(browser: Browser, server: RunningServer, admin: str, output_dir: Path) -> None:
+def test_users_page_wide(browser: Browser, server: RunningServer, admin_email: str, output_dir: Path) -> None:
     """The users page on a laptop's screen: the picture in the README (docs/dashboard-users.png)."""
     with watched_page(browser, viewport={"width": 1280, "height": 760}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", admin)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin_email)
         page.goto(f"{server.url}/_/users")
         expect(page.locator("#results a[href^='/_/users/']").first).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280

@@ -9,14 +9,14 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gatehouse.dashboard.data_catalog import TableSummary
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin, new_email
+from tests.dashboard.helpers import Visitor, app_credentials, fetch, new_email
 from tests.support import RunningServer, run_sql
 
 XSS = "<script>alert('x')</script>"
@@ -70,15 +70,6 @@ def people(database_url: str) -> dict[str, tuple[str, str]]:
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer], people: dict[str, tuple[str, str]]) -> RunningServer:
     return server_factory()
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    assert signed_in.get("/_/").status_code == 200
-    yield signed_in
-    signed_in.close()
 
 
 def text(page: Any) -> str:
@@ -336,13 +327,8 @@ def test_without_the_csrf_token_nothing_changes(visitor: Visitor, database_url: 
 def test_app_credentials_give_no_access(server: RunningServer, database_url: str) -> None:
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
     key = note_id(database_url, "b1")
-    for headers in (
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-    ):
+    for headers in app_credentials(server, session):
         for path in ("/_/data", "/_/data/public/notes", f"/_/data/public/notes/row?k={key}"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin, new_email
+from tests.dashboard.helpers import make_admin, new_email, sign_in_page
 from tests.support import RunningServer, run_sql
 
 try:
@@ -70,12 +70,7 @@ def fits(page: Page) -> None:
 def test_open_a_table_edit_a_row_and_view_as_a_user(browser: Browser, server: RunningServer, people: dict[str, str],
                                                     output_dir: Path) -> None:
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.keyboard.type(people["admin"])
-        page.keyboard.press("Tab")
-        page.keyboard.type(PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, people["admin"])
         page.get_by_role("link", name="Data", exact=True).click()
         expect(page.locator("#unprotected")).to_contain_text("public.guestbook")
         fits(page)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, app_credentials, fetch
 from tests.support import RunningServer
 
 ENV = {"GATEHOUSE_METRICS": "false", "GATEHOUSE_METRICS_SAMPLE_INTERVAL": "0.2"}
@@ -21,14 +21,6 @@ ENV = {"GATEHOUSE_METRICS": "false", "GATEHOUSE_METRICS_SAMPLE_INTERVAL": "0.2"}
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env=ENV, workers=2)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    yield signed_in
-    signed_in.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +96,7 @@ def test_the_overview_loads_the_figures(traffic: int, visitor: Visitor) -> None:
 def test_no_dashboard_session_no_health(server: RunningServer) -> None:
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
-    for headers in (
-        {},
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-        {"cookie": "gh-dash=" + "A" * 43},
-    ):
+    for headers in [{}, *app_credentials(server, session), {"cookie": "gh-dash=" + "A" * 43}]:
         for path in ("/_/health", "/_/health/data", "/_/health/figures", "/_/health/data?seconds=99999999"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)

@@ -10,7 +10,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.auth.helpers import PASSWORD as USER_PASSWORD
 from tests.auth.helpers import Auth, new_email
-from tests.dashboard.helpers import Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, app_credentials, fetch, make_admin
 from tests.support import RunningServer, run_sql
 
 SECRETS = {"GATEHOUSE_SMTP_PASSWORD": "smtp-hunter2-secret", "GATEHOUSE_S3_SECRET_ACCESS_KEY": "s3-secret-shh-123",
@@ -45,22 +45,6 @@ def pair(server_factory: Callable[..., RunningServer]) -> tuple[RunningServer, R
 @pytest.fixture(scope="module")
 def server(pair: tuple[RunningServer, RunningServer]) -> RunningServer:
     return pair[0]
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    visitor = Visitor(server)
-    visitor.sign_in(make_admin(database_url))
-    assert visitor.get("/_/settings").status_code == 200
-    yield visitor
-    visitor.close()
-
-
-@pytest.fixture(scope="module")
-def auth(server: RunningServer) -> Iterator[Auth]:
-    client = Auth(server)
-    yield client
-    client.close()
 
 
 def user_session(server: RunningServer, auth: Auth) -> tuple[str, dict[str, Any]]:
@@ -124,7 +108,7 @@ def rotate(visitor: Visitor, database_url: str) -> tuple[str, str]:
 
 
 def test_a_rotation_through_the_dashboard_signs_nobody_out(
-    pair: tuple[RunningServer, RunningServer], admin: Visitor, auth: Auth, database_url: str,
+    pair: tuple[RunningServer, RunningServer], visitor: Visitor, auth: Auth, database_url: str,
 ) -> None:
     a, b = pair
     root = a.keys.kid
@@ -134,16 +118,16 @@ def test_a_rotation_through_the_dashboard_signs_nobody_out(
     secret = factor["totp"]["secret"]  # sealed under a key derived from the root key
     assert jwks(a) == jwks(b) == [root]
 
-    asked = admin.post("/_/settings/keys/standby", {})
+    asked = visitor.post("/_/settings/keys/standby", {})
     assert asked.status_code == 200 and "published in the JWKS at once" in message(asked, "question")
     assert ring(database_url) == {}  # the question changed nothing
-    made = admin.post("/_/settings/keys/standby", {"confirmed": "yes"})
+    made = visitor.post("/_/settings/keys/standby", {"confirmed": "yes"})
     assert made.status_code == 200 and message(made, "notice")
     standby = next(k for k, s in ring(database_url).items() if s == "standby")
     assert jwks(a) == [root, standby]
     _until(lambda: jwks(b) == [root, standby])  # the other process heard of it
 
-    switched = step(admin, "switch")
+    switched = step(visitor, "switch")
     assert switched.status_code == 200, switched.text
     assert ring(database_url) == {root: "previous", standby: "current"}
     assert works(a, session["access_token"]) == (200, 200)
@@ -153,12 +137,12 @@ def test_a_rotation_through_the_dashboard_signs_nobody_out(
     assert kid(refreshed["access_token"]) == standby
     assert works(b, refreshed["access_token"]) == (200, 200)  # ... and the new key's
 
-    early = step(admin, "retire", kid=root)
+    early = step(visitor, "retire", kid=root)
     assert early.status_code == 409 and "may still be valid" in message(early, "error")
-    assert "legacy anon and service_role" in admin.post("/_/settings/keys/retire", {"kid": root}).text
+    assert "legacy anon and service_role" in visitor.post("/_/settings/keys/retire", {"kid": root}).text
     assert ring(database_url)[root] == "previous"
     age(database_url, root, WAIT + 1)
-    retired = step(admin, "retire", kid=root)
+    retired = step(visitor, "retire", kid=root)
     assert retired.status_code == 200 and message(retired, "notice") == "The key is retired."
     assert jwks(a) == [standby]
     _until(lambda: jwks(b) == [standby])
@@ -201,18 +185,18 @@ def _until(condition: Callable[[], bool], seconds: float = 15) -> None:
         time.sleep(0.1)
 
 
-def root_retired(admin: Visitor, database_url: str, root: str) -> None:
+def root_retired(visitor: Visitor, database_url: str, root: str) -> None:
     """Bring the ring to a state where the root key is retired (the first test leaves it so)."""
     if ring(database_url).get(root) != "retired":
-        rotate(admin, database_url)
+        rotate(visitor, database_url)
     assert ring(database_url)[root] == "retired"
 
 
 def test_forged_tokens_and_tokens_of_a_retired_key_are_refused(
-    pair: tuple[RunningServer, RunningServer], admin: Visitor, database_url: str,
+    pair: tuple[RunningServer, RunningServer], visitor: Visitor, database_url: str,
 ) -> None:
     a = pair[0]
-    root_retired(admin, database_url, a.keys.kid)
+    root_retired(visitor, database_url, a.keys.kid)
     now = int(time.time())
     claims = {"sub": "00000000-0000-0000-0000-000000000001", "role": "authenticated", "aud": "authenticated",
               "iat": now, "exp": now + 60, "session_id": "00000000-0000-0000-0000-000000000002"}
@@ -230,8 +214,8 @@ def test_forged_tokens_and_tokens_of_a_retired_key_are_refused(
             assert works(server, token) == REFUSED, name
 
 
-def test_the_page_shows_the_configuration_and_no_secret_value(server: RunningServer, admin: Visitor) -> None:
-    page = admin.get("/_/settings")
+def test_the_page_shows_the_configuration_and_no_secret_value(server: RunningServer, visitor: Visitor) -> None:
+    page = visitor.get("/_/settings")
     assert page.status_code == 200
     text = page.text
     assert server.keys.publishable_key in text and server.keys.anon_key in text
@@ -281,15 +265,8 @@ def test_no_session_an_app_users_credentials_or_the_secret_key_reach_the_page(
     server: RunningServer, auth: Auth, database_url: str,
 ) -> None:
     _, session = user_session(server, auth)
-    token = session["access_token"]
     before = ring(database_url)
-    credentials = [
-        {},
-        {"authorization": f"Bearer {token}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-    ]
-    for headers in credentials:
+    for headers in [{}, *app_credentials(server, session)]:
         with httpx.Client(base_url=server.url, headers=headers) as client:
             page = client.get("/_/settings")
             assert page.status_code == 303 and page.headers["location"] == "/_/login"
@@ -300,53 +277,53 @@ def test_no_session_an_app_users_credentials_or_the_secret_key_reach_the_page(
     assert ring(database_url) == before
 
 
-def test_a_post_without_the_csrf_token_changes_nothing(admin: Visitor, database_url: str) -> None:
+def test_a_post_without_the_csrf_token_changes_nothing(visitor: Visitor, database_url: str) -> None:
     before = ring(database_url)
     for csrf in ("", "x" * 43):
         for name in ("standby", "switch", "retire"):
-            refused = admin.post(f"/_/settings/keys/{name}", {"confirmed": "yes", "kid": "k" * 43}, csrf=csrf)
+            refused = visitor.post(f"/_/settings/keys/{name}", {"confirmed": "yes", "kid": "k" * 43}, csrf=csrf)
             assert refused.status_code == 403
     assert ring(database_url) == before
-    assert admin.get("/_/settings").status_code == 200  # the session is still good
+    assert visitor.get("/_/settings").status_code == 200  # the session is still good
 
 
 def test_steps_that_cannot_be_taken_are_refused_on_the_page(
-    server: RunningServer, admin: Visitor, database_url: str,
+    server: RunningServer, visitor: Visitor, database_url: str,
 ) -> None:
     assert "standby" not in ring(database_url).values()
-    none = step(admin, "switch")
+    none = step(visitor, "switch")
     assert none.status_code == 409 and "no standby key" in message(none, "error")
     current = next((k for k, s in ring(database_url).items() if s == "current"), server.keys.kid)
     for kid, status in [("' OR 1=1 --", 400), ("../../etc/passwd", 400), ("<script>alert(1)</script>", 400),
                         ("k" * 10_000, 400), ("", 400), ("k" * 43, 409), (current, 409)]:
-        refused = admin.post("/_/settings/keys/retire", {"kid": kid, "confirmed": "yes"})
+        refused = visitor.post("/_/settings/keys/retire", {"kid": kid, "confirmed": "yes"})
         assert refused.status_code == status, kid
         assert "<script>alert(1)" not in refused.text
     for name in ("delete", "%3Cscript%3Ealert(1)%3C%2Fscript%3E", "..%2F..%2Fusers", "standby'%20OR%201=1"):
-        unknown = admin.post(f"/_/settings/keys/{name}", {"confirmed": "yes"})
+        unknown = visitor.post(f"/_/settings/keys/{name}", {"confirmed": "yes"})
         assert unknown.status_code == 404 and "<script>alert" not in unknown.text, name
     before = ring(database_url)
-    assert step(admin, "standby").status_code == 200
-    twice = admin.post("/_/settings/keys/standby", {"confirmed": "yes"})
+    assert step(visitor, "standby").status_code == 200
+    twice = visitor.post("/_/settings/keys/standby", {"confirmed": "yes"})
     assert twice.status_code == 409 and "already" in message(twice, "error")
     assert len(ring(database_url)) == len(before) + 1
 
 
 def test_two_switches_at_once_leave_exactly_one_current_key(
-    server: RunningServer, admin: Visitor, database_url: str,
+    server: RunningServer, visitor: Visitor, database_url: str,
 ) -> None:
     if "standby" not in ring(database_url).values():
-        assert step(admin, "standby").status_code == 200
+        assert step(visitor, "standby").status_code == 200
     other = Visitor(server)
     try:
         other.sign_in(make_admin(database_url))
         other.get("/_/settings")
         statuses: list[int] = []
 
-        def switch(visitor: Visitor) -> None:
-            statuses.append(visitor.post("/_/settings/keys/switch", {"confirmed": "yes"}).status_code)
+        def switch(who: Visitor) -> None:
+            statuses.append(who.post("/_/settings/keys/switch", {"confirmed": "yes"}).status_code)
 
-        threads = [threading.Thread(target=switch, args=(visitor,)) for visitor in (admin, other)]
+        threads = [threading.Thread(target=switch, args=(who,)) for who in (visitor, other)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -359,7 +336,7 @@ def test_two_switches_at_once_leave_exactly_one_current_key(
 
 
 def test_signed_urls_and_the_web_apps_cookies_keep_working_across_a_rotation(
-    server: RunningServer, admin: Visitor, auth: Auth, database_url: str,
+    server: RunningServer, visitor: Visitor, auth: Auth, database_url: str,
 ) -> None:
     storage = httpx.Client(base_url=f"{server.url}/storage/v1", headers={"apikey": server.keys.secret_key}, timeout=15)
     try:
@@ -371,8 +348,8 @@ def test_signed_urls_and_the_web_apps_cookies_keep_working_across_a_rotation(
         cookies = f"gh-access-token={session['access_token']}; gh-refresh-token={session['refresh_token']}"
         assert email in httpx.get(f"{server.url}/account", headers={"cookie": cookies}).text
 
-        assert step(admin, "standby").status_code == 200
-        assert step(admin, "switch").status_code == 200
+        assert step(visitor, "standby").status_code == 200
+        assert step(visitor, "switch").status_code == 200
         current = next(k for k, s in ring(database_url).items() if s == "current")
         assert httpx.get(f"{server.url}/storage/v1{signed}").content == b"kept"  # made before the switch
         after = storage.post("/object/sign/rotation/a.txt", json={"expiresIn": 300}).json()["signedURL"]
@@ -383,7 +360,7 @@ def test_signed_urls_and_the_web_apps_cookies_keep_working_across_a_rotation(
 
         previous = kid(session["access_token"])
         age(database_url, previous, WAIT + 1)
-        assert step(admin, "retire", kid=previous).status_code == 200
+        assert step(visitor, "retire", kid=previous).status_code == 200
         page = httpx.get(f"{server.url}/account", headers={"cookie": cookies}, follow_redirects=False)
         assert email in page.text  # the browser stays signed in: its refresh token made a new access token
         renewed = re.search(r"gh-access-token=([^;]+)", " ".join(page.headers.get_list("set-cookie")))

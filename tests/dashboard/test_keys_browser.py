@@ -5,14 +5,14 @@ test-output/."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.chromium import watched_page
+from tests.dashboard.helpers import sign_in_page
 from tests.support import RunningServer, run_sql
 
 try:
@@ -24,17 +24,6 @@ except ImportError:  # pragma: no cover - the test extras install it
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env={"GATEHOUSE_JWT_EXPIRY": "120"})
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer, database_url: str) -> str:
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def browser(admin: str) -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def outside_the_loop(work: Callable[[], object]) -> None:
@@ -54,16 +43,11 @@ def confirm(page: Page) -> None:
     press(page, "button.danger")
 
 
-def test_a_rotation_through_the_buttons_at_360_px(browser: Browser, server: RunningServer, admin: str,
+def test_a_rotation_through_the_buttons_at_360_px(browser: Browser, server: RunningServer, admin_email: str,
                                                   database_url: str, output_dir: Path) -> None:
     root = server.keys.kid
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.keyboard.type(admin)
-        page.keyboard.press("Tab")
-        page.keyboard.type(PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin_email)
         press(page, "nav a[href='/_/settings']")
         expect(page.locator("h1")).to_have_text("Keys and settings")
         expect(page.locator("#publishable-key")).to_have_text(server.keys.publishable_key)

@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from gatehouse.core.embedded import free_port
 from gatehouse.mail.render import KINDS
 from tests.auth.helpers import Auth
-from tests.dashboard.helpers import Visitor, fetch, make_admin
+from tests.dashboard.helpers import Visitor, app_credentials, fetch
 from tests.smtp import Collector, smtp_env
 from tests.support import RunningServer, run_sql
 
@@ -54,15 +54,6 @@ def smtp(smtp_port: int) -> Iterator[Switchable]:
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer], smtp: Switchable, smtp_port: int) -> RunningServer:
     return server_factory(env=smtp_env(smtp_port) | {"GATEHOUSE_MAIL_MAX_ATTEMPTS": "1"})
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    assert signed_in.get("/_/mail").status_code == 200
-    yield signed_in
-    signed_in.close()
 
 
 def status_of(database_url: str, outbox_id: int) -> str:
@@ -242,13 +233,7 @@ def test_no_dashboard_session_no_access(server: RunningServer, database_url: str
     outbox_id = queue(database_url)
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
-    for headers in (
-        {},
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-    ):
+    for headers in [{}, *app_credentials(server, session)]:
         for path in ("/_/mail", f"/_/mail/{outbox_id}", "/_/mail/templates/confirmation"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)

@@ -5,13 +5,13 @@ dashboard's CSP). Screenshots go to test-output/."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.chromium import watched_page
+from tests.dashboard.helpers import sign_in_page
 from tests.dashboard.test_mail import Switchable, smtp, smtp_port  # noqa: F401 - the same SMTP server
 from tests.smtp import smtp_env
 from tests.support import RunningServer
@@ -28,27 +28,6 @@ VIEWPORT = {"width": 360, "height": 740}
 def server(server_factory: Callable[..., RunningServer], smtp: Switchable, smtp_port: int) -> RunningServer:  # noqa: F811
     return server_factory(env=smtp_env(smtp_port) | {"GATEHOUSE_MAIL_MAX_ATTEMPTS": "1",
                                                      "GATEHOUSE_METRICS_SAMPLE_INTERVAL": "0.5"})
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer, database_url: str) -> str:
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def browser(admin: str) -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-def sign_in(page: Page, server: RunningServer, email: str) -> None:
-    page.goto(f"{server.url}/_/login")
-    expect(page.locator("#email")).to_be_focused()  # autofocus, before any key is typed
-    page.keyboard.type(email)
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{server.url}/_/")
 
 
 def reload_until(page: Page, selector: str, text: str) -> None:
@@ -74,11 +53,11 @@ def no_csp_violations(page: Page) -> Callable[[], list[str]]:
 
 
 def test_mail_retry_at_360_px(browser: Browser, server: RunningServer, smtp: Switchable,  # noqa: F811
-                              admin: str, output_dir: Path) -> None:
+                              admin_email: str, output_dir: Path) -> None:
     smtp.refusing = True
     with watched_page(browser, viewport=VIEWPORT) as page:
         violations = no_csp_violations(page)
-        sign_in(page, server, admin)
+        sign_in_page(page, server, admin_email)
         page.get_by_role("link", name="Mail", exact=True).focus()
         page.keyboard.press("Enter")
         expect(page.locator("h1")).to_have_text("Mail")
@@ -113,12 +92,12 @@ def test_mail_retry_at_360_px(browser: Browser, server: RunningServer, smtp: Swi
         assert violations() == []
 
 
-def test_health_charts_at_360_px_and_wide(browser: Browser, server: RunningServer, admin: str,
+def test_health_charts_at_360_px_and_wide(browser: Browser, server: RunningServer, admin_email: str,
                                           output_dir: Path) -> None:
     for width, height in ((360, 740), (1280, 900)):
         with watched_page(browser, viewport={"width": width, "height": height}) as page:
             violations = no_csp_violations(page)
-            sign_in(page, server, admin)
+            sign_in_page(page, server, admin_email)
             expect(page.locator("#health-figures")).to_be_visible()  # the overview loaded them (htmx, CSRF header)
             page.get_by_role("link", name="Health", exact=True).focus()
             page.keyboard.press("Enter")

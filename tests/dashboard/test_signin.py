@@ -11,7 +11,7 @@ import pytest
 
 from tests.auth.helpers import Auth
 from tests.auth.throttling import next_address
-from tests.dashboard.helpers import PASSWORD, Visitor, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, app_credentials, make_admin, new_email
 from tests.support import RunningServer, gatehouse_command, run_sql
 
 #: Two failures per address and account, then that address is refused for the account.
@@ -119,12 +119,7 @@ def test_csrf_missing_or_wrong_is_refused_and_changes_nothing(server: RunningSer
 def test_app_credentials_give_no_access(server: RunningServer) -> None:
     auth = Auth(server)
     _, session = auth.confirmed_user()
-    token = session["access_token"]
-    for headers in (
-        {"authorization": f"Bearer {token}"},
-        {"apikey": server.keys.secret_key, "authorization": f"Bearer {server.keys.secret_key}"},
-        {"cookie": f"gh-access-token={token}; gh-refresh-token={session['refresh_token']}"},
-    ):
+    for headers in app_credentials(server, session):
         for path in ("/_/", "/_/users"):
             answer = auth.http.get(f"{server.url}{path}", headers=headers)
             assert answer.status_code == 303 and answer.headers["location"] == "/_/login", (path, headers)

@@ -8,13 +8,12 @@ import base64
 import io
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
 
-from tests.dashboard.helpers import Visitor, make_admin
+from tests.dashboard.helpers import Visitor
 from tests.dashboard.storage_helpers import (
     audited,
     bucket_row,
@@ -27,25 +26,6 @@ from tests.dashboard.storage_helpers import (
     upload,
 )
 from tests.support import RunningServer, png, run_sql
-
-
-@pytest.fixture(scope="module")
-def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory()
-
-
-@pytest.fixture(scope="module")
-def admin_email(database_url: str) -> str:
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, admin_email: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(admin_email)
-    assert signed_in.get("/_/storage").status_code == 200
-    yield signed_in
-    signed_in.close()
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ Screenshots go to test-output/<test>/storage-*.png."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chromium import chromium, watched_page
-from tests.dashboard.helpers import PASSWORD, make_admin
+from tests.chromium import watched_page
+from tests.dashboard.helpers import sign_in_page
 from tests.dashboard.storage_helpers import new_bucket_id
 from tests.support import RunningServer, png
 
@@ -20,36 +19,15 @@ except ImportError:  # pragma: no cover - the test extras install it
     pytest.skip("the Python package playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory()
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer, database_url: str) -> str:
-    """Made before Playwright's event loop runs (the SQL helpers use asyncio.run)."""
-    return make_admin(database_url)
-
-
-@pytest.fixture(scope="module")
-def browser(admin: str) -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
 def fits(page: Page) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
-def test_upload_see_the_thumbnail_and_delete(browser: Browser, server: RunningServer, admin: str,
+def test_upload_see_the_thumbnail_and_delete(browser: Browser, server: RunningServer, admin_email: str,
                                              output_dir: Path) -> None:
     bucket = new_bucket_id("shots")
     with watched_page(browser, viewport={"width": 360, "height": 740}) as page:
-        page.goto(f"{server.url}/_/login")
-        page.fill("#email", admin)
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        expect(page).to_have_url(f"{server.url}/_/")
+        sign_in_page(page, server, admin_email)
         page.get_by_role("link", name="Storage").click()
         expect(page.locator("h1")).to_have_text("Storage")
         page.fill("#bucket-id", bucket)

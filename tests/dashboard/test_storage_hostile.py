@@ -6,7 +6,7 @@ metadata full of HTML are shown escaped."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -34,15 +34,6 @@ ENV = {"GATEHOUSE_STORAGE_MAX_FILE_SIZE": str(MAX_FILE), "GATEHOUSE_RATE_LIMIT_S
 @pytest.fixture(scope="module")
 def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(env=ENV)
-
-
-@pytest.fixture(scope="module")
-def visitor(server: RunningServer, database_url: str) -> Iterator[Visitor]:
-    signed_in = Visitor(server)
-    signed_in.sign_in(make_admin(database_url))
-    assert signed_in.get("/_/storage").status_code == 200
-    yield signed_in
-    signed_in.close()
 
 
 @pytest.fixture(scope="module")
