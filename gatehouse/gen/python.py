@@ -41,8 +41,6 @@ Regenerate this module after changing the schema rather than editing it. Rows ar
 of the JSON values supabase-py returns and takes (timestamps and UUIDs are str).
 """
 
-from __future__ import annotations
-
 import sys
 from typing import Any, Literal, Optional, Union
 
@@ -53,6 +51,11 @@ else:
 
 Json: TypeAlias = Union[str, int, float, bool, None, dict[str, "Json"], list["Json"]]
 '''
+
+
+def _is_name(key: str) -> bool:
+    """Whether ``key`` can be a field of a TypedDict written as a class."""
+    return key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("__")  # __x is mangled
 
 
 def _class_part(name: str) -> str:
@@ -97,6 +100,9 @@ class _Writer:
         self.composites = {(c.schema, c.name) for c in catalog.composites}
 
     def py_type(self, oid: int) -> str:
+        """The annotation for a value of type ``oid``. Annotations are evaluated at import (so that
+        ``NotRequired`` shows in ``__required_keys__``): a generated TypedDict is named in quotes, as
+        it may be defined further down."""
         found = self.catalog.resolve(oid)
         if found is None:
             return "Any"
@@ -107,7 +113,8 @@ class _Writer:
                 return self.names(found.schema, found.name)
             return f"Literal[{', '.join(map(json.dumps, found.labels))}]" if found.labels else "Any"
         if found.relation_kind:
-            return self._row_type(found)
+            name = self._row_type(found)
+            return json.dumps(name) if name != "Any" else name
         return _SCALARS.get(found.name, "Any")
 
     def _row_type(self, found: PgType) -> str:
@@ -125,20 +132,20 @@ class _Writer:
             annotation = f"Optional[{annotation}]"
         return annotation if required else f"NotRequired[{annotation}]"
 
-    def typed_dict(self, name: str, fields: list[tuple[str, str]], doc: str) -> str:
+    def typed_dict(self, name: str, fields: list[tuple[str, str]], doc: str, functional: bool) -> str:
         """A TypedDict in class form, or in the functional form when a key is no Python identifier."""
-        if all(key.isidentifier() and not keyword.iskeyword(key) for key, _ in fields):
+        if not functional:
             body = [f"    {key}: {annotation}" for key, annotation in fields]
             return "\n".join([f"class {name}(TypedDict):", f'    """{doc}"""', *body]) + "\n"
-        # Evaluated at import: quote the annotations so that types defined further down may be named.
-        items = [f"    {json.dumps(key)}: {json.dumps(annotation)}," for key, annotation in fields]
+        items = [f"    {json.dumps(key)}: {annotation}," for key, annotation in fields]
         return "\n".join([f'{name} = TypedDict("{name}", {{', *items, "})", f'"""{doc}"""']) + "\n"
 
     def table(self, table: TableInfo) -> list[str]:
         columns = [table.columns[name] for name in sorted(table.columns)]
         where = f"{table.schema}.{table.name}"
+        functional = not all(map(_is_name, table.columns))
         row = [(c.name, self._field_type(c, nullable=c.nullable, required=True)) for c in columns]
-        parts = [self.typed_dict(self.names(table.schema, table.name, "Row"), row, f"A row of {where}.")]
+        parts = [self.typed_dict(self.names(table.schema, table.name, "Row"), row, f"A row of {where}.", functional)]
         is_view = table.kind in ("view", "materialized_view")
         if is_view and not (table.kind == "view" and table.updatable and table.deletable):
             return parts
@@ -146,22 +153,23 @@ class _Writer:
         if is_view:  # PostgreSQL cannot tell which of a view's columns the table underneath requires
             insert = [(c.name, self._field_type(c, nullable=True, required=False)) for c in writable]
         else:
-            insert = [(c.name, self._field_type(c, nullable=c.nullable, required=not (c.nullable or c.has_default)))
-                      for c in writable]
-        update = [(c.name, self._field_type(c, nullable=c.nullable or is_view, required=False)) for c in writable]
+            insert = [(c.name, self._field_type(c, nullable=c.nullable, required=not (c.nullable or c.has_default))) for c in writable]
+        update = [(c.name, self._field_type(c, nullable=c.nullable or is_view, required=False))
+                  for c in writable]
         parts.append(self.typed_dict(self.names(table.schema, table.name, "Insert"), insert,
-                                     f"What an insert into {where} takes."))
+                                     f"What an insert into {where} takes.", functional))
         parts.append(self.typed_dict(self.names(table.schema, table.name, "Update"), update,
-                                     f"What an update of {where} takes."))
+                                     f"What an update of {where} takes.", functional))
         return parts
 
     def composite(self, composite: CompositeType) -> str:
+        functional = not all(_is_name(name) for name, _ in composite.attributes)
         fields = []
         for name, oid in composite.attributes:
             annotation = self.py_type(oid)
             fields.append((name, annotation if annotation == "Any" else f"Optional[{annotation}]"))
         return self.typed_dict(self.names(composite.schema, composite.name), fields,
-                               f"The composite type {composite.schema}.{composite.name}.")
+                               f"The composite type {composite.schema}.{composite.name}.", functional)
 
 
 def render(catalog: Catalog) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
@@ -131,7 +131,8 @@ class ColumnInfo:
     position: int  # attnum: ordered, with gaps where columns were dropped
     enum_values: tuple[str, ...] = ()  # labels of an enum (or enum[] / domain over an enum) column
     description: str | None = None
-    type_oid: int = 0  # pg_type oid, for the type generators (gatehouse.gen)
+    # pg_type oid, for the type generators (gatehouse.gen); differs between databases, so not compared
+    type_oid: int = field(default=0, compare=False)
     identity_always: bool = False  # GENERATED ALWAYS AS IDENTITY: PostgreSQL refuses a value for it
     updatable: bool = True  # False for a view's computed column (pg_column_is_updatable)
 
@@ -160,7 +161,8 @@ class Relationship:
     foreign_schema: str
     foreign_table: str
     foreign_columns: tuple[str, ...]
-    one_to_one: bool = False  # the key's columns are also the table's primary key or a unique key
+    # the key's columns are also the table's primary key or a unique key (derived: not compared)
+    one_to_one: bool = field(default=False, compare=False)
 
 
 #: The types of a function's one unnamed parameter, which takes the whole request body (PostgREST's
@@ -174,7 +176,7 @@ class FunctionArg:
     type: str
     has_default: bool
     mode: ArgMode
-    type_oid: int = 0
+    type_oid: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,9 @@ class FunctionInfo:
     volatility: Volatility
     description: str | None = None
     single_unnamed_arg: bool = False  # f(json), f(text), f(bytea), ...: the whole request body is the argument
-    return_type_oid: int = 0
+    return_type_oid: int = field(default=0, compare=False)
     #: ``RETURNS TABLE (name type, ...)``: the columns, as (name, pg_type oid)
-    table_columns: tuple[tuple[str, int], ...] = ()
+    table_columns: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
 
 #: The request roles' own settings (``ALTER ROLE ... SET statement_timeout``), database-specific
