@@ -54,7 +54,10 @@ def run(args: argparse.Namespace, url: str, keys: KeySet, settings: Settings) ->
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        write_file(args.out, text)
+        try:
+            write_file(args.out, text)
+        except OSError as exc:
+            raise SystemExit(f"gatehouse: error: cannot write {args.out}: {exc.strerror or exc}") from None
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -53,6 +53,11 @@ Json: TypeAlias = Union[str, int, float, bool, None, dict[str, "Json"], list["Js
 '''
 
 
+def _py_str(value: str) -> str:
+    """A Python string literal (JSON's escapes are all Python escapes too)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _is_name(key: str) -> bool:
     """Whether ``key`` can be a field of a TypedDict written as a class."""
     return key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("__")  # __x is mangled
@@ -60,7 +65,7 @@ def _is_name(key: str) -> bool:
 
 def _class_part(name: str) -> str:
     """``user_profiles`` → ``UserProfiles``; anything that is not a letter or digit splits words."""
-    return "".join(word[:1].upper() + word[1:] for word in re.split(r"[^A-Za-z0-9]+", name) if word)
+    return "".join(word[:1].upper() + word[1:] for word in re.split(r"[\W_]+", name) if word)
 
 
 class _Names:
@@ -73,9 +78,9 @@ class _Names:
     def __call__(self, *parts: str) -> str:
         if parts in self._given:
             return self._given[parts]
-        base = "".join(_class_part(part) for part in parts) or "Type"
-        if not base[0].isalpha():
-            base = "T" + base
+        base = "".join(_class_part(part) for part in parts)
+        if not base.isidentifier():
+            base = "T" + base if ("T" + base).isidentifier() else "Type"
         name, number = base, 2
         while name in self._used or keyword.iskeyword(name):
             name, number = f"{base}{number}", number + 1
@@ -111,10 +116,10 @@ class _Writer:
         if found.kind == "e":
             if found.schema in self.exposed:
                 return self.names(found.schema, found.name)
-            return f"Literal[{', '.join(map(json.dumps, found.labels))}]" if found.labels else "Any"
+            return f"Literal[{', '.join(map(_py_str, found.labels))}]" if found.labels else "Any"
         if found.relation_kind:
             name = self._row_type(found)
-            return json.dumps(name) if name != "Any" else name
+            return _py_str(name) if name != "Any" else name
         return _SCALARS.get(found.name, "Any")
 
     def _row_type(self, found: PgType) -> str:
@@ -136,9 +141,9 @@ class _Writer:
         """A TypedDict in class form, or in the functional form when a key is no Python identifier."""
         if not functional:
             body = [f"    {key}: {annotation}" for key, annotation in fields]
-            return "\n".join([f"class {name}(TypedDict):", f'    """{doc}"""', *body]) + "\n"
-        items = [f"    {json.dumps(key)}: {annotation}," for key, annotation in fields]
-        return "\n".join([f'{name} = TypedDict("{name}", {{', *items, "})", f'"""{doc}"""']) + "\n"
+            return "\n".join([f"class {name}(TypedDict):", f"    {_py_str(doc)}", *body]) + "\n"
+        items = [f"    {_py_str(key)}: {annotation}," for key, annotation in fields]
+        return "\n".join([f'{name} = TypedDict("{name}", {{', *items, "})", _py_str(doc)]) + "\n"
 
     def table(self, table: TableInfo) -> list[str]:
         columns = [table.columns[name] for name in sorted(table.columns)]
@@ -175,10 +180,10 @@ class _Writer:
 def render(catalog: Catalog) -> str:
     """The whole module for the catalog's schemas."""
     writer = _Writer(catalog)
-    parts = [_HEADER.format(schemas=", ".join(catalog.schemas))]
+    parts = [_HEADER.format(schemas=", ".join(map(_py_str, catalog.schemas)))]
     for schema in catalog.schemas:
         for enum in catalog.enums(schema):
-            labels = ", ".join(map(json.dumps, enum.labels))
+            labels = ", ".join(map(_py_str, enum.labels))
             annotation = f"Literal[{labels}]" if labels else "Any"
             parts.append(f"{writer.names(schema, enum.name)}: TypeAlias = {annotation}\n")
     for schema in catalog.schemas:

@@ -69,3 +69,13 @@ CREATE TABLE extra.notes (
     mood public.mood,
     post_id uuid REFERENCES public.posts (id)
 );
+
+-- names no language takes as they are: quotes, keywords, a leading double underscore, non-ASCII
+CREATE TYPE extra."weird ""quoted"" kind" AS ENUM ('a"b', 'ü😀', 'back\slash', '*/');
+CREATE TABLE extra."odd ""table""" (
+    "class" text NOT NULL,
+    "__private" integer,
+    "naïve" extra."weird ""quoted"" kind",
+    "new
+line" boolean
+);
