@@ -1,4 +1,4 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql, users, admin, backup, restore, mail test."""
+"""The ``gatehouse`` command: serve, migrate, keys, psql, users, admin, backup, restore, mail test, gen types."""
 
 from __future__ import annotations
 
@@ -261,6 +261,12 @@ def cmd_s3_keys(args: argparse.Namespace) -> int:
     return _on_database(args, s3_cli.run)
 
 
+def cmd_gen(args: argparse.Namespace) -> int:
+    from gatehouse.gen import cli as gen_cli
+
+    return _on_database(args, gen_cli.run)
+
+
 def cmd_mail(args: argparse.Namespace) -> int:
     from gatehouse.mail.service import send_test_message
 
@@ -350,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatehouse.storage.s3 import cli as s3_cli
 
     s3_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_s3_keys)
+    from gatehouse.gen import cli as gen_cli
+
+    gen_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_gen)
 
     mail = commands.add_parser("mail", help="check the email set-up", description="Email tools.")
     mail_commands = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
@@ -57,7 +57,9 @@ SELECT n.nspname AS schema, c.relname AS table, a.attname AS name, a.attnum AS p
        a.atthasdef OR a.attidentity <> '' AS has_default,
        a.attgenerated <> '' AS generated,
        d.description,
-       e.labels AS enum_values
+       e.labels AS enum_values,
+       a.atttypid AS type_oid, a.attidentity = 'a' AS identity_always,
+       c.relkind IN ('r', 'p') OR pg_column_is_updatable(c.oid, a.attnum, false) AS updatable
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -80,7 +82,9 @@ SELECT k.conname AS constraint, n.nspname AS schema, c.relname AS table,
              JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.ord) AS columns,
        ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY AS u(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.attnum ORDER BY u.ord)
-           AS foreign_columns
+           AS foreign_columns,
+       EXISTS (SELECT FROM pg_constraint u WHERE u.conrelid = k.conrelid AND u.contype IN ('p', 'u')
+                                             AND u.conkey @> k.conkey AND u.conkey <@ k.conkey) AS one_to_one
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -101,7 +105,8 @@ SELECT n.nspname AS schema, p.proname AS name,
        p.proargnames AS arg_names, p.proargmodes::text[] AS arg_modes, p.pronargdefaults AS defaults,
        ARRAY(SELECT format_type(u.type, NULL)
              FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS u(type, ord)
-             ORDER BY u.ord) AS arg_types
+             ORDER BY u.ord) AS arg_types,
+       coalesce(p.proallargtypes, p.proargtypes::oid[]) AS arg_type_oids, p.prorettype AS return_type_oid
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_type rt ON rt.oid = p.prorettype
@@ -126,6 +131,10 @@ class ColumnInfo:
     position: int  # attnum: ordered, with gaps where columns were dropped
     enum_values: tuple[str, ...] = ()  # labels of an enum (or enum[] / domain over an enum) column
     description: str | None = None
+    # pg_type oid, for the type generators (gatehouse.gen); differs between databases, so not compared
+    type_oid: int = field(default=0, compare=False)
+    identity_always: bool = False  # GENERATED ALWAYS AS IDENTITY: PostgreSQL refuses a value for it
+    updatable: bool = True  # False for a view's computed column (pg_column_is_updatable)
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,8 @@ class Relationship:
     foreign_schema: str
     foreign_table: str
     foreign_columns: tuple[str, ...]
+    # the key's columns are also the table's primary key or a unique key (derived: not compared)
+    one_to_one: bool = field(default=False, compare=False)
 
 
 #: The types of a function's one unnamed parameter, which takes the whole request body (PostgREST's
@@ -165,6 +176,7 @@ class FunctionArg:
     type: str
     has_default: bool
     mode: ArgMode
+    type_oid: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,9 @@ class FunctionInfo:
     volatility: Volatility
     description: str | None = None
     single_unnamed_arg: bool = False  # f(json), f(text), f(bytea), ...: the whole request body is the argument
+    return_type_oid: int = field(default=0, compare=False)
+    #: ``RETURNS TABLE (name type, ...)``: the columns, as (name, pg_type oid)
+    table_columns: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
 
 #: The request roles' own settings (``ALTER ROLE ... SET statement_timeout``), database-specific
@@ -269,6 +284,9 @@ class SchemaCache:
                 position=row["position"],
                 enum_values=tuple(row["enum_values"] or ()),
                 description=row["description"],
+                type_oid=row["type_oid"],
+                identity_always=row["identity_always"],
+                updatable=row["updatable"],
             )
         tables = [
             TableInfo(
@@ -293,6 +311,7 @@ class SchemaCache:
                 foreign_schema=row["foreign_schema"],
                 foreign_table=row["foreign_table"],
                 foreign_columns=tuple(row["foreign_columns"]),
+                one_to_one=row["one_to_one"],
             )
             for row in key_rows
         ]
@@ -326,11 +345,13 @@ def _function(row: asyncpg.Record) -> FunctionInfo | None:
     types: list[str] = row["arg_types"]
     names: list[str] = row["arg_names"] or [""] * len(types)
     modes: list[str] = row["arg_modes"] or ["i"] * len(types)
-    inputs = [(name, type_, _ARG_MODES[mode]) for name, type_, mode in zip(names, types, modes, strict=True) if mode in _ARG_MODES]
+    oids: list[int] = row["arg_type_oids"]
+    params = list(zip(names, types, modes, oids, strict=True))
+    inputs = [(name, type_, _ARG_MODES[mode], oid) for name, type_, mode, oid in params if mode in _ARG_MODES]
     first_default = len(inputs) - row["defaults"]
     args = tuple(
-        FunctionArg(name=name, type=type_, has_default=i >= first_default, mode=mode)
-        for i, (name, type_, mode) in enumerate(inputs)
+        FunctionArg(name=name, type=type_, has_default=i >= first_default, mode=mode, type_oid=oid)
+        for i, (name, type_, mode, oid) in enumerate(inputs)
     )
     single_unnamed = len(args) == 1 and args[0].name == "" and args[0].type in UNNAMED_TYPES
     if not single_unnamed and any(arg.name == "" for arg in args):
@@ -345,4 +366,6 @@ def _function(row: asyncpg.Record) -> FunctionInfo | None:
         volatility=_VOLATILITY[row["volatility"]],
         description=row["description"],
         single_unnamed_arg=single_unnamed,
+        return_type_oid=row["return_type_oid"],
+        table_columns=tuple((name, oid) for name, _, mode, oid in params if mode == "t"),
     )
