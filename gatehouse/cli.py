@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from gatehouse import __version__
+from gatehouse import __version__, banner
 from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
@@ -71,24 +71,6 @@ def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
         raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
 
 
-def _development_warning(settings: Settings) -> str:
-    """A line for development mode asked for where others can reach it (the inbox is open)."""
-    if settings.environment != "development":
-        return ""
-    if settings.model_copy(update={"env": None}).environment == "development":
-        return ""  # loopback and a plain-http loopback site URL: only this machine reaches it
-    return ("\n  WARNING          development mode: /_inbox (sign-in links) and /metrics are open to anyone "
-            "who reaches this server; set GATEHOUSE_ENV=production")
-
-
-def _api_url_warning(settings: Settings) -> str:
-    """Outside development the API's public URL must be given: tokens and admin links name it."""
-    if settings.environment == "development" or settings.api_external_url:
-        return ""
-    return (f"\n  WARNING          GATEHOUSE_API_EXTERNAL_URL is unset: access tokens name {settings.jwt_issuer} "
-            "as their issuer and admin links point there; set it to the API's public URL")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -120,25 +102,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.metrics_enabled and settings.worker_count > 1:
             # every worker writes its counts here; a scrape of any worker sums them all
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatehouse-metrics-")
-        database = "embedded PostgreSQL in " + str(settings.data_dir) if server.embedded else "external PostgreSQL"
-        print(
-            f"\nGatehouse {__version__} ({settings.environment}) on {database}"
-            + (f", {len(applied)} migrations applied" if applied else "")
-            + f"\n  Mode             {settings.environment_reason}"
-            + _development_warning(settings)
-            + f"\n  URL              {settings.public_site_url}"
-            + f"\n  API URL          {settings.public_api_url}"
-            + f"\n  Dashboard        {settings.public_site_url}/_/"
-            + (f"\n  Set-up link      {setup}\n                   (once, within an hour: creates the first "
-               "dashboard administrator)" if setup else "")
-            + _api_url_warning(settings)
-            + (f"\n  Sign-in with     {', '.join(providers.names)} (callback {callback_url(settings)})"
-               if providers.names else "")
-            + f"\n  Publishable key  {keys.publishable_key}"
-            + f"\n  Secret key       {keys.secret_key}"
-            + "\n  (keep the secret key on servers; `gatehouse keys` prints all keys)\n",
-            flush=True,
-        )
+        # Every worker writes logs as this process does, whatever its own standard error is.
+        os.environ["GATEHOUSE_LOG_FORMAT"] = logs.resolve(settings.log_format)
+        print(banner.render(settings, keys, server, applied=applied, setup_link=setup, providers=providers.names,
+                            callback=callback_url(settings)), flush=True)
         uvicorn.run(
             "gatehouse.app:create_app_from_env",
             factory=True,
