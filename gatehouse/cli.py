@@ -1,4 +1,4 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql, users, admin, backup, restore, mail test."""
+"""The ``gatehouse`` command: serve, init, migrate (new), keys, psql, users, admin, backup, restore, mail test."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
 from gatehouse.ops.backup import BackupError
+from gatehouse.project import ProjectError
 
 DESCRIPTION = """\
 Gatehouse: self-hosted user management (auth, data API, storage) that the
@@ -140,6 +141,38 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"applied {label}")
     else:
         print("database is up to date")
+    return 0
+
+
+def cmd_migrate_new(args: argparse.Namespace) -> int:
+    from gatehouse.project import new_migration
+
+    folder = _settings(args).migrations_dir or Path("migrations")
+    print(f"created {new_migration(folder, args.name)}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gatehouse.project import EXAMPLE_MIGRATION, init
+
+    folder: Path = args.folder
+    written = init(folder, force=args.force)
+    names = [str(item.path.relative_to(folder)) for item in written]
+    width = max(len(name) for name in names)
+    print(f"Made a Gatehouse project in {folder.resolve()}:")
+    for name, item in zip(names, written, strict=True):
+        print(f"  {name:<{width}}  {item.about}")
+    if EXAMPLE_MIGRATION not in names:
+        print(f"  (no {EXAMPLE_MIGRATION}: migrations/ already holds migrations)")
+    steps = [("cd " + str(folder), "")] if folder.resolve() != Path.cwd().resolve() else []
+    steps += [
+        ("cp .env.example .env", "this machine's settings: GATEHOUSE_MIGRATIONS_DIR=migrations"),
+        ("gatehouse serve", "applies migrations/ and prints where everything is"),
+        ("gatehouse migrate new NAME", "the next migration file, e.g. add_due_dates"),
+    ]
+    print("Next:")
+    for command, why in steps:
+        print(f"  {command:<28}{why}".rstrip())
     return 0
 
 
@@ -268,6 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_option(migrate)
     migrate.add_argument("--dir", type=Path, metavar="DIR", help="folder of your own .sql migrations (or GATEHOUSE_MIGRATIONS_DIR)")
     migrate.set_defaults(func=cmd_migrate)
+    migrate_actions = migrate.add_subparsers(dest="migrate_action", metavar="ACTION")
+    migrate_new = migrate_actions.add_parser(
+        "new", help="create the next numbered migration file",
+        description="Create NNNN_NAME.sql in your migrations folder: the next number after the highest there, "
+        "zero-padded to 4, and NAME in lower case with anything but letters and digits as _.",
+    )
+    migrate_new.add_argument("name", metavar="NAME", help="what the migration does, e.g. add_todos")
+    migrate_new.add_argument("--dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                             help="the migrations folder (default GATEHOUSE_MIGRATIONS_DIR, else ./migrations)")
+    migrate_new.set_defaults(func=cmd_migrate_new)
+
+    init = commands.add_parser(
+        "init", help="make a project folder to commit: migrations/, .env.example, .gitignore",
+        description="Write migrations/0001_example.sql (a table with row-level security, commented), "
+        ".env.example (the settings a deployment sets) and .gitignore (the data folder and secrets stay out) "
+        "into DIR. Existing files are never overwritten without --force.",
+    )
+    init.add_argument("folder", type=Path, nargs="?", default=Path("."), metavar="DIR",
+                      help="the project folder (default: the current one; made if missing)")
+    init.add_argument("--force", action="store_true", help="overwrite those files where they exist")
+    init.set_defaults(func=cmd_init)
 
     keys = commands.add_parser(
         "keys", help="print the API keys (creating them on first use)",
@@ -335,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.psql_args = args.psql_args[1:]
     try:
         return int(args.func(args))
-    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError) as exc:
+    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError, ProjectError) as exc:
         print(f"gatehouse: error: {exc}", file=sys.stderr)
         return 1
     except GatehouseError as exc:
