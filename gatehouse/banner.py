@@ -72,11 +72,11 @@ def _mail(settings: Settings) -> Line:
 def _keys_home(settings: Settings) -> str:
     given = [name for name in _STORED_KEYS if getattr(settings, name) is not None]
     if len(given) == len(_STORED_KEYS):
-        return "the environment (GATEHOUSE_* settings)"
+        return "GATEHOUSE_* settings (environment, .env or secrets folder)"
     stored = settings.data_dir.expanduser().resolve() / "keys.json"
     if not given:
         return str(stored)
-    return f"{stored}, and the environment for " + ", ".join(f"GATEHOUSE_{name.upper()}" for name in given)
+    return f"{stored}; " + ", ".join(f"GATEHOUSE_{name.upper()}" for name in given) + " from settings"
 
 
 def _database(server: DatabaseServer, data_dir: Path) -> str:

@@ -82,8 +82,8 @@ def test_an_external_database_is_shown_without_its_password(
     assert shown["Database"] == f"external PostgreSQL at {without_password(database_url)}"
     assert shown["Database"].startswith(f"external PostgreSQL at postgresql://{urlsplit(database_url).username}@/")
     assert password not in server.log() and unquote(password) not in server.log()
-    assert shown["Keys kept in"] == (f"{server.data_dir.resolve() / 'keys.json'}, and the environment for "
-                                     "GATEHOUSE_PUBLISHABLE_KEY, GATEHOUSE_SECRET_KEY (`gatehouse keys` prints all keys)")
+    assert shown["Keys kept in"] == (f"{server.data_dir.resolve() / 'keys.json'}; GATEHOUSE_PUBLISHABLE_KEY, "
+                                     "GATEHOUSE_SECRET_KEY from settings (`gatehouse keys` prints all keys)")
     assert shown["Mail inbox"] == f"{server.url}/_inbox (nothing is sent: no SMTP configured)"
 
 
@@ -139,7 +139,8 @@ def test_mail_storage_and_keys_in_every_configuration(keys: KeySet, tmp_path: Pa
     ).decode()
     given = _shown(keys, jwt_private_key=pem, publishable_key=keys.publishable_key, secret_key=keys.secret_key,
                    authenticator_password=keys.authenticator_password)
-    assert given["Keys kept in"] == "the environment (GATEHOUSE_* settings) (`gatehouse keys` prints all keys)"
+    assert given["Keys kept in"] == ("GATEHOUSE_* settings (environment, .env or secrets folder) "
+                                     "(`gatehouse keys` prints all keys)")
     separate = _shown(keys, site_url="https://app.example.com", api_external_url="https://api.example.com")
     assert (separate["App"], separate["API URL"], separate["Dashboard"]) == (
         "https://app.example.com/login", "https://api.example.com", "https://app.example.com/_/")
