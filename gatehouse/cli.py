@@ -1,4 +1,5 @@
-"""The ``gatehouse`` command: serve, migrate, keys, psql, users, admin, backup, restore, mail test, gen types."""
+"""The ``gatehouse`` command: serve, init, migrate (new), keys, psql, users, admin, backup, restore, mail test,
+gen types."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from gatehouse import __version__
+from gatehouse import __version__, banner
 from gatehouse.core import logs
 from gatehouse.core.config import ConfigError, Settings, load_settings
 from gatehouse.core.db import database_server, prepare
@@ -25,6 +26,7 @@ from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
 from gatehouse.ops.backup import BackupError
+from gatehouse.project import ProjectError
 
 DESCRIPTION = """\
 Gatehouse: self-hosted user management (auth, data API, storage) that the
@@ -71,24 +73,6 @@ def _prepare(url: str, keys: KeySet, settings: Settings) -> list[str]:
         raise CLIError(f"cannot use the database at {where.hostname}:{where.port or 5432}{where.path}: {exc}") from None
 
 
-def _development_warning(settings: Settings) -> str:
-    """A line for development mode asked for where others can reach it (the inbox is open)."""
-    if settings.environment != "development":
-        return ""
-    if settings.model_copy(update={"env": None}).environment == "development":
-        return ""  # loopback and a plain-http loopback site URL: only this machine reaches it
-    return ("\n  WARNING          development mode: /_inbox (sign-in links) and /metrics are open to anyone "
-            "who reaches this server; set GATEHOUSE_ENV=production")
-
-
-def _api_url_warning(settings: Settings) -> str:
-    """Outside development the API's public URL must be given: tokens and admin links name it."""
-    if settings.environment == "development" or settings.api_external_url:
-        return ""
-    return (f"\n  WARNING          GATEHOUSE_API_EXTERNAL_URL is unset: access tokens name {settings.jwt_issuer} "
-            "as their issuer and admin links point there; set it to the API's public URL")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -120,25 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.metrics_enabled and settings.worker_count > 1:
             # every worker writes its counts here; a scrape of any worker sums them all
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gatehouse-metrics-")
-        database = "embedded PostgreSQL in " + str(settings.data_dir) if server.embedded else "external PostgreSQL"
-        print(
-            f"\nGatehouse {__version__} ({settings.environment}) on {database}"
-            + (f", {len(applied)} migrations applied" if applied else "")
-            + f"\n  Mode             {settings.environment_reason}"
-            + _development_warning(settings)
-            + f"\n  URL              {settings.public_site_url}"
-            + f"\n  API URL          {settings.public_api_url}"
-            + f"\n  Dashboard        {settings.public_site_url}/_/"
-            + (f"\n  Set-up link      {setup}\n                   (once, within an hour: creates the first "
-               "dashboard administrator)" if setup else "")
-            + _api_url_warning(settings)
-            + (f"\n  Sign-in with     {', '.join(providers.names)} (callback {callback_url(settings)})"
-               if providers.names else "")
-            + f"\n  Publishable key  {keys.publishable_key}"
-            + f"\n  Secret key       {keys.secret_key}"
-            + "\n  (keep the secret key on servers; `gatehouse keys` prints all keys)\n",
-            flush=True,
-        )
+        # Every worker writes logs as this process does, whatever its own standard error is.
+        os.environ["GATEHOUSE_LOG_FORMAT"] = logs.resolve(settings.log_format)
+        print(banner.render(settings, keys, server, applied=applied, setup_link=setup, providers=providers.names,
+                            callback=callback_url(settings)), flush=True)
         uvicorn.run(
             "gatehouse.app:create_app_from_env",
             factory=True,
@@ -173,6 +142,38 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"applied {label}")
     else:
         print("database is up to date")
+    return 0
+
+
+def cmd_migrate_new(args: argparse.Namespace) -> int:
+    from gatehouse.project import new_migration
+
+    folder = _settings(args).migrations_dir or Path("migrations")
+    print(f"created {new_migration(folder, args.name)}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gatehouse.project import EXAMPLE_MIGRATION, init
+
+    folder: Path = args.folder
+    written = init(folder, force=args.force)
+    names = [str(item.path.relative_to(folder)) for item in written]
+    width = max(len(name) for name in names)
+    print(f"Made a Gatehouse project in {folder.resolve()}:")
+    for name, item in zip(names, written, strict=True):
+        print(f"  {name:<{width}}  {item.about}")
+    if EXAMPLE_MIGRATION not in names:
+        print(f"  (no {EXAMPLE_MIGRATION}: migrations/ already holds migrations)")
+    steps = [("cd " + str(folder), "")] if folder.resolve() != Path.cwd().resolve() else []
+    steps += [
+        ("cp .env.example .env", "this machine's settings: GATEHOUSE_MIGRATIONS_DIR=migrations"),
+        ("gatehouse serve", "applies migrations/ and prints where everything is"),
+        ("gatehouse migrate new NAME", "the next migration file, e.g. add_due_dates"),
+    ]
+    print("Next:")
+    for command, why in steps:
+        print(f"  {command:<28}{why}".rstrip())
     return 0
 
 
@@ -307,6 +308,27 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_option(migrate)
     migrate.add_argument("--dir", type=Path, metavar="DIR", help="folder of your own .sql migrations (or GATEHOUSE_MIGRATIONS_DIR)")
     migrate.set_defaults(func=cmd_migrate)
+    migrate_actions = migrate.add_subparsers(dest="migrate_action", metavar="ACTION")
+    migrate_new = migrate_actions.add_parser(
+        "new", help="create the next numbered migration file",
+        description="Create NNNN_NAME.sql in your migrations folder: the next number after the highest there, "
+        "zero-padded to 4, and NAME in lower case with anything but letters and digits as _.",
+    )
+    migrate_new.add_argument("name", metavar="NAME", help="what the migration does, e.g. add_todos")
+    migrate_new.add_argument("--dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                             help="the migrations folder (default GATEHOUSE_MIGRATIONS_DIR, else ./migrations)")
+    migrate_new.set_defaults(func=cmd_migrate_new)
+
+    init = commands.add_parser(
+        "init", help="make a project folder to commit: migrations/, .env.example, .gitignore",
+        description="Write migrations/0001_example.sql (a table with row-level security, commented), "
+        ".env.example (the settings a deployment sets) and .gitignore (the data folder and secrets stay out) "
+        "into DIR. Existing files are never overwritten without --force.",
+    )
+    init.add_argument("folder", type=Path, nargs="?", default=Path("."), metavar="DIR",
+                      help="the project folder (default: the current one; made if missing)")
+    init.add_argument("--force", action="store_true", help="overwrite those files where they exist")
+    init.set_defaults(func=cmd_init)
 
     keys = commands.add_parser(
         "keys", help="print the API keys (creating them on first use)",
@@ -377,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.psql_args = args.psql_args[1:]
     try:
         return int(args.func(args))
-    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError) as exc:
+    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError, ProjectError) as exc:
         print(f"gatehouse: error: {exc}", file=sys.stderr)
         return 1
     except GatehouseError as exc:

@@ -188,11 +188,11 @@ def test_mail_test_reports_the_servers_answer(tmp_path: Path, smtp: SMTPServer) 
 
 
 def test_production_without_an_api_url_is_warned_about() -> None:
-    from gatehouse.cli import _api_url_warning
+    from gatehouse.banner import api_url_warning
     from gatehouse.core.config import load_settings
 
     behind_proxy = load_settings(site_url="https://app.example.com")
-    assert "GATEHOUSE_API_EXTERNAL_URL is unset" in _api_url_warning(behind_proxy)
-    assert _api_url_warning(load_settings(site_url="https://app.example.com",
-                                          api_external_url="https://api.example.com")) == ""
-    assert _api_url_warning(load_settings()) == ""  # development on loopback
+    assert "GATEHOUSE_API_EXTERNAL_URL is unset" in api_url_warning(behind_proxy)
+    assert api_url_warning(load_settings(site_url="https://app.example.com",
+                                         api_external_url="https://api.example.com")) == ""
+    assert api_url_warning(load_settings()) == ""  # development on loopback

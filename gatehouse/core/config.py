@@ -416,7 +416,10 @@ class Settings(BaseSettings):
         description="Serve Prometheus metrics at /metrics (in production only to callers sending the secret key). "
         "Unset: on in development only.",
     )
-    log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json (one object per line), text (one line per event, for people) or auto: text when "
+        "standard error is a terminal, json otherwise.",
+    )
     metrics_sample_interval: float = Field(
         10.0, ge=0, description="Seconds between the rows each process writes to gatehouse.metrics_samples for the "
         "dashboard's Health page (requests, errors, latency buckets, pool use); 0 writes none.",

@@ -85,6 +85,11 @@ class EmbeddedPostgres:
             raise RuntimeError("the embedded PostgreSQL is not started")
         return self._url
 
+    @property
+    def port(self) -> int:
+        """The loopback TCP port the running server listens on (0 before ``start``)."""
+        return self._port
+
     def start(self, timeout: float = 60.0) -> str:
         """Make sure the server runs and the ``gatehouse`` database exists; return its URL."""
         self._prepare_data_dir()

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line (or plain text), with request fields when present.
+"""Logs: one JSON object per line for machines, or one line of text per event for people.
+
+``auto`` (the default) picks text when standard error is a terminal and JSON otherwise
+(``resolve``); ``gatehouse serve`` resolves it once and hands the result to its workers, so every
+process of one server writes the same format.
 
 Every record goes through :mod:`logging`, except the access log's one line per answered
 request, which is on every request's path: :class:`AccessLog` writes those lines itself, in the
@@ -16,19 +20,74 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
 _FIELDS = ("request_id", "method", "path", "status", "duration_ms", "user_id")
-TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: Fields an access line's text already says ("GET /path 200 0.7 ms"); other records show theirs as name=value.
+_ACCESS_FIELDS = frozenset({"method", "path", "status", "duration_ms", "request_id"})
 ACCESS = "gatehouse.access"
 
 access_log = logging.getLogger(ACCESS)
 
+Format = Literal["json", "text"]
+
+
+def resolve(fmt: str, stream: IO[str] | None = None) -> Format:
+    """``json`` or ``text`` for a setting of ``auto``, ``json`` or ``text``: ``auto`` is text when
+    ``stream`` (standard error) is a terminal, JSON otherwise (a file, a pipe, a journal)."""
+    if fmt in ("json", "text"):
+        return "text" if fmt == "text" else "json"
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError, OSError):  # no stream, or a closed one
+        return "json"
+
 
 def _iso(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+def _clock(created: float) -> str:
+    """Local time to the millisecond, as a person reading a terminal expects it."""
+    return datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _access_text(method: str, path: str, status: int, duration_ms: float, user_id: str | None) -> str:
+    line = f"{method} {path} {status} {duration_ms:.1f} ms"
+    return f"{line} user={user_id}" if user_id else line
+
+
+def _text_line(created: float, level: str, logger: str, message: str) -> str:
+    return f"{_clock(created)} {level:<7} {logger}  {message}"
+
+
+class TextFormatter(logging.Formatter):
+    """One line per event: local time, level, logger, message, then the record's fields as
+    ``name=value`` (an access record reads ``GET /path 200 0.7 ms``); a traceback follows on its own lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        status = getattr(record, "status", None)
+        if record.name == ACCESS and isinstance(status, int):
+            message = _access_text(str(getattr(record, "method", "")), str(getattr(record, "path", "")), status,
+                                   float(getattr(record, "duration_ms", 0.0)), getattr(record, "user_id", None))
+        else:
+            message = record.getMessage()
+            fields = [f"{name}={value}" for name in _FIELDS
+                      if (value := getattr(record, name, None)) is not None and name != "user_id"]
+            user_id = getattr(record, "user_id", None)
+            if user_id is not None:
+                fields.append(f"user={user_id}")
+            if fields:
+                message = f"{message} " + " ".join(fields)
+        line = _text_line(record.created, record.levelname, record.name, message)
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 class JSONFormatter(logging.Formatter):
@@ -61,16 +120,13 @@ class AccessLog:
     def __init__(self, stream: IO[str], fmt: str) -> None:
         self._stream = stream
         self._text = fmt == "text"
-        self._text_formatter = logging.Formatter(TEXT_FORMAT)
         self._lines: list[str] = []
 
     def write(self, method: str, path: str, status: int, duration_ms: float, request_id: str,
               user_id: str | None) -> None:
         created = time.time()
         if self._text:
-            record = logging.LogRecord(ACCESS, logging.INFO, __file__, 0, "%s %s %d", (method, path, status), None)
-            record.created = created
-            line = self._text_formatter.format(record)
+            line = _text_line(created, "INFO", ACCESS, _access_text(method, path, status, duration_ms, user_id))
         else:
             entry: dict[str, Any] = {
                 "time": _iso(created), "level": "info", "logger": ACCESS, "msg": f"{method} {path} {status}",
@@ -123,17 +179,17 @@ def access(method: str, path: str, status: int, duration_ms: float, request_id: 
         })
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
+def configure(level: str = "info", fmt: str = "auto") -> Format:
+    """Send every record to standard error in ``fmt`` (``auto`` resolved by ``resolve``); returns the format used."""
     global _access
+    chosen = resolve(fmt)
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JSONFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     flush()
-    _access = AccessLog(sys.stderr, fmt) if access_log.isEnabledFor(logging.INFO) else None
+    _access = AccessLog(sys.stderr, chosen) if access_log.isEnabledFor(logging.INFO) else None
+    return chosen

@@ -91,7 +91,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, keys: KeySet, keys_dir: Pa
 
 def test_they_run_in_production_mode_as_an_ordinary_role(cluster: Cluster) -> None:
     for server in cluster.servers:
-        assert "(production) on external PostgreSQL" in server.log()
+        assert "Mode             production:" in server.log()
+        assert "Database         external PostgreSQL at postgresql://" in server.log()
     owner = fetch_rows(cluster.database_url, "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
     assert (owner[0]["rolsuper"], owner[0]["rolcreaterole"]) == (False, True)
     version = fetch_rows(cluster.database_url, "SELECT current_setting('server_version_num')::int AS v")
