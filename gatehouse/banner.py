@@ -118,8 +118,12 @@ def lines(settings: Settings, keys: KeySet, server: DatabaseServer, *,
         ("Keys kept in", f"{_keys_home(settings)} (`gatehouse keys` prints all keys)"),
         ("Data folder", str(data_dir)),
         ("Database", _database(server, data_dir)),
-        ("Storage", _storage(settings, data_dir)),
     ]
+    if settings.database_direct_url:
+        result.append(("", f"through a pooler; migrations and LISTEN at {without_password(settings.database_direct_url)}"))
+    if settings.database_read_url:
+        result.append(("Read replica", without_password(settings.database_read_url)))
+    result.append(("Storage", _storage(settings, data_dir)))
     return result
 
 

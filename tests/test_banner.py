@@ -147,3 +147,14 @@ def test_mail_storage_and_keys_in_every_configuration(keys: KeySet, tmp_path: Pa
     assert "WARNING" not in separate
     assert _shown(keys)["Database"] == "external PostgreSQL at postgresql://u@db/app"
 
+
+
+def test_a_replica_and_a_pooler_are_named_without_their_passwords(keys: KeySet) -> None:
+    shown = lines(load_settings(database_url="postgresql://u:pw@pooler:6432/app",
+                                database_direct_url="postgresql://u:direct-pw@db:5432/app",
+                                database_read_url="postgresql://u:replica-pw@replica:5432/app"),
+                  keys, DatabaseServer("postgresql://u:pw@pooler:6432/app", None))
+    text = "\n".join(f"{label} {value}" for label, value in shown)
+    assert "Read replica postgresql://u@replica:5432/app" in text
+    assert "through a pooler; migrations and LISTEN at postgresql://u@db:5432/app" in text
+    assert "pw" not in text.replace("pooler", "")
