@@ -14,7 +14,10 @@ the users finally saw.
 
 Faults (the default) run as phases on one timeline, each a ``Phase`` with an optional ``Fault``
 (``start``, then ``hold`` seconds, then ``stop``): baseline, kill -9 of one Gatehouse process (and
-its restart), SeaweedFS stopped for 10 s (and restarted on its ports and data folder), recovery.
+its restart), SeaweedFS stopped for 10 s (and restarted on its ports and data folder), the read
+replica's replay paused for 10 s (the processes read from a streaming replica in this mode, so
+read-your-writes and the lag bound are under test: the ``read`` step checks it reads back the
+profile just written), recovery.
 Per phase: completed flows, requests, first-try errors and errors seen after retries (by step and
 status or exception), p50/p99 per step. Then the after-check: every acknowledged sign-up has its
 user, every acknowledged profile write its value, every acknowledged upload its row and its bytes
@@ -111,6 +114,25 @@ class StopSeaweed:
 
 
 @dataclass
+class ReplicaLags:
+    """The read replica stops replaying the primary's WAL for ``hold`` seconds (it still receives
+    it): callers who wrote must read from the primary, the others from the replica until it lags
+    past GATEHOUSE_DATABASE_READ_MAX_LAG (5 s), then from the primary too."""
+
+    cluster: Cluster
+    hold: float = 10.0
+    name: str = "replica replay paused"
+
+    def start(self) -> None:
+        assert self.cluster.replica is not None
+        self.cluster.replica.pause_replay()
+
+    def stop(self) -> None:
+        assert self.cluster.replica is not None
+        self.cluster.replica.resume_replay()
+
+
+@dataclass
 class Phase:
     name: str
     seconds: float  # the phase lasts this long, or until its fault is put right if that takes longer
@@ -129,11 +151,12 @@ class PhaseRecord:
 
 
 def fault_phases(cluster: Cluster, seconds: float, outage: float = 10.0) -> list[Phase]:
-    """The default timeline. A new fault (a replica that lags, say) is one more ``Phase`` here."""
+    """The default timeline; a new fault is one more ``Phase`` here."""
     return [
         Phase("baseline", seconds),
         Phase("kill -9", seconds, KillProcess(cluster, index=1, hold=5.0)),
         Phase("SeaweedFS stopped", seconds + outage, StopSeaweed(cluster, hold=outage)),
+        Phase("replica lags", seconds, ReplicaLags(cluster, hold=outage)),
         Phase("recovery", seconds),
     ]
 
@@ -260,7 +283,7 @@ def after_check(cluster: Cluster, recorder: Recorder) -> dict[str, Any]:
 def faults(args: argparse.Namespace) -> dict[str, Any]:
     cluster = Cluster(keep=args.keep)
     try:
-        cluster.start_backends().start_gatehouse(3)
+        cluster.start_backends(replica=True).start_gatehouse(3)
         recorder = Recorder()
         phases = fault_phases(cluster, args.phase_seconds, args.outage)
         began = time.perf_counter()

@@ -31,7 +31,7 @@ from bench.machine import OURS_MARKER
 from gatehouse.core.config import load_settings
 from gatehouse.core.embedded import free_port
 from gatehouse.core.keys import KeySet, load_keys
-from tests.deploy.components import HAProxy, Postgres, SeaweedS3
+from tests.deploy.components import HAProxy, Postgres, SeaweedS3, Standby
 from tests.smtp import smtp_env
 from tests.support import RunningServer, start_server
 
@@ -81,6 +81,8 @@ class Cluster:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=f"{OURS_MARKER}cluster-")))
     keep: bool = False
     postgres: Postgres | None = None
+    #: A streaming replica the processes read from (``start_backends(replica=True)``).
+    replica: Standby | None = None
     seaweed: SeaweedS3 | None = None
     mailbox: Mailbox | None = None
     database_url: str = ""
@@ -92,9 +94,12 @@ class Cluster:
     proxy: HAProxy | None = None
 
     # -- the shared back ends: database, object store, mail ----------------------------------------
-    def start_backends(self) -> Cluster:
+    def start_backends(self, *, replica: bool = False) -> Cluster:
         self.postgres = Postgres(self.root / "postgres").start()
         self.database_url = self.postgres.bootstrap()
+        if replica:
+            self.replica = Standby(self.root / "replica", primary=self.postgres)
+            self.replica.start()
         self.seaweed = SeaweedS3(self.root / "seaweedfs").start()
         self.bucket = f"bench-{secrets.token_hex(4)}"
         admin = self.seaweed.client()
@@ -121,6 +126,8 @@ class Cluster:
             "GATEHOUSE_RATE_LIMITS_ENABLED": "false",
             **self.seaweed.env(self.bucket), **smtp_env(self.mailbox.port),
         }
+        if self.replica is not None:
+            self.env["GATEHOUSE_DATABASE_READ_URL"] = self.replica.url("gatehouse")
         for index in range(processes):
             self.servers.append(self._start_server(index))
         self.proxy.start()
@@ -151,7 +158,7 @@ class Cluster:
 
     def stop(self) -> None:
         self.stop_gatehouse()
-        for component in (self.mailbox, self.seaweed, self.postgres):
+        for component in (self.mailbox, self.seaweed, self.replica, self.postgres):
             if component is not None:
                 component.stop()
         if not self.keep:
@@ -162,10 +169,11 @@ class Cluster:
         """Each component's root pids, for ``bench.machine.CPUSplit`` (trees, reaped children included).
         The load generator (this process) is measured apart: its tree holds everything it started."""
         assert self.postgres is not None and self.seaweed is not None and self.proxy is not None
-        postmaster = int((self.postgres.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        postmasters = {int((server.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+                       for server in (self.postgres, self.replica) if server is not None}
         return {
             "gatehouse": {server.process.pid for server in self.servers},
-            "postgresql": {postmaster},
+            "postgresql": postmasters,
             "haproxy": {self.proxy.process.process.pid} if self.proxy.process else set(),
             "seaweedfs": {self.seaweed.process.process.pid} if self.seaweed.process else set(),
         }
