@@ -71,6 +71,35 @@ def require_tool(tool: str, needed_for: str) -> str:
     return path
 
 
+#: Seconds ``npm ci`` may take (a first install downloads the packages).
+NPM_TIMEOUT = 300
+
+
+def npm_ci(folder: Path, installed: Path) -> None:
+    """``npm ci`` in ``folder`` when ``installed`` (a file or folder that install creates) is
+    missing or older than package-lock.json. Under a file lock: test workers running side by side
+    (pytest-xdist) install once, and none reads a half-made node_modules."""
+    import fcntl
+
+    npm = require_tool("npm", f"the tests in {folder.name} need Node.js (node and npm)")
+    with (folder / ".npm-ci.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = folder / "node_modules" / ".package-lock.json"
+        fresh = [path.stat().st_mtime for path in (installed, stamp) if path.exists()]
+        if installed.exists() and fresh and max(fresh) >= (folder / "package-lock.json").stat().st_mtime:
+            return
+        command = [npm, "ci", "--no-audit", "--no-fund"]
+        try:
+            result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=NPM_TIMEOUT,
+                                    check=False)
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"`{' '.join(command)}` in {folder} timed out after {NPM_TIMEOUT}s\n{exc.stdout!r}\n"
+                        f"{exc.stderr!r}", pytrace=False)
+        if result.returncode != 0:
+            pytest.fail(f"`{' '.join(command)}` in {folder} exited with {result.returncode}\n{result.stdout}\n"
+                        f"{result.stderr}", pytrace=False)
+
+
 def gatehouse_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gatehouse", *args]
 

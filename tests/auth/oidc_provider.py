@@ -18,13 +18,11 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-import pytest
 
 from gatehouse.core.embedded import free_port
-from tests.support import require_tool
+from tests.support import npm_ci, require_tool
 
 FOLDER = Path(__file__).parent / "oidc"
-NPM_TIMEOUT = 300
 _FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.DOTALL)
 _HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.DOTALL)
 
@@ -35,14 +33,7 @@ def require(tool: str) -> str:
 
 def install() -> None:
     """tests/auth/oidc's node_modules from its package-lock.json (``npm ci``), when missing or stale."""
-    modules = FOLDER / "node_modules"
-    stamp = modules / ".package-lock.json"
-    if stamp.exists() and stamp.stat().st_mtime >= (FOLDER / "package-lock.json").stat().st_mtime:
-        return
-    result = subprocess.run([require("npm"), "ci", "--no-audit", "--no-fund"], cwd=FOLDER, capture_output=True,
-                            text=True, timeout=NPM_TIMEOUT, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"npm ci in {FOLDER} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    npm_ci(FOLDER, FOLDER / "node_modules")
 
 
 @dataclass

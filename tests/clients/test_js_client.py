@@ -18,11 +18,10 @@ import httpx
 import pytest
 
 from tests.auth.helpers import PASSWORD
-from tests.support import ConfirmedSession, RunningServer, once_served, require_tool, run_sql
+from tests.support import ConfirmedSession, RunningServer, npm_ci, once_served, require_tool, run_sql
 
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "auth_flow.mjs"
-NPM_TIMEOUT = 300
 FLOW_TIMEOUT = 120
 
 
@@ -35,18 +34,6 @@ def _output(result: subprocess.CompletedProcess[str] | subprocess.TimeoutExpired
         return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
 
     return f"--- stdout ---\n{text(result.stdout)}\n--- stderr ---\n{text(result.stderr)}"
-
-
-def _installed_at() -> float | None:
-    """When node_modules was last installed (npm writes node_modules/.package-lock.json), or None."""
-    modules = JS_DIR / "node_modules"
-    if not (modules / "@supabase" / "supabase-js").is_dir():
-        return None
-    stamps = [modules.stat().st_mtime]
-    hidden_lock = modules / ".package-lock.json"
-    if hidden_lock.exists():
-        stamps.append(hidden_lock.stat().st_mtime)
-    return max(stamps)
 
 
 @pytest.fixture(scope="session")
@@ -69,18 +56,7 @@ def node() -> list[str]:
 @pytest.fixture(scope="session")
 def js_client(node: list[str]) -> Path:
     """tests/clients/js with its node_modules installed from package-lock.json (``npm ci``)."""
-    npm = _require("npm")
-    installed = _installed_at()
-    if installed is None or installed < (JS_DIR / "package-lock.json").stat().st_mtime:
-        command = [npm, "ci", "--no-audit", "--no-fund"]
-        try:
-            result = subprocess.run(
-                command, cwd=JS_DIR, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"`{' '.join(command)}` timed out after {NPM_TIMEOUT}s\n{_output(exc)}", pytrace=False)
-        if result.returncode != 0:
-            pytest.fail(f"`{' '.join(command)}` exited with {result.returncode}\n{_output(result)}", pytrace=False)
+    npm_ci(JS_DIR, JS_DIR / "node_modules" / "@supabase" / "supabase-js")
     return JS_DIR
 
 
