@@ -266,7 +266,7 @@ def test_an_unverified_address_never_joins_or_claims_an_account(
     f"noemail:{uuid.uuid4().hex[:8]}",  # no address at all
     f"not-an-address-{uuid.uuid4().hex[:8]}",  # "verified", but not an address
     f"{'x' * 250}-{uuid.uuid4().hex[:8]}@example.com",  # "verified", but longer than an address may be
-])
+], ids=["no-address", "not-an-address", "too-long"])  # fixed ids: each test worker collects the same tests
 def test_no_usable_address_makes_an_account_without_one(browser: ProviderBrowser, server: RunningServer,
                                                         auth: Auth, login: str) -> None:
     back = fragment(browser.open(authorize_url(server), login=login))

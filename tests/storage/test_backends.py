@@ -485,7 +485,8 @@ def test_validate_key_refuses(bad: str) -> None:
         validate_key(bad)
 
 
-@pytest.mark.parametrize("good", [f"avatars/{GOOD_UUID}", f"a/{GOOD_UUID}", f"my.bucket_1-x/{GOOD_UUID}", key()])
+@pytest.mark.parametrize("good", [f"avatars/{GOOD_UUID}", f"a/{GOOD_UUID}", f"my.bucket_1-x/{GOOD_UUID}", key()],
+                         ids=["avatars", "one-letter-bucket", "dotted-bucket", "fresh-key"])
 def test_validate_key_accepts(good: str) -> None:
     assert validate_key(good) == good
 
