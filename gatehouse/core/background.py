@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from typing import Any
+
+
+async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel the tasks given (None is skipped) and wait until each has ended, whatever it raised:
+    the stop of a background task."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 class Background:
@@ -18,10 +27,7 @@ class Background:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _run(self) -> None:
         raise NotImplementedError

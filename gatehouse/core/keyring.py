@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gatehouse.core.background import cancel
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, Ring, SigningKey
 from gatehouse.core.listen import HeldListener
@@ -96,10 +97,7 @@ class Keyring:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if self._listener is not None:
             await self._listener.stop()
 

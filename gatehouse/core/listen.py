@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.background import cancel
+
 log = logging.getLogger("gatehouse.listen")
 
 #: asyncpg's listener callback: (connection, backend pid, channel, payload).
@@ -97,10 +99,7 @@ class HeldListener:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         await self.release()  # a task cancelled before it ran never reached its own clean-up
 
     async def release(self) -> None:

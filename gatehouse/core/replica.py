@@ -36,7 +36,6 @@ primary until the replica has replayed past the primary's position at the reconn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -45,6 +44,7 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.core.background import cancel
 from gatehouse.core.listen import HeldListener
 
 log = logging.getLogger("gatehouse.db.replica")
@@ -115,13 +115,8 @@ class Replica:
         if self._settling is not None:
             self._settling.cancel()
             self._settling = None
-        tasks = [task for task in (self._monitor, self._syncing) if task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._monitor = self._syncing = None
+        tasks, self._monitor, self._syncing = (self._monitor, self._syncing), None, None
+        await cancel(*tasks)
         await self._listener.stop()
 
     @property

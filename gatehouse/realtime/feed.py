@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import orjson
 
+from gatehouse.core.background import cancel
 from gatehouse.core.listen import HeldListener
 from gatehouse.realtime.gaps import Gaps
 from gatehouse.realtime.models import Change, Column
@@ -169,9 +170,7 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(*tasks)
         await self._listener.stop()
 
     async def read(self) -> list[Change]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from gatehouse.core.background import cancel
 from gatehouse.core.listen import HeldListener
 from gatehouse.rest.schema import SchemaCache
 
@@ -77,9 +78,7 @@ class SchemaWatcher:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(*tasks)
         await self._listener.stop()
 
     async def reload(self) -> SchemaCache:
