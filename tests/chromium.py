@@ -51,8 +51,10 @@ def chromium(*extra_args: str) -> Iterator[Browser]:
 
 
 @contextmanager
-def watched_page(browser: Browser, timeout_ms: int = 15_000, **context_options: object) -> Iterator[Page]:
-    """A page in a context of its own; a JavaScript error the page raised fails the test at the end."""
+def watched_page(browser: Browser, timeout_ms: int = 30_000, **context_options: object) -> Iterator[Page]:
+    """A page in a context of its own; a JavaScript error the page raised fails the test at the end.
+    Each action may take ``timeout_ms``: under ``make test`` two browsers and their servers share
+    two cores, and a full-page screenshot has been seen to take more than 15 s there."""
     context = browser.new_context(**context_options)  # type: ignore[arg-type]
     context.set_default_timeout(timeout_ms)
     page = context.new_page()
