@@ -56,6 +56,7 @@ def test_a_rotation_through_the_buttons_at_360_px(browser: Browser, server: Runn
         page.screenshot(path=str(output_dir / "keys-settings.png"), full_page=True)
 
         press(page, "form[action='/_/settings/keys/standby'] button")
+        expect(page.locator("#question")).to_be_visible()  # the confirmation page, not the page leaving
         page.screenshot(path=str(output_dir / "keys-confirm-standby.png"), full_page=True)
         confirm(page)
         expect(page.locator("#notice")).to_contain_text("standby key is published")
