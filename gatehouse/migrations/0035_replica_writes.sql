@@ -8,44 +8,27 @@
 -- where a replica is configured: the triggers are made disabled, and Gatehouse turns them on or
 -- off at each start (gatehouse.announce_writes, on with GATEHOUSE_DATABASE_READ_URL), so that
 -- without a replica no sign-in pays for a NOTIFY.
-CREATE FUNCTION gatehouse.announce_session_change() RETURNS trigger
+-- One function for both tables: the trigger's argument names the column holding the user's id.
+CREATE FUNCTION gatehouse.announce_user_write() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
     AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_catalog.pg_notify('gatehouse_writes', OLD.user_id::text);
-    ELSE
-        PERFORM pg_catalog.pg_notify('gatehouse_writes', NEW.user_id::text);
-    END IF;
+    PERFORM pg_catalog.pg_notify('gatehouse_writes',
+        pg_catalog.to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END) ->> TG_ARGV[0]);
     RETURN NULL;
 END;
 $$;
 
-CREATE FUNCTION gatehouse.announce_user_change() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = ''
-    AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_catalog.pg_notify('gatehouse_writes', OLD.id::text);
-    ELSE
-        PERFORM pg_catalog.pg_notify('gatehouse_writes', NEW.id::text);
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
-REVOKE ALL ON FUNCTION gatehouse.announce_session_change() FROM PUBLIC;
-REVOKE ALL ON FUNCTION gatehouse.announce_user_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION gatehouse.announce_user_write() FROM PUBLIC;
 
 CREATE TRIGGER announce_session_change
     AFTER INSERT OR DELETE OR UPDATE OF user_id, not_after ON auth.sessions
-    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_session_change();
+    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_user_write('user_id');
 
 CREATE TRIGGER announce_user_change
     AFTER DELETE OR UPDATE OF banned_until, deleted_at ON auth.users
-    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_user_change();
+    FOR EACH ROW EXECUTE FUNCTION gatehouse.announce_user_write('id');
 
 ALTER TABLE auth.sessions DISABLE TRIGGER announce_session_change;
 ALTER TABLE auth.users DISABLE TRIGGER announce_user_change;
