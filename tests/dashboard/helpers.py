@@ -120,3 +120,10 @@ def sign_in_page(page: Page, server: RunningServer, email: str, password: str = 
 
 #: The rows of one query, as the database's owner: ``tests.support.fetch_rows`` under the name these tests use.
 fetch = fetch_rows
+
+
+def age_session(database_url: str, email: str, column: str, interval: str) -> None:
+    """Move the administrator's dashboard session's ``column`` (created_at, last_seen_at) back by ``interval``."""
+    assert column in ("created_at", "last_seen_at")
+    run_sql(database_url, f"UPDATE gatehouse.dashboard_sessions s SET {column} = now() - $2::text::interval "
+            "FROM gatehouse.dashboard_admins a WHERE a.id = s.admin_id AND a.email = $1 RETURNING 1", email, interval)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.auth.helpers import Auth
 from tests.auth.throttling import next_address
-from tests.dashboard.helpers import PASSWORD, Visitor, app_credentials, make_admin, new_email
+from tests.dashboard.helpers import PASSWORD, Visitor, age_session, app_credentials, make_admin, new_email
 from tests.support import RunningServer, gatehouse_command, run_sql
 
 #: Two failures per address and account, then that address is refused for the account.
@@ -131,8 +131,7 @@ def test_an_idle_session_ends(server: RunningServer, database_url: str) -> None:
     visitor = Visitor(server)
     visitor.sign_in(email)
     assert visitor.get("/_/").status_code == 200
-    run_sql(database_url, "UPDATE gatehouse.dashboard_sessions s SET last_seen_at = now() - interval '31 minutes' "
-            "FROM gatehouse.dashboard_admins a WHERE a.id = s.admin_id AND a.email = $1 RETURNING 1", email)
+    age_session(database_url, email, "last_seen_at", "31 minutes")
     assert visitor.get("/_/").headers["location"] == "/_/login"
     visitor.close()
 
@@ -141,8 +140,7 @@ def test_a_session_ends_after_its_lifetime_however_busy(server: RunningServer, d
     email = make_admin(database_url)
     visitor = Visitor(server)
     visitor.sign_in(email)
-    run_sql(database_url, "UPDATE gatehouse.dashboard_sessions s SET created_at = now() - interval '8 hours 1 minute' "
-            "FROM gatehouse.dashboard_admins a WHERE a.id = s.admin_id AND a.email = $1 RETURNING 1", email)
+    age_session(database_url, email, "created_at", "8 hours 1 minute")
     assert visitor.get("/_/").headers["location"] == "/_/login"
     visitor.close()
 

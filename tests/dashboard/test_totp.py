@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.dashboard.helpers import SECRET, Visitor, code, make_admin
+from tests.dashboard.helpers import SECRET, Visitor, age_session, code, make_admin
 from tests.support import RunningServer, run_sql
 
 
@@ -57,7 +57,6 @@ def test_a_session_waiting_for_its_code_expires(server: RunningServer, database_
     email = make_admin(database_url)
     visitor = Visitor(server)
     visitor.sign_in(email)
-    run_sql(database_url, "UPDATE gatehouse.dashboard_sessions s SET created_at = now() - interval '11 minutes' "
-            "FROM gatehouse.dashboard_admins a WHERE a.id = s.admin_id AND a.email = $1 RETURNING 1", email)
+    age_session(database_url, email, "created_at", "11 minutes")
     assert visitor.get("/_/totp").headers["location"] == "/_/login"
     visitor.close()
