@@ -9,6 +9,7 @@ were made safe when the row was read (``media.safe_metadata``).
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from email.utils import format_datetime
 from urllib.parse import quote
 
@@ -67,8 +68,21 @@ async def serve(request: Request, service: StorageService, obj: StoredObject) ->
     headers["Content-Length"] = str(max(0, end - start + 1))
     if head or size == 0:
         return Response(status_code=status, headers=headers, media_type=content_type)
-    return StreamingResponse(service.backend.open(obj.key, start, end), status_code=status, headers=headers,
-                             media_type=content_type)
+    # Open the blob and read its first chunk before any header goes out: a missing blob or a store
+    # that is down is then a 404 or 503 the clients parse, not a 200 cut off after its headers, and
+    # an object of one chunk (most avatars) is whole before it is answered. Only a store failing in
+    # the middle of a larger object can still cut a response short, as HTTP cannot take back a 200.
+    stream = await service.backend.open(obj.key, start, end)
+    first = await anext(stream, b"")
+    return StreamingResponse(_resumed(first, stream), status_code=status, headers=headers, media_type=content_type)
+
+
+async def _resumed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then what is left of ``rest``."""
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def parse_range(value: str, size: int) -> tuple[int, int]:

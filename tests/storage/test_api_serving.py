@@ -9,6 +9,7 @@ stored before these checks (or written in SQL) are served safely.
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -17,6 +18,7 @@ import orjson
 import pytest
 
 from gatehouse.core.db import Database
+from tests.storage.conftest import S3Bucket
 from tests.support import RunningServer, png
 
 CSP = "default-src 'none'; sandbox"
@@ -273,3 +275,41 @@ async def test_values_stored_before_the_checks_are_served_safely(
             assert served.headers["content-disposition"].startswith("attachment")
     info = admin.get(f"/object/info/files/{name}")
     assert info.status_code == 200 and info.json()["content_type"] == served_type
+
+
+# -- (e) a download from S3 fails before its headers, not after -------------------------------------------
+
+def test_a_missing_or_unreachable_s3_blob_is_an_error_not_a_cut_off_200(
+    server_factory: Callable[..., RunningServer], s3: S3Bucket
+) -> None:
+    """The blob is opened and its first chunk read before the status line goes out: a blob removed
+    behind Gatehouse's back is a 404 and a store that lost its bucket a 503, each in the storage
+    error shape, where a streamed 200 would have been cut off after its headers."""
+    remote = server_factory(env=s3.env)
+    with httpx.Client(base_url=f"{remote.url}/storage/v1", headers={"apikey": remote.keys.secret_key},
+                      timeout=30) as client:
+        assert client.post("/bucket", json={"id": "gone", "public": False}).status_code == 200
+        small, large = b"tiny avatar", os.urandom(3 * 64 * 1024 + 17)
+        for name, body in (("small.bin", small), ("large.bin", large), ("kept.bin", small)):
+            assert client.post(f"/object/gone/{name}", content=body,
+                               headers={"Content-Type": "application/octet-stream"}).status_code == 200
+        assert client.get("/object/gone/large.bin").content == large
+        assert client.get("/object/gone/large.bin", headers={"Range": "bytes=70000-"}).content == large[70000:]
+
+        sizes = {item["Key"]: item["Size"] for item in s3.client.list_objects_v2(Bucket=s3.name)["Contents"]}
+        one_small = next(key for key, size in sizes.items() if size == len(small))
+        for key, size in sizes.items():  # the large blob and one of the two small ones
+            if size != len(small) or key == one_small:
+                s3.client.delete_object(Bucket=s3.name, Key=key)
+        answers = [client.get(f"/object/gone/{name}") for name in ("small.bin", "large.bin", "kept.bin")]
+        served = [a.content for a in answers if a.status_code == 200]
+        missing = [a.json() for a in answers if a.status_code == 400]  # Supabase Storage's not-found
+        assert served == [small] and len(missing) == 2, answers
+        assert all(m["statusCode"] == "404" and m["error"] == "not_found" for m in missing), missing
+
+        for item in s3.client.list_objects_v2(Bucket=s3.name).get("Contents", []):
+            s3.client.delete_object(Bucket=s3.name, Key=item["Key"])
+        s3.client.delete_bucket(Bucket=s3.name)
+        unavailable = client.get("/object/gone/kept.bin")
+        assert unavailable.status_code == 503, unavailable.text
+        assert "message" in unavailable.json() and "statusCode" in unavailable.json(), unavailable.text
