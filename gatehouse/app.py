@@ -236,7 +236,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
         settings=settings, keys=keys, callers=callers, database=database, auth=auth, auth_admin=auth_admin,
         storage=StorageService(database, backend, settings, keys), render_cache=RenderCache(storage_root / "render-cache"),
         realtime=Realtime(database, callers, settings), dashboard=Dashboard(auth_admin, keys),
-        keyring=Keyring(keys, lambda: database.listen_pool, longest_token_life=longest_token_life(settings)),
+        keyring=Keyring(keys, lambda: database.listen_pool, longest_token_life=longest_token_life(settings),
+                        hub=lambda: database.listener),
     )
 
     tally = Tally()  # every request, for the dashboard's Health page, whether or not /metrics is on
@@ -249,7 +250,7 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
         await container.keyring.start()  # before the first request: sign and verify by the ring in force
-        schema_watcher = SchemaWatcher(database.listen_pool, settings.exposed_schemas,
+        schema_watcher = SchemaWatcher(database.listen_pool, settings.exposed_schemas, hub=database.listener,
                                        on_reload=lambda _cache: container.realtime.schema_changed())
         await schema_watcher.start()
         container.rest_schema = schema_watcher
@@ -268,7 +269,8 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             await sampler.start()
         sender: OutboxSender | None = None
         if settings.smtp_host:
-            sender = OutboxSender(database.listen_pool, SMTPMailer(settings), max_attempts=settings.mail_max_attempts)
+            sender = OutboxSender(database.listen_pool, SMTPMailer(settings), max_attempts=settings.mail_max_attempts,
+                                  hub=database.listener)
             await sender.start()
         elif settings.environment == "production":
             log.warning("GATEHOUSE_SMTP_HOST is not set: emails wait in gatehouse.mail_outbox, undelivered "
@@ -277,10 +279,10 @@ def create_app(settings: Settings, keys: KeySet | None = None) -> Starlette:
             yield
         finally:
             if sender is not None:
-                await sender.stop()  # before the pool closes: it holds a LISTEN connection
-            await schema_watcher.stop()  # the same
-            await container.realtime.stop()  # the same (its bus)
-            await container.keyring.stop()  # the same
+                await sender.stop()  # before the pool closes: each of these listens on database.listener
+            await schema_watcher.stop()
+            await container.realtime.stop()
+            await container.keyring.stop()
             await expired_uploads.stop()
             await janitor.stop()
             await multipart_janitor.stop()

@@ -24,6 +24,15 @@ from gatehouse.core.embedded import free_port
 from gatehouse.core.keys import KeySet
 
 
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds; fail after ``timeout`` seconds (a deadline, not a measurement)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 @dataclass
 class RunningServer:
     url: str

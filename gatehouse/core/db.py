@@ -37,6 +37,7 @@ from gatehouse.core.config import Settings
 from gatehouse.core.embedded import EmbeddedPostgres
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet
+from gatehouse.core.listen import ListenHub
 from gatehouse.core.migrate import migrate
 from gatehouse.core.replica import CHANNEL as WRITES_CHANNEL
 from gatehouse.core.replica import Replica, caller_key
@@ -149,6 +150,7 @@ class Database:
         self._request: asyncpg.Pool | None = None
         self._direct: asyncpg.Pool | None = None
         self._replica: Replica | None = None
+        self._listener: ListenHub | None = None
 
     async def open(self) -> None:
         pooled = self._settings.database_direct_url is not None
@@ -168,20 +170,22 @@ class Database:
             {} if pooled else {"server_settings": {"statement_timeout": str(self._settings.statement_timeout)}})
         # No reset query on release (a round trip per request): nothing in Gatehouse changes a
         # session's state. Roles and claims are set transaction-locally, locks are transaction
-        # locks, and the two LISTEN users (schema watcher, mail sender) UNLISTEN before they
-        # return their connection. asyncpg still rolls back a transaction left open.
+        # locks, and the LISTEN hub UNLISTENs before it returns its connection. asyncpg still
+        # rolls back a transaction left open.
         self._admin = await asyncpg.create_pool(self._admin_url, **options, **pooler, reset=_no_reset)
         self._request = await asyncpg.create_pool(self._request_url, **options, **pooler, **timeout, reset=_no_reset)
         if self._settings.database_direct_url is not None:
             # Only the LISTEN holders (and their own queries): connections are opened as they ask.
             self._direct = await asyncpg.create_pool(self._settings.database_direct_url,
                                                      **{**options, "min_size": 0}, reset=_no_reset)
+        # A keepalive every 10 s: a silently dead peer costs the realtime bus (presence) at most that.
+        self._listener = ListenHub(self.listen_pool, keepalive=10.0)
         if self._read_url is not None:
             # Connected lazily: a replica that is down at start costs its reads, not the start.
             replica_pool = await asyncpg.create_pool(
                 self._read_url, **{**options, "min_size": 0},
                 server_settings={"statement_timeout": str(self._settings.statement_timeout)}, reset=_no_reset)
-            self._replica = Replica(replica_pool, self.listen_pool, max_lag=self._settings.database_read_max_lag,
+            self._replica = Replica(replica_pool, self._listener, max_lag=self._settings.database_read_max_lag,
                                     timeout=self._settings.db_connect_timeout)
             await self._replica.start()
 
@@ -192,7 +196,7 @@ class Database:
         for pool in (self._request, self._direct, self._admin):
             if pool is not None:
                 await pool.close()
-        self._admin = self._request = self._direct = self._replica = None
+        self._admin = self._request = self._direct = self._replica = self._listener = None
 
     def pool_figures(self) -> dict[str, PoolFigures]:
         """Connections of each open pool (``admin``, ``request``, ``direct``, ``replica``), for metrics."""
@@ -208,6 +212,13 @@ class Database:
     def listen_pool(self) -> asyncpg.Pool:
         """The pool for LISTEN: the server itself even when the other pools go through a pooler."""
         return self._direct if self._direct is not None else self.admin
+
+    @property
+    def listener(self) -> ListenHub:
+        """The process's one LISTEN connection, shared by every user (see ``gatehouse.core.listen``)."""
+        if self._listener is None:
+            raise RuntimeError("database is not open")
+        return self._listener
 
     @property
     def admin(self) -> asyncpg.Pool:

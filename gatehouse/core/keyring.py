@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gatehouse.core.background import cancel
 from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, Ring, SigningKey
-from gatehouse.core.listen import HeldListener
+from gatehouse.core.listen import HeldListener, ListenHub
 
 log = logging.getLogger("gatehouse.keyring")
 
@@ -75,9 +75,10 @@ class KeyringError(GatehouseError):
 
 class Keyring:
     def __init__(self, keys: KeySet, pool: Callable[[], asyncpg.Pool], *, longest_token_life: int,
-                 poll: float = POLL_SECONDS) -> None:
+                 poll: float = POLL_SECONDS, hub: Callable[[], ListenHub] | None = None) -> None:
         self._keys = keys
         self._pool = pool
+        self._hub = hub or (lambda: ListenHub(pool()))
         self._aead = AESGCM(keys.derive(b"gatehouse signing keys v1"))
         self.retire_wait = longest_token_life + RELOAD_MARGIN
         self._poll = poll
@@ -90,7 +91,7 @@ class Keyring:
 
     async def start(self) -> None:
         """LISTEN, load, then reload on each notification and every ``poll`` seconds."""
-        self._listener = HeldListener(self._pool(), (CHANNEL,), lambda *_: self._dirty.set(), name="keyring",
+        self._listener = HeldListener(self._hub(), (CHANNEL,), lambda *_: self._dirty.set(), name="keyring",
                                       on_reconnect=self._dirty.set)
         await self._listener.start(self.load)
         self._task = asyncio.create_task(self._follow(), name="gatehouse-keyring")

@@ -45,7 +45,7 @@ from typing import Any
 import asyncpg
 
 from gatehouse.core.background import cancel
-from gatehouse.core.listen import HeldListener
+from gatehouse.core.listen import HeldListener, ListenHub
 
 log = logging.getLogger("gatehouse.db.replica")
 
@@ -82,11 +82,11 @@ def _written(position: int) -> int:
 class Replica:
     """The replica's pool and what this process knows of its progress and of callers' writes."""
 
-    def __init__(self, pool: asyncpg.Pool, listen_pool: asyncpg.Pool, *, max_lag: float, timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, hub: ListenHub, *, max_lag: float, timeout: float) -> None:
         self.pool = pool
         self._max_lag = max_lag
         self._timeout = timeout
-        self._listener = HeldListener(listen_pool, (CHANNEL,), self._notified, name="replica writes",
+        self._listener = HeldListener(hub, (CHANNEL,), self._notified, name="replica writes",
                                       on_reconnect=self._blind)
         self._writes: dict[str, int] = {}  # caller -> a primary position at or past their last write
         self._pending: set[str] = set()  # callers heard since the last sync was sent

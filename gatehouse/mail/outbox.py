@@ -25,12 +25,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from gatehouse.core.db import Conn, Database, Queryable
+from gatehouse.core.listen import HeldListener, ListenHub
 from gatehouse.core.metrics import Figure
 from gatehouse.mail.base import MailDeliveryError, Mailer, Message
 
@@ -306,8 +305,10 @@ class OutboxSender:
 
     Each round runs ``deliver_pending``; between rounds it waits for a ``NOTIFY`` on
     ``gatehouse_mail`` (so new mail goes out at once) or ``poll_interval`` seconds (for retries
-    coming due, and in case a notification was missed). It holds one connection of ``pool`` for
-    LISTEN. Database and mailer errors are logged and retried: they never end the task.
+    coming due, and in case a notification was missed). It listens on ``hub`` (the process's
+    shared LISTEN connection; without one, a hub of its own on ``pool``); while that is away it
+    still polls, and it runs a round as soon as it is back. Database and mailer errors are logged
+    and retried: they never end the task.
     """
 
     def __init__(
@@ -319,6 +320,7 @@ class OutboxSender:
         poll_interval: float = 5.0,
         batch: int = 20,
         lease_seconds: float = DEFAULT_LEASE,
+        hub: ListenHub | None = None,
     ) -> None:
         self._pool = pool
         self._mailer = mailer
@@ -329,7 +331,8 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._listener: PoolConnectionProxy[Any] | None = None
+        self._listener = HeldListener(hub or ListenHub(pool), (CHANNEL,), self._on_notify, name="mail",
+                                      on_reconnect=self._wake.set)  # mail queued meanwhile: a round now
 
     @property
     def running(self) -> bool:
@@ -366,9 +369,9 @@ class OutboxSender:
         self._wake.set()
 
     async def _run(self) -> None:
+        self._listener.supervise()  # listening soon, then a round: what was queued meanwhile is not missed
         try:
             while not self._stopping:
-                await self._listen()
                 # Cleared before the round: a NOTIFY arriving during it starts the next one.
                 self._wake.clear()
                 sent = 0
@@ -391,47 +394,8 @@ class OutboxSender:
                 except TimeoutError:
                     pass
         finally:
-            await self._unlisten()
-
-    async def _listen(self) -> None:
-        """(Re)open the LISTEN connection; without it the sender still polls."""
-        if self._listener is not None:
-            if not self._listener.is_closed():
-                return
-            await self._unlisten()
-        conn: PoolConnectionProxy[Any] | None = None
-        try:
-            conn = await self._pool.acquire(timeout=self._poll_interval)
-            await conn.add_listener(CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_terminated)
-        except _DB_ERRORS as exc:
-            log.warning("cannot LISTEN for new mail (polling every %.0fs): %s", self._poll_interval, exc)
-            if conn is not None:
-                await self._release(conn)
-            return
-        self._listener = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        if not conn.is_closed():
-            try:
-                await conn.remove_listener(CHANNEL, self._on_notify)
-            except _DB_ERRORS as exc:  # the connection broke meanwhile; the pool replaces it
-                log.debug("remove_listener failed: %s", exc)
-        conn.remove_termination_listener(self._on_terminated)
-        await self._release(conn)
-
-    async def _release(self, conn: PoolConnectionProxy[Any]) -> None:
-        try:
-            await self._pool.release(conn)
-        except _DB_ERRORS as exc:
-            log.debug("releasing the LISTEN connection failed: %s", exc)
+            await self._listener.stop()
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._wake.set()
 
-    def _on_terminated(self, conn: object) -> None:
-        # The LISTEN connection died: run a round now, which reconnects it.
-        self._wake.set()

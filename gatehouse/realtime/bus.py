@@ -5,7 +5,8 @@ process is sent there as a NOTIFY (``{"o": node, ...}``; one over NOTIFY's 8,000
 in ``realtime.bus`` and the NOTIFY carries its id); a broadcast made in SQL (``realtime.send``)
 arrives as ``{"m": message id}`` from the trigger on ``realtime.messages``. Each process hands
 what it hears to the callback it was given, except its own notes (it delivered those locally).
-The LISTEN connection is a :class:`gatehouse.core.listen.HeldListener`: it reconnects after the database restarts.
+It listens on the process's shared LISTEN connection (``Database.listener``), which is taken
+again after the database restarts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ log = logging.getLogger("gatehouse.realtime")
 CHANNEL = "gatehouse_realtime_bus"
 #: A NOTIFY payload must stay under 8,000 bytes; past this the note goes through realtime.bus.
 _INLINE = 7000
-_KEEPALIVE = 10.0
 
 Note = dict[str, Any]
 
@@ -45,7 +45,7 @@ class Bus:
         return self._database.listen_pool  # opened by the app before realtime starts; LISTEN needs the server itself
 
     async def start(self) -> None:
-        self._listener = HeldListener(self._pool, (CHANNEL,), self._notified, name="realtime bus", keepalive=_KEEPALIVE)
+        self._listener = HeldListener(self._database.listener, (CHANNEL,), self._notified, name="realtime bus")
         await self._listener.connect()
         self._listener.supervise()
 

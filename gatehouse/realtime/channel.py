@@ -161,6 +161,7 @@ async def join(conn: Connection, frame: Frame) -> None:
     conn.push(reply(frame, "ok", {"postgres_changes": [{k: v for k, v in sub.items() if k != "parsed"}
                                                        for sub in channel.changes]}))
     if channel.changes:
+        await realtime.follow_changes()
         channel.system("postgres_changes", "ok", "Subscribed to PostgreSQL")
     if channel.presence_enabled and channel.permissions.presence_read:
         channel.push("presence_state", await realtime.presence.state(sub_topic, channel.private))

@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from gatehouse.core.background import cancel
-from gatehouse.core.listen import HeldListener
+from gatehouse.core.listen import HeldListener, ListenHub
 from gatehouse.realtime.gaps import Gaps
 from gatehouse.realtime.models import Change, Column
 
@@ -89,8 +89,13 @@ DELETE FROM realtime.changes WHERE id IN (
 class ChangeFeed:
     """Delivers every committed change of the published tables to this process's subscribers.
 
-    ``pool`` is the admin pool (the queue is closed to the request roles). The feed holds one of
-    its connections for LISTEN while started, so ``stop()`` must come before the pool closes.
+    ``pool`` is the admin pool (the queue is closed to the request roles). The feed listens on
+    ``hub`` (the process's shared LISTEN connection; without one, a hub of its own on ``pool``
+    with the keepalive and back-off given), so ``stop()`` must come before the pool closes.
+
+    While ``wanted()`` is false (no channel of this process subscribes to changes) the feed does
+    not read: each read costs the database a scan of the new rows, in every process.
+    ``resume()`` places it at the queue's end again before a first subscription is confirmed.
     Subscribers are awaited one after another for each batch: a slow one delays the others and
     the feed, so a subscriber should queue the changes and return.
     """
@@ -108,8 +113,12 @@ class ChangeFeed:
         keepalive: float = 30.0,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        hub: ListenHub | None = None,
+        wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self._pool = pool
+        self._wanted = wanted
+        self._idle = False  # skipping reads while nobody wants changes: the position is stale
         self._retention = retention
         self._poll_interval = poll_interval
         self._batch = batch
@@ -123,9 +132,9 @@ class ChangeFeed:
         self._gaps = Gaps()
         self._read_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._listener = HeldListener(pool, (CHANNEL,), self._notified, name="realtime change feed",
-                                      on_reconnect=self._wake.set,  # notifications sent meanwhile are lost: read now
-                                      keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
+        hub = hub or ListenHub(pool, keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
+        self._listener = HeldListener(hub, (CHANNEL,), self._notified, name="realtime change feed",
+                                      on_reconnect=self._wake.set)  # notifications sent meanwhile are lost: read now
         self._tasks: list[asyncio.Task[None]] = []
         self._marks: collections.deque[tuple[float, str, int]] = collections.deque()
         #: Rows the sweeper has deleted since the feed started.
@@ -137,6 +146,11 @@ class ChangeFeed:
     def position(self) -> int | None:
         """The highest queue id read so far (None before ``start``)."""
         return self._position
+
+    @property
+    def idle(self) -> bool:
+        """Reads are skipped: no subscriber wants changes (see ``wanted``)."""
+        return self._idle
 
     @property
     def open_gaps(self) -> int:
@@ -163,6 +177,7 @@ class ChangeFeed:
         if self._tasks:
             raise RuntimeError("change feed is already started")
         await self._listener.start(self._place)
+        log.info("realtime change feed starts after change %d", self._position)
         self._tasks = [
             asyncio.create_task(self._read_forever(), name="gatehouse-realtime-reader"),
             asyncio.create_task(self._sweep_forever(), name="gatehouse-realtime-sweeper"),
@@ -172,6 +187,14 @@ class ChangeFeed:
         tasks, self._tasks = self._tasks, []
         await cancel(*tasks)
         await self._listener.stop()
+
+    async def resume(self) -> None:
+        """Read from now on: after reads were skipped, start again at the queue's end (what was
+        committed before a subscription is not for it)."""
+        async with self._read_lock:
+            if self._idle:
+                await self._place()
+                self._idle = False
 
     async def read(self) -> list[Change]:
         """Read once now and deliver what is new; returns the changes delivered."""
@@ -216,7 +239,7 @@ class ChangeFeed:
         self._gaps = Gaps()
         self._gaps.add_ids(row["unseen"], row["xmax"])
         self._gaps.forget_ended(row["xmin"])
-        log.info("realtime change feed starts after change %d", self._position)
+        log.debug("realtime change feed placed after change %d", self._position)
 
     async def _fetch(self) -> list[Change]:
         assert self._position is not None
@@ -250,7 +273,11 @@ class ChangeFeed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             self._wake.clear()
+            if not self._wanted():
+                self._idle = True
+                continue
             try:
+                await self.resume()
                 while len(await self.read()) >= self._batch:
                     pass  # more may be waiting
                 delay = self._retry_initial

@@ -51,7 +51,8 @@ class Realtime:
         await self._sync_publication()
         await self.router.start()
         self.feed = ChangeFeed(self.database.listen_pool, retention=self.settings.realtime_retention,
-                               poll_interval=self.settings.realtime_poll_interval)
+                               poll_interval=self.settings.realtime_poll_interval, hub=self.database.listener,
+                               wanted=lambda: bool(self.change_channels))
         self.feed.subscribe(self.router.on_changes)
         await self.feed.start()
         await self.bus.start()
@@ -78,6 +79,12 @@ class Realtime:
         self.topics.setdefault(channel.key, set()).add(channel)
         if channel.changes:
             self.change_channels.add(channel)
+
+    async def follow_changes(self) -> None:
+        """Before a postgres_changes subscription is confirmed: the change feed reads again, if
+        it was skipping reads while no channel here wanted changes."""
+        if self.feed is not None:
+            await self.feed.resume()
 
     def detach(self, channel: Channel) -> None:
         self.change_channels.discard(channel)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import asyncpg
 
 from gatehouse.core.background import cancel
-from gatehouse.core.listen import HeldListener
+from gatehouse.core.listen import HeldListener, ListenHub
 from gatehouse.rest.schema import SchemaCache
 
 log = logging.getLogger("gatehouse.rest.schema")  # the name its log lines have always carried
@@ -23,10 +23,10 @@ log = logging.getLogger("gatehouse.rest.schema")  # the name its log lines have 
 class SchemaWatcher:
     """Holds the current ``SchemaCache`` and reloads it when the database says the schema changed.
 
-    The LISTEN connection is acquired from ``pool`` and held for the watcher's life (one pool slot;
-    reloads borrow a second one briefly), so ``stop()`` must come before the pool is closed. A lost
-    connection is logged and re-established with back-off, and the cache is reloaded afterwards,
-    since notifications sent while disconnected are gone.
+    It listens on ``hub`` (the process's shared LISTEN connection; without one, a hub of its own on
+    ``pool`` with the keepalive and back-off given), so ``stop()`` must come before the pool is
+    closed. Reloads borrow a connection of ``pool`` briefly. After a lost connection is taken
+    again the cache is reloaded, since notifications sent while disconnected are gone.
     """
 
     CHANNELS = ("gatehouse_schema", "pgrst")
@@ -41,6 +41,7 @@ class SchemaWatcher:
         keepalive: float = 30.0,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        hub: ListenHub | None = None,
     ) -> None:
         self._pool = pool
         self._schemas = tuple(schemas)
@@ -51,9 +52,9 @@ class SchemaWatcher:
         self._cache: SchemaCache | None = None
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
-        self._listener = HeldListener(pool, self.CHANNELS, self._notified, name="schema",
-                                      on_reconnect=self._dirty.set,  # notifications sent meanwhile are lost: reload
-                                      keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
+        hub = hub or ListenHub(pool, keepalive=keepalive, retry_initial=retry_initial, retry_max=retry_max)
+        self._listener = HeldListener(hub, self.CHANNELS, self._notified, name="schema",
+                                      on_reconnect=self._dirty.set)  # notifications sent meanwhile are lost: reload
         self._tasks: list[asyncio.Task[None]] = []
         #: Completed loads, the first one included.
         self.reloads = 0

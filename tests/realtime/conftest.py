@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -13,17 +12,9 @@ from gatehouse.core.db import AUTHENTICATOR, Database, with_credentials
 from gatehouse.core.keys import KeySet
 from gatehouse.realtime.feed import ChangeFeed
 from gatehouse.realtime.models import Change
+from tests.support import eventually
 
 _names = itertools.count(1)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds; fail after ``timeout`` seconds (a deadline, not a measurement)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 class Received:

@@ -9,7 +9,8 @@ import asyncpg
 
 from gatehouse.core.db import Database
 from gatehouse.realtime.feed import ChangeFeed
-from tests.realtime.conftest import Received, eventually, published_table
+from tests.realtime.conftest import Received, published_table
+from tests.support import eventually
 
 
 async def queued(db: Database, table: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 
@@ -10,7 +11,8 @@ import pytest
 
 from gatehouse.core.db import Database
 from gatehouse.realtime.feed import ChangeFeed
-from tests.realtime.conftest import Received, eventually, new_table, published_table
+from tests.realtime.conftest import Received, new_table, published_table
+from tests.support import eventually
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TODO_COLUMNS = "id int4 PRIMARY KEY, title text NOT NULL, done boolean DEFAULT false, owner uuid, " \
@@ -166,6 +168,40 @@ async def test_a_new_feed_starts_at_the_end_and_a_busy_queue_drains(db: Database
         await feed.stop()
     assert [change.record["id"] for change in changes] == list(range(1, 51))
     assert max(len(batch) for batch in got.batches) <= 7
+
+
+async def test_no_reads_while_no_channel_wants_changes(db: Database, got: Received) -> None:
+    """With no postgres_changes subscriber in the process the feed does not read the queue (a scan
+    per process and change for nothing); ``resume()`` places it at the end before a subscription
+    is confirmed, so it gets what is committed after, and nothing from before."""
+    table = await published_table(db, "id int PRIMARY KEY")
+    wanted = False
+    feed = ChangeFeed(db.admin, poll_interval=0.05, wanted=lambda: wanted)
+    feed.subscribe(got)
+    await feed.start()
+    try:
+        await db.admin.execute(f"INSERT INTO public.{table} VALUES (1)")
+        started_at = feed.position
+        for _ in range(5):  # notified and polled, yet no read
+            await db.admin.execute(f"INSERT INTO public.{table} VALUES (1 + (SELECT max(id) FROM public.{table}))")
+        queue_end = await db.admin.fetchval("SELECT max(id) FROM realtime.changes")
+        await asyncio.sleep(0.3)  # several polls: a read would have moved the position
+        assert feed.position == started_at < queue_end
+        wanted = True
+        await feed.resume()
+        assert feed.position is not None and feed.position >= queue_end
+        await db.admin.execute(f"INSERT INTO public.{table} VALUES (100)")
+        (change,) = await got.wait(table, 1)
+        assert change.record == {"id": 100}
+        wanted = False
+        await eventually(lambda: feed.idle)
+        wanted = True
+        await feed.resume()
+        await db.admin.execute(f"INSERT INTO public.{table} VALUES (101)")
+        await got.wait(table, 2)
+    finally:
+        await feed.stop()
+    assert [c.record["id"] for c in got.of(table)] == [100, 101]
 
 
 async def test_a_failing_subscriber_does_not_stop_the_others(db: Database, feed: ChangeFeed, got: Received) -> None:

@@ -4,21 +4,14 @@ its connection comes back, and gives its connection back when stopped."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gatehouse.core.db import Database
 from gatehouse.rest.schema import SchemaCache
 from gatehouse.rest.watcher import SchemaWatcher
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+from tests.support import eventually
 
 
 @pytest.fixture
