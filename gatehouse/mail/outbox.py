@@ -6,8 +6,9 @@
 * ``deliver_pending`` claims one due row at a time (``FOR UPDATE SKIP LOCKED``, committed at
   once as status ``sending`` with a lease), sends it outside any transaction, then records the
   attempt and the outcome. Any number of processes may run it: a row is claimed by one at a
-  time. A sender killed mid-send leaves its row ``sending``; when the lease runs out, the row
-  is claimable again. Delivery is therefore at least once: a crash after the server accepted
+  time. The lease is short (``DEFAULT_LEASE``) and renewed every third of it while the send
+  lasts, so a slow server keeps its message while a sender killed mid-send delays its message
+  by one lease at most: its row stays ``sending`` until the lease runs out, then is claimable. Delivery is therefore at least once: a crash after the server accepted
   the message but before the row was marked sent resends it, with the same Message-ID.
 * Failed attempts are retried with exponential back-off (capped at 15 minutes). Only attempts
   the server *refused* count towards ``max_attempts``; while the server cannot be reached the
@@ -28,6 +29,7 @@ from datetime import datetime
 
 import asyncpg
 
+from gatehouse.core import background
 from gatehouse.core.db import Conn, Database, Queryable
 from gatehouse.core.listen import HeldListener, ListenHub
 from gatehouse.core.metrics import Figure
@@ -38,7 +40,8 @@ log = logging.getLogger("gatehouse.mail")
 #: The channel ``enqueue`` notifies and ``OutboxSender`` listens on.
 CHANNEL = "gatehouse_mail"
 #: Seconds a claim holds a row. Must outlast one send (the SMTP mailer times out after 30 s).
-DEFAULT_LEASE = 120.0
+#: Seconds a claimed message is held without a renewal (see the module docstring).
+DEFAULT_LEASE = 15.0
 #: The longest wait between two attempts at one message, in seconds.
 RETRY_CAP = 900.0
 #: What a lost or refusing database raises; the sender logs these and tries again.
@@ -68,6 +71,12 @@ WHERE o.id = (
 )
 RETURNING o.id, o.claim, o.kind, o.to_address, o.subject, o.text_body, o.html_body, o.user_id, o.message_id,
     (SELECT count(*) FROM gatehouse.mail_attempts AS a WHERE a.outbox_id = o.id) AS tries
+"""
+
+# Held a while longer, by the claim that holds it.
+_RENEW = """
+UPDATE gatehouse.mail_outbox SET locked_until = now() + make_interval(secs => $3)
+WHERE id = $1 AND claim = $2 AND status = 'sending'
 """
 
 # The attempt is logged whatever happens; the row changes only if this claim still holds it.
@@ -198,7 +207,7 @@ async def deliver_pending(
         if job is None:
             break
         try:
-            answer = await mailer.send(job.message)
+            answer = await _send_holding(pool, mailer, job, lease_seconds)
         except MailDeliveryError as exc:
             status = await _record_failure(pool, job, exc.message, refused=exc.refused, max_attempts=max_attempts)
             log.warning("mail %s (%s) not delivered, now %s: %s", job.id, job.message.kind, status, exc.message)
@@ -214,6 +223,27 @@ async def deliver_pending(
         log.info("mail %s (%s) delivered: %s", job.id, job.message.kind, answer)
         sent += 1
     return sent
+
+
+async def _send_holding(pool: asyncpg.Pool, mailer: Mailer, job: Claim, lease_seconds: float) -> str:
+    """Send ``job``'s message, renewing its lease every third of it while the send lasts."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            try:
+                status = await pool.execute(_RENEW, job.id, job.claim, float(lease_seconds))
+            except _DB_ERRORS as exc:  # the send goes on; another sender may take the message over
+                log.warning("mail %s: could not renew its lease (%s)", job.id, exc)
+                continue
+            if status == "UPDATE 0":
+                return  # taken over after a lapse: what this send records is fenced off anyway
+
+    renewer = asyncio.create_task(renew(), name=f"gatehouse-mail-lease-{job.id}")
+    try:
+        return await mailer.send(job.message)
+    finally:
+        await background.cancel(renewer)
 
 
 async def _record_failure(pool: asyncpg.Pool, job: Claim, error: str, *, refused: bool, max_attempts: int) -> str:

@@ -339,6 +339,37 @@ async def test_a_sender_that_outlived_its_lease_cannot_undo_the_delivery(db: Dat
     assert sorted(a.ok for a in await delivery_log(db.admin, outbox_id)) == [False, True]
 
 
+class SlowMailer(MemoryMailer):
+    """Holds each send until released, then delivers it: a server slower than the lease."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: Message) -> str:
+        self.entered.set()
+        await self.release.wait()
+        return await super().send(message)
+
+
+async def test_a_send_longer_than_the_lease_keeps_its_message(db: Database) -> None:
+    """The lease is renewed while the send lasts: no other sender takes the message over."""
+    [outbox_id] = await queue(db, message())
+    slow = SlowMailer()
+    sending = asyncio.create_task(deliver_pending(db.admin, slow, max_attempts=3, lease_seconds=0.3))
+    await asyncio.wait_for(slow.entered.wait(), 2)
+    other = MemoryMailer()
+    for _ in range(4):  # past the lease several times over
+        await asyncio.sleep(0.3)
+        assert await deliver_pending(db.admin, other, max_attempts=3) == 0
+    slow.release.set()
+    assert await sending == 1
+    assert other.attempts == 0 and len(slow.sent) == 1
+    stored = await row(db, outbox_id)
+    assert (stored["status"], stored["attempts"], stored["locked_until"]) == ("sent", 1, None)
+
+
 # --- the background sender --------------------------------------------------------------
 
 
