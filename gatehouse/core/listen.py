@@ -216,19 +216,21 @@ class ListenHub:
     async def _supervise(self) -> None:
         delay = self._retry_initial
         while True:
+            held = self._conn is not None and not self._lost.is_set()
             try:
                 await self._hold()
-                if self._conn is None or self._lost.is_set():
+                if held and (self._conn is None or self._lost.is_set()):
                     log.warning("LISTEN connection lost; reconnecting")
             except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 log.warning("LISTEN connection failed (%s); reconnecting", str(exc) or type(exc).__name__)
                 self._lost.set()
+            lost = held and (self._conn is None or self._lost.is_set())
             while True:
-                lost = self._conn is None or self._lost.is_set()
                 try:
                     taken = await self._take_in()
                     break
                 except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
+                    lost = True
                     async with self._lock:
                         await self._release()
                     log.warning("LISTEN could not connect (%s); retrying in %.1f s", exc, delay)
