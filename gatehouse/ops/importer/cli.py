@@ -18,8 +18,10 @@ policies, grants, triggers) and rows, buckets, and objects with their bytes from
 
 Make the dump as Supabase's backup guide shows:
   supabase db dump --db-url "$URL" -f schema.sql
+  supabase db dump --db-url "$URL" -f storage.sql --schema storage   (its policies)
   supabase db dump --db-url "$URL" -f data.sql --use-copy --data-only
-then: gatehouse import supabase --schema schema.sql --data data.sql --files ./buckets --dry-run
+then: gatehouse import supabase --schema schema.sql --schema storage.sql --data data.sql \
+        --files ./buckets --dry-run
 
 Everything happens in one transaction: any problem (a user or bucket Gatehouse already has, an
 unknown password hash, a truncated dump) changes nothing. What is skipped is listed.
@@ -39,7 +41,9 @@ def add_parser(commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     )
     supabase.add_argument("dump", type=Path, nargs="?", metavar="FILE",
                           help="one dump holding schema and data (pg_dump of auth, public, storage)")
-    supabase.add_argument("--schema", type=Path, metavar="FILE", help="the schema dump (supabase db dump)")
+    supabase.add_argument("--schema", type=Path, action="append", metavar="FILE",
+                          help="a schema dump (supabase db dump); repeat it for the storage schema's policies "
+                          "(supabase db dump --schema storage)")
     supabase.add_argument("--data", type=Path, metavar="FILE",
                           help="the data dump (supabase db dump --use-copy --data-only)")
     supabase.add_argument("--files", type=Path, metavar="DIR",
@@ -57,7 +61,7 @@ def paths(args: argparse.Namespace) -> list[Path]:
         return [args.dump]
     if args.schema is None and args.data is None:
         raise ImportFailed("give a dump FILE, or --schema FILE and --data FILE")
-    return [path for path in (args.schema, args.data) if path is not None]
+    return [*(args.schema or []), *([args.data] if args.data is not None else [])]
 
 
 def check_files(folder: Path | None) -> None:

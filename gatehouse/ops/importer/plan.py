@@ -26,7 +26,7 @@ from typing import Literal
 
 from gatehouse.ops.importer.dump import Copy, DumpError, Item, Meta, Statement, Token, tokens
 
-__all__ = ["INTERNAL_SCHEMAS", "REQUEST_ROLES", "STAGED", "Step", "classify", "staged_insert"]
+__all__ = ["INTERNAL_SCHEMAS", "REQUEST_ROLES", "STAGED", "Step", "classify", "implied_extensions", "staged_insert"]
 
 #: Schemas that Supabase's platform owns; nothing in them is the app's.
 INTERNAL_SCHEMAS = frozenset({
@@ -44,14 +44,27 @@ REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role", "public"})
 
 #: Extensions that only Supabase's platform provides, or that Gatehouse replaces.
 PLATFORM_EXTENSIONS = frozenset({
-    "pg_graphql", "pgsodium", "supabase_vault", "pg_net", "pg_stat_statements", "pgjwt", "pg_cron",
-    "pgaudit", "plpgsql", "pg_stat_monitor", "supautils", "wrappers", "pg_tle", "index_advisor", "hypopg",
-    "plpgsql_check", "pgmq", "pg_jsonschema", "pg_hashids", "pgroonga", "timescaledb", "postgis", "pgrouting",
-    "vector", "http", "pg_repack", "orioledb",
+    "pg_graphql", "pgsodium", "supabase_vault", "pg_net", "pg_stat_statements", "pgjwt", "pg_cron", "pgaudit",
+    "plpgsql", "pg_stat_monitor", "supautils", "wrappers", "pg_tle", "index_advisor", "hypopg", "plpgsql_check",
 })
+
+#: Functions apps call as ``extensions.name()``, Supabase's default extensions: a dump of the app's schemas
+#: calls them without creating their extension, which lives in the (platform's) ``extensions`` schema.
+EXTENSION_FUNCTIONS = {
+    **dict.fromkeys(("uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v3", "uuid_generate_v4",
+                     "uuid_generate_v5", "uuid_nil", "uuid_ns_dns", "uuid_ns_url"), "uuid-ossp"),
+    **dict.fromkeys(("crypt", "gen_salt", "gen_random_bytes", "digest", "hmac", "pgp_sym_encrypt",
+                     "pgp_sym_decrypt", "armor", "dearmor"), "pgcrypto"),
+}
 
 #: Session settings of a dump that matter for running it, set LOCAL to the import's transaction.
 LOCAL_SETTINGS = frozenset({"check_function_bodies", "xmloption"})
+
+#: The commands a pg_dump file is made of; a statement starting otherwise means it is not one.
+COMMANDS = frozenset({
+    "create", "alter", "set", "reset", "select", "copy", "insert", "grant", "revoke", "comment", "drop",
+    "security", "refresh",
+})
 
 Action = Literal["run", "skip", "stage", "load", "setting", "extension", "sequence"]
 
@@ -108,7 +121,7 @@ def _after(toks: list[Token], word: str) -> int:
 
 
 def _statement(item: Statement, toks: list[Token]) -> Step:
-    if not toks or toks[0].kind != "word":
+    if not toks or toks[0].kind != "word" or toks[0].value not in COMMANDS:
         raise DumpError(f"line {item.line} holds no SQL statement ({item.head!r}): not a pg_dump file")
     first = toks[0].value
     words = _words(toks, 6)
@@ -265,3 +278,19 @@ def staged_insert(sql: str, staging: str) -> str:
     if match is None:
         raise DumpError(f"cannot read the INSERT {sql[:60]!r}")
     return match.group(1) + staging + sql[match.end(2):]
+
+
+def implied_extensions(steps: list[Step]) -> list[str]:
+    """Extensions the statements to run call into ``extensions.`` for, and that the dump does not create."""
+    created = {step.name for step in steps if step.action == "extension"}
+    found: list[str] = []
+    for step in steps:
+        if step.action != "run" or not isinstance(step.item, Statement):
+            continue
+        toks = tokens(step.item.sql)
+        for a, dot, b in zip(toks, toks[1:], toks[2:], strict=False):
+            if a.value == "extensions" and dot.value == "." and b.value in EXTENSION_FUNCTIONS:
+                name = EXTENSION_FUNCTIONS[b.value]
+                if name not in created and name not in found:
+                    found.append(name)
+    return found

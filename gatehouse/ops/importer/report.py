@@ -65,8 +65,10 @@ class Summary:
         if self.missing_extensions:
             lines.append("Extensions this PostgreSQL does not have (not created): "
                          + ", ".join(self.missing_extensions))
-        if not self.files_given and (self.objects_without_file or self.objects):
-            pass
+        if (self.objects or self.buckets) and not self.kept["storage policy"]:
+            lines.append("No policies on storage.objects came with the dump (`supabase db dump` leaves the storage "
+                         "schema out): only the service role reaches the objects until you add them; dump them with "
+                         "`supabase db dump -f storage.sql --schema storage` and import that with --schema.")
         if self.objects_without_file:
             why = "no file in --files" if self.files_given else "no --files folder given"
             lines.append(f"Objects left out ({why}): {len(self.objects_without_file)}: "

@@ -31,7 +31,7 @@ import asyncpg
 
 from gatehouse.ops.importer import files as bucket_files
 from gatehouse.ops.importer.dump import Copy, DumpError, Statement, split, tokens
-from gatehouse.ops.importer.plan import Step, classify, staged_insert
+from gatehouse.ops.importer.plan import Step, classify, implied_extensions, staged_insert
 from gatehouse.ops.importer.report import ImportFailed, Summary
 from gatehouse.storage.backends import Backend, create_backend
 
@@ -127,6 +127,9 @@ class _Run:
         self.summary.users = await self.map_rows("auth", "users")
         self.summary.identities = await self.map_rows("auth", "identities")
         self.summary.buckets = await self.map_rows("storage", "buckets")
+        for name in implied_extensions([step for dump in dumps for step in dump.steps]):
+            sql = f"CREATE EXTENSION IF NOT EXISTS {q(name)} WITH SCHEMA extensions"
+            await self.extension(Step("extension", Statement(sql, 0), "extension", "extensions", name))
         for dump in dumps:
             for step in dump.steps:
                 await self.step(dump.name, step)
@@ -327,14 +330,26 @@ class _Run:
         if await self.conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = $1", name):
             self.summary.kept["extension (already there)"] += 1
             return
-        if not await self.conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = $1", name):
+        available = await self.conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = $1", name)
+        if not available and name != "uuid-ossp":
             self.summary.missing_extensions.append(name)
             return
         if step.schema and not await self.conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", step.schema):
             await self.conn.execute(f"CREATE SCHEMA {q(step.schema)}")
             await self.conn.execute(f"GRANT USAGE ON SCHEMA {q(step.schema)} TO anon, authenticated, service_role")
-        await self.conn.execute(step.item.sql)  # type: ignore[union-attr]
-        self.summary.kept["extension"] += 1
+        if available:
+            await self.conn.execute(step.item.sql)  # type: ignore[union-attr]
+            self.summary.kept["extension"] += 1
+            return
+        # Supabase installs uuid-ossp everywhere and apps call its uuid_generate_v4(); a PostgreSQL
+        # without it (the embedded one) gets that one function, which is what gen_random_uuid() is.
+        schema = q(step.schema or "public")
+        await self.conn.execute(
+            f"CREATE FUNCTION {schema}.uuid_generate_v4() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE "
+            f"AS 'SELECT pg_catalog.gen_random_uuid()'; "
+            f"GRANT EXECUTE ON FUNCTION {schema}.uuid_generate_v4() TO anon, authenticated, service_role"
+        )
+        self.summary.kept["uuid_generate_v4() standing in for uuid-ossp"] += 1
 
     # -- objects and their bytes --------------------------------------------------------------------------
     async def objects(self, files: Path | None, backend: Backend | None, written: list[str]) -> None:
@@ -354,6 +369,7 @@ class _Run:
             if files is None:
                 self.summary.objects_without_file.append(label)
                 continue
+            on_disk.get(row["bucket_id"], set()).discard(row["name"])
             try:
                 path = bucket_files.locate(files, row["bucket_id"], row["name"])
             except bucket_files.Refused as exc:
@@ -362,7 +378,6 @@ class _Run:
             if path is None:
                 self.summary.objects_without_file.append(label)
                 continue
-            on_disk.get(row["bucket_id"], set()).discard(row["name"])
             metadata = json.loads(row["metadata"]) if row.get("metadata") else {}
             metadata = metadata if isinstance(metadata, dict) else {}
             version = str(uuid.uuid4())
@@ -387,7 +402,8 @@ class _Run:
             metadatas.append(json.dumps(metadata))
             self.summary.bytes += size
         self.summary.files_without_row = sorted(
-            f"{bucket}/{name}" if bucket else name for bucket, names in on_disk.items() for name in names
+            f"{bucket}/{name}" if bucket else f"{name} (not in a bucket's folder)"
+            for bucket, names in on_disk.items() for name in names
         )
         if not chosen:
             return
