@@ -56,12 +56,13 @@ class Summary:
         if self.unmapped_columns:
             lines.append("Supabase columns Gatehouse has no place for (left out):")
             lines += [f"  {table}: {', '.join(cols)}" for table, cols in sorted(self.unmapped_columns.items())]
-        if self.skipped or self.skipped_rows:
+        if self.skipped or any(self.skipped_rows.values()):
             lines.append("Skipped:")
             for kind, count in sorted(self.skipped.items()):
                 lines.append(f"  {count} × {kind}  (e.g. {self.skipped_examples[kind]})")
             for table, count in sorted(self.skipped_rows.items()):
-                lines.append(f"  {count} rows of {table} (Supabase's own; Gatehouse keeps its own)")
+                if count:
+                    lines.append(f"  {count} row(s) of {table} (Supabase's own; Gatehouse keeps its own)")
         if self.missing_extensions:
             lines.append("Extensions this PostgreSQL does not have (not created): "
                          + ", ".join(self.missing_extensions))

@@ -39,6 +39,8 @@ __all__ = ["Dump", "import_supabase", "read_dumps"]
 
 #: Hashes Gatehouse verifies (auth/passwords.py): GoTrue's bcrypt, and argon2 as GoTrue accepts imported.
 KNOWN_HASH = r"^(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$argon2(id|i)\$.+)$"
+STARTER_HINT = (" If that is Gatehouse's built-in starter (public.profiles, the avatars bucket), set "
+                "GATEHOUSE_STARTER_SCHEMA=none: the next start (or `gatehouse migrate`) removes it while it is empty.")
 TRIGGER_MODES = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 
 
@@ -208,7 +210,7 @@ class _Run:
                 f"Gatehouse already has {len(found)} of the dump's users, identities or buckets: "
                 + ", ".join(found[:5]) + (f", … ({len(found) - 5} more)" if len(found) > 5 else "")
                 + ". Nothing was imported (was this dump imported already?). Import into a Gatehouse without them, "
-                "or delete them first."
+                "or delete them first." + (STARTER_HINT if "bucket avatars" in found else "")
             )
 
     async def target_columns(self, schema: str, table: str) -> dict[str, str]:
@@ -321,9 +323,8 @@ class _Run:
             hint = ""
             if isinstance(exc, asyncpg.DuplicateObjectError | asyncpg.DuplicateTableError |
                           asyncpg.DuplicateFunctionError | asyncpg.UniqueViolationError):
-                hint = (" (Gatehouse already has this: if it is the built-in starter's public.profiles or avatars "
-                        "bucket, start from GATEHOUSE_STARTER_SCHEMA=none)")
-            raise ImportFailed(f"{source}, line {item.line}: {item.head}: {exc}{hint}. Nothing was imported.") from None
+                hint = STARTER_HINT
+            raise ImportFailed(f"{source}, line {item.line}: {item.head}: {exc}. Nothing was imported.{hint}") from None
 
     async def extension(self, step: Step) -> None:
         name = step.name or ""
@@ -373,7 +374,7 @@ class _Run:
             try:
                 path = bucket_files.locate(files, row["bucket_id"], row["name"])
             except bucket_files.Refused as exc:
-                self.summary.objects_refused.append(f"{label!r}: {exc}")
+                self.summary.objects_refused.append(f"{label} ({exc})")
                 continue
             if path is None:
                 self.summary.objects_without_file.append(label)

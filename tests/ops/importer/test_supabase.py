@@ -150,8 +150,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         data = pg_dump(url, root / "data.sql", "--data-only", "--quote-all-identifier", "--exclude-schema",
                        DATA_EXCLUDED, "--exclude-table", "auth.schema_migrations", "--exclude-table",
                        "storage.migrations", "--schema", "*")
-        # The other way: one plain pg_dump of auth, public and storage.
-        single = pg_dump(url, root / "project.sql", "--clean", "--if-exists", "--quote-all-identifiers",
+        # The other way: one plain pg_dump of auth, public and storage (rows as INSERTs, as older CLIs wrote them).
+        single = pg_dump(url, root / "project.sql", "--clean", "--if-exists", "--quote-all-identifiers", "--column-inserts",
                          "--schema", "auth", "--schema", "public", "--schema", "storage")
     finally:
         source.stop()
@@ -261,11 +261,11 @@ def test_dry_run_reports_everything_and_changes_nothing(dry_run: Outcome) -> Non
     assert "  public.profiles: 3\n" in out and "  public.notes: 2\n" in out
     for skipped in ("ALTER … OWNER TO", "ALTER DEFAULT PRIVILEGES",
                     "grant to a role Gatehouse does not have", "psql meta-command", "session setting",
-                    "rows of vault.secrets"):
+                    "1 row(s) of vault.secrets"):
         assert skipped in out, skipped
     assert "storage.buckets: avif_autodetection, type" in out and "storage.objects: level" in out
     assert "Objects left out (no file in --files): 1: docs/lost.txt" in out
-    assert "'docs/../outside.txt'" in out and "'docs/link.txt'" in out
+    assert "docs/../outside.txt (Invalid key" in out and "docs/link.txt (the path leads outside" in out
     assert ("Files with no object row (not imported): 2: docs/orphan.txt, outside.txt (not in a bucket's folder)"
             in out)
     assert dry_run.after == dry_run.before
@@ -380,6 +380,8 @@ def test_one_file_dump_refuses_an_email_gatehouse_has_then_imports(project: Proj
     run_sql(single_target.url, "DELETE FROM auth.users")
     result = single_target.command("import", "supabase", project.single)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Supabase import imported: 3 users, 3 identities, 2 buckets, 0 objects")
+    assert "  public.notes: 2\n" in result.stdout
     assert "Objects left out (no --files folder given): 5" in result.stdout
     assert "object in Supabase's auth schema" in result.stdout and "DROP from --clean" in result.stdout
     # The one-file dump carries the app's trigger on auth.users and the app's storage policies.
