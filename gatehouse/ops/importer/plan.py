@@ -148,7 +148,7 @@ def _statement(item: Statement, toks: list[Token]) -> Step:
     if words[:3] == ["alter", "default", "privileges"]:
         return Step("skip", item, "ALTER DEFAULT PRIVILEGES (Gatehouse's own defaults apply)")
     if "publication" in words[:3]:
-        return Step("skip", item, "publication (supabase_realtime: Gatehouse's realtime has its own feed)")
+        return _publication(item, toks)
     if words[1:3] == ["event", "trigger"]:
         return Step("skip", item, "event trigger (Supabase platform hooks)")
     if words[:2] == ["create", "extension"]:
@@ -181,6 +181,20 @@ def _statement(item: Statement, toks: list[Token]) -> Step:
     if schema in INTERNAL_SCHEMAS:
         return Step("skip", item, f"object in Supabase's {_group(schema)} schema", schema, name)
     return Step("run", item, kind, schema, name)
+
+
+def _publication(item: Statement, toks: list[Token]) -> Step:
+    """Gatehouse's realtime reads the ``supabase_realtime`` publication as Supabase's does: the tables the
+    app added to it are added again; the publication itself is Gatehouse's (made by its migrations)."""
+    words = _words(toks, 6)
+    name = toks[2].value if len(toks) > 2 else ""
+    if words[:2] == ["alter", "publication"] and name == "supabase_realtime" and words[2:4] in (["add", "table"],):
+        target = _qualified(toks)
+        if target is not None and target[0] not in INTERNAL_SCHEMAS:
+            return Step("run", item, "realtime table (supabase_realtime)", *target)
+    if name == "supabase_realtime":
+        return Step("skip", item, "publication supabase_realtime itself (Gatehouse has its own)")
+    return Step("skip", item, "publication other than supabase_realtime (logical replication elsewhere)")
 
 
 def _group(schema: str) -> str:

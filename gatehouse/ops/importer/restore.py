@@ -90,7 +90,10 @@ async def _import(settings: Any, url: str, dumps: list[Dump], files: Path | None
         await transaction.start()
         committed = False
         try:
-            await _Run(conn, summary).everything(dumps, files, backend, written)
+            try:
+                await _Run(conn, summary).everything(dumps, files, backend, written)
+            except asyncpg.PostgresError as exc:
+                raise ImportFailed(f"the import failed: {exc}. Nothing was imported.") from None
             if not dry_run:
                 await transaction.commit()
                 committed = True

@@ -406,3 +406,22 @@ def sign_in(server: RunningServer, user: User) -> str:
                           json={"email": user.email, "password": user.password})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+def test_bytes_written_before_a_failure_are_removed(target: Target, imported: Outcome, tmp_path: Path) -> None:
+    """The bytes of the first objects are in the backend when the last row fails (its bucket does not
+    exist): the transaction rolls back and the bytes go too, so no file is left that no row points at."""
+    dump = tmp_path / "data.sql"
+    dump.write_text(
+        'COPY "storage"."buckets" ("id", "name", "public") FROM stdin;\nfresh\tfresh\tf\n\\.\n\n'
+        'COPY "storage"."objects" ("id", "bucket_id", "name", "metadata") FROM stdin;\n'
+        f'{uuid.uuid4()}\tfresh\ta.txt\t{{"mimetype": "text/plain"}}\n'
+        f'{uuid.uuid4()}\tghost\tb.txt\t\\N\n\\.\n'
+    )
+    for bucket, name in (("fresh", "a.txt"), ("ghost", "b.txt")):
+        (tmp_path / "files" / bucket).mkdir(parents=True)
+        (tmp_path / "files" / bucket / name).write_bytes(b"bytes of " + name.encode())
+    before = target.state()
+    result = target.command("import", "supabase", "--data", dump, "--files", tmp_path / "files")
+    assert result.returncode == 1 and "objects_bucket_id_fkey" in result.stderr, result.stderr
+    assert target.state() == before
