@@ -13,7 +13,7 @@ from gatehouse.ops.importer.restore import import_supabase, read_dumps
 
 DESCRIPTION = """\
 Import a Supabase project: its users (bcrypt password hashes kept; each is rehashed to argon2id at
-the user's next sign-in), identities, the app's schemas (tables, types, functions, views, RLS
+the user's next sign-in), identities, MFA factors, the app's schemas (tables, types, functions, views, RLS
 policies, grants, triggers) and rows, buckets, and objects with their bytes from --files.
 
 Make the dump as Supabase's backup guide shows:
@@ -72,5 +72,5 @@ def check_files(folder: Path | None) -> None:
 def run(args: argparse.Namespace, url: str, keys: KeySet, settings: Settings) -> int:
     check_files(args.files)
     dumps = read_dumps(paths(args))
-    print(import_supabase(settings, url, dumps, args.files, dry_run=args.dry_run).describe())
+    print(import_supabase(settings, url, keys, dumps, args.files, dry_run=args.dry_run).describe())
     return 0

@@ -6,8 +6,8 @@ The rules, in one place:
   types, functions, views, policies, triggers, grants to ``anon``/``authenticated``/``service_role``,
   comments, sequences and their values, and their rows;
 * Supabase's own ``auth`` and ``storage`` schemas are *not* run: Gatehouse has its own tables of
-  the same names. Their rows are staged instead (``users``, ``identities``, ``buckets``,
-  ``objects``) and mapped column by column (``restore.py``). Kept from them: the app's policies
+  the same names. Their rows are staged instead (``users``, ``identities``, ``mfa_factors``,
+  ``buckets``, ``objects``) and mapped column by column (``restore.py``). Kept from them: the app's policies
   on ``storage.objects``/``storage.buckets`` and the app's triggers on ``auth.users``;
 * everything else is skipped and counted by kind: Supabase's internal schemas (graphql, realtime,
   vault, pgsodium, supabase_functions, ...), their extensions, ownership, roles, grants to
@@ -37,7 +37,9 @@ INTERNAL_SCHEMAS = frozenset({
 })
 
 #: Supabase tables whose rows Gatehouse maps into its own tables of the same name.
-STAGED = frozenset({("auth", "users"), ("auth", "identities"), ("storage", "buckets"), ("storage", "objects")})
+STAGED = frozenset({
+    ("auth", "users"), ("auth", "identities"), ("auth", "mfa_factors"), ("storage", "buckets"), ("storage", "objects"),
+})
 
 #: The roles a grant may name and still be run (Gatehouse has them, as Supabase does).
 REQUEST_ROLES = frozenset({"anon", "authenticated", "service_role", "public"})

@@ -22,6 +22,7 @@ class Summary:
     dry_run: bool
     users: int = 0
     identities: int = 0
+    factors: int = 0
     buckets: int = 0
     objects: int = 0
     bytes: int = 0
@@ -46,7 +47,7 @@ class Summary:
         lines = [
             ("Dry run: nothing was changed. " if self.dry_run else "")
             + f"Supabase import {verb}: {self.users} users, {self.identities} identities, "
-            f"{self.buckets} buckets, {self.objects} objects ({self.bytes} bytes)."
+            f"{self.factors} MFA factors, {self.buckets} buckets, {self.objects} objects ({self.bytes} bytes)."
         ]
         if self.kept:
             lines.append("Schema: " + ", ".join(f"{count} {kind}" for kind, count in sorted(self.kept.items())))

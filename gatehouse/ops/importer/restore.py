@@ -29,6 +29,8 @@ from typing import Any
 
 import asyncpg
 
+from gatehouse.auth.mfa.totp import SecretBox
+from gatehouse.core.keys import KeySet
 from gatehouse.ops.importer import files as bucket_files
 from gatehouse.ops.importer.dump import Copy, DumpError, Statement, split, tokens
 from gatehouse.ops.importer.plan import Step, classify, implied_extensions, staged_insert
@@ -74,13 +76,15 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def import_supabase(settings: Any, url: str, dumps: list[Dump], files: Path | None, *, dry_run: bool) -> Summary:
+def import_supabase(settings: Any, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
+                    dry_run: bool) -> Summary:
     import asyncio
 
-    return asyncio.run(_import(settings, url, dumps, files, dry_run=dry_run))
+    return asyncio.run(_import(settings, url, keys, dumps, files, dry_run=dry_run))
 
 
-async def _import(settings: Any, url: str, dumps: list[Dump], files: Path | None, *, dry_run: bool) -> Summary:
+async def _import(settings: Any, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
+                  dry_run: bool) -> Summary:
     summary = Summary(dry_run=dry_run, files_given=files is not None)
     backend = create_backend(settings) if files is not None and not dry_run else None
     written: list[str] = []
@@ -91,7 +95,7 @@ async def _import(settings: Any, url: str, dumps: list[Dump], files: Path | None
         committed = False
         try:
             try:
-                await _Run(conn, summary).everything(dumps, files, backend, written)
+                await _Run(conn, summary, SecretBox(keys)).everything(dumps, files, backend, written)
             except asyncpg.PostgresError as exc:
                 raise ImportFailed(f"the import failed: {exc}. Nothing was imported.") from None
             if not dry_run:
@@ -113,9 +117,10 @@ async def _import(settings: Any, url: str, dumps: list[Dump], files: Path | None
 
 
 class _Run:
-    def __init__(self, conn: asyncpg.Connection, summary: Summary) -> None:
+    def __init__(self, conn: asyncpg.Connection, summary: Summary, box: SecretBox) -> None:
         self.conn = conn
         self.summary = summary
+        self.box = box
         self.disabled: dict[str, list[tuple[str, str]]] = {}
 
     async def everything(self, dumps: list[Dump], files: Path | None, backend: Backend | None,
@@ -125,12 +130,14 @@ class _Run:
             for step in dump.steps:
                 if step.action == "stage":
                     staged[(step.schema or "", step.name or "")].append(step.item)  # type: ignore[arg-type]
-        for schema, table in (("auth", "users"), ("auth", "identities"), ("storage", "buckets"), ("storage", "objects")):
+        for schema, table in (("auth", "users"), ("auth", "identities"), ("auth", "mfa_factors"), ("storage", "buckets"),
+                              ("storage", "objects")):
             await self.stage(schema, table, staged.get((schema, table), []))
         await self.check_hashes()
         await self.check_conflicts()
         self.summary.users = await self.map_rows("auth", "users")
         self.summary.identities = await self.map_rows("auth", "identities")
+        self.summary.factors = await self.map_factors()
         self.summary.buckets = await self.map_rows("storage", "buckets")
         for name in implied_extensions([step for dump in dumps for step in dump.steps]):
             sql = f"CREATE EXTENSION IF NOT EXISTS {q(name)} WITH SCHEMA extensions"
@@ -201,6 +208,9 @@ class _Run:
              ("SELECT s.provider, s.provider_id FROM pg_temp.import_auth_identities s JOIN auth.identities i "
              "ON i.id = s.id::uuid OR (i.provider = s.provider AND i.provider_id = s.provider_id)"),
              "identity {provider}:{provider_id}"),
+            (("auth", "mfa_factors", "id"),
+             "SELECT s.id FROM pg_temp.import_auth_mfa_factors s JOIN auth.mfa_factors f ON f.id = s.id::uuid",
+             "MFA factor {id}"),
             (("storage", "buckets", "id"),
              "SELECT s.id FROM pg_temp.import_storage_buckets s JOIN storage.buckets b ON b.id = s.id OR b.name = s.name",
              "bucket {id}"),
@@ -267,6 +277,41 @@ class _Run:
             )
         except asyncpg.PostgresError as exc:
             raise ImportFailed(f"the rows of {schema}.{table} do not fit Gatehouse's table: {exc}") from None
+        return int(status.rsplit(" ", 1)[1])
+
+    async def map_factors(self) -> int:
+        """MFA factors come along, so that no account loses its second factor. Supabase keeps TOTP secrets
+        in plain text (unless GOTRUE_SECURITY_DB_ENCRYPTION was on); Gatehouse seals them with its key."""
+        if not await self._staged_has("auth", "mfa_factors", "id", "secret"):
+            return await self.map_rows("auth", "mfa_factors")
+        rows = await self.conn.fetch("SELECT id, secret FROM pg_temp.import_auth_mfa_factors ORDER BY id")
+        sealed_ids, sealed, unreadable = [], [], []
+        for row in rows:
+            secret = row["secret"]
+            if secret and secret.lstrip().startswith("{"):
+                unreadable.append(row["id"])
+                continue
+            sealed_ids.append(row["id"])
+            sealed.append(self.box.seal(uuid.UUID(row["id"]), secret) if secret else None)
+        if unreadable:
+            raise ImportFailed(
+                f"{len(unreadable)} MFA factors have secrets encrypted with Supabase's database encryption key "
+                f"(GOTRUE_SECURITY_DB_ENCRYPTION): {', '.join(unreadable[:5])}. Gatehouse cannot read them, and "
+                "importing the users without them would drop their second factor. Nothing was imported."
+            )
+        columns, values = await self.mapping("auth", "mfa_factors", computed=("secret",))
+        if not columns:
+            return 0
+        await self.disable_triggers("auth", "mfa_factors")
+        try:
+            status = await self.conn.execute(
+                f"INSERT INTO auth.mfa_factors ({', '.join(q(c) for c in columns)}, secret) "
+                f"SELECT {', '.join(values)}, c.secret FROM pg_temp.import_auth_mfa_factors s "
+                "JOIN unnest($1::text[], $2::text[]) AS c(id, secret) ON c.id = s.id",
+                sealed_ids, sealed,
+            )
+        except asyncpg.PostgresError as exc:
+            raise ImportFailed(f"the rows of auth.mfa_factors do not fit Gatehouse's table: {exc}") from None
         return int(status.rsplit(" ", 1)[1])
 
     # -- triggers -----------------------------------------------------------------------------------------

@@ -83,6 +83,23 @@ CREATE TABLE auth.identities (
     CONSTRAINT identities_provider_id_provider_unique UNIQUE (provider_id, provider)
 );
 
+CREATE TYPE auth.factor_type AS ENUM ('totp', 'webauthn', 'phone');
+CREATE TYPE auth.factor_status AS ENUM ('unverified', 'verified');
+CREATE TABLE auth.mfa_factors (
+    id uuid NOT NULL PRIMARY KEY,
+    user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    friendly_name text NULL,
+    factor_type auth.factor_type NOT NULL,
+    status auth.factor_status NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    secret text NULL,
+    phone text NULL,
+    last_challenged_at timestamptz NULL UNIQUE,
+    web_authn_credential jsonb NULL,
+    web_authn_aaguid uuid NULL
+);
+
 CREATE TABLE auth.sessions (
     id uuid NOT NULL PRIMARY KEY,
     user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,

@@ -10,6 +10,7 @@ hashes made by the ``bcrypt`` package with GoTrue's ``$2a$`` prefix.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import asyncpg
 import bcrypt
 import httpx
+import pyotp
 import pytest
 
 from gatehouse.core.embedded import EmbeddedPostgres
@@ -64,11 +66,12 @@ class Project:
     ada: User
     bob: User
     anonymous_id: str
+    totp_secret: str
     note: bytes
     avatar: bytes
 
 
-async def _fill(url: str, ada: User, bob: User, anonymous_id: str) -> None:
+async def _fill(url: str, ada: User, bob: User, anonymous_id: str, totp_secret: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(FIXTURE.read_text())
@@ -93,6 +96,11 @@ async def _fill(url: str, ada: User, bob: User, anonymous_id: str) -> None:
             "INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at) "
             "VALUES ('4242', $1, $2, 'github', now())",
             uuid.UUID(ada.id), json.dumps({"sub": "4242", "email": ada.email, "user_name": "ada"}),
+        )
+        await conn.execute(
+            "INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, "
+            "secret) VALUES ($1, $2, 'phone app', 'totp', 'verified', now(), now(), $3)",
+            uuid.uuid4(), uuid.UUID(bob.id), totp_secret,
         )
         await conn.execute(
             "INSERT INTO auth.users (id, aud, role, is_anonymous, created_at, updated_at, encrypted_password, "
@@ -138,9 +146,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     try:
         ada = User(str(uuid.uuid4()), "ada@example.com", "the analytical engine 1843")
         bob = User(str(uuid.uuid4()), "bob@example.com", "bobs own passphrase!")
-        anonymous_id = str(uuid.uuid4())
+        anonymous_id, totp_secret = str(uuid.uuid4()), pyotp.random_base32()
         url = source.url()
-        asyncio.run(_fill(url, ada, bob, anonymous_id))
+        asyncio.run(_fill(url, ada, bob, anonymous_id, totp_secret))
         # Supabase's guide: `supabase db dump -f schema.sql` and `... -f data.sql --use-copy --data-only`.
         schema = pg_dump(url, root / "schema.sql", "--schema-only", "--quote-all-identifier",
                          "--exclude-schema", INTERNAL, "--extension", "*", "--no-comments")
@@ -165,7 +173,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     (root / "outside.txt").write_bytes(b"outside the bucket folder")
     (files / "outside.txt").write_bytes(b"outside the docs bucket folder")
     os.symlink(root / "outside.txt", files / "docs" / "link.txt")
-    yield Project(schema, storage, data, single, files, ada, bob, anonymous_id, note, avatar)
+    yield Project(schema, storage, data, single, files, ada, bob, anonymous_id, totp_secret, note, avatar)
 
 
 @dataclass
@@ -257,7 +265,7 @@ def test_dry_run_reports_everything_and_changes_nothing(dry_run: Outcome) -> Non
     assert dry_run.result.returncode == 0, dry_run.result.stderr
     out = dry_run.result.stdout
     assert out.startswith("Dry run: nothing was changed. Supabase import would import: 3 users, 3 identities, "
-                          "2 buckets, 2 objects (")
+                          "1 MFA factors, 2 buckets, 2 objects (")
     assert "  public.profiles: 3\n" in out and "  public.notes: 2\n" in out
     for skipped in ("ALTER … OWNER TO", "ALTER DEFAULT PRIVILEGES",
                     "grant to a role Gatehouse does not have", "psql meta-command", "session setting",
@@ -272,7 +280,8 @@ def test_dry_run_reports_everything_and_changes_nothing(dry_run: Outcome) -> Non
 
 
 def test_import_brings_users_identities_and_rows(project: Project, target: Target, imported: Outcome) -> None:
-    assert imported.result.stdout.startswith("Supabase import imported: 3 users, 3 identities, 2 buckets, 2 objects")
+    assert imported.result.stdout.startswith(
+        "Supabase import imported: 3 users, 3 identities, 1 MFA factors, 2 buckets, 2 objects")
     users = {str(r["id"]): r for r in fetch_rows(target.url, "SELECT * FROM auth.users")}
     assert set(users) == {project.ada.id, project.bob.id, project.anonymous_id}
     ada, bob, anonymous = users[project.ada.id], users[project.bob.id], users[project.anonymous_id]
@@ -312,6 +321,24 @@ def test_imported_user_signs_in_with_the_old_password_and_is_rehashed(
     wrong = httpx.post(f"{server.url}/auth/v1/token?grant_type=password", headers=apikey(server),
                        json={"email": project.bob.email, "password": "not bob's password"})
     assert wrong.status_code == 400
+
+
+def test_an_imported_totp_factor_still_takes_the_authenticator_apps_codes(
+    project: Project, target: Target, server: RunningServer
+) -> None:
+    stored = fetch_rows(target.url, "SELECT id::text, secret FROM auth.mfa_factors")
+    assert len(stored) == 1 and stored[0]["secret"].startswith("v1:")  # sealed with Gatehouse's key
+    token = sign_in(server, project.bob)
+    factors = httpx.get(f"{server.url}/auth/v1/user", headers=apikey(server, token)).json()["factors"]
+    assert [(f["id"], f["factor_type"], f["status"]) for f in factors] == [(stored[0]["id"], "totp", "verified")]
+    factor = stored[0]["id"]
+    challenge = httpx.post(f"{server.url}/auth/v1/factors/{factor}/challenge", headers=apikey(server, token), json={})
+    assert challenge.status_code == 200, challenge.text
+    verified = httpx.post(f"{server.url}/auth/v1/factors/{factor}/verify", headers=apikey(server, token),
+                          json={"challenge_id": challenge.json()["id"], "code": pyotp.TOTP(project.totp_secret).now()})
+    assert verified.status_code == 200, verified.text
+    claims = json.loads(base64.urlsafe_b64decode(verified.json()["access_token"].split(".")[1] + "=="))
+    assert claims["aal"] == "aal2"
 
 
 def test_rls_and_objects_work_for_imported_users(project: Project, server: RunningServer) -> None:
@@ -380,7 +407,8 @@ def test_one_file_dump_refuses_an_email_gatehouse_has_then_imports(project: Proj
     run_sql(single_target.url, "DELETE FROM auth.users")
     result = single_target.command("import", "supabase", project.single)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Supabase import imported: 3 users, 3 identities, 2 buckets, 0 objects")
+    assert result.stdout.startswith("Supabase import imported: 3 users, 3 identities, 1 MFA factors, 2 buckets, "
+                                    "0 objects")
     assert "  public.notes: 2\n" in result.stdout
     assert "Objects left out (no --files folder given): 5" in result.stdout
     assert "object in Supabase's auth schema" in result.stdout and "DROP from --clean" in result.stdout
