@@ -12,19 +12,22 @@ from gatehouse.ops.importer.report import ImportFailed
 from gatehouse.ops.importer.restore import import_supabase, read_dumps
 
 DESCRIPTION = """\
-Import a Supabase project: its users (bcrypt password hashes kept; each is rehashed to argon2id at
-the user's next sign-in), identities, MFA factors, the app's schemas (tables, types, functions, views, RLS
-policies, grants, triggers) and rows, buckets, and objects with their bytes from --files.
+Import a Supabase project: its users (bcrypt password hashes kept, each rehashed
+to argon2id at the user's next sign-in), identities, MFA factors, the app's
+schemas (tables, types, functions, views, RLS policies, grants, triggers) and
+rows, buckets, and objects with their bytes from --files.
 
 Make the dump as Supabase's backup guide shows:
   supabase db dump --db-url "$URL" -f schema.sql
-  supabase db dump --db-url "$URL" -f storage.sql --schema storage   (its policies)
+  supabase db dump --db-url "$URL" -f storage.sql --schema storage
   supabase db dump --db-url "$URL" -f data.sql --use-copy --data-only
-then: gatehouse import supabase --schema schema.sql --schema storage.sql --data data.sql \
-        --files ./buckets --dry-run
+then:
+  gatehouse import supabase --schema schema.sql --schema storage.sql
+      --data data.sql --files ./buckets --dry-run
 
-Everything happens in one transaction: any problem (a user or bucket Gatehouse already has, an
-unknown password hash, a truncated dump) changes nothing. What is skipped is listed.
+Everything happens in one transaction: any problem (a user or bucket Gatehouse
+already has, an unknown password hash, a truncated dump) changes nothing.
+What is skipped is listed.
 """
 
 
