@@ -182,6 +182,8 @@ def _statement(item: Statement, toks: list[Token]) -> Step:
         return Step("skip", item, "storage's own settings (Gatehouse's storage schema has them)", schema, name)
     if schema in INTERNAL_SCHEMAS:
         return Step("skip", item, f"object in Supabase's {_group(schema)} schema", schema, name)
+    if kind == "policy" and not _policy_roles(toks) <= REQUEST_ROLES:
+        return Step("skip", item, "policy for a role Gatehouse does not have (supabase_auth_admin, …)", schema, name)
     return Step("run", item, kind, schema, name)
 
 
@@ -203,8 +205,20 @@ def _group(schema: str) -> str:
     return schema if schema in ("auth", "storage") else "internal"
 
 
+def _policy_roles(toks: list[Token]) -> set[str]:
+    """The roles after ``TO`` in a CREATE POLICY (none: the policy is for PUBLIC)."""
+    roles: set[str] = set()
+    at = _after(toks, "to")
+    for token in toks[at:]:
+        if token.kind == "word" and token.value in ("using", "with"):
+            break
+        if token.kind in ("word", "quoted"):
+            roles.add(token.value)
+    return roles
+
+
 def _owner_to(toks: list[Token]) -> bool:
-    return any(a.value == "owner" and b.value == "to" for a, b in itertools.pairwise(toks))
+    return any(a.kind == b.kind == "word" and a.value == "owner" and b.value == "to" for a, b in itertools.pairwise(toks))
 
 
 _KINDS = (
@@ -244,6 +258,8 @@ def _grant(item: Statement, toks: list[Token]) -> Step:
     object_kind = toks[on].value if toks[on].kind == "word" else ""
     if object_kind == "schema":
         schema: str | None = toks[on + 1].value if on + 1 < len(toks) else None
+        if schema == "public":
+            return Step("skip", item, "grant on the public schema itself (Gatehouse sets its own)")
     else:
         target = _qualified(toks, on)
         schema = target[0] if target else None
