@@ -17,7 +17,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pytest
 from gatehouse.core.embedded import EmbeddedPostgres
 from gatehouse.core.keys import KeySet
 from tests.conftest import create_database, drop_database
-from tests.deploy.components import PG_BIN, Postgres, require_path
+from tests.deploy.components import PG_BIN, Postgres, SeaweedS3, require_path
 from tests.support import RunningServer, fetch_rows, gatehouse_command, run_sql, start_server
 
 FIXTURE = Path(__file__).with_name("supabase_project.sql")
@@ -181,10 +181,11 @@ class Target:
     url: str
     data_dir: Path
     keys: KeySet
+    env: dict[str, str] = field(default_factory=dict)
 
     def command(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
-        env |= ENV | {"GATEHOUSE_DATABASE_URL": self.url}
+        env |= ENV | self.env | {"GATEHOUSE_DATABASE_URL": self.url}
         return subprocess.run(gatehouse_command(*map(str, args), "--data-dir", str(self.data_dir)),
                               env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -223,6 +224,19 @@ async def target(pg_cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPath
 async def single_target(pg_cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory, keys_dir: Path,
                         keys: KeySet) -> AsyncIterator[Target]:
     made = await _target(pg_cluster, tmp_path_factory.mktemp("import1") / "data", keys_dir, keys, "import_single")
+    yield made
+    await drop_database(pg_cluster, made.url)
+
+
+@pytest.fixture(scope="module")
+async def s3_target(pg_cluster: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory, keys_dir: Path,
+                    keys: KeySet, seaweedfs: SeaweedS3) -> AsyncIterator[Target]:
+    made = await _target(pg_cluster, tmp_path_factory.mktemp("import2") / "data", keys_dir, keys, "import_s3")
+    bucket = f"import-{uuid.uuid4().hex[:8]}"
+    admin = seaweedfs.client()
+    admin.create_bucket(Bucket=bucket)
+    admin.close()
+    made.env = seaweedfs.env(bucket)
     yield made
     await drop_database(pg_cluster, made.url)
 
@@ -453,3 +467,31 @@ def test_bytes_written_before_a_failure_are_removed(target: Target, imported: Ou
     result = target.command("import", "supabase", "--data", dump, "--files", tmp_path / "files")
     assert result.returncode == 1 and "objects_bucket_id_fkey" in result.stderr, result.stderr
     assert target.state() == before
+
+
+def test_with_the_s3_backend_the_bytes_go_to_s3(project: Project, s3_target: Target, seaweedfs: SeaweedS3,
+                                                 tmp_path: Path) -> None:
+    admin = seaweedfs.client()
+    bucket = s3_target.env["GATEHOUSE_S3_BUCKET"]
+
+    def stored() -> dict[str, bytes]:
+        listed = admin.list_objects_v2(Bucket=bucket).get("Contents", [])
+        return {item["Key"]: admin.get_object(Bucket=bucket, Key=item["Key"])["Body"].read() for item in listed}
+
+    try:
+        failing = tmp_path / "data.sql"
+        failing.write_text(
+            'COPY "storage"."objects" ("id", "bucket_id", "name") FROM stdin;\n'
+            f'{uuid.uuid4()}\tghost\tb.txt\n\\.\n'
+        )
+        (tmp_path / "files" / "ghost").mkdir(parents=True)
+        (tmp_path / "files" / "ghost" / "b.txt").write_bytes(b"never kept")
+        refused = s3_target.command("import", "supabase", "--data", failing, "--files", tmp_path / "files")
+        assert refused.returncode == 1 and stored() == {}
+        result = s3_target.command(*import_args(project))
+        assert result.returncode == 0, result.stderr
+        rows = fetch_rows(s3_target.url, "SELECT bucket_id || '/' || version AS key, name FROM storage.objects")
+        by_name = {row["name"]: row["key"] for row in rows}
+        assert stored() == {by_name[f"{project.ada.id}/notes.txt"]: project.note, by_name["ada.png"]: project.avatar}
+    finally:
+        admin.close()
