@@ -26,6 +26,7 @@ from gatehouse.core.errors import GatehouseError
 from gatehouse.core.keys import KeySet, load_keys
 from gatehouse.core.migrate import MigrationError
 from gatehouse.ops.backup import BackupError
+from gatehouse.ops.importer import ImportFailed
 from gatehouse.project import ProjectError
 
 DESCRIPTION = """\
@@ -268,6 +269,12 @@ def cmd_gen(args: argparse.Namespace) -> int:
     return _on_database(args, gen_cli.run)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from gatehouse.ops.importer import cli as import_cli
+
+    return _on_database(args, import_cli.run)
+
+
 def cmd_mail(args: argparse.Namespace) -> int:
     from gatehouse.mail.service import send_test_message
 
@@ -381,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatehouse.gen import cli as gen_cli
 
     gen_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_gen)
+    from gatehouse.ops.importer import cli as import_cli
+
+    import_cli.add_parser(commands, data_dir_option).set_defaults(func=cmd_import)
 
     mail = commands.add_parser("mail", help="check the email set-up", description="Email tools.")
     mail_commands = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
@@ -399,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.psql_args = args.psql_args[1:]
     try:
         return int(args.func(args))
-    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError, ProjectError) as exc:
+    except (ConfigError, EmbeddedPostgresError, MigrationError, CLIError, BackupError, ProjectError,
+            ImportFailed) as exc:
         print(f"gatehouse: error: {exc}", file=sys.stderr)
         return 1
     except GatehouseError as exc:
