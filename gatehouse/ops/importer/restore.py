@@ -17,17 +17,18 @@ restore does, so that, for one, a profile-creating trigger does not collide with
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from gatehouse.auth.mfa.totp import SecretBox
+from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 from gatehouse.ops.importer.dump import Copy, DumpError, Statement, split
 from gatehouse.ops.importer.mapping import STARTER_HINT, Mapper, Triggers, q
@@ -64,14 +65,12 @@ def read_dumps(paths: Sequence[Path]) -> list[Dump]:
     return dumps
 
 
-def import_supabase(settings: Any, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
+def import_supabase(settings: Settings, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
                     dry_run: bool) -> Summary:
-    import asyncio
-
     return asyncio.run(_import(settings, url, keys, dumps, files, dry_run=dry_run))
 
 
-async def _import(settings: Any, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
+async def _import(settings: Settings, url: str, keys: KeySet, dumps: list[Dump], files: Path | None, *,
                   dry_run: bool) -> Summary:
     summary = Summary(dry_run=dry_run, files_given=files is not None)
     backend = create_backend(settings) if files is not None and not dry_run else None
