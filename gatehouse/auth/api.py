@@ -96,7 +96,8 @@ async def token(request: Request) -> Response:
         )
         response = JSONResponse(session_json(session))
         # A device cookie: this client may log in to the account later despite others' guessing.
-        response.headers.append("set-cookie", service.devices.set_cookie(session.user.email))
+        for header in service.devices.set_cookies(session.user.email, request.cookies):
+            response.headers.append("set-cookie", header)
         return response
     if grant == "refresh_token":
         session = await service.login.refresh(forms.parse(forms.RefreshGrant, data).refresh_token, _client(request))

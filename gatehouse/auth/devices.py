@@ -15,6 +15,10 @@ own failed attempts are counted per nonce, and a cookie that fails too often sto
   cookie to the login name (a cookie of one account is worth nothing for another), to its nonce
   (the counter key) and to its issue time (it expires after ``LIFETIME`` even if a client keeps
   it longer). Tags are compared in constant time.
+* **At most** ``MAX_PER_CLIENT`` per client: a log-in that adds one removes the client's oldest
+  beyond that, so a browser shared by many accounts (or a test client signing in as thousands of
+  people) never grows its ``Cookie`` header past what proxies accept (nginx refuses a header line
+  over 8 KB, HAProxy a request head over 16 KB, each with a 400).
 * **Attributes** ``Path=/`` (the web app's ``/login`` and ``/auth/v1/token`` share it),
   ``HttpOnly``, ``SameSite=Strict`` (only same-site requests carry it; supabase-js on another
   origin never sends it, which only means it gets no bypass), ``Secure`` except in development
@@ -37,11 +41,13 @@ from typing import Final
 from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 
-__all__ = ["LIFETIME", "PREFIX", "DeviceCookies"]
+__all__ = ["LIFETIME", "MAX_PER_CLIENT", "PREFIX", "DeviceCookies"]
 
 PREFIX: Final = "gh-device-"
 #: Seconds a device cookie is good for (browsers cap cookies at 400 days).
 LIFETIME: Final = 365 * 24 * 3600
+#: Device cookies one client keeps (about 100 bytes each in its Cookie header).
+MAX_PER_CLIENT: Final = 5
 #: Longer values are not ours: refused before any work.
 _MAX_VALUE: Final = 128
 
@@ -72,10 +78,17 @@ class DeviceCookies:
         nonce = nonce or secrets.token_urlsafe(16)
         return f"{issued}.{nonce}.{_b64(self._mac('value', email, str(issued), nonce))}"
 
-    def set_cookie(self, email: str) -> str:
-        """A ``Set-Cookie`` header value giving this client a fresh device cookie for ``email``."""
-        parts = [f"{self.name(email)}={self.value(email)}", "Path=/", f"Max-Age={LIFETIME}", "HttpOnly",
-                 "SameSite=Strict"]
+    def set_cookies(self, email: str, cookies: Mapping[str, str]) -> list[str]:
+        """``Set-Cookie`` header values giving this client (whose cookies are ``cookies``) a fresh
+        device cookie for ``email`` and removing its oldest others beyond ``MAX_PER_CLIENT``."""
+        mine = self.name(email)
+        others = sorted(((_issued(value), name) for name, value in cookies.items()
+                         if name.startswith(PREFIX) and name != mine), reverse=True)
+        dropped = [name for _, name in others[MAX_PER_CLIENT - 1:]]
+        return [self._header(mine, self.value(email), LIFETIME)] + [self._header(name, "", 0) for name in dropped]
+
+    def _header(self, name: str, value: str, max_age: int) -> str:
+        parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Strict"]
         if self.secure:
             parts.append("Secure")
         return "; ".join(parts)
@@ -95,3 +108,9 @@ class DeviceCookies:
         if age < -300 or age > LIFETIME:  # from the future (beyond clock skew) or too old
             return None
         return nonce
+
+
+def _issued(value: str) -> int:
+    """When a device cookie was issued (0 for a value that is not one: removed first)."""
+    issued = value.split(".", 1)[0]
+    return int(issued) if issued.isascii() and issued.isdigit() and len(issued) <= 12 else 0

@@ -52,7 +52,7 @@ async def login(request: Request) -> Response:
     session = web_session(request)
     store(session, signed_in, secure=secure(request))
     # This browser has now logged in to the account: others' guessing will not slow it down.
-    session.set_cookies.append(service.devices.set_cookie(signed_in.user.email))
+    session.set_cookies += service.devices.set_cookies(signed_in.user.email, request.cookies)
     return RedirectResponse("/account", status_code=303)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatehouse.auth.devices import LIFETIME, PREFIX, DeviceCookies
+from gatehouse.auth.devices import LIFETIME, MAX_PER_CLIENT, PREFIX, DeviceCookies
 from gatehouse.core.config import load_settings
 from gatehouse.core.keys import KeySet
 
@@ -90,8 +90,31 @@ def test_cookies_expire_and_cannot_come_from_the_future(devices: DeviceCookies, 
     ],
 )
 def test_set_cookie_attributes(keys: KeySet, overrides: dict[str, str], secure: bool) -> None:
-    header = DeviceCookies(keys, load_settings(**overrides), now=lambda: T0).set_cookie(ALICE)
+    [header] = DeviceCookies(keys, load_settings(**overrides), now=lambda: T0).set_cookies(ALICE, {})
     attributes = header.split("; ")
     assert attributes[0].startswith(PREFIX)
     assert {"Path=/", "HttpOnly", "SameSite=Strict", f"Max-Age={LIFETIME}"} <= set(attributes)
     assert ("Secure" in attributes) is secure
+
+
+def test_a_client_keeps_a_few_device_cookies_the_newest(keys: KeySet) -> None:
+    """A log-in removes the client's oldest device cookies past MAX_PER_CLIENT (junk first), so a
+    browser used for many accounts keeps a Cookie header every proxy accepts."""
+    clock = [T0]
+    devices = DeviceCookies(keys, load_settings(), now=lambda: clock[0])
+    browser: dict[str, str] = {"theme": "dark", PREFIX + "junk": "not-a-device-cookie"}
+    for n in range(40):
+        clock[0] = T0 + n
+        for header in devices.set_cookies(f"user{n}@example.com", browser):
+            name, value = header.split("; ")[0].split("=", 1)
+            if "Max-Age=0" in header:
+                del browser[name]
+            else:
+                browser[name] = value
+        assert sum(name.startswith(PREFIX) for name in browser) <= MAX_PER_CLIENT
+    assert browser["theme"] == "dark"  # not ours: never touched
+    kept = {devices.nonce(f"user{n}@example.com", browser) is not None for n in range(40 - MAX_PER_CLIENT, 40)}
+    assert kept == {True}, "the newest accounts keep theirs"
+    assert devices.nonce("user0@example.com", browser) is None
+    again = devices.set_cookies("user39@example.com", browser)  # the same account again: nothing removed
+    assert len(again) == 1
