@@ -7,9 +7,10 @@
   once as status ``sending`` with a lease), sends it outside any transaction, then records the
   attempt and the outcome. Any number of processes may run it: a row is claimed by one at a
   time. The lease is short (``DEFAULT_LEASE``) and renewed every third of it while the send
-  lasts, so a slow server keeps its message while a sender killed mid-send delays its message
-  by one lease at most: its row stays ``sending`` until the lease runs out, then is claimable. Delivery is therefore at least once: a crash after the server accepted
-  the message but before the row was marked sent resends it, with the same Message-ID.
+  lasts, so a slow server keeps its message, and a sender killed mid-send delays its message by
+  one lease at most: its row stays ``sending`` until the lease runs out, then is claimable.
+  Delivery is therefore at least once: a crash after the server accepted the message but before
+  the row was marked sent resends it, with the same Message-ID.
 * Failed attempts are retried with exponential back-off (capped at 15 minutes). Only attempts
   the server *refused* count towards ``max_attempts``; while the server cannot be reached the
   mail waits, however long that takes, and each try is in the delivery log
@@ -39,8 +40,8 @@ log = logging.getLogger("gatehouse.mail")
 
 #: The channel ``enqueue`` notifies and ``OutboxSender`` listens on.
 CHANNEL = "gatehouse_mail"
-#: Seconds a claim holds a row. Must outlast one send (the SMTP mailer times out after 30 s).
-#: Seconds a claimed message is held without a renewal (see the module docstring).
+#: Seconds a claim holds a row without a renewal; renewed every third of it while the send lasts
+#: (the SMTP mailer may take 30 s for each command), so a killed sender's message waits this long.
 DEFAULT_LEASE = 15.0
 #: The longest wait between two attempts at one message, in seconds.
 RETRY_CAP = 900.0
