@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -165,6 +166,24 @@ def weed_binary() -> str:
     return str(found or path)
 
 
+def free_ports(count: int, *, besides: int | None = None) -> list[int]:
+    """``count`` different free ports (held open together while chosen, so none comes twice)."""
+    held: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port != besides:
+                ports.append(port)
+        return ports
+    finally:
+        for sock in held:
+            sock.close()
+
+
 @dataclass
 class SeaweedS3:
     """SeaweedFS in one process (``weed server -s3``): master, volume, filer and the S3 gateway,
@@ -195,12 +214,36 @@ class SeaweedS3:
             {"name": "admin", "credentials": [{"accessKey": self.admin_key, "secretKey": self.admin_secret}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
         ]}))
-        # Every listener on a free port of its own (weed's defaults would collide between runs, and
-        # its "port + 10000" gRPC default overflows for high ports).
-        if not self.listeners:
-            self.listeners = [f"-{name}={free_port()}" for name in (
-                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-                "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "metricsPort")]
+        if self.listeners:  # a restart: the same ports, as after an outage
+            return self._spawn(config)
+        attempts = 3
+        while True:
+            self._choose_ports()
+            try:
+                return self._spawn(config)
+            except RuntimeError as exc:
+                # Another program took one of the free ports before weed bound it: a fresh start
+                # (nothing was stored yet) on other ports.
+                attempts -= 1
+                if not attempts or "address already in use" not in str(exc):
+                    raise
+                for entry in self.root.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    elif entry != config and entry.suffix != ".log":
+                        entry.unlink()
+
+    def _choose_ports(self) -> None:
+        """Every listener on a free port of its own, all different (weed's defaults would collide
+        between runs, and its "port + 10000" gRPC default overflows for high ports)."""
+        names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                 "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "iam.port", "metricsPort")
+        if self.starts:  # a retry after a port was taken: the gateway's own port too
+            self.port = free_ports(1)[0]
+        ports = free_ports(len(names), besides=self.port)
+        self.listeners = [f"-{name}={port}" for name, port in zip(names, ports, strict=True)]
+
+    def _spawn(self, config: Path) -> SeaweedS3:
         self.starts += 1
         self.process = spawn(
             [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.root}", *self.listeners,

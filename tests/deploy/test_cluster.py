@@ -148,8 +148,8 @@ def test_the_tutorial_flow_through_the_load_balancer(cluster: Cluster, module_sm
 
 def test_a_killed_process_costs_only_the_requests_it_held(cluster: Cluster) -> None:
     """Readers and writers keep going while one process dies with SIGKILL and comes back: only
-    writes that were in flight on it may fail (reads are retried by HAProxy), and every write
-    that was acknowledged is in the database afterwards."""
+    requests in flight on it may fail (HAProxy sends a read that got no answer elsewhere; one cut
+    off mid-answer fails), and every write that was acknowledged is in the database afterwards."""
     with cluster.http() as http:
         admin = {"apikey": cluster.keys.secret_key, "Authorization": f"Bearer {cluster.keys.secret_key}"}
         stop = threading.Event()
@@ -174,12 +174,13 @@ def test_a_killed_process_costs_only_the_requests_it_held(cluster: Cluster) -> N
             while not stop.is_set():
                 try:
                     answer = http.get("/rest/v1/profiles?select=id&limit=5")
-                    ok = answer.status_code == 200
-                except httpx.TransportError:
-                    ok = False
-                if not ok:
+                except httpx.TransportError as exc:  # cut off: the process died after its answer began
                     with lock:
-                        failed.append("read")
+                        failed.append(f"read cut off: {exc!r}")
+                    continue
+                if answer.status_code != 200:  # HAProxy answered for a read it should have sent elsewhere
+                    with lock:
+                        failed.append(f"read answered {answer.status_code}: {answer.text[:200]}")
 
         run_sql(cluster.database_url, "CREATE TABLE public.notes_cluster (name text PRIMARY KEY); "
                 "GRANT ALL ON public.notes_cluster TO service_role; NOTIFY gatehouse_schema, 'reload'")
@@ -203,7 +204,9 @@ def test_a_killed_process_costs_only_the_requests_it_held(cluster: Cluster) -> N
             for thread in threads:
                 thread.join()
 
-    assert len(failed) <= 3, f"more failures than writes in flight on the killed process: {failed}"
-    assert "read" not in failed
+    # HAProxy sends a read that got no answer to another process; only one whose answer had begun
+    # (its status line sent, then the process killed) reaches the client as an error, in flight.
+    assert len(failed) <= 3, f"more failures than requests in flight on the killed process: {failed}"
+    assert not [f for f in failed if f.startswith("read answered")], failed
     stored = {row["name"] for row in fetch_rows(cluster.database_url, "SELECT name FROM public.notes_cluster")}
     assert set(acknowledged) <= stored, f"acknowledged but lost: {set(acknowledged) - stored}"

@@ -66,8 +66,11 @@ def send(request: AWSRequest, body: bytes | None = None) -> httpx.Response:
     connection = http.client.HTTPConnection(parts.netloc, timeout=30)
     try:
         headers = {name: value for name, value in prepared.headers.items() if name.lower() != "content-length"}
-        connection.request(prepared.method, parts.path + (f"?{parts.query}" if parts.query else ""), body=content,
-                           headers={**headers, "Content-Length": str(len(content))})
+        try:
+            connection.request(prepared.method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                               body=content, headers={**headers, "Content-Length": str(len(content))})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the whole body was read, and the connection closed: the answer is in
         answer = connection.getresponse()
         return httpx.Response(answer.status, headers=answer.getheaders(), content=answer.read())
     finally:
