@@ -22,19 +22,16 @@ from gatehouse.ops.importer import files as bucket_files
 from gatehouse.ops.importer.dump import Copy, Statement, tokens
 from gatehouse.ops.importer.plan import staged_insert
 from gatehouse.ops.importer.report import ImportFailed, Summary
+from gatehouse.rest.sqlgen import ident, qualified
 from gatehouse.storage.backends import Backend
 
-__all__ = ["STARTER_HINT", "Mapper", "Triggers", "q"]
+__all__ = ["STARTER_HINT", "Mapper", "Triggers"]
 
 #: Hashes Gatehouse verifies (auth/passwords.py): GoTrue's bcrypt, and argon2 as GoTrue accepts imported.
 KNOWN_HASH = r"^(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$argon2(id|i)\$.+)$"
 TRIGGER_MODES = {"O": "ENABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 STARTER_HINT = (" If that is Gatehouse's built-in starter (public.profiles, the avatars bucket), set "
                 "GATEHOUSE_STARTER_SCHEMA=none: the next start (or `gatehouse migrate`) removes it while it is empty.")
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class Triggers:
@@ -46,7 +43,7 @@ class Triggers:
         self.disabled: dict[str, list[tuple[str, str]]] = {}
 
     async def disable(self, schema: str, table: str) -> None:
-        key = f"{q(schema)}.{q(table)}"
+        key = qualified(schema, table)
         if key in self.disabled:
             return
         rows = await self.conn.fetch(
@@ -55,12 +52,12 @@ class Triggers:
         )
         self.disabled[key] = [(row["tgname"], row["tgenabled"]) for row in rows]
         for name, _mode in self.disabled[key]:
-            await self.conn.execute(f"ALTER TABLE {key} DISABLE TRIGGER {q(name)}")
+            await self.conn.execute(f"ALTER TABLE {key} DISABLE TRIGGER {ident(name)}")
 
     async def enable(self) -> None:
         for key, triggers in self.disabled.items():
             for name, mode in triggers:
-                await self.conn.execute(f"ALTER TABLE {key} {TRIGGER_MODES.get(mode, 'ENABLE')} TRIGGER {q(name)}")
+                await self.conn.execute(f"ALTER TABLE {key} {TRIGGER_MODES.get(mode, 'ENABLE')} TRIGGER {ident(name)}")
 
 
 class Mapper:
@@ -72,17 +69,17 @@ class Mapper:
 
     # -- staging Supabase's auth and storage rows -----------------------------------------------------
     async def stage(self, schema: str, table: str, items: list[Copy | Statement]) -> None:
-        staging = f"pg_temp.{q(f'import_{schema}_{table}')}"
+        staging = f"pg_temp.{ident(f'import_{schema}_{table}')}"
         columns: list[str] = []
         for item in items:
             wanted = list(item.columns) if isinstance(item, Copy) else _insert_columns(item)
             new = [c for c in wanted if c not in columns]
             if not columns:
-                await self.conn.execute(f"CREATE TEMP TABLE {staging} ({', '.join(q(c) + ' text' for c in new)}) "
+                await self.conn.execute(f"CREATE TEMP TABLE {staging} ({', '.join(ident(c) + ' text' for c in new)}) "
                                         "ON COMMIT DROP")
             else:
                 for column in new:
-                    await self.conn.execute(f"ALTER TABLE {staging} ADD COLUMN {q(column)} text")
+                    await self.conn.execute(f"ALTER TABLE {staging} ADD COLUMN {ident(column)} text")
             columns += new
             try:
                 if isinstance(item, Copy):
@@ -157,11 +154,11 @@ class Mapper:
             "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
             "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
             "ORDER BY a.attnum",
-            f"{q(schema)}.{q(table)}",
+            qualified(schema, table),
         )
         casts = {}
         for row in rows:
-            cast = f"s.{q(row['attname'])}::{row['type']}"
+            cast = f"s.{ident(row['attname'])}::{row['type']}"
             if row["attnotnull"] and row["fallback"]:
                 cast = f"coalesce({cast}, {row['fallback']})"
             casts[row["attname"]] = cast
@@ -180,7 +177,7 @@ class Mapper:
         staged = await self.staged_columns(schema, table)
         generated = {row["attname"] for row in await self.conn.fetch(
             "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attgenerated <> ''",
-            f"{q(schema)}.{q(table)}")}
+            qualified(schema, table))}
         unmapped = [c for c in staged if c not in target and c not in generated and c not in computed]
         if unmapped and await self.conn.fetchval(f"SELECT count(*) FROM pg_temp.import_{schema}_{table}"):
             self.summary.unmapped_columns[f"{schema}.{table}"] = unmapped
@@ -194,7 +191,7 @@ class Mapper:
         await self.triggers.disable(schema, table)
         try:
             status = await self.conn.execute(
-                f"INSERT INTO {q(schema)}.{q(table)} ({', '.join(q(c) for c in columns)}) "
+                f"INSERT INTO {qualified(schema, table)} ({', '.join(ident(c) for c in columns)}) "
                 f"SELECT {', '.join(values)} FROM pg_temp.import_{schema}_{table} s"
             )
         except asyncpg.PostgresError as exc:
@@ -227,7 +224,7 @@ class Mapper:
         await self.triggers.disable("auth", "mfa_factors")
         try:
             status = await self.conn.execute(
-                f"INSERT INTO auth.mfa_factors ({', '.join(q(c) for c in columns)}, secret) "
+                f"INSERT INTO auth.mfa_factors ({', '.join(ident(c) for c in columns)}, secret) "
                 f"SELECT {', '.join(values)}, c.secret FROM pg_temp.import_auth_mfa_factors s "
                 "JOIN unnest($1::text[], $2::text[]) AS c(id, secret) ON c.id = s.id",
                 sealed_ids, sealed,
@@ -295,7 +292,7 @@ class Mapper:
         columns, values = await self.mapping("storage", "objects", computed=("version", "metadata"))
         await self.triggers.disable("storage", "objects")
         status = await self.conn.execute(
-            f"INSERT INTO storage.objects ({', '.join(q(c) for c in columns)}, version, metadata) "
+            f"INSERT INTO storage.objects ({', '.join(ident(c) for c in columns)}, version, metadata) "
             f"SELECT {', '.join(values)}, c.version, c.metadata::jsonb FROM pg_temp.import_storage_objects s "
             "JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS c(bucket_id, name, version, metadata) "
             "ON c.bucket_id = s.bucket_id AND c.name = s.name",

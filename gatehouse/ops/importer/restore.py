@@ -31,9 +31,10 @@ from gatehouse.auth.mfa.totp import SecretBox
 from gatehouse.core.config import Settings
 from gatehouse.core.keys import KeySet
 from gatehouse.ops.importer.dump import Copy, DumpError, Statement, split
-from gatehouse.ops.importer.mapping import STARTER_HINT, Mapper, Triggers, q
+from gatehouse.ops.importer.mapping import STARTER_HINT, Mapper, Triggers
 from gatehouse.ops.importer.plan import Step, classify, implied_extensions
 from gatehouse.ops.importer.report import ImportFailed, Summary
+from gatehouse.rest.sqlgen import ident
 from gatehouse.storage.backends import Backend, create_backend
 
 __all__ = ["Dump", "import_supabase", "read_dumps"]
@@ -127,7 +128,7 @@ class _Run:
         self.summary.factors = await self.rows.map_factors()
         self.summary.buckets = await self.rows.map_rows("storage", "buckets")
         for name in implied_extensions([step for dump in dumps for step in dump.steps]):
-            sql = f"CREATE EXTENSION IF NOT EXISTS {q(name)} WITH SCHEMA extensions"
+            sql = f"CREATE EXTENSION IF NOT EXISTS {ident(name)} WITH SCHEMA extensions"
             await self.extension(Step("extension", Statement(sql, 0), "extension", "extensions", name))
         for dump in dumps:
             for step in dump.steps:
@@ -187,15 +188,15 @@ class _Run:
             self.summary.missing_extensions.append(name)
             return
         if step.schema and not await self.conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", step.schema):
-            await self.conn.execute(f"CREATE SCHEMA {q(step.schema)}")
-            await self.conn.execute(f"GRANT USAGE ON SCHEMA {q(step.schema)} TO anon, authenticated, service_role")
+            await self.conn.execute(f"CREATE SCHEMA {ident(step.schema)}")
+            await self.conn.execute(f"GRANT USAGE ON SCHEMA {ident(step.schema)} TO anon, authenticated, service_role")
         if available:
             await self.conn.execute(step.item.sql)  # type: ignore[union-attr]
             self.summary.kept["extension"] += 1
             return
         # Supabase installs uuid-ossp everywhere and apps call its uuid_generate_v4(); a PostgreSQL
         # without it (the embedded one) gets that one function, which is what gen_random_uuid() is.
-        schema = q(step.schema or "public")
+        schema = ident(step.schema or "public")
         await self.conn.execute(
             f"CREATE FUNCTION {schema}.uuid_generate_v4() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE "
             f"AS 'SELECT pg_catalog.gen_random_uuid()'; "
